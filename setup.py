@@ -1,0 +1,24 @@
+"""Age and gender estimation pipeline on TensorFlow: Beam records, trainer, export, serving."""
+from setuptools import find_packages, setup
+
+setup(
+    name="agegender-pipeline",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*"]),
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-datasets>=4.9.10",
+        # The tfrecord extra brings the crc32c implementation Beam's TFRecord codec needs.
+        "apache-beam[tfrecord]>=2.77",
+        "numpy>=1.26",
+        "absl-py>=2.1",
+        "tensorflow-serving-api>=2.21,<2.22",
+        "grpcio>=1.60",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10"],
+    },
+)
