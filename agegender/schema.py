@@ -102,3 +102,34 @@ def make_example(*, encoded_jpeg, height, width, source_id, sha256, age, histogr
 def parse_examples(serialized):
     """Parses a batch (or a scalar) of serialized records with `FEATURE_SPEC`."""
     return tf.io.parse_example(serialized, FEATURE_SPEC)
+
+
+# The records directory (written by pipeline.build_records, read by the trainer and the
+# evaluation tool) is TFDS-compatible: dataset_info.json, features.json and shards named
+#   {DATASET_NAME}-{split}.tfrecord-{shard:05d}-of-{num_shards:05d}
+# plus REPORT_FILE, whose "metadata" object holds META_* values (age deviation, image size).
+REPORT_FILE = "report.json"
+SHARD_SUFFIX = ".tfrecord"
+
+
+def shard_prefix(records_dir, split):
+    """Path prefix of one split's shards (the writer appends -SSSSS-of-NNNNN)."""
+    return f"{str(records_dir).rstrip('/')}/{DATASET_NAME}-{split}{SHARD_SUFFIX}"
+
+
+def shard_pattern(records_dir, split):
+    """Glob matching every shard of one split."""
+    return shard_prefix(records_dir, split) + "-*-of-*"
+
+
+def read_metadata(records_dir):
+    """The writer's metadata (`report.json` -> "metadata"); clear error when it is missing."""
+    import json
+
+    path = f"{str(records_dir).rstrip('/')}/{REPORT_FILE}"
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: is {records_dir!r} a records directory written by "
+            f"`python -m pipeline.build_records`?")
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f).get("metadata", {})
