@@ -1,0 +1,1 @@
+"""SavedModel export for TF Serving: signatures over the shared preprocessing, versioned layout, warmup."""

@@ -1,0 +1,269 @@
+"""Trained Keras model (job dir) -> a versioned SavedModel that TF Serving loads as is.
+
+Owns: loading the trainer's `model.keras` + `model_spec.json`, the serving signatures, the
+TF Serving directory layout (`<export_base>/<version>/saved_model.pb`, `variables/`,
+`assets.extra/tf_serving_warmup_requests`) and version numbering.
+
+Signatures (all reach the model through `agegender.preprocessing`, the function the trainer
+uses, so there is no train/serve skew):
+
+- `serving_default`: `image_bytes` string [N] (JPEG/PNG bytes) and an optional `key`
+  string [N] (echoed back). `key` is optional through the SignatureDef `defaults` map
+  (TF Serving fills an input missing from a request from it); the default is an empty
+  vector, which the graph turns into N empty keys.
+- `predict_images`: `images` float32 [N, H, W, 3], pixels in 0..255 (resized and
+  centre-cropped like an image when H, W differ from the model's size).
+- `serve_tf_examples`: `examples` string [N], serialized `tf.train.Example` records with
+  `agegender.schema.FEATURE_SPEC` (TFX style), so batch scoring runs over the TFRecords.
+
+Outputs: `age` float [N] (years) always; `age_distribution` [N, 101] (classification),
+`age_range` [N, 21] (range mode); `gender` string "M"/"F" and `gender_probability`
+[N, 2] when the model has a gender head; `key` (serving_default only).
+
+Usage:
+  python -m export.export_model --job_dir=runs/exp1 --export_base=models/age [--version=N]
+From the trainer: `export.export_model.export_saved_model(job_dir, export_base)`.
+"""
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from agegender import model_spec as ms
+from agegender import preprocessing, schema
+
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
+
+SIG_DEFAULT = "serving_default"
+SIG_IMAGES = "predict_images"
+SIG_EXAMPLES = "serve_tf_examples"
+
+IMAGE_BYTES = "image_bytes"
+KEY = "key"
+IMAGES = "images"
+EXAMPLES = "examples"
+
+OUT_AGE = "age"
+OUT_AGE_DISTRIBUTION = "age_distribution"
+OUT_AGE_RANGE = "age_range"
+OUT_GENDER = "gender"
+OUT_GENDER_PROBABILITY = "gender_probability"
+OUT_KEY = "key"
+
+
+class ExportError(Exception):
+    """A clear, user-facing export failure (missing job files, existing version, ...)."""
+
+
+def load_trained_model(job_dir):
+    """(Keras model, ModelSpec) from a trainer job dir. Imports `trainer.model` if it exists,
+    so the trainer's custom layers (if any) are registered before loading."""
+    import keras
+
+    spec_path = os.path.join(job_dir, ms.SPEC_FILE)
+    model_path = os.path.join(job_dir, ms.MODEL_FILE)
+    for path in (spec_path, model_path):
+        if not tf.io.gfile.exists(path):
+            raise ExportError(f"{path} not found: is {job_dir!r} a job dir written by the trainer "
+                              f"(it must hold {ms.MODEL_FILE} and {ms.SPEC_FILE})?")
+    try:  # registers the trainer's custom objects; optional while the trainer is being written
+        import trainer.model  # noqa: F401
+    except ImportError:
+        pass
+    with tf.io.gfile.GFile(spec_path) as f:
+        spec = ms.ModelSpec.from_json(f.read())
+    model = keras.models.load_model(model_path, compile=False)
+    return model, spec
+
+
+class ServingModule(tf.Module):
+    """The exported object: the Keras model plus the three signature functions."""
+
+    def __init__(self, model, spec):
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        dim = spec.img_dim
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None], tf.string, name=IMAGE_BYTES),
+            tf.TensorSpec([None], tf.string, name=KEY)])
+        def serving_default(image_bytes, key=tf.constant([], tf.string)):
+            outputs = self._predict(preprocessing.model_input_batch(image_bytes, dim))
+            n = tf.shape(image_bytes)[0]
+            outputs[OUT_KEY] = tf.cond(tf.size(key) > 0, lambda: key,
+                                       lambda: tf.fill([n], tf.constant("", tf.string)))
+            tf.debugging.assert_equal(tf.size(outputs[OUT_KEY]), n,
+                                      message="key must have one value per image")
+            return outputs
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name=IMAGES)])
+        def predict_images(images):
+            shape = tf.shape(images)
+            same = tf.logical_and(tf.equal(shape[1], dim), tf.equal(shape[2], dim))
+            pixels = tf.cond(
+                same, lambda: tf.reshape(images, [-1, dim, dim, 3]),
+                lambda: tf.map_fn(lambda im: preprocessing.resize_square(im, dim), images,
+                                  fn_output_signature=tf.TensorSpec([dim, dim, 3], tf.float32)))
+            return self._predict(pixels)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES)])
+        def serve_tf_examples(examples):
+            features = schema.parse_examples(examples)
+            return self._predict(
+                preprocessing.model_input_batch(features[schema.IMAGE_ENCODED], dim))
+
+        self.serving_default = serving_default
+        self.predict_images = predict_images
+        self.serve_tf_examples = serve_tf_examples
+
+    def _predict(self, pixels):
+        spec = self.spec
+        raw = self.model(pixels, training=False)
+        outputs = {OUT_AGE: tf.cast(ms.ages_from_outputs(raw, spec), tf.float32)}
+        if spec.range_mode:
+            outputs[OUT_AGE_RANGE] = tf.cast(raw[ms.AGE_RANGE], tf.float32)
+        elif spec.type == "classification":
+            outputs[OUT_AGE_DISTRIBUTION] = tf.cast(raw[ms.AGE_DISTRIBUTION], tf.float32)
+        if spec.predict_gender:
+            probs = tf.cast(raw[ms.GENDER], tf.float32)
+            outputs[OUT_GENDER_PROBABILITY] = probs
+            outputs[OUT_GENDER] = tf.gather(tf.constant(schema.GENDER_LETTERS),
+                                            tf.argmax(probs, axis=-1))
+        return outputs
+
+    def signatures(self):
+        return {SIG_DEFAULT: self.serving_default, SIG_IMAGES: self.predict_images,
+                SIG_EXAMPLES: self.serve_tf_examples}
+
+
+def existing_versions(export_base):
+    """Numeric version directories under export_base (what TF Serving would consider)."""
+    if not os.path.isdir(export_base):
+        return []
+    return sorted(int(n) for n in os.listdir(export_base)
+                  if re.fullmatch(r"\d+", n) and os.path.isdir(os.path.join(export_base, n)))
+
+
+def synthetic_jpeg(size=160, seed=0):
+    """A deterministic smooth RGB test image as JPEG bytes (warmup, tests)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    base = rng.uniform(0, 1, size=3).astype(np.float32)
+    img = np.stack([x, y, (x + y) / 2], axis=-1) * 200 + base * 55
+    return tf.io.encode_jpeg(tf.constant(img.astype(np.uint8))).numpy()
+
+
+def warmup_requests(model_name, images, img_dim):
+    """PredictionLog records (predict requests) for the warmup file: one per signature shape
+    clients will use (serving_default with and without key, batch of 1 and of all images;
+    predict_images)."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    def log(signature, inputs):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        return prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request))
+
+    images = list(images)
+    pixels = np.stack([preprocessing.model_input(b, img_dim).numpy() for b in images[:1]])
+    logs = [
+        log(SIG_DEFAULT, {IMAGE_BYTES: np.array(images[:1], dtype=object)}),
+        log(SIG_DEFAULT, {IMAGE_BYTES: np.array(images, dtype=object),
+                          KEY: np.array([f"warmup-{i}".encode() for i in range(len(images))],
+                                        dtype=object)}),
+        log(SIG_IMAGES, {IMAGES: pixels.astype(np.float32)}),
+    ]
+    return logs[:MAX_WARMUP_RECORDS]
+
+
+def write_warmup(saved_model_dir, logs):
+    path = os.path.join(saved_model_dir, WARMUP_DIR, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for entry in logs:
+            writer.write(entry.SerializeToString())
+    return path
+
+
+def export_saved_model(job_dir=None, export_base=None, version=None, *, model=None, spec=None,
+                       model_name="age", warmup_images=None):
+    """Exports a SavedModel version; returns its directory.
+
+    Pass `job_dir` (reads model.keras + model_spec.json) or an in-memory `model` and `spec`
+    (the trainer at the end of a run). `version` defaults to newest existing + 1 (else 1);
+    an existing version is never overwritten. The version is written to a hidden temp dir
+    beside it and renamed into place, so TF Serving never sees a half-written version.
+    `warmup_images`: encoded images for the warmup file (default: synthetic JPEGs).
+    """
+    if export_base is None:
+        raise ExportError("export_base is required")
+    if model is None:
+        if job_dir is None:
+            raise ExportError("give a job_dir or a model and its spec")
+        model, spec = load_trained_model(job_dir)
+    elif spec is None:
+        raise ExportError("an in-memory model needs its ModelSpec")
+    os.makedirs(export_base, exist_ok=True)
+    if version is None:
+        version = (existing_versions(export_base) or [0])[-1] + 1
+    version = int(version)
+    if version < 1:
+        raise ExportError(f"version must be a positive integer, got {version}")
+    final_dir = os.path.join(export_base, str(version))
+    if os.path.exists(final_dir):
+        raise ExportError(f"version {version} already exists at {final_dir}; versions are never "
+                          f"overwritten (omit --version to use the next free one)")
+
+    module = ServingModule(model, spec)
+    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    try:
+        tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
+        images = warmup_images or [synthetic_jpeg(seed=i) for i in range(2)]
+        write_warmup(tmp_dir, warmup_requests(model_name, images, spec.img_dim))
+        if os.path.exists(final_dir):  # someone else took this version meanwhile
+            raise ExportError(f"version {version} appeared at {final_dir} during the export")
+        os.rename(tmp_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return final_dir
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--job_dir", required=True, help="trainer output: model.keras + model_spec.json")
+    parser.add_argument("--export_base", required=True, help="model base path, e.g. models/age")
+    parser.add_argument("--version", type=int, default=None,
+                        help="version number (default: newest existing + 1, else 1)")
+    parser.add_argument("--model_name", default="age", help="model name in the warmup requests")
+    parser.add_argument("--warmup_images", nargs="*", default=None,
+                        help="JPEG/PNG files for the warmup requests (default: synthetic images)")
+    args = parser.parse_args(argv)
+    images = None
+    if args.warmup_images:
+        images = [tf.io.gfile.GFile(p, "rb").read() for p in args.warmup_images]
+    try:
+        path = export_saved_model(args.job_dir, args.export_base, args.version,
+                                  model_name=args.model_name, warmup_images=images)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
