@@ -1,0 +1,260 @@
+"""Command line and graph of the job: face images -> sharded, leak-free TFRecords.
+
+    python -m pipeline.build_records --input=<dir | glob | archive> --output_dir=DIR \
+        [--image_size=160] [--age_deviation=5] [--split=0.8,0.1,0.1] [--labels_csv=CSV] \
+        [--keep_duplicates] [any Beam pipeline option, e.g. --runner=DataflowRunner ...]
+
+Every flag this module does not know is handed to Beam (`parse_known_args`). Without a
+`--runner` the job runs on the DirectRunner in multi_processing mode on every local core.
+"""
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from agegender import names, schema
+from pipeline import sources, transforms, writer
+
+DEFAULT_IMAGE_SIZE = 160  # the trainer's default input is 128 px: room for crop augmentation
+DEFAULT_AGE_DEVIATION = 5.0
+DEFAULT_SPLIT = (0.8, 0.1, 0.1)
+DEFAULT_JPEG_QUALITY = 95
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """What the records depend on (all of it is stored in report.json's metadata)."""
+    output_dir: str
+    image_size: int = DEFAULT_IMAGE_SIZE
+    age_deviation: float = DEFAULT_AGE_DEVIATION
+    split: tuple = DEFAULT_SPLIT  # fractions for schema.SPLITS, in that order
+    keep_duplicates: bool = False
+    min_age: int = names.DEFAULT_MIN_AGE
+    max_age: int = names.DEFAULT_MAX_AGE
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    target_shard_mb: float = writer.DEFAULT_TARGET_SHARD_MB
+    min_shards: int = writer.DEFAULT_MIN_SHARDS
+
+    @property
+    def fractions(self):
+        return tuple(zip(schema.SPLITS, self.split))
+
+    def metadata(self, extra=None):
+        return {
+            schema.META_AGE_DEVIATION: self.age_deviation,
+            schema.META_IMAGE_SIZE: self.image_size,
+            "splits": dict(self.fractions),
+            "options": {"keep_duplicates": self.keep_duplicates, "min_age": self.min_age,
+                        "max_age": self.max_age, "jpeg_quality": self.jpeg_quality,
+                        "target_shard_mb": self.target_shard_mb, "min_shards": self.min_shards,
+                        **(extra or {})},
+        }
+
+
+def _one(_):
+    return 1
+
+
+def _with_split(face, fractions):
+    return transforms.split_of(face.sha256, fractions), face
+
+
+def _split_size(keyed):
+    split, face = keyed
+    return split, (1, len(face.example))
+
+
+def _sum_pairs(pairs):
+    count = nbytes = 0
+    for c, b in pairs:
+        count, nbytes = count + c, nbytes + b
+    return count, nbytes
+
+
+def _with_shard(keyed, plan):
+    split, face = keyed
+    return (split, transforms.shard_of(face.sha256, plan[split])), face
+
+
+def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None):
+    """Adds the whole job to pipeline `p`; returns the PCollection holding the report dict.
+
+    inputs: `sources.InputFile`s (from `sources.list_inputs`); options: `BuildOptions`;
+    labels_csv_rows: `names.read_labels_csv(...)` output, or None to label from file names.
+    """
+    files = [f for f in inputs if not f.is_archive]
+    archives = [f for f in inputs if f.is_archive]
+    data, source_skips = [], []
+    if files:
+        # Create puts everything in one bundle; the Reshuffle lets the runner spread the
+        # reading and decoding over all workers.
+        read = (p | "ListFiles" >> beam.Create(files)
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadFiles" >> beam.ParDo(transforms.ReadFile()).with_outputs(
+                    transforms.SKIPPED, main="data"))
+        data.append(read.data)
+        source_skips.append(read[transforms.SKIPPED])
+    if archives:
+        # An archive is one sequential stream: read by one worker, then its members spread.
+        members = (p | "ListArchives" >> beam.Create(archives)
+                   | "ReadArchives" >> beam.ParDo(transforms.ReadArchive()).with_outputs(
+                       transforms.SKIPPED, main="data"))
+        data.append(members.data | "SpreadMembers" >> beam.Reshuffle())
+        source_skips.append(members[transforms.SKIPPED])
+    data = data | "AllInputs" >> beam.Flatten()
+    source_skips = source_skips | "SourceSkips" >> beam.Flatten()
+
+    made = data | "MakeRecords" >> beam.ParDo(transforms.MakeRecord(
+        image_size=options.image_size, age_deviation=options.age_deviation,
+        jpeg_quality=options.jpeg_quality, labels_csv_rows=labels_csv_rows,
+        min_age=options.min_age, max_age=options.max_age)).with_outputs(
+            transforms.SKIPPED, main="faces")
+
+    by_split = made.faces | "AssignSplit" >> beam.Map(_with_split, options.fractions)
+    sizes = (by_split | "SizeOf" >> beam.Map(_split_size)
+             | "SplitSizes" >> beam.CombinePerKey(_sum_pairs)
+             | "SizesDict" >> beam.combiners.ToDict())
+    plan = sizes | "PlanShards" >> beam.Map(
+        writer.plan_shards, options.fractions,
+        int(options.target_shard_mb * 1024 * 1024), options.min_shards)
+    plan_side = beam.pvalue.AsSingleton(plan)
+    keyed = by_split | "AssignShard" >> beam.Map(_with_shard, plan_side)
+    markers = (p | "Start" >> beam.Create([None])
+               | "ShardMarkers" >> beam.FlatMap(writer.shard_markers, plan_side))
+    deduped = ((keyed, markers) | "WithMarkers" >> beam.Flatten()
+               | "GroupByShard" >> beam.GroupByKey()
+               | "Dedup" >> beam.ParDo(transforms.DedupShard(options.keep_duplicates))
+               .with_outputs(transforms.SKIPPED, main="shards"))
+    written = deduped.shards | "WriteShards" >> beam.ParDo(
+        writer.WriteShard(options.output_dir), plan_side)
+
+    skips = ((source_skips, made[transforms.SKIPPED], deduped[transforms.SKIPPED])
+             | "AllSkips" >> beam.Flatten()
+             | "CountSkips" >> beam.Map(writer.count_skip))
+    num_inputs = ((data | "OneInput" >> beam.Map(_one),
+                   source_skips | "OneSourceSkip" >> beam.Map(_one))
+                  | "InputOnes" >> beam.Flatten()
+                  | "CountInputs" >> beam.CombineGlobally(sum))
+    return (p | "Finish" >> beam.Create([None])
+            | "Finalize" >> beam.Map(
+                writer.finalize, beam.pvalue.AsList(written), beam.pvalue.AsList(skips),
+                beam.pvalue.AsSingleton(num_inputs),
+                output_dir=options.output_dir, metadata=options.metadata(report_extra)))
+
+
+def _parse_split(text):
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--split={text!r}: expected three numbers, e.g. 0.8,0.1,0.1")
+    if len(parts) != len(schema.SPLITS) or any(x < 0 for x in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(
+            f"--split={text!r}: expected {len(schema.SPLITS)} fractions >= 0 summing to 1 "
+            f"(for {', '.join(schema.SPLITS)})")
+    return parts
+
+
+def _parser():
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.build_records", description=__doc__.split("\n")[0],
+        epilog="Any other flag is a Beam pipeline option (e.g. --runner, --project, --region, "
+               "--temp_location, --direct_num_workers).")
+    ap.add_argument("--input", required=True,
+                    help="a directory, a glob, or a .tar/.tar.gz/.tgz/.zip archive (any Beam filesystem)")
+    ap.add_argument("--output_dir", required=True, help="the records directory to write")
+    ap.add_argument("--labels_csv", help="CSV file,age[,gender][,race]: labels for files whose "
+                                         "names carry none (keyed by file basename)")
+    ap.add_argument("--image_size", type=int, default=DEFAULT_IMAGE_SIZE,
+                    help="side of the square JPEG written (default %(default)s)")
+    ap.add_argument("--age_deviation", type=float, default=DEFAULT_AGE_DEVIATION,
+                    help="age histogram deviation in years (default %(default)s)")
+    ap.add_argument("--split", type=_parse_split, default=DEFAULT_SPLIT,
+                    help="train,validation,test fractions (default 0.8,0.1,0.1)")
+    ap.add_argument("--keep_duplicates", action="store_true",
+                    help="write every pixel-identical copy (all in one split) instead of one")
+    ap.add_argument("--min_age", type=int, default=names.DEFAULT_MIN_AGE)
+    ap.add_argument("--max_age", type=int, default=names.DEFAULT_MAX_AGE)
+    ap.add_argument("--jpeg_quality", type=int, default=DEFAULT_JPEG_QUALITY)
+    ap.add_argument("--target_shard_mb", type=float, default=writer.DEFAULT_TARGET_SHARD_MB,
+                    help="about this many MB per shard (default %(default)s)")
+    ap.add_argument("--min_shards", type=int, default=writer.DEFAULT_MIN_SHARDS,
+                    help="at least this many shards per split, if it has that many images")
+    return ap
+
+
+def pipeline_options(beam_args):
+    """Beam options from the unknown flags; local default: DirectRunner on all cores."""
+    options = PipelineOptions(beam_args)
+    given = {a.split("=", 1)[0].lstrip("-") for a in beam_args if a.startswith("--")}
+    if "runner" not in given:
+        options.view_as(StandardOptions).runner = "DirectRunner"
+    if "direct_running_mode" not in given:
+        # Measured on the 2-core machine: see BUILD_NOTES.md. Processes, not threads: the
+        # per-image Python (protos, hashing, Beam's own bookkeeping) holds the GIL.
+        options.view_as(DirectOptions).direct_running_mode = "multi_processing"
+    if "direct_num_workers" not in given:
+        options.view_as(DirectOptions).direct_num_workers = 0  # 0 = one worker per core
+    return options
+
+
+def _error(message):
+    print(f"build_records: error: {message}", file=sys.stderr)
+    return 2
+
+
+def print_summary(report, seconds=None, out=sys.stdout):
+    counts = report["counts"]
+    print(f"inputs {counts['inputs']}  written {counts['written']}  "
+          f"skipped {counts['skipped']}", file=out)
+    for split, info in report["splits"].items():
+        print(f"  {split:<10} {info['examples']:>7} images in {info['shards']} shard(s), "
+              f"{info['bytes'] / 1e6:.1f} MB", file=out)
+    for reason, n in counts["skipped_by_reason"].items():
+        print(f"  skipped {reason:<22} {n}", file=out)
+    if seconds:
+        print(f"{seconds:.1f} s, {counts['inputs'] / seconds:.0f} inputs/s end to end", file=out)
+
+
+def main(argv=None):
+    args, beam_args = _parser().parse_known_args(argv)
+    if args.image_size <= 0 or not 1 <= args.jpeg_quality <= 100 or args.min_shards < 1 \
+            or args.target_shard_mb <= 0 or args.age_deviation < 0:
+        return _error("--image_size, --min_shards and --target_shard_mb must be > 0, "
+                      "--age_deviation >= 0, --jpeg_quality in 1..100")
+    try:
+        inputs = sources.list_inputs(args.input)
+    except sources.InputError as e:
+        return _error(str(e))
+    csv_rows = None
+    if args.labels_csv:
+        try:
+            csv_rows = names.read_labels_csv(sources.read_file(args.labels_csv).decode("utf-8-sig"))
+        except Exception as e:
+            return _error(f"cannot read --labels_csv {args.labels_csv!r}: {e}")
+    options = BuildOptions(
+        output_dir=args.output_dir.rstrip("/"), image_size=args.image_size,
+        age_deviation=args.age_deviation, split=args.split, keep_duplicates=args.keep_duplicates,
+        min_age=args.min_age, max_age=args.max_age, jpeg_quality=args.jpeg_quality,
+        target_shard_mb=args.target_shard_mb, min_shards=args.min_shards)
+
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(options.output_dir)
+    start = time.perf_counter()
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        build_pipeline(p, inputs, options, csv_rows,
+                       report_extra={"input": args.input, "labels_csv": args.labels_csv})
+    seconds = time.perf_counter() - start
+    with tf.io.gfile.GFile(f"{options.output_dir}/{schema.REPORT_FILE}") as f:
+        report = json.load(f)
+    print_summary(report, seconds)
+    print(f"records in {options.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

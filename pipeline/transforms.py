@@ -1,0 +1,206 @@
+"""Per-image work and the rules that place an image: label, decode, hash, split, dedup.
+
+- `ReadFile` / `ReadArchive`: listed inputs -> `(source_id, bytes)`.
+- `MakeRecord`: `(source_id, bytes)` -> `Face` (label from the name or the labels CSV,
+  decoded pixels hashed, resized, re-encoded as JPEG, serialized `tf.train.Example`).
+- `split_of` / `shard_of`: where a face goes, from its pixel hash only.
+- `DedupShard`: one shard's faces -> the ones to write, sorted; copies -> skips.
+
+Every DoFn sends an input it cannot use to the `SKIPPED` output as a `sources.Skip`, so one bad
+file never stops the job and the report can account for every input.
+"""
+import collections
+import hashlib
+
+import apache_beam as beam
+
+from agegender import age_histogram, names, preprocessing, schema
+from pipeline import sources
+from pipeline.sources import Skip
+
+SKIPPED = "skipped"
+
+# Skip reasons owned by this module (names.LabelError.reason codes and sources' reasons
+# are used as they are).
+EMPTY_FILE = "empty_file"
+UNDECODABLE = "undecodable"
+DUPLICATE = "duplicate"
+CONFLICTING_LABELS = "conflicting_labels"
+
+# One usable image. `example` is the serialized tf.train.Example; the other fields are
+# what placement, dedup and the report need without parsing it again.
+Face = collections.namedtuple("Face", ["sha256", "source_id", "age", "gender", "race", "example"])
+
+
+def _skip(source_id, reason, detail):
+    return beam.pvalue.TaggedOutput(SKIPPED, Skip(source_id, reason, detail))
+
+
+def _short(error, limit=200):
+    """The useful last line of a (TF) error message, bounded for the report."""
+    text = getattr(error, "message", None) or str(error)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:limit]
+
+
+class ReadFile(beam.DoFn):
+    """`sources.InputFile` (a plain file) -> `(source_id, bytes)`."""
+
+    def process(self, item):
+        if item.size is not None and item.size > sources.MAX_INPUT_BYTES:
+            yield _skip(item.source_id, sources.FILE_TOO_LARGE, f"{item.size} bytes")
+            return
+        try:
+            data = sources.read_file(item.path)
+        except Exception as e:  # any filesystem's error: report it, keep going
+            yield _skip(item.source_id, sources.UNREADABLE, _short(e))
+            return
+        yield item.source_id, data
+
+
+class ReadArchive(beam.DoFn):
+    """`sources.InputFile` (an archive) -> `(member_name, bytes)` per member, in place."""
+
+    def process(self, item):
+        for out in sources.iter_archive(item):
+            if isinstance(out, Skip):
+                yield beam.pvalue.TaggedOutput(SKIPPED, out)
+            else:
+                yield out
+
+
+class MakeRecord(beam.DoFn):
+    """`(source_id, bytes)` -> `Face`: the whole per-image conversion in one step.
+
+    One DoFn rather than a chain of them: Beam pays a per-element cost at every step, and
+    the image bytes would be carried between steps. The TF part (decode, resize, encode)
+    runs as one `tf.function` call, which costs far less than the same ops run eagerly.
+    """
+
+    def __init__(self, *, image_size, age_deviation, jpeg_quality=95, labels_csv_rows=None,
+                 min_age=names.DEFAULT_MIN_AGE, max_age=names.DEFAULT_MAX_AGE):
+        self._image_size = int(image_size)
+        self._deviation = float(age_deviation)
+        self._quality = int(jpeg_quality)
+        self._csv = labels_csv_rows
+        self._min_age, self._max_age = min_age, max_age
+        self._convert = None
+
+    def setup(self):
+        import tensorflow as tf
+
+        size, quality = self._image_size, self._quality
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+        def convert(data):
+            pixels = preprocessing.decode_rgb(data)
+            resized = preprocessing.to_uint8(preprocessing.resize_square(pixels, size))
+            return pixels, tf.io.encode_jpeg(resized, quality=quality)
+
+        self._tf = tf
+        self._convert = convert
+
+    def labels(self, source_id):
+        if self._csv is None:
+            return names.parse_name(source_id, self._min_age, self._max_age)
+        name = names.basename(source_id)
+        return names.labels_from_csv_row(name, self._csv.get(name), self._min_age, self._max_age)
+
+    def process(self, element):
+        source_id, data = element
+        if not data:
+            yield _skip(source_id, EMPTY_FILE, "0 bytes")
+            return
+        try:
+            labels = self.labels(source_id)
+        except names.LabelError as e:
+            yield _skip(source_id, e.reason, str(e))
+            return
+        try:
+            pixels, jpeg = self._convert(self._tf.constant(data))
+        except self._tf.errors.OpError as e:  # not an image, truncated, unsupported...
+            yield _skip(source_id, UNDECODABLE, _short(e))
+            return
+        # The dedup key hashes the decoded input pixels (schema: image/sha256), so re-encoded
+        # or renamed copies of one picture are still found.
+        sha256 = hashlib.sha256(pixels.numpy().tobytes()).hexdigest()
+        example = schema.make_example(
+            encoded_jpeg=jpeg.numpy(), height=self._image_size, width=self._image_size,
+            source_id=source_id, sha256=sha256, age=labels.age,
+            histogram=age_histogram.age_histogram(labels.age, self._deviation),
+            gender=labels.gender, race=labels.race)
+        # deterministic=True sorts the Features map: byte-identical records on every run.
+        yield Face(sha256, source_id, labels.age, labels.gender, labels.race,
+                   example.SerializeToString(deterministic=True))
+
+
+def split_of(sha256, fractions):
+    """The split of an image from its pixel hash: identical pixels -> same split, always.
+
+    `fractions` is a sequence of (split, fraction). The first 64 bits of the SHA-256 are a
+    uniform number in [0, 1); `shard_of` uses the next 64, which are independent of these.
+    """
+    u = int(sha256[:16], 16) / 2.0 ** 64
+    cumulative = 0.0
+    last = None
+    for split, fraction in fractions:
+        if fraction <= 0:
+            continue
+        cumulative += fraction
+        last = split
+        if u < cumulative:
+            return split
+    return last  # rounding: fractions that sum to 0.9999999
+
+
+def shard_of(sha256, num_shards):
+    """The shard of an image within its split (copies of one image share a shard)."""
+    return int(sha256[16:32], 16) % num_shards
+
+
+def resolve_copies(faces, keep_all=False):
+    """Faces with identical pixels -> (faces to write, skips), deterministically.
+
+    Copies whose age or gender disagree are all dropped (which label is right is unknown).
+    Otherwise the copy with the smallest source id is kept, or every copy with `keep_all`.
+    Race is not a training target, so copies differing only in race count as agreeing.
+    """
+    faces = sorted(faces, key=lambda f: f.source_id)
+    if len(faces) == 1:
+        return faces, []
+    ids = ", ".join(f.source_id for f in faces)
+    if len({(f.age, f.gender) for f in faces}) > 1:
+        labels = "; ".join(f"{f.source_id}: age {f.age} gender {f.gender}" for f in faces)
+        return [], [Skip(f.source_id, CONFLICTING_LABELS,
+                         f"pixel-identical copies disagree ({labels})") for f in faces]
+    if keep_all:
+        return faces, []
+    kept = faces[0]
+    return [kept], [Skip(f.source_id, DUPLICATE, f"pixel-identical to {kept.source_id} (kept)")
+                    for f in faces[1:]]
+
+
+class DedupShard(beam.DoFn):
+    """`((split, shard), faces)` -> `((split, shard), faces to write, sorted by hash)`.
+
+    The shard comes from the pixel hash, so all copies of an image meet here. The GroupByKey
+    gives the faces in no particular order; sorting by (sha256, source id) fixes the order
+    inside the shard file, and a hash order is also a good shuffle for training.
+    """
+
+    def __init__(self, keep_duplicates=False):
+        self._keep_all = keep_duplicates
+
+    def process(self, element):
+        key, faces = element
+        by_hash = collections.defaultdict(list)
+        for face in faces:
+            if face is not None:  # None: the writer's marker that the shard exists
+                by_hash[face.sha256].append(face)
+        kept = []
+        for sha256 in sorted(by_hash):
+            faces_to_write, skips = resolve_copies(by_hash[sha256], self._keep_all)
+            kept.extend(faces_to_write)
+            for skip in skips:
+                yield beam.pvalue.TaggedOutput(SKIPPED, skip)
+        yield key, kept
