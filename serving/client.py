@@ -1,0 +1,272 @@
+"""Clients for a TF Serving age/gender model (real TF Serving or `serving.server`).
+
+Python API:
+  predict_grpc("localhost:8500", [jpeg_bytes, ...])  -> [{"age": 31.2, "gender": "F", ...}]
+  predict_rest("localhost:8501", [jpeg_bytes, ...])  -> same
+  GrpcClient / RestClient keep one channel / connection pool for repeated calls.
+Failures raise `ClientError` with `code` (gRPC status name, or the HTTP status for REST)
+and the server's message; a server that is down gives code UNAVAILABLE (gRPC) or
+"UNAVAILABLE" (REST) after `timeout` seconds at most.
+
+CLI (like the original project's predict mode):
+  python -m serving.client --server=localhost:8500 --protocol=grpc --model_name=age IMAGE...
+"""
+import argparse
+import base64
+import http.client
+import json
+import socket
+import sys
+
+import numpy as np
+
+from agegender import names, schema
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class ClientError(Exception):
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _split_hostport(server):
+    host, _, port = server.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"server must be host:port, got {server!r}")
+    return host, int(port)
+
+
+def _rows(columns, n):
+    """{output: list/array of n rows} -> [{output: value}] with plain Python values."""
+    rows = [{} for _ in range(n)]
+    for name, values in columns.items():
+        for i in range(n):
+            v = values[i]
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", "replace")
+            elif isinstance(v, np.ndarray):
+                v = v.tolist()
+            elif isinstance(v, np.generic):
+                v = v.item()
+            rows[i][name] = v
+    return rows
+
+
+class GrpcClient:
+    """PredictionService client over one gRPC channel."""
+
+    def __init__(self, server, timeout=10.0, max_message_bytes=64 << 20):
+        import grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        self._grpc = grpc
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(server, options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes)])
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout)
+        except self._grpc.RpcError as e:
+            raise ClientError(e.code().name, e.details()) from None
+
+    def predict_raw(self, inputs, model_name="age", signature_name=DEFAULT_SIGNATURE,
+                    version=None):
+        """{input: array-like} -> {output: ndarray} (any signature)."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature_name
+        if version is not None:
+            request.model_spec.version.value = int(version)
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        response = self._call(self.stub.Predict, request)
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+    def predict(self, images, model_name="age", keys=None, version=None):
+        """Encoded images -> one dict of outputs per image."""
+        inputs = {"image_bytes": np.array(list(images), dtype=object)}
+        if keys is not None:
+            inputs["key"] = np.array([k.encode() if isinstance(k, str) else k for k in keys],
+                                     dtype=object)
+        out = self.predict_raw(inputs, model_name, DEFAULT_SIGNATURE, version)
+        return _rows(out, len(inputs["image_bytes"]))
+
+    def metadata(self, model_name="age", version=None):
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = model_name
+        if version is not None:
+            request.model_spec.version.value = int(version)
+        response = self._call(self.stub.GetModelMetadata, request)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(sig_map)
+        return response, sig_map
+
+    def status(self, model_name="age", version=None):
+        from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = model_name
+        if version is not None:
+            request.model_spec.version.value = int(version)
+        stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        return self._call(stub.GetModelStatus, request)
+
+
+class RestClient:
+    """REST client on http.client with one keep-alive connection (not thread-safe: one per
+    thread)."""
+
+    def __init__(self, server, timeout=10.0):
+        self.host, self.port = _split_hostport(server)
+        self.timeout = timeout
+        self._conn = None
+
+    def close(self):
+        if self._conn:
+            self._conn.close()
+            self._conn = None
+
+    def request(self, method, path, body=None):
+        """-> (HTTP status, parsed JSON). Raises ClientError UNAVAILABLE if unreachable."""
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        for attempt in (0, 1):  # one retry on a stale keep-alive connection
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                headers = {"Content-Type": "application/json"} if data is not None else {}
+                self._conn.request(method, path, body=data, headers=headers)
+                response = self._conn.getresponse()
+                raw = response.read()
+                break
+            except (ConnectionError, http.client.HTTPException, socket.timeout, OSError) as e:
+                self.close()
+                fresh = isinstance(e, (http.client.RemoteDisconnected, BrokenPipeError,
+                                       ConnectionResetError))
+                if attempt == 0 and fresh:
+                    continue
+                raise ClientError("UNAVAILABLE", f"{self.host}:{self.port}: {e}") from None
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError:
+            payload = {"error": raw.decode("utf-8", "replace")}
+        if response.will_close:
+            self.close()
+        return response.status, payload
+
+    def _check(self, status, payload):
+        if status != 200:
+            message = payload.get("error", payload) if isinstance(payload, dict) else payload
+            raise ClientError(status, message)
+        return payload
+
+    def _path(self, model_name, version, suffix=""):
+        v = f"/versions/{int(version)}" if version is not None else ""
+        return f"/v1/models/{model_name}{v}{suffix}"
+
+    def predict_json(self, body, model_name="age", version=None):
+        return self._check(*self.request("POST", self._path(model_name, version, ":predict"),
+                                         body))
+
+    def predict(self, images, model_name="age", keys=None, version=None):
+        images = list(images)
+        inputs = {"image_bytes": [{"b64": base64.b64encode(b).decode("ascii")} for b in images]}
+        if keys is not None:
+            inputs["key"] = list(keys)
+        out = self.predict_json({"signature_name": DEFAULT_SIGNATURE, "inputs": inputs},
+                                model_name, version)["outputs"]
+        return _rows(out, len(images))
+
+    def metadata(self, model_name="age", version=None):
+        return self._check(*self.request("GET", self._path(model_name, version, "/metadata")))
+
+    def status(self, model_name="age", version=None):
+        return self._check(*self.request("GET", self._path(model_name, version)))
+
+
+def predict_grpc(server, images, model_name="age", keys=None, version=None, timeout=10.0):
+    client = GrpcClient(server, timeout)
+    try:
+        return client.predict(images, model_name, keys, version)
+    finally:
+        client.close()
+
+
+def predict_rest(server, images, model_name="age", keys=None, version=None, timeout=10.0):
+    client = RestClient(server, timeout)
+    try:
+        return client.predict(images, model_name, keys, version)
+    finally:
+        client.close()
+
+
+def format_prediction(path, prediction):
+    lines = [path, f"  Predicted age: {prediction['age']:.1f}"]
+    if "gender" in prediction:
+        p = prediction.get("gender_probability")
+        conf = f" (p={max(p):.2f})" if p else ""
+        lines.append(f"  Predicted gender: {prediction['gender']}{conf}")
+    try:
+        labels = names.parse_name(path)
+        truth = f"  True age: {labels.age}"
+        if labels.gender != schema.UNKNOWN:
+            truth += f", true gender: {schema.GENDER_LETTERS[labels.gender]}"
+        lines.append(truth)
+    except names.LabelError:
+        pass
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Predict age (and gender) of face images with a "
+                                            "served model.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG/PNG files")
+    p.add_argument("--server", default=None,
+                   help="host:port (default localhost:8500 for gRPC, localhost:8501 for REST)")
+    p.add_argument("--protocol", choices=("grpc", "rest"), default="grpc")
+    p.add_argument("--model_name", default="age")
+    p.add_argument("--model_version", type=int, default=None)
+    p.add_argument("--batch_size", type=int, default=16, help="images per request")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    args = p.parse_args(argv)
+    server = args.server or ("localhost:8500" if args.protocol == "grpc" else "localhost:8501")
+    client = GrpcClient(server, args.timeout) if args.protocol == "grpc" else RestClient(
+        server, args.timeout)
+    status = 0
+    try:
+        for start in range(0, len(args.images), args.batch_size):
+            paths = args.images[start:start + args.batch_size]
+            try:
+                images = [open(path, "rb").read() for path in paths]
+            except OSError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            try:
+                predictions = client.predict(images, args.model_name, keys=paths,
+                                             version=args.model_version)
+            except ClientError as e:
+                print(f"error: {args.protocol} {server}: {e}", file=sys.stderr)
+                status = 1
+                continue
+            for path, prediction in zip(paths, predictions):
+                print(format_prediction(path, prediction))
+    finally:
+        client.close()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

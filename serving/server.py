@@ -1,0 +1,130 @@
+"""Local model server speaking TF Serving's gRPC and REST APIs (CLI and embeddable class).
+
+For development, tests and machines without Docker; production runs the real
+`tensorflow/serving` image on the same model directory (see serving/README.md).
+
+  python -m serving.server --model_base_path=models/age --model_name=age \
+      --port=8500 --rest_api_port=8501
+
+Flags follow tensorflow_model_server's names where they exist. Binds 127.0.0.1 unless
+`--host` says otherwise. `--rest_api_port=0` turns REST off (as in TF Serving); in the
+`ModelServer` class, port 0 means "pick a free port" (tests).
+"""
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from serving.batching import BatchingQueue
+from serving.core import ServingCore
+from serving.grpc_api import GrpcServer
+from serving.model_store import ModelStore
+from serving.rest_api import RestServer
+
+log = logging.getLogger("serving.server")
+
+
+class ModelServer:
+    """Model store + (optional) batching queue + gRPC and REST endpoints."""
+
+    def __init__(self, model_base_path, model_name="age", host="127.0.0.1", grpc_port=0,
+                 rest_port=0, enable_batching=True, max_batch_size=16,
+                 batch_timeout_micros=2000, max_enqueued_batches=1024,
+                 file_system_poll_wait_seconds=1.0, max_request_bytes=16 << 20,
+                 request_timeout=30.0, enable_rest=True, enable_grpc=True, warmup=True):
+        self.store = ModelStore(model_name, model_base_path, file_system_poll_wait_seconds,
+                                warmup=warmup)
+        self.batcher = (BatchingQueue(max_batch_size, batch_timeout_micros / 1e6,
+                                      max_enqueued_batches) if enable_batching else None)
+        self.core = ServingCore(self.store, self.batcher, request_timeout)
+        self._config = dict(host=host, max_request_bytes=max_request_bytes)
+        self._grpc_port, self._rest_port = grpc_port, rest_port
+        self._enable_grpc, self._enable_rest = enable_grpc, enable_rest
+        self.grpc = self.rest = None
+
+    def start(self):
+        self.store.start()
+        if self._enable_grpc:
+            self.grpc = GrpcServer(self.core, port=self._grpc_port, **self._config).start()
+        if self._enable_rest:
+            self.rest = RestServer(self.core, port=self._rest_port, **self._config).start()
+        return self
+
+    @property
+    def grpc_port(self):
+        return self.grpc.port if self.grpc else None
+
+    @property
+    def rest_port(self):
+        return self.rest.port if self.rest else None
+
+    def stop(self):
+        if self.rest:
+            self.rest.stop()
+        if self.grpc:
+            self.grpc.stop()
+        if self.batcher:
+            self.batcher.stop()
+        self.store.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _bool(text):
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model_base_path", required=True, help="directory of numeric versions")
+    p.add_argument("--model_name", default="age")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8500, help="gRPC port")
+    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: no REST)")
+    p.add_argument("--enable_batching", type=_bool, default=True)
+    p.add_argument("--max_batch_size", type=int, default=16)
+    p.add_argument("--batch_timeout_micros", type=int, default=2000)
+    p.add_argument("--max_enqueued_batches", type=int, default=1024,
+                   help="queued requests beyond this get UNAVAILABLE")
+    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                   help="how often to look for new versions (0: never)")
+    p.add_argument("--max_request_bytes", type=int, default=16 << 20,
+                   help="largest accepted request (REST body / gRPC message)")
+    p.add_argument("--request_timeout", type=float, default=30.0, help="seconds per request")
+    p.add_argument("--enable_model_warmup", type=_bool, default=True)
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = ModelServer(
+        args.model_base_path, args.model_name, host=args.host, grpc_port=args.port,
+        rest_port=args.rest_api_port, enable_batching=args.enable_batching,
+        max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
+        max_enqueued_batches=args.max_enqueued_batches,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        max_request_bytes=args.max_request_bytes, request_timeout=args.request_timeout,
+        enable_rest=args.rest_api_port != 0, warmup=args.enable_model_warmup)
+    server.start()
+    current = server.store._current
+    print(f"serving model {args.model_name!r} version "
+          f"{current.version if current else '(none yet)'}: gRPC {args.host}:{server.grpc_port}"
+          + (f", REST {args.host}:{server.rest_port}" if server.rest else ""), flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
