@@ -1,0 +1,161 @@
+"""Export: TF Serving layout, versions, signatures equal to the Keras model, warmup file."""
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from agegender import model_spec as ms
+from agegender import preprocessing, schema
+from export import export_model as em
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TOL = 1e-4
+
+
+def _keras_reference(job_dir, images):
+    model, spec = em.load_trained_model(job_dir)
+    pixels = preprocessing.model_input_batch(tf.constant(images), spec.img_dim)
+    raw = {k: v.numpy() for k, v in model(pixels, training=False).items()}
+    return spec, pixels.numpy(), raw
+
+
+def _check_outputs(out, spec, raw):
+    out = {k: np.asarray(v) for k, v in out.items()}
+    np.testing.assert_allclose(out["age"], ms.ages_from_outputs(raw, spec).numpy(), atol=TOL)
+    if spec.range_mode:
+        np.testing.assert_allclose(out["age_range"], raw[ms.AGE_RANGE], atol=TOL)
+        assert "age_distribution" not in out
+    elif spec.type == "classification":
+        np.testing.assert_allclose(out["age_distribution"], raw[ms.AGE_DISTRIBUTION], atol=TOL)
+        assert out["age_distribution"].shape[1] == schema.NUM_AGE_BINS
+    else:
+        assert "age_distribution" not in out and "age_range" not in out
+    if spec.predict_gender:
+        np.testing.assert_allclose(out["gender_probability"], raw[ms.GENDER], atol=TOL)
+        letters = [schema.GENDER_LETTERS[i] for i in raw[ms.GENDER].argmax(-1)]
+        assert [g.decode() for g in out["gender"]] == letters
+    else:
+        assert "gender" not in out and "gender_probability" not in out
+
+
+@pytest.mark.parametrize("variant", ["clf_gender", "regression", "range_gender"])
+def test_signatures_equal_keras_predictions(variant, job_dirs, exported, face_images):
+    spec, pixels, raw = _keras_reference(job_dirs[variant], face_images)
+    loaded = tf.saved_model.load(exported[variant])
+    sigs = loaded.signatures
+    assert {"serving_default", "predict_images", "serve_tf_examples"} <= set(sigs)
+
+    n = len(face_images)
+    keys = tf.constant([f"k{i}" for i in range(n)])
+    out = sigs["serving_default"](image_bytes=tf.constant(face_images), key=keys)
+    _check_outputs(out, spec, raw)
+    assert out["key"].numpy().tolist() == keys.numpy().tolist()
+
+    _check_outputs(sigs["predict_images"](images=tf.constant(pixels)), spec, raw)
+
+    examples = [em_example(img).SerializeToString() for img in face_images]
+    _check_outputs(sigs["serve_tf_examples"](examples=tf.constant(examples)), spec, raw)
+
+
+def em_example(image):
+    return schema.make_example(encoded_jpeg=image, height=1, width=1, source_id="x", sha256="0",
+                               age=30, histogram=[0.0] * schema.NUM_AGE_BINS)
+
+
+def test_key_is_optional_through_signature_defaults(exported, face_images):
+    from tensorflow.python.saved_model import loader_impl
+
+    sd = loader_impl.parse_saved_model(exported["clf_gender"]).meta_graphs[0].signature_def
+    default = sd["serving_default"].defaults["key"]
+    assert tf.make_ndarray(default).shape == (0,)
+    loaded = tf.saved_model.load(exported["clf_gender"])
+    out = loaded.signatures["serving_default"](image_bytes=tf.constant(face_images[:2]),
+                                               key=tf.make_ndarray(default))
+    assert out["key"].numpy().tolist() == [b"", b""]
+
+
+def test_predict_images_resizes_other_sizes(job_dirs, exported, face_images):
+    spec, _, raw = _keras_reference(job_dirs["clf_gender"], face_images[:1])
+    decoded = preprocessing.decode_rgb(face_images[0]).numpy().astype(np.float32)
+    out = tf.saved_model.load(exported["clf_gender"]).signatures["predict_images"](
+        images=tf.constant(decoded[None]))
+    _check_outputs(out, spec, raw)
+
+
+def test_layout_versions_and_no_overwrite(job_dirs, tmp_path):
+    base = str(tmp_path / "models" / "age")
+    v1 = em.export_saved_model(job_dirs["regression"], base)
+    v2 = em.export_saved_model(job_dirs["regression"], base)
+    assert v1.endswith("/1") and v2.endswith("/2")
+    for v in (v1, v2):
+        assert os.path.isfile(os.path.join(v, "saved_model.pb"))
+        assert os.path.isdir(os.path.join(v, "variables"))
+        assert os.path.isfile(os.path.join(v, "assets.extra", "tf_serving_warmup_requests"))
+    with pytest.raises(em.ExportError, match="already exists"):
+        em.export_saved_model(job_dirs["regression"], base, version=2)
+    assert em.export_saved_model(job_dirs["regression"], base, version=7).endswith("/7")
+    assert em.existing_versions(base) == [1, 2, 7]
+    assert sorted(os.listdir(base)) == ["1", "2", "7"]  # no temp dirs left behind
+    assert em.main([f"--job_dir={job_dirs['regression']}", f"--export_base={base}",
+                    "--version=1"]) == 2
+    with pytest.raises(em.ExportError, match="model_spec.json"):
+        em.export_saved_model(str(tmp_path / "nothing"), base)
+
+
+def test_in_memory_model_export_for_the_trainer(tmp_path):
+    from export import testing
+
+    spec = ms.ModelSpec(type="classification", predict_gender=False, img_dim=32)
+    path = em.export_saved_model(export_base=str(tmp_path), model=testing.build_tiny_model(spec),
+                                 spec=spec)
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def test_warmup_file_parses_and_replays(exported):
+    path = os.path.join(exported["clf_gender"], "assets.extra", "tf_serving_warmup_requests")
+    loaded = tf.saved_model.load(exported["clf_gender"])
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(path)]
+    assert 1 <= len(logs) <= 1000
+    signatures = set()
+    for entry in logs:
+        request = entry.predict_log.request
+        assert request.model_spec.name == "age"
+        signatures.add(request.model_spec.signature_name)
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        if request.model_spec.signature_name == "serving_default" and "key" not in inputs:
+            inputs["key"] = np.array([], dtype=object)
+        out = loaded.signatures[request.model_spec.signature_name](
+            **{k: tf.constant(v) for k, v in inputs.items()})
+        n = next(iter(inputs.values())).shape[0]
+        assert out["age"].shape == (n,)
+    assert {"serving_default", "predict_images"} <= signatures
+
+
+@pytest.mark.slow
+def test_cli_export_and_saved_model_cli(job_dirs, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    base = tmp_path / "age"
+    run = subprocess.run([sys.executable, "-m", "export.export_model",
+                          f"--job_dir={job_dirs['range_gender']}", f"--export_base={base}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert (base / "1" / "saved_model.pb").is_file()
+    again = subprocess.run([sys.executable, "-m", "export.export_model",
+                            f"--job_dir={job_dirs['range_gender']}", f"--export_base={base}",
+                            "--version=1"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    show = subprocess.run([cli, "show", "--dir", str(base / "1"), "--all"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert show.returncode == 0, show.stderr
+    for name in ("signature_def['serving_default']", "signature_def['predict_images']",
+                 "signature_def['serve_tf_examples']", "inputs['image_bytes']", "inputs['key']",
+                 "outputs['age_range']", "outputs['gender']", "outputs['gender_probability']"):
+        assert name in show.stdout
