@@ -1,0 +1,111 @@
+"""The trainer's command-line flags (absl), defined on demand.
+
+`define_flags(flag_values)` is called by `trainer.task.main` on the global `absl.flags.FLAGS`
+(so `--flagfile` and `--helpfull` work through `absl.app.run`). Nothing is defined at import
+time: other modules of the package (e.g. `trainer.evaluate`) define flags of their own with
+the same names, and tests build private `FlagValues` with `parse(argv)`.
+"""
+import os
+
+from absl import flags
+
+from agegender import model_spec
+
+BASE_MODELS = ("MobileNetV2", "ResNet50", "MobileNetV3Small", "EfficientNetB0")
+LR_SCHEDULERS = ("reduce_lr_on_plateau", "cyclic", "cosine", "constant")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+WEIGHTS_DIR_ENV = "AGEGENDER_WEIGHTS_DIR"
+
+
+def define_flags(fv=flags.FLAGS):
+    """Defines every trainer flag on `fv`."""
+    d = dict(flag_values=fv)
+    # Data and outputs.
+    flags.DEFINE_string("records_dir", None,
+                        "Records directory written by `python -m pipeline.build_records`.", **d)
+    flags.DEFINE_string("job_dir", None,
+                        "Output directory: checkpoints, logs, history, model, eval.json.", **d)
+    flags.DEFINE_string("cache", "",
+                        "Cache decoded images: '' (off), 'memory', or a file path prefix.", **d)
+    flags.DEFINE_integer("shuffle_buffer", 4096, "Training shuffle buffer (images).", **d)
+    # Model.
+    flags.DEFINE_enum("type", "classification", list(model_spec.TYPES),
+                      "Age head: distribution over 101 one-year bins, or one scaled value.", **d)
+    flags.DEFINE_bool("range_mode", False,
+                      "Classify 5-year age ranges instead of one-year bins.", **d)
+    flags.DEFINE_bool("predict_gender", False, "Add a gender head (softmax over 2).", **d)
+    flags.DEFINE_enum("base_model", "MobileNetV2", list(BASE_MODELS), "Backbone.", **d)
+    flags.DEFINE_float("alpha", 1.0, "Width multiplier (MobileNet backbones only).", **d)
+    flags.DEFINE_string("weights", "imagenet",
+                        "Backbone weights: 'imagenet' (resolved offline first), 'none' "
+                        "(random), or a path to a no-top .h5 file.", **d)
+    flags.DEFINE_string("weights_dir", os.environ.get(WEIGHTS_DIR_ENV),
+                        "Where to look for ImageNet weight files (Keras file names) before "
+                        f"$KERAS_HOME/models and ~/.keras/models. Default: ${WEIGHTS_DIR_ENV}.",
+                        **d)
+    flags.DEFINE_integer("img_dim", 128, "Input size in pixels (square).", **d)
+    flags.DEFINE_float("dropout", 0.2, "Dropout before the heads.", **d)
+    flags.DEFINE_float("age_deviation", None,
+                       "Label deviation in years; recomputed in-graph when it differs from "
+                       "the records' metadata. Default: the records' value.", **d)
+    flags.DEFINE_float("gender_loss_weight", 1.0, "Weight of the gender loss.", **d)
+    # Schedule.
+    flags.DEFINE_integer("batch_size", 64, "Global batch size.", **d)
+    flags.DEFINE_integer("epochs", 10, "Epochs with the backbone frozen (head training).", **d)
+    flags.DEFINE_integer("fine_tune_epochs", 0,
+                         "Epochs after --epochs with backbone layers from --fine_tune_at "
+                         "unfrozen (BatchNorm stays in inference mode).", **d)
+    flags.DEFINE_integer("fine_tune_at", 100,
+                         "Index of the first backbone layer to unfreeze for fine-tuning "
+                         "(0: all).", **d)
+    flags.DEFINE_float("learning_rate", 1e-3, "Learning rate of the head phase.", **d)
+    flags.DEFINE_float("fine_tune_learning_rate", None,
+                       "Learning rate of the fine-tune phase. Default: --learning_rate / 10.",
+                       **d)
+    flags.DEFINE_float("weight_decay", 0.0, "AdamW weight decay (0: Adam).", **d)
+    flags.DEFINE_enum("lr_scheduler", "reduce_lr_on_plateau", list(LR_SCHEDULERS),
+                      "Learning-rate schedule within each phase.", **d)
+    flags.DEFINE_float("min_learning_rate", 1e-6, "Floor of the schedules.", **d)
+    flags.DEFINE_integer("cyclic_half_cycle_epochs", 2,
+                         "Cyclic schedule: epochs from the floor to the peak.", **d)
+    flags.DEFINE_bool("lr_find", False,
+                      "Run the learning-rate finder, write lr_find.png/json and exit.", **d)
+    flags.DEFINE_integer("lr_find_steps", 100, "Steps of the learning-rate finder.", **d)
+    flags.DEFINE_integer("steps_per_epoch", None,
+                         "Cap the steps per epoch (default: one pass over the train split).",
+                         **d)
+    flags.DEFINE_integer("validation_steps", None, "Cap the validation steps.", **d)
+    flags.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0: all).",
+                         **d)
+    flags.DEFINE_integer("seed", 1, "Random seed.", **d)
+    # Augmentation.
+    flags.DEFINE_bool("augment", True, "Flip, shift/zoom, brightness/contrast, blur.", **d)
+    flags.DEFINE_float("blur_probability", 0.2, "Share of training images blurred.", **d)
+    # Hardware.
+    flags.DEFINE_enum("mixed_precision", "auto", list(PRECISIONS),
+                      "auto: mixed_float16 on GPUs of compute capability >= 7.0, "
+                      "mixed_bfloat16 on TPU, float32 otherwise.", **d)
+    flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.", **d)
+    flags.DEFINE_enum("distribution", "auto", list(DISTRIBUTIONS),
+                      "auto: multi_worker when TF_CONFIG names several workers, mirrored "
+                      "on several GPUs, else one_device.", **d)
+    flags.DEFINE_string("tpu", None, "TPU name or address for --distribution=tpu.", **d)
+    flags.DEFINE_integer("steps_per_execution", 1, "Train steps per tf.function call.", **d)
+    # Modes.
+    flags.DEFINE_bool("load", False,
+                      "Do not train: load --job_dir/model.keras (predict with "
+                      "--test_sample_dir, or evaluate on --records_dir).", **d)
+    flags.DEFINE_string("test_sample_dir", None,
+                        "Directory of face images to predict (with --load).", **d)
+    flags.DEFINE_integer("verbose", None,
+                         "Keras verbosity. Default: 1 (progress bar) on a terminal, 2 (one "
+                         "line per epoch) otherwise.", **d)
+    return fv
+
+
+def parse(argv):
+    """A private FlagValues with every trainer flag, parsed from argv (no program name)."""
+    fv = define_flags(flags.FlagValues())
+    fv(["trainer"] + list(argv))
+    return fv
