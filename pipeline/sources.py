@@ -131,8 +131,9 @@ def _zip_members(fileobj):
     with zipfile.ZipFile(fileobj) as zf:
         for info in zf.infolist():
             if not info.is_dir():
-                mode = info.external_attr >> 16
-                yield (info.filename, not mode or stat.S_ISREG(mode), info.file_size,
+                # Unix type bits, when the zip has them (a symlink is S_IFLNK); none = file.
+                file_type = stat.S_IFMT(info.external_attr >> 16)
+                yield (info.filename, file_type in (0, stat.S_IFREG), info.file_size,
                        lambda i=info: zf.read(i))
 
 

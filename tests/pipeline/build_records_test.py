@@ -1,0 +1,200 @@
+"""The job end to end: bad inputs, archives, determinism, TFDS reading, real UTKFace images."""
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import pytest
+import tensorflow as tf
+
+from agegender import schema
+from pipeline import build_records, sources, transforms
+
+
+def _read_all_splits_with_tfds(output_dir):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_from_directory(output_dir)
+    counts = {}
+    for split, info in builder.info.splits.items():
+        examples = list(builder.as_dataset(split=split))
+        counts[split] = len(examples)
+        assert len(examples) == info.num_examples
+        for ex in examples[:3]:
+            assert ex[schema.IMAGE_ENCODED].dtype == tf.uint8
+            assert ex[schema.AGE_HISTOGRAM].shape == (schema.NUM_AGE_BINS,)
+            assert ex[schema.AGE].dtype == tf.int64
+    return builder, counts
+
+
+@pytest.mark.slow
+def test_every_bad_input_is_reported_and_nothing_else_is_lost(bad_inputs, tmp_path, tools):
+    input_dir, expected = bad_inputs
+    out = str(tmp_path / "records")
+    rc, report = tools.run_build(input_dir, out)
+    assert rc == 0
+    counts = report["counts"]
+    # The invariant: every input is either written or listed with its reason.
+    assert counts["inputs"] == len(expected) == counts["written"] + counts["skipped"]
+    assert tools.skipped_by_source(report) == {
+        name: reason for name, reason in expected.items() if reason is not None}
+    written_ids = set()
+    for split in schema.SPLITS:
+        written_ids |= {r[schema.IMAGE_SOURCE_ID].decode() for r in tools.read_records(out, split)}
+    assert written_ids == {name for name, reason in expected.items() if reason is None}
+    assert counts["written"] == len(written_ids)
+    conflict = [s for s in report["skipped"] if s["reason"] == transforms.CONFLICTING_LABELS]
+    assert "age 50" in conflict[0]["detail"] and "age 53" in conflict[0]["detail"]
+
+    meta = report["metadata"]
+    assert meta[schema.META_AGE_DEVIATION] == 5.0 and meta[schema.META_IMAGE_SIZE] == 160
+    assert meta["splits"] == {"train": 0.8, "validation": 0.1, "test": 0.1}
+    assert schema.read_metadata(out) == meta
+    assert sum(counts["gender"].values()) == counts["written"]
+    assert counts["race"]["unknown"] == 2  # the race-missing name and the seed's name
+    assert counts["age_decade"]["0-9"] >= 1 and counts["age_decade"]["100+"] == 1
+
+    builder, tfds_counts = _read_all_splits_with_tfds(out)
+    assert set(tfds_counts) == set(schema.SPLITS)
+    assert sum(tfds_counts.values()) == counts["written"]
+    assert builder.info.metadata[schema.META_AGE_DEVIATION] == 5.0
+    assert not os.path.exists(os.path.join(out, ".tmp-build_records"))
+
+
+@pytest.mark.slow
+def test_keep_duplicates_keeps_every_copy_in_one_split(bad_inputs, tmp_path, tools):
+    input_dir, _ = bad_inputs
+    out = str(tmp_path / "records")
+    rc, report = tools.run_build(input_dir, out, "--keep_duplicates", "--split=0.5,0.25,0.25",
+                                 "--image_size=64", "--age_deviation=2")
+    assert rc == 0
+    assert transforms.DUPLICATE not in report["counts"]["skipped_by_reason"]
+    assert report["counts"]["skipped_by_reason"][transforms.CONFLICTING_LABELS] == 2
+    by_sha = {}
+    for split in schema.SPLITS:
+        for r in tools.read_records(out, split):
+            assert r[schema.IMAGE_HEIGHT] == 64
+            by_sha.setdefault(r[schema.IMAGE_SHA256], set()).add(split)
+    copies = [s for s, splits in by_sha.items() if len(splits) > 1]
+    assert copies == []  # no image (or copy of one) in two splits
+    assert schema.read_metadata(out)[schema.META_AGE_DEVIATION] == 2.0
+
+
+@pytest.mark.slow
+def test_archives_give_the_same_records_as_the_directory_and_runs_are_byte_identical(
+        tmp_path, tools):
+    src = tmp_path / "faces"
+    for i in range(24):
+        tools.write(str(src), f"{20 + i}_{i % 2}_{i % 5}_20170101000000{i:03d}.jpg.chip.jpg",
+                    tools.image_bytes(i))
+    tools.write(str(src), "bad_name.jpg", tools.image_bytes(99))
+    tgz, zp = str(tmp_path / "faces.tar.gz"), str(tmp_path / "faces.zip")
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(str(src), arcname=".")
+    with zipfile.ZipFile(zp, "w") as zf:
+        for name in sorted(os.listdir(src)):
+            zf.write(str(src / name), arcname=name)
+    results = {}
+    for label, spec in [("dir", str(src)), ("dir again", str(src)), ("tar.gz", tgz), ("zip", zp)]:
+        out = str(tmp_path / f"out-{label}")
+        rc, report = tools.run_build(spec, out)
+        assert rc == 0, label
+        assert report["counts"]["inputs"] == 25 and report["counts"]["written"] == 24, label
+        results[label] = (tools.shard_files(out), report, out)
+    shards = results["dir"][0]
+    assert len(shards) == sum(v["shards"] for v in results["dir"][1]["splits"].values())
+    for label in ("dir again", "tar.gz", "zip"):
+        assert results[label][0] == shards, f"{label} records differ from the directory's"
+    for name in ("dataset_info.json", "features.json", schema.REPORT_FILE):
+        a, b = (open(os.path.join(results[k][2], name), "rb").read() for k in ("dir", "dir again"))
+        assert a == b, name
+
+    # A rerun into the same directory with other shard counts leaves no stale shard behind.
+    out = results["dir"][2]
+    rc, report = tools.run_build(str(src), out, "--min_shards=1")
+    assert rc == 0
+    assert len(tools.shard_files(out)) == 3
+    _read_all_splits_with_tfds(out)
+
+
+@pytest.mark.slow
+def test_archive_with_escaping_member_is_reported_and_nothing_is_written_outside(
+        tmp_path, tools):
+    work = tmp_path / "work"
+    work.mkdir()
+    path = str(work / "evil.tar")
+    with tarfile.open(path, "w") as tar:
+        for i, name in enumerate(("../25_0_0_20170101000000001.jpg", "ok/26_0_0_20170101000000002.jpg",
+                                  "../../27_0_0_20170101000000003.jpg")):
+            data = tools.image_bytes(i)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = str(work / "records")
+    rc, report = tools.run_build(path, out)
+    assert rc == 0
+    assert report["counts"] == {**report["counts"], "inputs": 3, "written": 1, "skipped": 2}
+    assert report["counts"]["skipped_by_reason"] == {sources.UNSAFE_ARCHIVE_PATH: 2}
+    assert sorted(os.listdir(tmp_path)) == ["work"]
+    assert not any(n.startswith(("25_", "27_")) for _, _, files in os.walk(tmp_path) for n in files)
+
+
+def test_empty_input_is_a_clear_error(tmp_path, capsys, tools):
+    (tmp_path / "empty").mkdir()
+    rc, _ = tools.run_build(str(tmp_path / "empty"), str(tmp_path / "out"))
+    assert rc == 2
+    assert "contains no file" in capsys.readouterr().err
+    rc, _ = tools.run_build(str(tmp_path / "none-*.jpg"), str(tmp_path / "out"))
+    assert rc == 2
+    assert "matches no file" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_bad_flags_are_clear_errors(tmp_path, capsys, tools):
+    with pytest.raises(SystemExit):
+        build_records.main(["--input=x", "--output_dir=y", "--split=0.5,0.5"])
+    assert "fractions" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_on_real_utkface_images_with_default_runner(tmp_path, tools):
+    """~200 real images in a tar.gz, through the real CLI and its default (multi-process) runner."""
+    paths = tools.real_subset()
+    tgz = str(tmp_path / "utk.tar.gz")
+    with tarfile.open(tgz, "w:gz") as tar:
+        for p in paths:
+            tar.add(p, arcname=os.path.basename(p))
+    out = str(tmp_path / "records")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.build_records", f"--input={tgz}", f"--output_dir={out}"],
+        cwd=tools.REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "written" in result.stdout
+    report = json.load(open(os.path.join(out, schema.REPORT_FILE)))
+    counts = report["counts"]
+    assert counts["inputs"] == len(paths) == counts["written"] + counts["skipped"]
+    skipped = tools.skipped_by_source(report)
+    assert skipped.get("14_0_0_20170110232651186.jpg.chip.jpg") == transforms.DUPLICATE
+    assert skipped.get("10_0_0_20170110220644705.jpg.chip.jpg") == transforms.CONFLICTING_LABELS
+    assert skipped.get("13_0_0_20170110232519225.jpg.chip.jpg") == transforms.CONFLICTING_LABELS
+    assert "24_0_1_20170116220224657" not in skipped
+    assert "39_1_20170116174525125.jpg.chip.jpg" not in skipped
+    assert set(counts["skipped_by_reason"]) <= {transforms.DUPLICATE, transforms.CONFLICTING_LABELS}
+    _, tfds_counts = _read_all_splits_with_tfds(out)
+    assert all(tfds_counts[s] > 0 for s in schema.SPLITS)
+
+
+def test_cli_empty_directory_exits_cleanly_without_a_trace(tmp_path, tools):
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.build_records", f"--input={tmp_path / 'empty'}",
+         f"--output_dir={tmp_path / 'out'}"],
+        cwd=tools.REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "build_records: error: the input directory" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,150 @@
+"""Shared fixtures for the Beam job's tests: synthetic images, bad inputs, running the job."""
+import glob
+import io
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agegender import names, schema
+from pipeline import build_records, sources, transforms
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHARED_UTK = os.path.join(REPO, "..", "shared", "data", "utkface", "UTKFace")
+
+# In-process runner for tests: the multi_processing default pays a few seconds of worker
+# start-up per run (it has its own end-to-end test).
+IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+def image_bytes(seed, size=(48, 40), mode="RGB", fmt="JPEG"):
+    """A small noisy picture, different for every seed."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+def write(directory, name, data):
+    path = os.path.join(directory, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def run_build(input_spec, output_dir, *extra):
+    """Runs the CLI in this process; returns (exit code, report dict or None)."""
+    rc = build_records.main([f"--input={input_spec}", f"--output_dir={output_dir}",
+                             *IN_PROCESS, *extra])
+    report_path = os.path.join(output_dir, schema.REPORT_FILE)
+    report = None
+    if rc == 0:
+        with open(report_path) as f:
+            report = json.load(f)
+    return rc, report
+
+
+def shard_files(output_dir):
+    """{shard file name: bytes} of every shard in a records directory."""
+    return {os.path.basename(p): open(p, "rb").read()
+            for p in sorted(glob.glob(os.path.join(output_dir, "*.tfrecord-*")))}
+
+
+def read_records(output_dir, split):
+    """Every record of one split, parsed with schema.FEATURE_SPEC, as a list of dicts."""
+    import tensorflow as tf
+
+    paths = sorted(tf.io.gfile.glob(schema.shard_pattern(output_dir, split)))
+    records = []
+    for serialized in tf.data.TFRecordDataset(paths):
+        parsed = schema.parse_examples(serialized)
+        records.append({k: v.numpy() for k, v in parsed.items()})
+    return records
+
+
+def skipped_by_source(report):
+    return {s["source_id"]: s["reason"] for s in report["skipped"]}
+
+
+# Name -> expected outcome (None: written; else the skip reason). Built by `bad_inputs`.
+DATE = "20170101000000"
+GOOD = {f"{20 + i}_{i % 2}_{i % 5}_{DATE}{i:03d}.jpg.chip.jpg": None for i in range(16)}
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    """A directory with every kind of bad input next to good ones: (dir, {name: outcome})."""
+    d = tmp_path / "faces"
+    d.mkdir()
+    expected = {}
+
+    def add(name, data, outcome):
+        write(str(d), name, data)
+        expected[name] = outcome
+
+    for i, name in enumerate(GOOD):
+        add(name, image_bytes(i), None)
+    good = image_bytes(100)
+    add(f"30_0_0_{DATE}100.jpg.chip.jpg", b"", transforms.EMPTY_FILE)
+    add(f"31_0_0_{DATE}101.jpg.chip.jpg", good[:len(good) // 2], transforms.UNDECODABLE)
+    add(f"32_0_0_{DATE}102.jpg", b"this is a text file, not a picture\n", transforms.UNDECODABLE)
+    add(f"33_1_2_{DATE}103.png", image_bytes(103, mode="RGBA", fmt="PNG"), None)
+    add(f"34_0_3_{DATE}104.jpg", image_bytes(104, mode="L"), None)
+    add(f"35_1_4_{DATE}105.jpg", image_bytes(105, mode="CMYK"), None)
+    add("face.jpg", image_bytes(106), names.BAD_NAME)
+    add(f"36_1_{DATE}.jpg", image_bytes(107), None)  # race missing (UTKFace quirk)
+    add(f"x_1_2_{DATE}108.jpg", image_bytes(108), names.BAD_AGE)
+    add(f"37_m_2_{DATE}109.jpg", image_bytes(109), names.BAD_GENDER)
+    add(f"38_3_2_{DATE}110.jpg", image_bytes(110), names.BAD_GENDER)  # gender 3
+    add(f"0_0_0_{DATE}111.jpg", image_bytes(111), None)  # age 0: valid
+    add(f"116_1_0_{DATE}112.jpg", image_bytes(112), None)  # age 116: valid
+    add(f"117_1_0_{DATE}113.jpg", image_bytes(113), names.AGE_OUT_OF_RANGE)
+    add(f"24_0_1_{DATE}114", image_bytes(114), None)  # no extension (UTKFace quirk)
+    add("1234_57_0.jpg", image_bytes(115), None)  # the seed's renamed files
+    add(f"sub/45_1_1_{DATE}116.jpg", image_bytes(116), None)  # below a subdirectory
+    # Pixel-identical copies with the same labels: the smallest source id is kept. The PNG
+    # holds the same pixels as the JPEG decodes to, so it is a copy despite other bytes.
+    dup = image_bytes(200)
+    add(f"40_0_0_{DATE}200.jpg", dup, None)
+    add(f"40_0_0_{DATE}201.jpg", dup, transforms.DUPLICATE)
+    import tensorflow as tf
+    pixels = tf.io.decode_jpeg(dup).numpy()
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, "PNG")
+    add(f"40_0_1_{DATE}202.png", png.getvalue(), transforms.DUPLICATE)  # race differs: fine
+    # Copies whose labels disagree: all dropped.
+    conflict = image_bytes(300)
+    add(f"50_1_0_{DATE}300.jpg", conflict, transforms.CONFLICTING_LABELS)
+    add(f"53_1_0_{DATE}301.jpg", conflict, transforms.CONFLICTING_LABELS)
+    return str(d), expected
+
+
+def real_subset(n=190):
+    """Up to n real UTKFace paths, plus the quirks and known copies of the shared set."""
+    if not os.path.isdir(SHARED_UTK):
+        pytest.skip("../shared UTKFace images not available")
+    all_names = sorted(os.listdir(SHARED_UTK))
+    chosen = set(all_names[:n])
+    chosen.update(x for x in (
+        "24_0_1_20170116220224657",  # no extension
+        "39_1_20170116174525125.jpg.chip.jpg",  # race missing
+        "14_0_0_20170110232651186.jpg.chip.jpg",  # pixel-identical, same labels
+        "14_0_0_20170110231657425.jpg.chip.jpg",
+        "10_0_0_20170110220644705.jpg.chip.jpg",  # pixel-identical, ages 10 and 13
+        "13_0_0_20170110232519225.jpg.chip.jpg") if x in all_names)
+    return [os.path.join(SHARED_UTK, x) for x in sorted(chosen)]
+
+
+@pytest.fixture
+def tools():
+    """The helpers above (pytest's importlib mode lets test modules import no conftest)."""
+    return types.SimpleNamespace(
+        image_bytes=image_bytes, write=write, run_build=run_build, shard_files=shard_files,
+        read_records=read_records, skipped_by_source=skipped_by_source,
+        real_subset=real_subset, IN_PROCESS=IN_PROCESS, REPO=REPO)

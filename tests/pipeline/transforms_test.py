@@ -1,0 +1,136 @@
+"""Per-image conversion and the placement rules (split, shard, dedup)."""
+import hashlib
+import random
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from agegender import age_histogram, names, preprocessing, schema
+from pipeline import transforms
+from pipeline.sources import Skip
+from pipeline.transforms import Face
+
+FRACTIONS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
+
+
+@pytest.fixture(scope="module")
+def make():
+    fn = transforms.MakeRecord(image_size=32, age_deviation=3.0)
+    fn.setup()
+    return fn
+
+
+def _run(make, name, data):
+    out = list(make.process((name, data)))
+    assert len(out) == 1
+    return out[0]
+
+
+def test_record_matches_the_schema(make, tools):
+    data = tools.image_bytes(1, size=(50, 30))
+    face = _run(make, "25_1_3_20170101000000001.jpg.chip.jpg", data)
+    assert isinstance(face, Face)
+    parsed = {k: v.numpy() for k, v in schema.parse_examples(tf.constant(face.example)).items()}
+    pixels = preprocessing.decode_rgb(data).numpy()
+    assert parsed[schema.IMAGE_SHA256].decode() == hashlib.sha256(pixels.tobytes()).hexdigest()
+    assert face.sha256 == parsed[schema.IMAGE_SHA256].decode()
+    assert (parsed[schema.AGE], parsed[schema.GENDER], parsed[schema.RACE]) == (25, 1, 3)
+    assert parsed[schema.IMAGE_HEIGHT] == parsed[schema.IMAGE_WIDTH] == 32
+    assert tf.io.decode_jpeg(parsed[schema.IMAGE_ENCODED]).shape == (32, 32, 3)
+    np.testing.assert_array_equal(parsed[schema.AGE_HISTOGRAM], age_histogram.age_histogram(25, 3.0))
+    assert parsed[schema.IMAGE_SOURCE_ID] == b"25_1_3_20170101000000001.jpg.chip.jpg"
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG")])
+def test_any_image_format_becomes_rgb_jpeg(make, tools, mode, fmt):
+    face = _run(make, "30_0_0_20170101000000001.jpg", tools.image_bytes(2, mode=mode, fmt=fmt))
+    encoded = schema.parse_examples(tf.constant(face.example))[schema.IMAGE_ENCODED]
+    assert tf.io.decode_jpeg(encoded).shape == (32, 32, 3)
+
+
+def test_bad_bytes_and_bad_names_are_skips_with_reasons(make, tools):
+    good = tools.image_bytes(3)
+    cases = {
+        ("30_0_0_20170101000000001.jpg", b""): transforms.EMPTY_FILE,
+        ("30_0_0_20170101000000001.jpg", good[:len(good) // 2]): transforms.UNDECODABLE,
+        ("30_0_0_20170101000000001.jpg", b"plain text"): transforms.UNDECODABLE,
+        ("face.jpg", good): names.BAD_NAME,
+        ("x_0_0_20170101000000001.jpg", good): names.BAD_AGE,
+        ("30_3_0_20170101000000001.jpg", good): names.BAD_GENDER,
+        ("117_0_0_20170101000000001.jpg", good): names.AGE_OUT_OF_RANGE,
+    }
+    for (name, data), reason in cases.items():
+        out = _run(make, name, data)
+        assert out.tag == transforms.SKIPPED
+        assert (out.value.source_id, out.value.reason) == (name, reason), (name, out.value)
+        assert out.value.detail
+
+
+def test_labels_csv_replaces_name_parsing(tools):
+    rows = names.read_labels_csv("file,age,gender\nimg1.jpg,33,1\nimg2.jpg,abc,\n")
+    fn = transforms.MakeRecord(image_size=16, age_deviation=0, labels_csv_rows=rows)
+    fn.setup()
+    data = tools.image_bytes(4)
+    face = _run(fn, "some/dir/img1.jpg", data)
+    assert (face.age, face.gender, face.race) == (33, 1, schema.UNKNOWN)
+    assert _run(fn, "img2.jpg", data).value.reason == names.BAD_AGE
+    assert _run(fn, "img3.jpg", data).value.reason == names.NOT_IN_LABELS
+
+
+def _sha(i):
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def test_split_is_a_function_of_the_hash_with_the_right_proportions():
+    shas = [_sha(i) for i in range(20000)]
+    splits = [transforms.split_of(s, FRACTIONS) for s in shas]
+    assert splits == [transforms.split_of(s, FRACTIONS) for s in shas]
+    share = {k: splits.count(k) / len(splits) for k, _ in FRACTIONS}
+    assert share["train"] == pytest.approx(0.8, abs=0.01)
+    assert share["validation"] == pytest.approx(0.1, abs=0.01)
+    no_test = (("train", 0.9), ("validation", 0.1), ("test", 0.0))
+    assert "test" not in {transforms.split_of(s, no_test) for s in shas[:2000]}
+
+
+def test_shard_is_in_range_and_spread():
+    shards = [transforms.shard_of(_sha(i), 7) for i in range(7000)]
+    assert set(shards) == set(range(7))
+    assert min(shards.count(k) for k in range(7)) > 850
+
+
+def _face(source_id, age=30, gender=0, race=0, sha="a" * 64):
+    return Face(sha, source_id, age, gender, race, source_id.encode())
+
+
+def test_resolve_copies():
+    one = [_face("a")]
+    assert transforms.resolve_copies(one) == (one, [])
+    same = [_face("c"), _face("a"), _face("b", race=2)]  # race is not a training target
+    kept, skips = transforms.resolve_copies(same)
+    assert [f.source_id for f in kept] == ["a"]
+    assert [(s.source_id, s.reason) for s in skips] == [("b", "duplicate"), ("c", "duplicate")]
+    kept, skips = transforms.resolve_copies(same, keep_all=True)
+    assert [f.source_id for f in kept] == ["a", "b", "c"] and skips == []
+    for conflict in ([_face("a"), _face("b", age=31)], [_face("a"), _face("b", gender=1)]):
+        kept, skips = transforms.resolve_copies(conflict, keep_all=True)
+        assert kept == []
+        assert [(s.source_id, s.reason) for s in skips] == [
+            ("a", "conflicting_labels"), ("b", "conflicting_labels")]
+
+
+def test_dedup_shard_sorts_by_hash_whatever_the_input_order():
+    faces = [_face(f"id{i}", sha=_sha(i)) for i in range(50)]
+    faces.append(_face("zz-copy", sha=_sha(7)))
+    outputs = []
+    for seed in range(3):
+        shuffled = faces[:] + [None]
+        random.Random(seed).shuffle(shuffled)
+        out = transforms.DedupShard().process((("train", 0), shuffled))
+        outputs.append([(o.tag, o.value) if hasattr(o, "tag") else o for o in out])
+    assert outputs[0] == outputs[1] == outputs[2]
+    (key, kept), = [o for o in outputs[0] if o[0] != transforms.SKIPPED]
+    assert key == ("train", 0)
+    assert [f.sha256 for f in kept] == sorted(_sha(i) for i in range(50))
+    skips = [o[1] for o in outputs[0] if o[0] == transforms.SKIPPED]
+    assert skips == [Skip("zz-copy", transforms.DUPLICATE, skips[0].detail)]

@@ -1,0 +1,44 @@
+"""Shard planning and the report (pure parts of the writer)."""
+from pipeline import writer
+from pipeline.sources import Skip
+
+FRACTIONS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
+MB = 1024 * 1024
+
+
+def test_plan_shards_from_data_size():
+    plan = writer.plan_shards(
+        {"train": (15000, 125 * MB), "validation": (1900, 17 * MB), "test": (3, 3000)},
+        FRACTIONS, target_shard_bytes=32 * MB, min_shards=4)
+    assert plan == {"train": 4, "validation": 4, "test": 3}
+    plan = writer.plan_shards({"train": (10 ** 6, 8000 * MB)}, FRACTIONS, 32 * MB, 4)
+    assert plan == {"train": 250, "validation": 1, "test": 1}  # empty splits: one empty shard
+    plan = writer.plan_shards({}, (("train", 1.0), ("validation", 0.0), ("test", 0.0)), MB, 4)
+    assert plan == {"train": 1}  # a split with fraction 0 is not written
+
+
+def test_shard_markers_cover_every_planned_shard():
+    keys = [k for k, _ in writer.shard_markers(None, {"train": 3, "test": 1})]
+    assert keys == [("test", 0), ("train", 0), ("train", 1), ("train", 2)]
+
+
+def test_age_decades():
+    assert [writer.age_decade(a) for a in (0, 9, 10, 99, 100, 116)] == [
+        "0-9", "0-9", "10-19", "90-99", "100+", "100+"]
+
+
+def test_report_counts_and_order():
+    stats = {"age_decade": {"20-29": 2}, "gender": {"male": 1, "female": 1}, "race": {"White": 2}}
+    shards = [
+        {"split": "test", "shard": 0, "num_shards": 1, "examples": 2, "bytes": 10, "stats": stats},
+        {"split": "train", "shard": 1, "num_shards": 2, "examples": 2, "bytes": 10, "stats": stats},
+        {"split": "train", "shard": 0, "num_shards": 2, "examples": 2, "bytes": 10, "stats": stats},
+    ]
+    skips = [Skip("b", "duplicate", "x"), Skip("a", "bad_name", "y")]
+    report = writer.make_report(metadata={"m": 1}, num_inputs=8, shards=shards, skips=skips)
+    assert list(report["splits"]) == ["train", "test"]
+    assert report["splits"]["train"]["shard_lengths"] == [2, 2]
+    assert report["counts"]["inputs"] == 8 == report["counts"]["written"] + report["counts"]["skipped"]
+    assert report["counts"]["gender"] == {"female": 3, "male": 3}
+    assert report["counts"]["skipped_by_reason"] == {"bad_name": 1, "duplicate": 1}
+    assert [s["source_id"] for s in report["skipped"]] == ["a", "b"]
