@@ -1,0 +1,147 @@
+"""Batching: concurrent requests are merged, outputs split back, a bad request fails alone."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving.batching import BatchingQueue
+from serving.errors import ServingError, invalid
+
+
+class FakeModel:
+    """Doubles `x`; fails (like a bad JPEG would) when a row is negative; records batch sizes."""
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+        self.calls = []
+
+    def run(self, signature, inputs):
+        x = inputs["x"]
+        self.calls.append(len(x))
+        time.sleep(self.delay)
+        if (x < 0).any():
+            raise invalid("negative input")
+        return {"y": x * 2, "n": np.full(len(x), len(x))}
+
+
+def _concurrently(fns):
+    results = [None] * len(fns)
+    barrier = threading.Barrier(len(fns))
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = fns[i]()
+        except Exception as e:  # collected for the assertions
+            results[i] = e
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_concurrent_requests_are_merged_and_split_back():
+    model = FakeModel(delay=0.05)
+    queue = BatchingQueue(max_batch_size=32, batch_timeout=0.05)
+    try:
+        results = _concurrently([
+            (lambda i=i: queue.submit(model, "s", {"x": np.array([i, i + 100], np.float32)}))
+            for i in range(8)])
+    finally:
+        queue.stop()
+    for i, out in enumerate(results):
+        np.testing.assert_array_equal(out["y"], [2 * i, 2 * (i + 100)])
+    assert sum(model.calls) == 16
+    assert len(model.calls) < 8  # merged
+    assert queue.stats["merged_batches"] >= 1 and queue.stats["requests"] == 8
+
+
+def test_max_batch_size_is_respected():
+    model = FakeModel(delay=0.02)
+    queue = BatchingQueue(max_batch_size=4, batch_timeout=0.05)
+    try:
+        _concurrently([(lambda: queue.submit(model, "s", {"x": np.ones(2, np.float32)}))
+                       for _ in range(8)])
+    finally:
+        queue.stop()
+    assert max(model.calls) <= 4 and sum(model.calls) == 16
+
+
+def test_incompatible_requests_are_not_merged():
+    model = FakeModel(delay=0.02)
+    queue = BatchingQueue(max_batch_size=32, batch_timeout=0.05)
+    try:
+        results = _concurrently([
+            (lambda: queue.submit(model, "s", {"x": np.ones((1, 2), np.float32)})),
+            (lambda: queue.submit(model, "s", {"x": np.ones((1, 3), np.float32)})),
+            (lambda: queue.submit(model, "other", {"x": np.ones((1, 2), np.float32)}))])
+    finally:
+        queue.stop()
+    assert [r["y"].shape for r in results] == [(1, 2), (1, 3), (1, 2)]
+
+
+def test_a_bad_request_fails_alone():
+    model = FakeModel(delay=0.05)
+    queue = BatchingQueue(max_batch_size=32, batch_timeout=0.1)
+    try:
+        results = _concurrently([
+            (lambda i=i: queue.submit(model, "s", {"x": np.array([-1.0 if i == 3 else i],
+                                                                 np.float32)}))
+            for i in range(6)])
+    finally:
+        queue.stop()
+    assert isinstance(results[3], ServingError) and results[3].code == "INVALID_ARGUMENT"
+    for i, out in enumerate(results):
+        if i != 3:
+            assert out["y"].tolist() == [2 * i]
+    assert queue.stats["split_after_failure"] >= 1
+
+
+def test_full_queue_is_unavailable():
+    model = FakeModel(delay=0.3)
+    queue = BatchingQueue(max_batch_size=1, batch_timeout=0, max_enqueued=1)
+    try:
+        results = _concurrently([(lambda: queue.submit(model, "s", {"x": np.ones(1, np.float32)}))
+                                 for _ in range(4)])
+    finally:
+        queue.stop()
+    errors = [r for r in results if isinstance(r, ServingError)]
+    assert errors and all(e.code == "UNAVAILABLE" for e in errors)
+
+
+def _grpc_request(image):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "age"
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([image], dtype=tf.string))
+    return request
+
+
+def test_server_merges_concurrent_grpc_clients_and_isolates_a_corrupt_jpeg(server, images,
+                                                                         reference):
+    import grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    before = dict(server.batcher.stats)
+    corrupt = images[0][:200]  # a JPEG header, then nothing: passes the sniff, fails to decode
+    payloads = [corrupt if i == 2 else images[i % len(images)] for i in range(8)]
+    try:
+        results = _concurrently([(lambda p=p: stub.Predict(_grpc_request(p), timeout=30))
+                                 for p in payloads])
+    finally:
+        channel.close()
+    assert isinstance(results[2], grpc.RpcError)
+    assert results[2].code() == grpc.StatusCode.INVALID_ARGUMENT
+    ref = reference(images)["age"]
+    for i, response in enumerate(results):
+        if i != 2:
+            age = tf.make_ndarray(response.outputs["age"])
+            np.testing.assert_allclose(age, [ref[i % len(images)]], atol=1e-4)
+    after = server.batcher.stats
+    assert after["merged_batches"] > before.get("merged_batches", 0)
+    assert after["requests"] - before.get("requests", 0) == 8

@@ -1,0 +1,62 @@
+"""The commands as a user runs them: `python -m serving.server` and `python -m serving.client`."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_server_and_client_commands(model_base, images, tmp_path):
+    grpc_port, rest_port = _free_port(), _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", f"--model_base_path={model_base}",
+         "--model_name=age", f"--port={grpc_port}", f"--rest_api_port={rest_port}"],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "serving model" not in line:
+            line = server.stdout.readline()
+            if not line and server.poll() is not None:
+                break
+        assert "serving model 'age' version 1" in line, line
+        assert f"127.0.0.1:{grpc_port}" in line
+
+        face = tmp_path / "25_1_2_20170116174525125.jpg.chip.jpg"
+        face.write_bytes(images[0])
+        other = tmp_path / "face.png"
+        other.write_bytes(images[1])
+        for protocol, port in (("grpc", grpc_port), ("rest", rest_port)):
+            run = subprocess.run(
+                [sys.executable, "-m", "serving.client", f"--server=127.0.0.1:{port}",
+                 f"--protocol={protocol}", "--model_name=age", str(face), str(other)],
+                cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+            assert run.returncode == 0, run.stderr
+            assert run.stdout.count("Predicted age:") == 2
+            assert run.stdout.count("Predicted gender:") == 2
+            assert "True age: 25, true gender: F" in run.stdout
+        bad = subprocess.run(
+            [sys.executable, "-m", "serving.client", f"--server=127.0.0.1:{grpc_port}",
+             "--model_name=nope", str(face)], cwd=ROOT, env=ENV, capture_output=True, text=True,
+            timeout=120)
+        assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
