@@ -1,0 +1,150 @@
+"""trainer.evaluate on a fake SavedModel whose answers are known in advance.
+
+The fake model reads the age it should predict from the image itself (the red channel of a
+solid-colour PNG) and the gender from the green channel, so every metric has a
+hand-computed expected value.
+"""
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from agegender import preprocessing, schema
+from trainer import evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class _FakeAgeModel(tf.Module):
+    """serving_default(image_bytes, key) -> age = red level, gender = F if green > 128."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes"),
+                                  tf.TensorSpec([None], tf.string, name="key")])
+    def serve(self, image_bytes, key):
+        pixels = preprocessing.model_input_batch(image_bytes, 8)
+        age = tf.reduce_mean(pixels[..., 0], axis=[1, 2])
+        female = tf.reduce_mean(pixels[..., 1], axis=[1, 2]) > 128
+        return {"age": age, "gender": tf.where(female, "F", "M"), "key": key}
+
+
+def _png(red, green):
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), (red, green, 0), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory):
+    base = tmp_path_factory.mktemp("models") / "age"
+    module = _FakeAgeModel()
+    for version in (1, 3):  # the newest version must be picked
+        tf.saved_model.save(module, str(base / str(version)),
+                            signatures={"serving_default": module.serve})
+    return str(base)
+
+
+# (true age, predicted age, true gender, predicted gender (green), race)
+CASES = [(20, 22, 0, 0, 0), (30, 30, 1, 255, 0), (40, 34, 1, 0, 1), (50, 51, 0, 0, 2),
+         (8, 8, 0, 0, 0), (65, 75, 1, 255, 3)]
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    d = tmp_path / "faces"
+    d.mkdir()
+    for i, (age, pred, gender, green, race) in enumerate(CASES):
+        (d / f"{age}_{gender}_{race}_2017010{i}123456789.png").write_bytes(_png(pred, green))
+    (d / "notes.txt").write_text("not a face")  # bad name
+    (d / "33_1_0_20170101000000000.jpg").write_bytes(b"")  # empty
+    (d / "33_0_0_20170101000000001.jpg").write_bytes(b"this is text, not a JPEG")
+    (d / "25_5_0_20170101000000002.jpg").write_bytes(_png(25, 0))  # gender 5
+    return d
+
+
+def _run(argv):
+    return subprocess.run([sys.executable, "-m", "trainer.evaluate", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def test_metrics_equal_hand_computed_values(model_base, image_dir, tmp_path):
+    out = tmp_path / "report"
+    result = _run([f"--model={model_base}", f"--input={image_dir}", f"--output_dir={out}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    errors = np.array([pred - age for age, pred, *_ in CASES], float)  # 2, 0, -6, 1, 0, 10
+    assert m["model"].endswith(os.sep + "3")
+    assert m["count"] == 6
+    assert m["mae"] == pytest.approx(np.abs(errors).mean(), abs=1e-4)
+    assert m["rmse"] == pytest.approx(np.sqrt((errors ** 2).mean()), abs=1e-4)
+    assert m["cs@5"] == pytest.approx(4 / 6)
+    assert m["median_abs_error"] == pytest.approx(1.5, abs=1e-4)
+    assert m["per_decade"]["40-49"] == pytest.approx(
+        {"count": 1, "mae": 6.0, "mean_signed_error": -6.0}, abs=1e-4)
+    assert m["gender_accuracy"] == pytest.approx(5 / 6)  # (40, female) predicted male
+    assert m["per_race_gender"]["Black x female"]["gender_accuracy"] == 0.0
+    assert m["skipped"]["by_reason"] == {"bad_gender": 1, "bad_name": 1, "empty_file": 1,
+                                         "undecodable": 1}
+    for name in ("scatter.png", "mae_per_decade.png", "cs_curve.png", "race_gender.png",
+                 "report.html"):
+        assert (out / name).stat().st_size > 2000, name
+    assert len((out / "predictions.csv").read_text().splitlines()) == 1 + 6
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<img" in html and "src=\"http" not in html
+    assert "MAE per age decade" not in result.stderr and "mae" in result.stdout
+    assert f"report: {out}" in result.stdout
+
+
+def test_compare_and_archive_input(model_base, image_dir, tmp_path):
+    first = tmp_path / "first"
+    assert _run([f"--model={model_base}/1", f"--input={image_dir}", f"--output_dir={first}",
+                 "--name=baseline"]).returncode == 0
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in sorted(image_dir.iterdir()):
+            z.write(p, arcname=f"faces/{p.name}")
+    second = tmp_path / "second"
+    result = _run([f"--model={model_base}", f"--input={archive}", f"--output_dir={second}",
+                   f"--compare={first}/metrics.json", "--name=candidate"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (second / "report.html").read_text()
+    assert "baseline" in html and "candidate" in html
+    assert "baseline" in result.stdout
+    m = json.loads((second / "metrics.json").read_text())
+    assert m["count"] == 6 and m["skipped"]["count"] == 4
+
+
+def test_records_split(model_base, tmp_path):
+    records = tmp_path / "records"
+    records.mkdir()
+    with tf.io.TFRecordWriter(str(records / "utk_face-test.tfrecord-00000-of-00001")) as w:
+        for i, (age, pred, gender, green, race) in enumerate(CASES):
+            img = tf.io.encode_jpeg(np.full((16, 16, 3), (pred, green, 0), np.uint8),
+                                    quality=100).numpy()
+            w.write(schema.make_example(
+                encoded_jpeg=img, height=16, width=16, source_id=f"{i}.jpg", sha256="0" * 64,
+                age=age, histogram=np.eye(101)[age], gender=gender, race=race
+            ).SerializeToString())
+    out = tmp_path / "rec_report"
+    result = _run([f"--model={model_base}", f"--records_dir={records}", "--split=test",
+                   f"--output_dir={out}", "--batch_size=4"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["count"] == 6
+    assert m["mae"] == pytest.approx(19 / 6, abs=0.2)  # JPEG moves the solid colour slightly
+
+
+def test_clear_errors(tmp_path, model_base):
+    result = _run([f"--model={tmp_path}/nothing", f"--input={tmp_path}", f"--output_dir={tmp_path}/o"])
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    result = _run([f"--model={model_base}", f"--records_dir={tmp_path}", f"--output_dir={tmp_path}/o"])
+    assert result.returncode == 2 and "no test shards" in result.stderr
+    with pytest.raises(evaluate.EvaluationError):
+        evaluate.resolve_saved_model(str(tmp_path))

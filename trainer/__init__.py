@@ -1,0 +1,1 @@
+"""Trainer: tf.data input, Keras model, training, evaluation."""
