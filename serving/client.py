@@ -81,8 +81,9 @@ class GrpcClient:
     def predict_raw(self, inputs, model_name="age", signature_name=DEFAULT_SIGNATURE,
                     version=None):
         """{input: array-like} -> {output: ndarray} (any signature)."""
-        import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
+
+        from serving.tensor_codec import array_to_proto, proto_to_array
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
@@ -90,9 +91,9 @@ class GrpcClient:
         if version is not None:
             request.model_spec.version.value = int(version)
         for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            request.inputs[name].CopyFrom(array_to_proto(value))
         response = self._call(self.stub.Predict, request)
-        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        return {k: proto_to_array(v) for k, v in response.outputs.items()}
 
     def predict(self, images, model_name="age", keys=None, version=None):
         """Encoded images -> one dict of outputs per image."""

@@ -16,6 +16,7 @@ import tensorflow as tf
 from serving.errors import invalid
 
 B64 = "b64"
+_DT_STRING = tf.string.as_datatype_enum
 
 
 def _is_b64_object(value):
@@ -233,13 +234,28 @@ def dumps(obj):
 
 # --- gRPC -------------------------------------------------------------------------------
 
+def proto_to_array(proto):
+    """TensorProto -> ndarray; fast paths for strings and packed numbers, else tf.make_ndarray."""
+    shape = [d.size for d in proto.tensor_shape.dim]
+    if proto.dtype == _DT_STRING and len(proto.string_val) == int(np.prod(shape)):
+        out = np.empty(len(proto.string_val), dtype=object)
+        out[:] = list(proto.string_val)
+        return out.reshape(shape)
+    dtype = tf.as_dtype(proto.dtype)
+    if proto.tensor_content and dtype.is_numpy_compatible and dtype != tf.string:
+        np_dtype = np.dtype(dtype.as_numpy_dtype)
+        if len(proto.tensor_content) == int(np.prod(shape)) * np_dtype.itemsize:
+            return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape).copy()
+    return tf.make_ndarray(proto)
+
+
 def array_from_proto(proto, tensor_info, name):
     dtype = _dtype(tensor_info)
     if proto.dtype != dtype.as_datatype_enum:
         raise invalid(f"input '{name}' has dtype {tf.as_dtype(proto.dtype).name}; the signature "
                       f"expects {dtype.name}")
     try:
-        array = tf.make_ndarray(proto)
+        array = proto_to_array(proto)
     except Exception as e:  # malformed TensorProto (size/shape mismatch, ...)
         raise invalid(f"input '{name}' is not a valid TensorProto: {e}") from None
     check_input(array, tensor_info, name)
@@ -260,4 +276,24 @@ def predict_inputs_from_protos(proto_inputs, signature_def):
 
 
 def array_to_proto(array):
+    """ndarray -> TensorProto; fast paths for bytes/str and plain numeric arrays."""
+    from tensorflow.core.framework import tensor_pb2
+
+    array = np.asarray(array)
+    proto = tensor_pb2.TensorProto()
+    if array.dtype == object or array.dtype.kind in "SU":
+        values = [v.encode("utf-8") if isinstance(v, str) else v for v in array.reshape(-1)]
+        if all(isinstance(v, bytes) for v in values):
+            proto.dtype = _DT_STRING
+            for d in array.shape:
+                proto.tensor_shape.dim.add().size = d
+            proto.string_val.extend(values)
+            return proto
+        return tf.make_tensor_proto(array)
+    if array.dtype.kind in "fiub":
+        proto.dtype = tf.as_dtype(array.dtype).as_datatype_enum
+        for d in array.shape:
+            proto.tensor_shape.dim.add().size = d
+        proto.tensor_content = np.ascontiguousarray(array).tobytes()
+        return proto
     return tf.make_tensor_proto(array)

@@ -1,0 +1,259 @@
+"""Serving benchmark: latency and throughput of REST and gRPC, with and without batching,
+side by side with a direct in-process call of the SavedModel.
+
+  .venv/bin/python -m benchmarks.serving [--duration=60] [--clients=1,16]
+
+Builds MobileNetV2 (alpha 1.0, 128 px; ImageNet weights from ../shared/weights when present,
+else random) with the trainer contract's heads (age distribution + gender), exports it with
+`export.export_model`, starts two `python -m serving.server` processes on 127.0.0.1 (one
+with batching, one without), and sends one real 200x200 UTKFace JPEG per request from N
+client threads for `--duration` seconds per phase. Prints per phase: requests, errors, p50
+and p99 latency, throughput; then the batching/no-batching throughput ratios.
+
+All traffic stays on 127.0.0.1, every phase is bounded in time, and the servers are
+stopped (by their pid) at the end. Not a test: numbers depend on what else runs.
+"""
+import argparse
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+SHARED = os.path.join(ROOT, "..", "shared")
+DEFAULT_WEIGHTS = os.path.join(
+    SHARED, "weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+DEFAULT_IMAGES = os.path.join(SHARED, "data", "utkface", "UTKFace")
+
+
+def build_job_dir(job_dir, img_dim, alpha, weights):
+    """MobileNetV2 + the contract's heads, saved as a trainer job dir (model.keras + spec)."""
+    import keras
+    from keras import layers
+
+    from agegender import model_spec as ms
+    from agegender import schema
+
+    spec = ms.ModelSpec(type="classification", predict_gender=True, img_dim=img_dim,
+                        base_model="MobileNetV2", alpha=alpha)
+    inputs = keras.Input((img_dim, img_dim, 3), dtype="float32")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)  # MobileNetV2's preprocess_input
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(img_dim, img_dim, 3), alpha=alpha, include_top=False, pooling="avg",
+        weights=weights if weights and os.path.exists(weights) else None)
+    x = backbone(x)
+    outputs = {
+        ms.AGE_DISTRIBUTION: layers.Dense(schema.NUM_AGE_BINS, activation="softmax",
+                                          name=ms.AGE_DISTRIBUTION)(x),
+        ms.GENDER: layers.Dense(2, activation="softmax", name=ms.GENDER)(x),
+    }
+    model = keras.Model(inputs, outputs)
+    os.makedirs(job_dir, exist_ok=True)
+    model.save(os.path.join(job_dir, ms.MODEL_FILE))
+    with open(os.path.join(job_dir, ms.SPEC_FILE), "w") as f:
+        f.write(spec.to_json())
+    return job_dir
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, model_base, batching, max_batch_size, batch_timeout_micros):
+        self.grpc_port, self.rest_port = _free_port(), _free_port()
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.server", f"--model_base_path={model_base}",
+             "--model_name=age", "--host=127.0.0.1", f"--port={self.grpc_port}",
+             f"--rest_api_port={self.rest_port}", f"--enable_batching={str(batching).lower()}",
+             f"--max_batch_size={max_batch_size}",
+             f"--batch_timeout_micros={batch_timeout_micros}",
+             "--file_system_poll_wait_seconds=0"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 300
+        line = ""
+        while "serving model" not in line:
+            line = self.proc.stdout.readline()
+            if (not line and self.proc.poll() is not None) or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start: {line}")
+        # keep draining its output so it never blocks on a full pipe
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run_phase(make_call, clients, duration, warmup):
+    """N threads call `make_call()()` in a loop; returns latencies (s) and error count."""
+    latencies, errors, first_error = [], [0], []
+    lock = threading.Lock()
+    start_barrier = threading.Barrier(clients)
+    t_start = [0.0]
+
+    def worker():
+        call = make_call()
+        mine, bad = [], 0
+        start_barrier.wait()
+        begin = time.monotonic()
+        measure_from = begin + warmup
+        stop_at = measure_from + duration
+        i = 0
+        while True:
+            t0 = time.monotonic()
+            if t0 >= stop_at:
+                break
+            try:
+                call(i)
+                ok = True
+            except Exception as e:  # counted and reported
+                ok = False
+                if not first_error:
+                    first_error.append(repr(e)[:200])
+            t1 = time.monotonic()
+            if t0 >= measure_from:
+                if ok:
+                    mine.append(t1 - t0)
+                else:
+                    bad += 1
+            i += 1
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+        t_start[0] = measure_from
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(duration + warmup + 120)
+    return np.array(latencies), errors[0], (first_error[0] if first_error else "")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
+    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per phase")
+    p.add_argument("--clients", default="1,16", help="comma-separated client counts")
+    p.add_argument("--modes", default="direct,grpc,rest,grpc-nobatch,rest-nobatch")
+    p.add_argument("--img_dim", type=int, default=128)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="'' for random weights")
+    p.add_argument("--images_dir", default=DEFAULT_IMAGES)
+    p.add_argument("--num_images", type=int, default=64)
+    p.add_argument("--max_batch_size", type=int, default=16)
+    p.add_argument("--batch_timeout_micros", type=int, default=2000)
+    p.add_argument("--work_dir", default=None, help="keep the model here (default: temp dir)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import tensorflow as tf
+
+    from export import export_model
+    from serving.client import GrpcClient, RestClient
+
+    paths = sorted(glob.glob(os.path.join(args.images_dir, "*")))[:args.num_images]
+    if paths:
+        images = [open(pth, "rb").read() for pth in paths]
+        source = f"{len(images)} UTKFace JPEGs from {args.images_dir}"
+    else:
+        images = [export_model.synthetic_jpeg(size=200, seed=i) for i in range(16)]
+        source = "16 synthetic 200x200 JPEGs (UTKFace not found)"
+    work = args.work_dir or tempfile.mkdtemp(prefix="bench_serving_")
+    servers = []
+    try:
+        model_base = os.path.join(work, "models", "age")
+        if not export_model.existing_versions(model_base):
+            t0 = time.monotonic()
+            job = build_job_dir(os.path.join(work, "job"), args.img_dim, args.alpha, args.weights)
+            export_model.export_saved_model(job, model_base)
+            print(f"built and exported MobileNetV2 in {time.monotonic() - t0:.0f}s", flush=True)
+        weights = args.weights if args.weights and os.path.exists(args.weights) else "random"
+        print(f"model: MobileNetV2 alpha={args.alpha} {args.img_dim}px, weights={weights}; "
+              f"images: {source}; cpus: {os.cpu_count()}", flush=True)
+
+        modes = args.modes.split(",")
+        clients_list = [int(c) for c in args.clients.split(",")]
+        direct_fn = None
+        if "direct" in modes:
+            loaded = tf.saved_model.load(os.path.join(model_base, "1"))
+            direct_fn = loaded.signatures["serving_default"]
+        if any(m in ("grpc", "rest") for m in modes):
+            servers.append(("batch", ServerProcess(model_base, True, args.max_batch_size,
+                                                   args.batch_timeout_micros)))
+        if any(m.endswith("-nobatch") for m in modes):
+            servers.append(("nobatch", ServerProcess(model_base, False, args.max_batch_size,
+                                                     args.batch_timeout_micros)))
+        server_by_kind = dict(servers)
+        empty_key = tf.constant([], tf.string)
+
+        def maker(mode):
+            if mode == "direct":
+                def make():
+                    return lambda i: direct_fn(
+                        image_bytes=tf.constant([images[i % len(images)]]), key=empty_key)
+                return make
+            protocol, _, suffix = mode.partition("-")
+            srv = server_by_kind["nobatch" if suffix else "batch"]
+
+            def make():
+                if protocol == "grpc":
+                    client = GrpcClient(f"127.0.0.1:{srv.grpc_port}", timeout=30)
+                else:
+                    client = RestClient(f"127.0.0.1:{srv.rest_port}", timeout=30)
+                return lambda i: client.predict([images[i % len(images)]])
+            return make
+
+        results = {}
+        header = (f"{'mode':<14}{'clients':>8}{'requests':>10}{'errors':>8}{'p50 ms':>9}"
+                  f"{'p99 ms':>9}{'req/s':>9}")
+        print(header, flush=True)
+        for clients in clients_list:
+            for mode in modes:
+                lat, errors, first = run_phase(maker(mode), clients, args.duration, args.warmup)
+                thr = len(lat) / args.duration
+                p50 = np.percentile(lat, 50) * 1e3 if len(lat) else float("nan")
+                p99 = np.percentile(lat, 99) * 1e3 if len(lat) else float("nan")
+                results[(mode, clients)] = (thr, p50, p99, errors)
+                print(f"{mode:<14}{clients:>8}{len(lat):>10}{errors:>8}{p50:>9.1f}{p99:>9.1f}"
+                      f"{thr:>9.1f}" + (f"   first error: {first}" if errors else ""),
+                      flush=True)
+        for protocol in ("grpc", "rest"):
+            for clients in clients_list:
+                a, b = results.get((protocol, clients)), results.get((protocol + "-nobatch",
+                                                                      clients))
+                if a and b and b[0] > 0:
+                    print(f"{protocol} {clients} clients: batching/no-batching throughput "
+                          f"= {a[0] / b[0]:.2f}x", flush=True)
+        if ("direct", 1) in results and ("grpc", 1) in results:
+            print(f"grpc/direct p50 at 1 client = {results[('grpc', 1)][1]:.1f} / "
+                  f"{results[('direct', 1)][1]:.1f} ms", flush=True)
+        total_errors = sum(r[3] for r in results.values())
+        print(f"total errors: {total_errors}", flush=True)
+        return 1 if total_errors else 0
+    finally:
+        for _, srv in servers:
+            srv.stop()
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
