@@ -165,7 +165,8 @@ class ResumeState(keras.callbacks.Callback):
             return 0
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        self._checkpoint().restore(path).assert_existing_objects_matched()
+        # save_counter is not written by Checkpoint.write(): match everything else.
+        self._checkpoint().restore(path).expect_partial().assert_nontrivial_match()
         if self.plateau is not None and self.phase in self.state.data["plateau"]:
             p = self.state.data["plateau"][self.phase]
             self.plateau.best, self.plateau.wait = p["best"], p["wait"]

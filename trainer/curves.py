@@ -15,9 +15,12 @@ def _series(history, key):
     return xs, ys
 
 
-def plot_learning_curves(history, spec_age_output, path):
-    """Loss, age MAE (years) and, when present, gender accuracy per epoch, both phases."""
-    mae = f"{spec_age_output}_age_mae"
+def plot_learning_curves(history, mae_key, path):
+    """Loss, age MAE (years) and, when present, gender accuracy per epoch, both phases.
+
+    `mae_key`: the history key of the training age MAE (trainer.metrics.monitor_key).
+    """
+    mae = mae_key
     panels = [("loss", "loss"), (mae, "age MAE (years)")]
     if any("gender_accuracy" in h for h in history):
         panels.append(("gender_accuracy", "gender accuracy"))
@@ -34,7 +37,8 @@ def plot_learning_curves(history, spec_age_output, path):
                     fontsize=8, color="grey")
         ax.set(title=title, xlabel="epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

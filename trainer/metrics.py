@@ -71,5 +71,10 @@ def metrics_for(spec):
 
 
 def monitor_key(spec, metric=AGE_MAE, validation=True):
-    """The key Keras logs `metric` of the age output under."""
-    return f"{'val_' if validation else ''}{spec.age_output}_{metric}"
+    """The key Keras logs `metric` of the age output under.
+
+    Keras prefixes metric names with the output name only when the model has several
+    outputs, i.e. here when it has a gender head.
+    """
+    prefix = f"{spec.age_output}_" if spec.predict_gender else ""
+    return f"{'val_' if validation else ''}{prefix}{metric}"

@@ -45,7 +45,7 @@ def build_spec(cfg, records_meta):
         alpha=cfg.alpha)
 
 
-def compile_model(model, spec, cfg, learning_rate):
+def compile_model(model, spec, cfg, learning_rate, run_eagerly=False):
     if cfg.weight_decay:
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
     else:
@@ -55,7 +55,7 @@ def compile_model(model, spec, cfg, learning_rate):
     # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer itself.
     model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
                   weighted_metrics=weighted, jit_compile=cfg.jit_compile,
-                  steps_per_execution=cfg.steps_per_execution)
+                  steps_per_execution=cfg.steps_per_execution, run_eagerly=run_eagerly)
 
 
 def _verbose(cfg):
@@ -206,7 +206,7 @@ def train(cfg):
         f.write(spec.to_json())
     with tf.io.gfile.GFile(os.path.join(out_dir, HISTORY_FILE), "w") as f:
         json.dump(state.history, f, indent=1)
-    curves.plot_learning_curves(state.history, spec.age_output,
+    curves.plot_learning_curves(state.history, metrics_lib.monitor_key(spec, validation=False),
                                 os.path.join(out_dir, "learning_curves.png"))
     report = None
     if tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "test")):

@@ -1,0 +1,123 @@
+"""The training job in-process: every mode and flag combination builds and trains steps.
+
+Runs are tiny (MobileNetV2 alpha 0.35 at 32 px, random weights, two steps an epoch); the
+flag sets are grouped so that each run covers several options at once.
+"""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from agegender import model_spec
+from trainer import flags as trainer_flags
+from trainer import input_pipeline, task
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
+
+
+def _run(records, job_dir, tiny_run_args, *extra):
+    return task.run(trainer_flags.parse(tiny_run_args(records, job_dir, *extra)))
+
+
+def _outputs_of(job_dir):
+    model = keras.models.load_model(os.path.join(job_dir, model_spec.MODEL_FILE), compile=False)
+    out = model(np.zeros((2, 32, 32, 3), np.float32))
+    return {k: v.dtype.name if hasattr(v.dtype, "name") else str(v.dtype)
+            for k, v in out.items()}
+
+
+@pytest.mark.parametrize("extra,outputs", [
+    # classification + gender + plateau scheduler + fine-tune phase + relabel
+    (["--predict_gender", "--fine_tune_epochs=1", "--fine_tune_at=120", "--age_deviation=3"],
+     {model_spec.AGE_DISTRIBUTION, model_spec.GENDER}),
+    # regression + cosine + memory cache + AdamW
+    (["--type=regression", "--lr_scheduler=cosine", "--cache=memory", "--weight_decay=1e-4"],
+     {model_spec.AGE_REGRESSION}),
+    # range mode + gender + cyclic + fine-tune + mixed precision + no augmentation
+    (["--range_mode", "--predict_gender", "--lr_scheduler=cyclic", "--fine_tune_epochs=1",
+      "--mixed_precision=mixed_float16", "--noaugment"],
+     {model_spec.AGE_RANGE, model_spec.GENDER}),
+], ids=["classification-gender-finetune-xla", "regression-cosine-cache", "range-cyclic-fp16"])
+def test_modes_train_and_leave_outputs(tiny_records, tmp_path, tiny_run_args, extra, outputs):
+    job = tmp_path / "job"
+    report = _run(tiny_records, job, tiny_run_args, *extra)
+    for name in ("model.keras", "model_spec.json", "history.json", "learning_curves.png",
+                 "eval.json", "train_state.json"):
+        assert (job / name).exists(), name
+    assert any((job / "logs").iterdir())
+    spec = model_spec.ModelSpec.from_json((job / "model_spec.json").read_text())
+    dtypes = _outputs_of(job)
+    assert set(dtypes) == outputs and set(dtypes.values()) == {"float32"}
+    history = json.loads((job / "history.json").read_text())
+    expected_epochs = 2 if "--fine_tune_epochs=1" in extra else 1
+    assert [h["epoch"] for h in history] == list(range(1, expected_epochs + 1))
+    assert all(np.isfinite(h["loss"]) for h in history)
+    prefix = f"{spec.age_output}_" if spec.predict_gender else ""
+    assert f"val_{prefix}age_mae" in history[0] and f"{prefix}age_cs5" in history[0]
+    assert report["count"] == 16 and report["mae"] >= 0
+    eval_json = json.loads((job / "eval.json").read_text())
+    assert {"mae", "cs@5", "per_decade", "per_race_gender", "gender_accuracy"} <= set(eval_json)
+    assert (eval_json["gender_accuracy"] is not None) == spec.predict_gender
+    if "--age_deviation=3" in extra:
+        assert spec.age_deviation == 3.0
+
+
+@pytest.mark.slow
+def test_xla_jit_compile_trains(tiny_records, tmp_path, tiny_run_args):
+    # XLA compiles the whole train and test steps: tens of seconds on CPU even when tiny.
+    _run(tiny_records, tmp_path / "xla", tiny_run_args, "--jit_compile", "--steps_per_epoch=1",
+         "--eval_limit=8")
+    assert (tmp_path / "xla" / "model.keras").exists()
+
+
+def test_lr_find_writes_plot_and_exits(tiny_records, tmp_path, tiny_run_args):
+    job = tmp_path / "find"
+    _run(tiny_records, job, tiny_run_args, "--lr_find", "--lr_find_steps=6")
+    found = json.loads((job / "lr_find.json").read_text())
+    assert len(found["learning_rates"]) == 6
+    assert found["learning_rates"] == sorted(found["learning_rates"])
+    assert (job / "lr_find.png").stat().st_size > 1000
+    assert not (job / "model.keras").exists()
+
+
+def test_load_predicts_directory(tiny_records, tmp_path, tiny_run_args, capsys):
+    job = tmp_path / "job"
+    _run(tiny_records, job, tiny_run_args, "--predict_gender")
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    src = sorted((tiny_records.parent).glob("*"))  # any image will do: make two
+    from PIL import Image
+    Image.new("RGB", (50, 60), (120, 90, 60)).save(samples / "34_1_0_20170116174525125.jpg")
+    Image.new("RGB", (40, 40), (10, 90, 60)).save(samples / "someone.png")
+    (samples / "notes.txt").write_text("not an image")
+    assert src is not None
+    capsys.readouterr()
+    results = _run(tiny_records, job, tiny_run_args, "--load",
+                   f"--test_sample_dir={samples}")
+    out = capsys.readouterr().out
+    assert "Predicted age:" in out and "true age: 34" in out and "true age: unknown" in out
+    assert "predicted gender:" in out and "true gender: female" in out
+    assert len(results) == 2
+    # --load with --records_dir rewrites eval.json from the saved model.
+    (job / "eval.json").unlink()
+    _run(tiny_records, job, tiny_run_args, "--load")
+    assert (job / "eval.json").exists()
+
+
+def test_clear_errors(tmp_path, tiny_records, tiny_run_args):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(input_pipeline.RecordsNotFoundError, match="no 'train' records"):
+        _run(empty, tmp_path / "j1", tiny_run_args)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        _run(tiny_records, tmp_path / "j2", tiny_run_args, f"--weights={tmp_path}/missing.h5")
+    with pytest.raises(FileNotFoundError, match="model.keras not found"):
+        _run(tiny_records, tmp_path / "j3", tiny_run_args, "--load",
+             f"--test_sample_dir={tmp_path}")
