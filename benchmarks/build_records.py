@@ -32,6 +32,7 @@ DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "da
 def baseline_loop(paths, out_path, image_size=160, deviation=5.0):
     """What a plain script would do: one process, one image after another, one output file."""
     import tensorflow as tf
+    from apache_beam.pvalue import TaggedOutput
 
     from pipeline.transforms import Face, MakeRecord
 
@@ -43,8 +44,8 @@ def baseline_loop(paths, out_path, image_size=160, deviation=5.0):
             with open(path, "rb") as f:
                 element = (os.path.basename(path), f.read())
             for result in make.process(element):
-                if isinstance(result, Face):
-                    out.write(result.example)
+                if not isinstance(result, TaggedOutput):  # a Face (as a tuple); else a skip
+                    out.write(Face._make(result).example)
                     written += 1
     return written
 

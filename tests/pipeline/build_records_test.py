@@ -161,7 +161,7 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys, tools):
 
 @pytest.mark.slow
 def test_cli_on_real_utkface_images_with_default_runner(tmp_path, tools):
-    """~200 real images in a tar.gz, through the real CLI and its default (multi-process) runner."""
+    """~200 real images in a tar.gz, through the real CLI and its default runner options."""
     paths = tools.real_subset()
     tgz = str(tmp_path / "utk.tar.gz")
     with tarfile.open(tgz, "w:gz") as tar:

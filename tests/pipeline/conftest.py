@@ -15,8 +15,8 @@ from pipeline import build_records, sources, transforms
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED_UTK = os.path.join(REPO, "..", "shared", "data", "utkface", "UTKFace")
 
-# In-process runner for tests: the multi_processing default pays a few seconds of worker
-# start-up per run (it has its own end-to-end test).
+# One in-process worker for tests: small inputs gain nothing from more (the CLI's default,
+# one worker thread per core, has its own end-to-end test).
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
