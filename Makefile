@@ -20,12 +20,10 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# records -> train -> export -> local server -> REST/gRPC queries -> evaluation report.
+# DEMO_ARGS passes options through, e.g. DEMO_ARGS="--limit=2000".
 demo: venv
-	@if [ -z "$(DATA)" ]; then \
-	  echo "make demo needs UTKFace images: make demo DATA=<dir with [age]_[gender]_[race]_[date].jpg.chip.jpg files>"; \
-	  echo "(UTKFace 'Aligned & Cropped Faces': https://susanqq.github.io/UTKFace/ -- non-commercial research use only)"; \
-	  exit 2; fi
-	$(PY) -m pipeline.build_records --input="$(DATA)" --output_dir=$(OUT)/records
+	$(PY) scripts/demo.py $(if $(DATA),--data="$(DATA)") --out=$(OUT) $(DEMO_ARGS)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -201,7 +201,7 @@ def _batches(items, size, limit):
 def _count_expected(records_dir, split):
     try:
         with tf.io.gfile.GFile(os.path.join(records_dir, schema.REPORT_FILE)) as f:
-            return json.load(f)["splits"][split]["written"]
+            return json.load(f)["splits"][split]["examples"]
     except Exception:  # the count is only for the progress bar
         return None
 

@@ -1,0 +1,206 @@
+"""`make demo`: the whole product end to end on a folder of UTKFace images.
+
+records -> train (short CPU configuration) -> export -> local server -> REST and gRPC
+queries printing "predicted age / true age" -> evaluation report -> stop the server.
+
+Every step is a real command a user could run by hand (printed before it runs); the
+first failure stops the demo and names the failing step. The server is always stopped.
+"""
+import argparse
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_UTK = os.path.join(ROOT, "..", "shared", "data", "utkface", "UTKFace")
+MODEL_NAME = "age"
+
+
+class StepFailed(Exception):
+    pass
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Demo:
+    def __init__(self, args):
+        self.args = args
+        self.out = os.path.abspath(args.out)
+        self.records = os.path.join(self.out, "records")
+        self.job_dir = os.path.join(self.out, "run")
+        self.models = os.path.join(self.out, "models", MODEL_NAME)
+        self.report = os.path.join(self.out, "report")
+        self.server = None
+        self.grpc_port = _free_port()
+        self.rest_port = _free_port()
+        self.steps = [
+            ("records", self.build_records),
+            ("train", self.train),
+            ("export", self.export),
+            ("serve", self.start_server),
+            ("query REST", lambda: self.query("rest")),
+            ("query gRPC", lambda: self.query("grpc")),
+            ("evaluate", self.evaluate),
+            ("stop server", self.stop_server),
+        ]
+        self.timings = []
+
+    def run_cmd(self, cmd):
+        print("$ " + " ".join(cmd), flush=True)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        result = subprocess.run(cmd, cwd=ROOT, env=env)
+        if result.returncode != 0:
+            raise StepFailed(f"command exited with status {result.returncode}")
+
+    def input_dir(self):
+        if not self.args.limit:
+            return self.args.data
+        # A deterministic slice spread over the whole folder (every k-th name), as links.
+        files = sorted(f for f in os.listdir(self.args.data)
+                       if os.path.isfile(os.path.join(self.args.data, f)))
+        step = max(1, len(files) // self.args.limit)
+        slice_dir = os.path.join(self.out, "data_slice")
+        shutil.rmtree(slice_dir, ignore_errors=True)
+        os.makedirs(slice_dir)
+        for name in files[::step][:self.args.limit]:
+            os.symlink(os.path.abspath(os.path.join(self.args.data, name)),
+                       os.path.join(slice_dir, name))
+        return slice_dir
+
+    def build_records(self):
+        shutil.rmtree(self.records, ignore_errors=True)
+        self.run_cmd([sys.executable, "-m", "pipeline.build_records",
+                      f"--input={self.input_dir()}", f"--output_dir={self.records}"])
+
+    def train(self):
+        shutil.rmtree(self.job_dir, ignore_errors=True)
+        shared_weights = os.path.join(ROOT, "..", "shared", "weights")
+        if not os.environ.get("AGEGENDER_WEIGHTS_DIR") and os.path.isdir(shared_weights):
+            # The machines here cannot download Keras weights; ../shared has them.
+            os.environ["AGEGENDER_WEIGHTS_DIR"] = os.path.abspath(shared_weights)
+        self.run_cmd([sys.executable, "-m", "trainer.task", f"--flagfile={self.args.config}",
+                      f"--records_dir={self.records}", f"--job_dir={self.job_dir}"])
+
+    def export(self):
+        shutil.rmtree(self.models, ignore_errors=True)
+        self.run_cmd([sys.executable, "-m", "export.export_model", f"--job_dir={self.job_dir}",
+                      f"--export_base={self.models}"])
+
+    def start_server(self):
+        cmd = [sys.executable, "-m", "serving.server", f"--model_base_path={self.models}",
+               f"--model_name={MODEL_NAME}", f"--port={self.grpc_port}",
+               f"--rest_api_port={self.rest_port}"]
+        print("$ " + " ".join(cmd) + " &", flush=True)
+        self.server = subprocess.Popen(cmd, cwd=ROOT,
+                                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        url = f"http://127.0.0.1:{self.rest_port}/v1/models/{MODEL_NAME}"
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.server.poll() is not None:
+                raise StepFailed(f"server exited with status {self.server.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if b"AVAILABLE" in r.read():
+                        print(f"server ready: gRPC 127.0.0.1:{self.grpc_port}, "
+                              f"REST 127.0.0.1:{self.rest_port}", flush=True)
+                        return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise StepFailed("server not ready after 180 s")
+
+    def sample_images(self):
+        """A few test-split faces (never seen in training), as the original files."""
+        import tensorflow as tf
+
+        from agegender import schema
+
+        data = os.path.join(self.out, "data_slice") if self.args.limit else self.args.data
+        shards = sorted(tf.io.gfile.glob(schema.shard_pattern(self.records, "test")))
+        picks = []
+        for raw in tf.data.TFRecordDataset(shards).take(200):
+            source = schema.parse_examples(raw)[schema.IMAGE_SOURCE_ID].numpy().decode()
+            path = os.path.join(data, source)
+            if os.path.isfile(path):
+                picks.append(path)
+            if len(picks) == self.args.queries:
+                break
+        if not picks:
+            raise StepFailed(f"no test-split image found under {data}")
+        return picks
+
+    def query(self, protocol):
+        port = self.rest_port if protocol == "rest" else self.grpc_port
+        self.run_cmd([sys.executable, "-m", "serving.client", f"--server=127.0.0.1:{port}",
+                      f"--protocol={protocol}", f"--model_name={MODEL_NAME}",
+                      *self.sample_images()])
+
+    def evaluate(self):
+        self.run_cmd([sys.executable, "-m", "trainer.evaluate", f"--model={self.models}",
+                      f"--records_dir={self.records}", "--split=test",
+                      f"--output_dir={self.report}"])
+
+    def stop_server(self):
+        if self.server is None or self.server.poll() is not None:
+            return
+        self.server.send_signal(signal.SIGINT)
+        try:
+            self.server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+            self.server.wait()
+
+    def run(self):
+        os.makedirs(self.out, exist_ok=True)
+        try:
+            for i, (name, step) in enumerate(self.steps, 1):
+                print(f"\n=== [{i}/{len(self.steps)}] {name} ===", flush=True)
+                start = time.time()
+                try:
+                    step()
+                except StepFailed as e:
+                    print(f"\ndemo failed at step '{name}': {e}", file=sys.stderr, flush=True)
+                    return 1
+                self.timings.append((name, time.time() - start))
+        finally:
+            self.stop_server()
+        print("\n=== done ===")
+        for name, seconds in self.timings:
+            print(f"  {name:<12} {seconds:7.1f} s")
+        print(f"report: {os.path.join(self.report, 'report.html')}")
+        return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("DATA") or None,
+                        help="folder of UTKFace images (default: ../shared/data/utkface/UTKFace)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "build", "demo"))
+    parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.flags"),
+                        help="trainer flagfile")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="use only this many images (a spread-out slice; 0: all)")
+    parser.add_argument("--queries", type=int, default=5, help="images sent to the server")
+    args = parser.parse_args()
+    if not args.data and os.path.isdir(SHARED_UTK):
+        args.data = SHARED_UTK
+    if not args.data or not os.path.isdir(args.data):
+        print("make demo needs a folder of UTKFace images: make demo DATA=<dir>\n"
+              "(UTKFace 'Aligned & Cropped Faces', non-commercial research use only: "
+              "https://susanqq.github.io/UTKFace/)", file=sys.stderr)
+        return 2
+    return Demo(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
