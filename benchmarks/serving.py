@@ -70,7 +70,8 @@ def _free_port():
 
 
 class ServerProcess:
-    def __init__(self, model_base, batching, max_batch_size, batch_timeout_micros):
+    def __init__(self, model_base, batching, max_batch_size, batch_timeout_micros,
+                 num_batch_threads=1):
         self.grpc_port, self.rest_port = _free_port(), _free_port()
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         self.proc = subprocess.Popen(
@@ -79,6 +80,7 @@ class ServerProcess:
              f"--rest_api_port={self.rest_port}", f"--enable_batching={str(batching).lower()}",
              f"--max_batch_size={max_batch_size}",
              f"--batch_timeout_micros={batch_timeout_micros}",
+             f"--num_batch_threads={num_batch_threads}",
              "--file_system_poll_wait_seconds=0"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 300
@@ -88,8 +90,14 @@ class ServerProcess:
             if (not line and self.proc.poll() is not None) or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"server did not start: {line}")
-        # keep draining its output so it never blocks on a full pipe
-        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+        # keep draining its output so it never blocks on a full pipe; keep the tail
+        self.tail = []
+        self._drain = threading.Thread(target=self._read, daemon=True)
+        self._drain.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.tail = (self.tail + [line.rstrip()])[-5:]
 
     def stop(self):
         if self.proc.poll() is None:
@@ -101,9 +109,20 @@ class ServerProcess:
                 self.proc.wait()
 
 
+def cpu_seconds(pid=None):
+    """user+system CPU seconds of a process (this one by default), from /proc."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_phase(make_call, clients, duration, warmup):
-    """N threads call `make_call()()` in a loop; returns latencies (s) and error count."""
-    latencies, errors, first_error = [], [0], []
+    """N threads call `make_call()()` in a loop; returns latencies (s), error count, the first
+    error and the number of calls made (warmup included)."""
+    latencies, errors, first_error, calls = [], [0], [], [0]
     lock = threading.Lock()
     start_barrier = threading.Barrier(clients)
     t_start = [0.0]
@@ -137,6 +156,7 @@ def run_phase(make_call, clients, duration, warmup):
         with lock:
             latencies.extend(mine)
             errors[0] += bad
+            calls[0] += i
         t_start[0] = measure_from
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
@@ -144,7 +164,7 @@ def run_phase(make_call, clients, duration, warmup):
         t.start()
     for t in threads:
         t.join(duration + warmup + 120)
-    return np.array(latencies), errors[0], (first_error[0] if first_error else "")
+    return np.array(latencies), errors[0], (first_error[0] if first_error else ""), calls[0]
 
 
 def main(argv=None):
@@ -159,7 +179,9 @@ def main(argv=None):
     p.add_argument("--images_dir", default=DEFAULT_IMAGES)
     p.add_argument("--num_images", type=int, default=64)
     p.add_argument("--max_batch_size", type=int, default=16)
-    p.add_argument("--batch_timeout_micros", type=int, default=2000)
+    p.add_argument("--batch_timeout_micros", type=int, default=10000,
+                   help="batching server timeout (10 ms: fuller batches at 16 clients)")
+    p.add_argument("--num_batch_threads", type=int, default=1)
     p.add_argument("--work_dir", default=None, help="keep the model here (default: temp dir)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -197,7 +219,8 @@ def main(argv=None):
             direct_fn = loaded.signatures["serving_default"]
         if any(m in ("grpc", "rest") for m in modes):
             servers.append(("batch", ServerProcess(model_base, True, args.max_batch_size,
-                                                   args.batch_timeout_micros)))
+                                                   args.batch_timeout_micros,
+                                                   args.num_batch_threads)))
         if any(m.endswith("-nobatch") for m in modes):
             servers.append(("nobatch", ServerProcess(model_base, False, args.max_batch_size,
                                                      args.batch_timeout_micros)))
@@ -223,25 +246,33 @@ def main(argv=None):
 
         results = {}
         header = (f"{'mode':<14}{'clients':>8}{'requests':>10}{'errors':>8}{'p50 ms':>9}"
-                  f"{'p99 ms':>9}{'req/s':>9}")
+                  f"{'p99 ms':>9}{'req/s':>9}{'server cpu ms/req':>19}{'client cpu ms/req':>19}")
         print(header, flush=True)
         for clients in clients_list:
             for mode in modes:
-                lat, errors, first = run_phase(maker(mode), clients, args.duration, args.warmup)
+                pid = None
+                if mode != "direct":
+                    pid = server_by_kind["nobatch" if mode.endswith("-nobatch") else "batch"].proc.pid
+                srv0, cli0 = (cpu_seconds(pid) if pid else 0.0), cpu_seconds()
+                lat, errors, first, calls = run_phase(maker(mode), clients, args.duration,
+                                                      args.warmup)
+                srv_cpu = (cpu_seconds(pid) - srv0) / max(calls, 1) * 1e3 if pid else float("nan")
+                cli_cpu = (cpu_seconds() - cli0) / max(calls, 1) * 1e3
                 thr = len(lat) / args.duration
                 p50 = np.percentile(lat, 50) * 1e3 if len(lat) else float("nan")
                 p99 = np.percentile(lat, 99) * 1e3 if len(lat) else float("nan")
-                results[(mode, clients)] = (thr, p50, p99, errors)
+                results[(mode, clients)] = (thr, p50, p99, errors, srv_cpu)
                 print(f"{mode:<14}{clients:>8}{len(lat):>10}{errors:>8}{p50:>9.1f}{p99:>9.1f}"
-                      f"{thr:>9.1f}" + (f"   first error: {first}" if errors else ""),
-                      flush=True)
+                      f"{thr:>9.1f}{srv_cpu:>19.1f}{cli_cpu:>19.1f}"
+                      + (f"   first error: {first}" if errors else ""), flush=True)
         for protocol in ("grpc", "rest"):
             for clients in clients_list:
                 a, b = results.get((protocol, clients)), results.get((protocol + "-nobatch",
                                                                       clients))
                 if a and b and b[0] > 0:
                     print(f"{protocol} {clients} clients: batching/no-batching throughput "
-                          f"= {a[0] / b[0]:.2f}x", flush=True)
+                          f"= {a[0] / b[0]:.2f}x, server CPU per request = {a[4] / b[4]:.2f}x",
+                          flush=True)
         if ("direct", 1) in results and ("grpc", 1) in results:
             print(f"grpc/direct p50 at 1 client = {results[('grpc', 1)][1]:.1f} / "
                   f"{results[('direct', 1)][1]:.1f} ms", flush=True)
@@ -249,8 +280,13 @@ def main(argv=None):
         print(f"total errors: {total_errors}", flush=True)
         return 1 if total_errors else 0
     finally:
-        for _, srv in servers:
+        for kind, srv in servers:
             srv.stop()
+            if getattr(srv, "_drain", None):
+                srv._drain.join(5)
+                for line in srv.tail:
+                    if "batching:" in line:
+                        print(f"server ({kind}): {line.split('batching:', 1)[1].strip()}")
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -3,8 +3,8 @@
 Owns what TF Serving's `--enable_batching` does for this server: requests that target the
 same model version and signature with the same inputs (names, dtypes and per-row shapes)
 are concatenated along dimension 0, up to `max_batch_size` rows, waiting at most
-`batch_timeout` for a batch to fill; one worker runs the batches, so the model sees one
-batch at a time and uses all cores for it. Outputs are split back per request.
+`batch_timeout` for a batch to fill; `num_batch_threads` workers (default 1) run the
+batches, so the model sees at most that many batches at a time. Outputs are split back per request.
 
 Isolation: requests are validated before they are queued (tensor_codec), and if a merged
 batch still fails (say an undecodable JPEG), each of its requests is re-run alone, so a bad
@@ -43,7 +43,8 @@ class _Task:
 class BatchingQueue:
     """Merges concurrent `submit` calls into batches; counters in `stats` (for tests/ops)."""
 
-    def __init__(self, max_batch_size=16, batch_timeout=0.002, max_enqueued=1024):
+    def __init__(self, max_batch_size=16, batch_timeout=0.002, max_enqueued=1024,
+                 num_batch_threads=1):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.max_batch_size = max_batch_size
@@ -53,8 +54,10 @@ class BatchingQueue:
         self._cv = threading.Condition()
         self._running = True
         self.stats = collections.Counter()
-        self._worker = threading.Thread(target=self._loop, name="batching", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._loop, name=f"batching-{i}", daemon=True)
+                         for i in range(num_batch_threads)]
+        for worker in self._workers:
+            worker.start()
 
     def submit(self, model, signature, inputs, timeout=None):
         """Runs `model.run(signature, inputs)` inside a batch; returns this request's outputs."""
@@ -72,11 +75,19 @@ class BatchingQueue:
             task.future.cancel()
             raise ServingError("DEADLINE_EXCEEDED", "the request timed out in the batching queue")
 
+    def summary(self):
+        s = self.stats
+        mean = s["requests"] / s["batches"] if s["batches"] else 0.0
+        return (f"{s['batches']} batches, {s['requests']} requests ({mean:.1f} per batch, "
+                f"max {s['max_batch_requests']}), {s['merged_batches']} merged, "
+                f"{s['split_after_failure']} split after a failure")
+
     def stop(self):
         with self._cv:
             self._running = False
             self._cv.notify_all()
-        self._worker.join(timeout=10)
+        for worker in self._workers:
+            worker.join(timeout=10)
         for task in self._pending:
             task.future.set_exception(ServingError("UNAVAILABLE", "the server shut down"))
 
@@ -114,11 +125,13 @@ class BatchingQueue:
                 self._run(batch)
 
     def _run(self, batch):
-        self.stats["batches"] += 1
-        self.stats["requests"] += len(batch)
-        if len(batch) > 1:
-            self.stats["merged_batches"] += 1
-        self.stats["max_batch_requests"] = max(self.stats["max_batch_requests"], len(batch))
+        with self._cv:
+            self.stats["batches"] += 1
+            self.stats["requests"] += len(batch)
+            if len(batch) > 1:
+                self.stats["merged_batches"] += 1
+            self.stats["max_batch_requests"] = max(self.stats["max_batch_requests"], len(batch))
+            self.stats["rows"] += sum(t.rows for t in batch)
         first = batch[0]
         if len(batch) == 1:
             self._run_alone(first)

@@ -30,13 +30,14 @@ class ModelServer:
 
     def __init__(self, model_base_path, model_name="age", host="127.0.0.1", grpc_port=0,
                  rest_port=0, enable_batching=True, max_batch_size=16,
-                 batch_timeout_micros=2000, max_enqueued_batches=1024,
+                 batch_timeout_micros=2000, max_enqueued_batches=1024, num_batch_threads=1,
                  file_system_poll_wait_seconds=1.0, max_request_bytes=16 << 20,
                  request_timeout=30.0, enable_rest=True, enable_grpc=True, warmup=True):
         self.store = ModelStore(model_name, model_base_path, file_system_poll_wait_seconds,
                                 warmup=warmup)
         self.batcher = (BatchingQueue(max_batch_size, batch_timeout_micros / 1e6,
-                                      max_enqueued_batches) if enable_batching else None)
+                                      max_enqueued_batches, num_batch_threads)
+                        if enable_batching else None)
         self.core = ServingCore(self.store, self.batcher, request_timeout)
         self._config = dict(host=host, max_request_bytes=max_request_bytes)
         self._grpc_port, self._rest_port = grpc_port, rest_port
@@ -93,6 +94,8 @@ def main(argv=None):
     p.add_argument("--enable_batching", type=_bool, default=True)
     p.add_argument("--max_batch_size", type=int, default=16)
     p.add_argument("--batch_timeout_micros", type=int, default=2000)
+    p.add_argument("--num_batch_threads", type=int, default=1,
+                   help="batches run concurrently (TF Serving's num_batch_threads)")
     p.add_argument("--max_enqueued_batches", type=int, default=1024,
                    help="queued requests beyond this get UNAVAILABLE")
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
@@ -109,7 +112,7 @@ def main(argv=None):
         args.model_base_path, args.model_name, host=args.host, grpc_port=args.port,
         rest_port=args.rest_api_port, enable_batching=args.enable_batching,
         max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
-        max_enqueued_batches=args.max_enqueued_batches,
+        max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=args.num_batch_threads,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         max_request_bytes=args.max_request_bytes, request_timeout=args.request_timeout,
         enable_rest=args.rest_api_port != 0, warmup=args.enable_model_warmup)
@@ -123,6 +126,8 @@ def main(argv=None):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     server.stop()
+    if server.batcher:
+        log.info("batching: %s", server.batcher.summary())
     return 0
 
 
