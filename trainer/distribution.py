@@ -37,31 +37,62 @@ def is_chief():
 
 
 def make_strategy(name="auto", tpu=None):
-    """Returns a tf.distribute.Strategy for `--distribution`."""
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        if num_workers() > 1:
-            name = "multi_worker"
-        elif len(gpus) > 1:
-            name = "mirrored"
-        else:
-            name = "one_device"
-    if name == "tpu":
+    """Returns a tf.distribute.Strategy for `--distribution`.
+
+    MultiWorkerMirroredStrategy is created before anything initialises the TF runtime
+    (listing devices does), as collective ops must be configured at start-up.
+    """
+    if name == "auto" and num_workers() > 1:
+        name = "multi_worker"
+    if name == "multi_worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         strategy = tf.distribute.TPUStrategy(resolver)
-    elif name == "multi_worker":
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    elif name == "mirrored":
-        strategy = tf.distribute.MirroredStrategy()
-    elif name == "one_device":
-        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     else:
-        raise ValueError(f"unknown distribution {name!r}")
+        gpus = tf.config.list_logical_devices("GPU")
+        if name == "auto":
+            name = "mirrored" if len(gpus) > 1 else "one_device"
+        if name == "mirrored":
+            strategy = tf.distribute.MirroredStrategy()
+        elif name == "one_device":
+            strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+        else:
+            raise ValueError(f"unknown distribution {name!r}")
     logging.info("Distribution: %s with %d replica(s)", type(strategy).__name__,
                  strategy.num_replicas_in_sync)
     return strategy
+
+
+def work_around_keras_multi_worker(model, strategy, train_ds):
+    """Lets Keras 3 `fit` run under MultiWorkerMirroredStrategy (a compiled model).
+
+    Two upstream incompatibilities (tensorflow/tensorflow#72388), both in how Keras merges
+    per-worker values, neither in the training math:
+    - fit builds metrics from `strategy.reduce("MEAN", <distributed batch>)`, which raises
+      "Attempt to convert a value (PerReplica...)": build them from a local batch instead
+      (only shapes are needed);
+    - logs are merged with `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars:
+      give each log value a leading axis of 1, so that reduce averages the workers' values.
+    No-op under any other strategy.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    batch = next(iter(train_ds.take(1)))
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda *args, **kwargs: None
+
+    def with_axis(step):
+        def wrapped(data):
+            return {k: tf.reshape(v, [1]) for k, v in step(data).items()}
+        return wrapped
+
+    cls = type(model)
+    model.train_step = with_axis(lambda data: cls.train_step(model, data))
+    model.test_step = with_axis(lambda data: cls.test_step(model, data))
 
 
 def _gpu_compute_capabilities():

@@ -178,7 +178,7 @@ class InputReader:
     """Files -> batches of (images, y, sample_weight) or, for evaluation, raw features."""
 
     def __init__(self, records_dir, split, parser, batch_size, cache="",
-                 shuffle_buffer=4096, seed=None):
+                 shuffle_buffer=4096, seed=None, num_workers=1):
         self.files = split_files(records_dir, split)
         self.parser = parser
         self.decoder = Decoder()
@@ -186,6 +186,7 @@ class InputReader:
         self.cache = cache
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
+        self.num_workers = num_workers
 
     def _records(self, is_training):
         files = tf.data.Dataset.from_tensor_slices(self.files)
@@ -229,4 +230,9 @@ class InputReader:
         options = tf.data.Options()
         options.deterministic = not is_training
         options.experimental_optimization.map_parallelization = True
+        # Multi-worker: each worker reads its own files when there are enough of them,
+        # otherwise every worker reads all records and keeps its share of them.
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.FILE if len(self.files) >= self.num_workers
+            else tf.data.experimental.AutoShardPolicy.DATA)
         return ds.with_options(options).prefetch(AUTOTUNE)

@@ -35,6 +35,10 @@ HISTORY_FILE = "history.json"
 PHASES = ("head", "fine_tune")
 
 
+class ConfigError(ValueError):
+    """A flag combination or data set the job cannot train with (reported in one line)."""
+
+
 def build_spec(cfg, records_meta):
     deviation = cfg.age_deviation
     if deviation is None:
@@ -149,11 +153,12 @@ def train(cfg):
     parser = input_pipeline.Parser(spec, meta.get(schema.META_AGE_DEVIATION),
                                    augment=cfg.augment, blur_probability=cfg.blur_probability)
     train_reader = input_pipeline.InputReader(cfg.records_dir, "train", parser, cfg.batch_size,
-                                              cfg.cache, cfg.shuffle_buffer, cfg.seed)
+                                              cfg.cache, cfg.shuffle_buffer, cfg.seed,
+                                              distribution.num_workers())
     n_train = input_pipeline.count_records(cfg.records_dir, "train")
     steps_per_epoch = n_train // cfg.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"{n_train} train records: fewer than one batch of {cfg.batch_size}")
+        raise ConfigError(f"{n_train} train records: fewer than one batch of {cfg.batch_size}")
     if cfg.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.steps_per_epoch)
     # Repeated, so an epoch is exactly steps_per_epoch steps whatever the cap.
@@ -161,7 +166,8 @@ def train(cfg):
     val_ds = None
     if tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "validation")):
         val_reader = input_pipeline.InputReader(cfg.records_dir, "validation", parser,
-                                                cfg.batch_size)
+                                                cfg.batch_size,
+                                                num_workers=distribution.num_workers())
         val_ds = val_reader.dataset(is_training=False)
 
     with strategy.scope():
@@ -187,6 +193,7 @@ def train(cfg):
             resume = callbacks_lib.ResumeState(
                 state, phase, os.path.join(out_dir, "checkpoints", phase), plateau, writer)
             resumed = resume.restore(model)
+        distribution.work_around_keras_multi_worker(model, strategy, train_ds)
         initial_epoch = max(first, resumed)
         logging.info("Phase %s: epochs %d..%d (starting at %d), learning rate %g", phase,
                      first + 1, end, initial_epoch + 1, lr)
@@ -201,6 +208,10 @@ def train(cfg):
     model.save(os.path.join(out_dir, model_spec.MODEL_FILE))
     if not writer:
         shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(out_dir))  # .workers, once the last worker is done
+        except OSError:
+            pass
         return None
     with tf.io.gfile.GFile(os.path.join(out_dir, model_spec.SPEC_FILE), "w") as f:
         f.write(spec.to_json())
@@ -237,7 +248,7 @@ def _main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         run(flags.FLAGS)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ConfigError) as e:
         # Configuration and data errors: one clear line, no traceback.
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
