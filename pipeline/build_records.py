@@ -5,7 +5,7 @@
         [--keep_duplicates] [any Beam pipeline option, e.g. --runner=DataflowRunner ...]
 
 Every flag this module does not know is handed to Beam (`parse_known_args`). Without a
-`--runner` the job runs on the DirectRunner with one worker thread per local core.
+`--runner` the job runs on the DirectRunner with one worker process per local core.
 """
 import argparse
 import dataclasses
@@ -162,6 +162,8 @@ def _parse_split(text):
 def _parser():
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.build_records", description=__doc__.split("\n")[0],
+        # No prefix matching: an unknown (Beam) flag must never be taken for one of ours.
+        allow_abbrev=False,
         epilog="Any other flag is a Beam pipeline option (e.g. --runner, --project, --region, "
                "--temp_location, --direct_num_workers).")
     ap.add_argument("--input", required=True,
@@ -194,11 +196,11 @@ def pipeline_options(beam_args):
     if "runner" not in given:
         options.view_as(StandardOptions).runner = "DirectRunner"
     if "direct_running_mode" not in given:
-        # Threads, not processes: measured side by side on the 2-core machine (BUILD_NOTES.md),
-        # multi_threading took 25-30 s for 6,323 images where multi_processing took 40-47 s.
-        # Most of the per-image time is in TF ops, which release the GIL; multi_processing
-        # pays a TF import per worker and ships every element through gRPC.
-        options.view_as(DirectOptions).direct_running_mode = "multi_threading"
+        # Processes. multi_threading was faster here (25-30 s vs 40-47 s for 6,323 images,
+        # side by side) but on the full 18,970 images under load it lost elements in 2 of 3
+        # runs (Beam 2.77's EmbeddedGrpc workers; not isolated further), and in_memory uses
+        # one core. The job checks inputs = written + skipped and fails if that ever breaks.
+        options.view_as(DirectOptions).direct_running_mode = "multi_processing"
     if "direct_num_workers" not in given:
         options.view_as(DirectOptions).direct_num_workers = 0  # 0 = one worker per core
     return options

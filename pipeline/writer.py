@@ -183,13 +183,30 @@ def _remove_stale_shards(output_dir, report):
 
 
 def finalize(_, shards, skips, num_inputs, *, output_dir, metadata):
-    """After every shard is written: report.json and the TFDS metadata. Returns the report."""
-    import tensorflow as tf
+    """After every shard is written: report.json and the TFDS metadata. Returns the report.
 
+    Checks the invariant inputs = written + skipped first, and fails the job when it breaks.
+    """
     output_dir = str(output_dir).rstrip("/")
     report = make_report(metadata=metadata, num_inputs=num_inputs, shards=shards, skips=skips)
+    counts = report["counts"]
+    lost = counts["inputs"] - counts["written"] - counts["skipped"]
+    if lost:
+        # Every DoFn either emits or skips each element, so this is a runner fault. Fail
+        # loudly and leave no TFDS metadata: a silently incomplete dataset is the worst case.
+        counts["unaccounted"] = lost
+        _write_report(output_dir, report)
+        raise RuntimeError(
+            f"{lost} input(s) neither written nor skipped (inputs {counts['inputs']}, written "
+            f"{counts['written']}, skipped {counts['skipped']}); see {output_dir}/{schema.REPORT_FILE}")
     _remove_stale_shards(output_dir, report)
     write_tfds_metadata(output_dir, report)
+    _write_report(output_dir, report)
+    return report
+
+
+def _write_report(output_dir, report):
+    import tensorflow as tf
+
     with tf.io.gfile.GFile(f"{output_dir}/{schema.REPORT_FILE}", "w") as f:
         f.write(json.dumps(report, indent=1, sort_keys=False) + "\n")
-    return report

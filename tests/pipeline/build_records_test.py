@@ -198,3 +198,22 @@ def test_cli_empty_directory_exits_cleanly_without_a_trace(tmp_path, tools):
     assert result.returncode == 2
     assert "build_records: error: the input directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unknown_flags_go_to_beam_untouched():
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    args, beam_args = build_records._parser().parse_known_args(
+        ["--input=x", "--output_dir=y", "--image=7", "--runner=FlinkRunner",
+         "--direct_num_workers=3", "--flink_master=localhost:8081"])
+    assert (args.input, args.image_size) == ("x", build_records.DEFAULT_IMAGE_SIZE)
+    assert beam_args == ["--image=7", "--runner=FlinkRunner", "--direct_num_workers=3",
+                         "--flink_master=localhost:8081"]
+    options = build_records.pipeline_options(beam_args)
+    assert options.view_as(StandardOptions).runner == "FlinkRunner"
+    assert options.view_as(DirectOptions).direct_num_workers == 3
+    assert options.get_all_options()["flink_master"] == "localhost:8081"
+    defaults = build_records.pipeline_options([])
+    assert defaults.view_as(StandardOptions).runner == "DirectRunner"
+    assert defaults.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    assert defaults.view_as(DirectOptions).direct_num_workers == 0

@@ -15,8 +15,8 @@ from pipeline import build_records, sources, transforms
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED_UTK = os.path.join(REPO, "..", "shared", "data", "utkface", "UTKFace")
 
-# One in-process worker for tests: small inputs gain nothing from more (the CLI's default,
-# one worker thread per core, has its own end-to-end test).
+# One in-process worker for tests: small inputs gain nothing from more, and the CLI's
+# default (one worker process per core) pays seconds of start-up; it has its own test.
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 

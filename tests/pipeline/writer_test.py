@@ -42,3 +42,18 @@ def test_report_counts_and_order():
     assert report["counts"]["gender"] == {"female": 3, "male": 3}
     assert report["counts"]["skipped_by_reason"] == {"bad_name": 1, "duplicate": 1}
     assert [s["source_id"] for s in report["skipped"]] == ["a", "b"]
+
+
+def test_finalize_fails_loudly_when_an_input_is_unaccounted_for(tmp_path):
+    import json
+
+    import pytest
+
+    shard = {"split": "train", "shard": 0, "num_shards": 1, "examples": 2, "bytes": 10,
+             "stats": {"age_decade": {}, "gender": {}, "race": {}}}
+    with pytest.raises(RuntimeError, match="1 input"):
+        writer.finalize(None, [shard], [Skip("a", "bad_name", "x")], 4,
+                        output_dir=str(tmp_path), metadata={})
+    report = json.load(open(tmp_path / "report.json"))
+    assert report["counts"]["unaccounted"] == 1
+    assert not (tmp_path / "dataset_info.json").exists()
