@@ -89,7 +89,8 @@ def plot_race_gender(reports, path):
     for i, (report, name) in enumerate(reports):
         values = [report["per_race_gender"].get(c, {}).get("mae", np.nan) for c in cells]
         ax.barh(y + (i - (len(reports) - 1) / 2) * width, values, width, label=name)
-    ax.set_yticks(y, cells)
+    counts = [reports[0][0].get("per_race_gender", {}).get(c, {}).get("count", 0) for c in cells]
+    ax.set_yticks(y, [f"{c} (n={n})" for c, n in zip(cells, counts)])
     ax.invert_yaxis()
     ax.set(xlabel="MAE (years)", title="Age error by race x gender")
     ax.legend()
