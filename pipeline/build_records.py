@@ -14,7 +14,8 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions, PipelineOptions, StandardOptions, WorkerOptions)
 
 from agegender import names, schema
 from pipeline import sources, transforms, writer
@@ -203,6 +204,9 @@ def pipeline_options(beam_args):
         options.view_as(DirectOptions).direct_running_mode = "multi_processing"
     if "direct_num_workers" not in given:
         options.view_as(DirectOptions).direct_num_workers = 0  # 0 = one worker per core
+    if "default_sdk_harness_log_level" not in given:
+        # Worker processes otherwise log every gRPC channel they open at INFO.
+        options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
     return options
 
 
