@@ -217,3 +217,19 @@ def test_unknown_flags_go_to_beam_untouched():
     assert defaults.view_as(StandardOptions).runner == "DirectRunner"
     assert defaults.view_as(DirectOptions).direct_running_mode == "multi_processing"
     assert defaults.view_as(DirectOptions).direct_num_workers == 0
+
+
+@pytest.mark.slow
+def test_labels_csv_for_other_datasets(tmp_path, tools):
+    src = tmp_path / "faces"
+    for i, name in enumerate(("a.jpg", "b.png", "c.jpg", "d.jpg")):
+        tools.write(str(src), name, tools.image_bytes(i, fmt="PNG" if name.endswith("png") else "JPEG"))
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,age,gender,race\na.jpg,30,1,2\nb.png,41,,\nd.jpg,200,0,0\n")
+    rc, report = tools.run_build(str(src), str(tmp_path / "out"), f"--labels_csv={csv}")
+    assert rc == 0
+    assert tools.skipped_by_source(report) == {"c.jpg": "not_in_labels_csv", "d.jpg": "age_out_of_range"}
+    assert report["counts"]["written"] == 2
+    assert report["metadata"]["options"]["labels_csv"] == str(csv)
+    rc, _ = tools.run_build(str(src), str(tmp_path / "out2"), f"--labels_csv={tmp_path / 'nope.csv'}")
+    assert rc == 2
