@@ -145,3 +145,17 @@ def test_server_merges_concurrent_grpc_clients_and_isolates_a_corrupt_jpeg(serve
     after = server.batcher.stats
     assert after["merged_batches"] > before.get("merged_batches", 0)
     assert after["requests"] - before.get("requests", 0) == 8
+
+
+def test_two_batch_threads_run_batches_concurrently():
+    model = FakeModel(delay=0.1)
+    queue = BatchingQueue(max_batch_size=2, batch_timeout=0.01, num_batch_threads=2)
+    started = time.monotonic()
+    try:
+        results = _concurrently([(lambda i=i: queue.submit(model, "s", {"x": np.array([i],
+                                                                                       np.float32)}))
+                                 for i in range(4)])
+    finally:
+        queue.stop()
+    assert [r["y"].tolist() for r in results] == [[0], [2], [4], [6]]
+    assert time.monotonic() - started < 0.35  # two batches of two, side by side
