@@ -25,6 +25,7 @@ Usage:
 From the trainer: `export.export_model.export_saved_model(job_dir, export_base)`.
 """
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -73,10 +74,11 @@ def load_trained_model(job_dir):
         if not tf.io.gfile.exists(path):
             raise ExportError(f"{path} not found: is {job_dir!r} a job dir written by the trainer "
                               f"(it must hold {ms.MODEL_FILE} and {ms.SPEC_FILE})?")
-    try:  # registers the trainer's custom objects; optional while the trainer is being written
+    try:  # registers the trainer's custom layers (BackbonePreprocess, ...)
         import trainer.model  # noqa: F401
-    except ImportError:
-        pass
+    except Exception as e:  # absent or broken: models of plain Keras layers still load
+        logging.getLogger(__name__).warning("could not import trainer.model (%s); loading %s "
+                                            "with built-in Keras layers only", e, model_path)
     with tf.io.gfile.GFile(spec_path) as f:
         spec = ms.ModelSpec.from_json(f.read())
     model = keras.models.load_model(model_path, compile=False)
@@ -228,6 +230,7 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
 
     module = ServingModule(model, spec)
     tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private; a server may run as another user
     try:
         tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
         images = warmup_images or [synthetic_jpeg(seed=i) for i in range(2)]

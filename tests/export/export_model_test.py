@@ -159,3 +159,23 @@ def test_cli_export_and_saved_model_cli(job_dirs, tmp_path):
                  "signature_def['serve_tf_examples']", "inputs['image_bytes']", "inputs['key']",
                  "outputs['age_range']", "outputs['gender']", "outputs['gender_probability']"):
         assert name in show.stdout
+
+
+@pytest.mark.slow
+def test_export_of_the_trainers_model(tmp_path, face_images):
+    """With the trainer's own builder (custom preprocessing layer), when it is there."""
+    trainer_model = pytest.importorskip("trainer.model")
+    if not hasattr(trainer_model, "build_model"):
+        pytest.skip("trainer.model.build_model not available")
+    spec = ms.ModelSpec(type="classification", predict_gender=True, img_dim=64,
+                        base_model="MobileNetV2", alpha=0.35)
+    model = trainer_model.build_model(spec, weights=None)
+    job = tmp_path / "job"
+    job.mkdir()
+    model.save(str(job / ms.MODEL_FILE))
+    (job / ms.SPEC_FILE).write_text(spec.to_json())
+    path = em.export_saved_model(str(job), str(tmp_path / "models"))
+    _, _, raw = _keras_reference(str(job), face_images)
+    out = tf.saved_model.load(path).signatures["serving_default"](
+        image_bytes=tf.constant(face_images), key=tf.constant([], tf.string))
+    _check_outputs(out, spec, raw)
