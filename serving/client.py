@@ -145,9 +145,13 @@ class RestClient:
         """-> (HTTP status, parsed JSON). Raises ClientError UNAVAILABLE if unreachable."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         for attempt in (0, 1):  # one retry on a stale keep-alive connection
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
+                if self._conn is None:
+                    self._conn = http.client.HTTPConnection(self.host, self.port,
+                                                            timeout=self.timeout)
+                    self._conn.connect()
+                    # headers and a large body go out in two writes: no Nagle stalls
+                    self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 headers = {"Content-Type": "application/json"} if data is not None else {}
                 self._conn.request(method, path, body=data, headers=headers)
                 response = self._conn.getresponse()
