@@ -59,7 +59,8 @@ class Parser:
 
     def __init__(self, spec, records_age_deviation=None, augment=True, blur_probability=0.2,
                  crop_fraction=(0.85, 1.0), max_shift=0.05, brightness=20.0,
-                 contrast=(0.8, 1.2), blur_scale=(0.35, 0.7), source_margin=1.25, seed=None):
+                 contrast=(0.8, 1.2), blur_scale=(0.35, 0.7), source_margin=1.25,
+                 records_image_size=None, seed=None):
         self.spec = spec
         # Relabel in-graph only when the wanted deviation differs from the records'.
         self.relabel = (records_age_deviation is None
@@ -71,9 +72,13 @@ class Parser:
         self.brightness = brightness
         self.contrast = contrast
         self.blur_scale = blur_scale
-        # Training keeps a frame larger than the input (160 px for 128, the records' own
-        # size by default) so that random crops take real pixels, not padding.
-        self.source_dim = int(round(spec.img_dim * source_margin)) if augment else spec.img_dim
+        # Training keeps a frame larger than the input so that random crops take real
+        # pixels: the records' own size when it is between img_dim and img_dim *
+        # source_margin (160 px records for 128 px input: no resize at all), else the cap.
+        source_dim = int(round(spec.img_dim * source_margin))
+        if records_image_size:
+            source_dim = min(max(int(records_image_size), spec.img_dim), source_dim)
+        self.source_dim = source_dim if augment else spec.img_dim
         self.seed = seed
 
     # -- per image ---------------------------------------------------------------------

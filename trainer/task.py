@@ -151,7 +151,8 @@ def train(cfg):
     tf.io.gfile.makedirs(out_dir)
 
     parser = input_pipeline.Parser(spec, meta.get(schema.META_AGE_DEVIATION),
-                                   augment=cfg.augment, blur_probability=cfg.blur_probability)
+                                   augment=cfg.augment, blur_probability=cfg.blur_probability,
+                                   records_image_size=meta.get(schema.META_IMAGE_SIZE))
     train_reader = input_pipeline.InputReader(cfg.records_dir, "train", parser, cfg.batch_size,
                                               cfg.cache, cfg.shuffle_buffer, cfg.seed,
                                               distribution.num_workers())
