@@ -91,6 +91,9 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None):
     files = [f for f in inputs if not f.is_archive]
     archives = [f for f in inputs if f.is_archive]
     data, source_skips = [], []
+    # Inputs are counted where they are known, before any shuffle: the listed files, and
+    # archive members as the archive is read. finalize checks inputs = written + skipped.
+    input_counts = [p | "CountFiles" >> beam.Create([len(files)])]
     if files:
         # Create puts everything in one bundle; the Reshuffle lets the runner spread the
         # reading and decoding over all workers.
@@ -107,6 +110,11 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None):
                        transforms.SKIPPED, main="data"))
         data.append(members.data | "SpreadMembers" >> beam.Reshuffle())
         source_skips.append(members[transforms.SKIPPED])
+        input_counts.append(
+            (members.data | "OneMember" >> beam.Map(_one),
+             members[transforms.SKIPPED] | "OneMemberSkip" >> beam.Map(_one))
+            | "MemberOnes" >> beam.Flatten()
+            | "CountMembers" >> beam.CombineGlobally(sum))
     data = data | "AllInputs" >> beam.Flatten()
     source_skips = source_skips | "SourceSkips" >> beam.Flatten()
 
@@ -137,9 +145,7 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None):
     skips = ((source_skips, made[transforms.SKIPPED], deduped[transforms.SKIPPED])
              | "AllSkips" >> beam.Flatten()
              | "CountSkips" >> beam.Map(writer.count_skip))
-    num_inputs = ((data | "OneInput" >> beam.Map(_one),
-                   source_skips | "OneSourceSkip" >> beam.Map(_one))
-                  | "InputOnes" >> beam.Flatten()
+    num_inputs = (input_counts | "InputCounts" >> beam.Flatten()
                   | "CountInputs" >> beam.CombineGlobally(sum))
     return (p | "Finish" >> beam.Create([None])
             | "Finalize" >> beam.Map(
@@ -198,9 +204,9 @@ def pipeline_options(beam_args):
         options.view_as(StandardOptions).runner = "DirectRunner"
     if "direct_running_mode" not in given:
         # Processes. multi_threading was faster here (25-30 s vs 40-47 s for 6,323 images,
-        # side by side) but on the full 18,970 images under load it lost elements in 2 of 3
-        # runs (Beam 2.77's EmbeddedGrpc workers; not isolated further), and in_memory uses
-        # one core. The job checks inputs = written + skipped and fails if that ever breaks.
+        # side by side) but on the full 18,970 images under load it lost elements in both
+        # runs whose output was checked (Beam 2.77's in-process gRPC workers; not isolated
+        # further), and in_memory uses one core. finalize checks inputs = written + skipped.
         options.view_as(DirectOptions).direct_running_mode = "multi_processing"
     if "direct_num_workers" not in given:
         options.view_as(DirectOptions).direct_num_workers = 0  # 0 = one worker per core
