@@ -32,7 +32,6 @@ from trainer import model as model_lib
 
 STATE_FILE = "train_state.json"
 HISTORY_FILE = "history.json"
-PHASES = ("head", "fine_tune")
 
 
 class ConfigError(ValueError):
