@@ -44,7 +44,7 @@ def _outputs_of(job_dir):
     (["--range_mode", "--predict_gender", "--lr_scheduler=cyclic", "--fine_tune_epochs=1",
       "--mixed_precision=mixed_float16", "--noaugment"],
      {model_spec.AGE_RANGE, model_spec.GENDER}),
-], ids=["classification-gender-finetune-xla", "regression-cosine-cache", "range-cyclic-fp16"])
+], ids=["classification-gender-finetune-relabel", "regression-cosine-cache", "range-cyclic-fp16"])
 def test_modes_train_and_leave_outputs(tiny_records, tmp_path, tiny_run_args, extra, outputs):
     job = tmp_path / "job"
     report = _run(tiny_records, job, tiny_run_args, *extra)
