@@ -17,6 +17,7 @@ setup(
         "tensorflow-serving-api>=2.21,<2.22",
         "grpcio>=1.60",
         "matplotlib>=3.8",
+        "tensorboard>=2.21,<2.22",  # the trainer's TensorBoard logs
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10"],
