@@ -219,20 +219,24 @@ def predict_rest(server, images, model_name="age", keys=None, version=None, time
 
 
 def format_prediction(path, prediction):
-    lines = [path, f"  Predicted age: {prediction['age']:.1f}"]
-    if "gender" in prediction:
-        p = prediction.get("gender_probability")
-        conf = f" (p={max(p):.2f})" if p else ""
-        lines.append(f"  Predicted gender: {prediction['gender']}{conf}")
+    """One line per image, as the original project's (and `trainer.task --load`'s) predict mode:
+    `<file>: Predicted age: X, true age: Y[, predicted gender: G (p), true gender: G]`.
+    True values come from the file name when it carries labels."""
     try:
         labels = names.parse_name(path)
-        truth = f"  True age: {labels.age}"
-        if labels.gender != schema.UNKNOWN:
-            truth += f", true gender: {schema.GENDER_LETTERS[labels.gender]}"
-        lines.append(truth)
     except names.LabelError:
-        pass
-    return "\n".join(lines)
+        labels = None
+    line = f"{names.basename(path)}: Predicted age: {prediction['age']:.1f}, true age: "
+    line += str(labels.age) if labels else "unknown"
+    if "gender" in prediction:
+        p = prediction.get("gender_probability")
+        conf = f" ({max(p):.2f})" if p is not None and len(p) else ""
+        gender = prediction["gender"]
+        gender = gender.decode() if isinstance(gender, bytes) else gender
+        line += f", predicted gender: {schema.GENDERS[schema.GENDER_LETTERS.index(gender)]}{conf}"
+        line += ", true gender: " + (schema.GENDERS[labels.gender]
+                                     if labels and labels.gender != schema.UNKNOWN else "unknown")
+    return line
 
 
 def main(argv=None):
