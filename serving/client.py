@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from agegender import names, schema
+from agegender import prediction_line, schema
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -219,24 +219,15 @@ def predict_rest(server, images, model_name="age", keys=None, version=None, time
 
 
 def format_prediction(path, prediction):
-    """One line per image, as the original project's (and `trainer.task --load`'s) predict mode:
-    `<file>: Predicted age: X, true age: Y[, predicted gender: G (p), true gender: G]`.
-    True values come from the file name when it carries labels."""
-    try:
-        labels = names.parse_name(path)
-    except names.LabelError:
-        labels = None
-    line = f"{names.basename(path)}: Predicted age: {prediction['age']:.1f}, true age: "
-    line += str(labels.age) if labels else "unknown"
-    if "gender" in prediction:
-        p = prediction.get("gender_probability")
-        conf = f" ({max(p):.2f})" if p is not None and len(p) else ""
-        gender = prediction["gender"]
-        gender = gender.decode() if isinstance(gender, bytes) else gender
-        line += f", predicted gender: {schema.GENDERS[schema.GENDER_LETTERS.index(gender)]}{conf}"
-        line += ", true gender: " + (schema.GENDERS[labels.gender]
-                                     if labels and labels.gender != schema.UNKNOWN else "unknown")
-    return line
+    """One line per image, the predict-mode format shared with `trainer.task --load`."""
+    gender = prediction.get("gender")
+    if gender is None:
+        return prediction_line.prediction_line(path, prediction["age"])
+    gender = gender.decode() if isinstance(gender, bytes) else gender
+    p = prediction.get("gender_probability")
+    return prediction_line.prediction_line(
+        path, prediction["age"], schema.GENDER_LETTERS.index(gender),
+        float(max(p)) if p is not None and len(p) else None)
 
 
 def main(argv=None):

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from agegender import metrics as metrics_lib
-from agegender import model_spec, names, preprocessing, schema
+from agegender import model_spec, prediction_line, preprocessing, schema
 from trainer import input_pipeline
 from trainer import model as model_lib  # noqa: F401  (registers the custom layer)
 
@@ -74,17 +74,10 @@ def predict_dir(job_dir, sample_dir, batch_size=32, out=print):
         outputs = {k: v.numpy() for k, v in predict(tf.stack(images)).items()}
         ages, genders, gprobs = outputs_to_predictions(outputs, spec)
         for i, name in enumerate(chunk):
-            try:
-                labels = names.parse_name(name)
-            except names.LabelError:
-                labels = None
-            line = f"{name}: Predicted age: {ages[i]:.1f}, true age: "
-            line += str(labels.age) if labels else "unknown"
-            if genders is not None:
-                line += (f", predicted gender: {schema.GENDERS[genders[i]]} "
-                         f"({gprobs[i]:.2f}), true gender: ")
-                line += (schema.GENDERS[labels.gender]
-                         if labels and labels.gender >= 0 else "unknown")
+            labels = prediction_line.true_labels(name)
+            line = prediction_line.prediction_line(
+                name, ages[i], None if genders is None else int(genders[i]),
+                None if genders is None else float(gprobs[i]))
             out(line)
             results.append({"file": name, "predicted_age": float(ages[i]),
                             "true_age": labels.age if labels else None,

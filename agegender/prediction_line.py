@@ -1,0 +1,28 @@
+"""The one-line answer per image of every predict mode (trainer `--load` and the serving client).
+
+    <file>: Predicted age: X, true age: Y[, predicted gender: G (p), true gender: G]
+
+as the original project printed it; true values come from the file name when it has them.
+"""
+from agegender import names, schema
+
+
+def true_labels(source):
+    """Labels from the file name, or None when the name carries none."""
+    try:
+        return names.parse_name(source)
+    except names.LabelError:
+        return None
+
+
+def prediction_line(source, age, gender=None, gender_probability=None):
+    """`gender` is a class index (0 male, 1 female) or None for models without that head."""
+    labels = true_labels(source)
+    line = f"{names.basename(source)}: Predicted age: {age:.1f}, true age: "
+    line += str(labels.age) if labels else "unknown"
+    if gender is not None:
+        conf = "" if gender_probability is None else f" ({gender_probability:.2f})"
+        line += f", predicted gender: {schema.GENDERS[gender]}{conf}, true gender: "
+        line += (schema.GENDERS[labels.gender]
+                 if labels and labels.gender != schema.UNKNOWN else "unknown")
+    return line
