@@ -32,6 +32,8 @@ SHARED = os.path.join(ROOT, "..", "shared")
 DEFAULT_WEIGHTS = os.path.join(
     SHARED, "weights", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
 DEFAULT_IMAGES = os.path.join(SHARED, "data", "utkface", "UTKFace")
+ALL_MODES = ("direct", "grpc", "rest", "grpc-nobatch", "rest-nobatch", "grpc-tfdefault",
+             "rest-tfdefault")
 
 
 def build_job_dir(job_dir, img_dim, alpha, weights):
@@ -70,18 +72,16 @@ def _free_port():
 
 
 class ServerProcess:
-    def __init__(self, model_base, batching, max_batch_size, batch_timeout_micros,
-                 num_batch_threads=1):
+    """`python -m serving.server` on free loopback ports; `flags` are passed as they are."""
+
+    def __init__(self, model_base, flags=()):
         self.grpc_port, self.rest_port = _free_port(), _free_port()
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serving.server", f"--model_base_path={model_base}",
              "--model_name=age", "--host=127.0.0.1", f"--port={self.grpc_port}",
-             f"--rest_api_port={self.rest_port}", f"--enable_batching={str(batching).lower()}",
-             f"--max_batch_size={max_batch_size}",
-             f"--batch_timeout_micros={batch_timeout_micros}",
-             f"--num_batch_threads={num_batch_threads}",
-             "--file_system_poll_wait_seconds=0"],
+             f"--rest_api_port={self.rest_port}", "--file_system_poll_wait_seconds=0",
+             *flags],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 300
         line = ""
@@ -167,30 +167,58 @@ def run_phase(make_call, clients, duration, warmup):
     return np.array(latencies), errors[0], (first_error[0] if first_error else ""), calls[0]
 
 
+# Server kinds: the flags that make each one (on top of --model_base_path and the ports).
+# "tfdefault" is what `tensorflow_model_server` does when given no tuning flags: no batching,
+# TensorFlow picks its own thread pools.
+TF_DEFAULT_FLAGS = ("--enable_batching=false", "--tensorflow_intra_op_parallelism=0",
+                    "--tensorflow_inter_op_parallelism=0")
+
+
+def _kind(mode):
+    """'grpc' -> 'batch', 'rest-nobatch' -> 'nobatch', 'grpc-tfdefault' -> 'tfdefault'."""
+    return mode.partition("-")[2] or "batch"
+
+
 def main(argv=None):
+    from serving import server as serving_server
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per phase")
     p.add_argument("--clients", default="1,16", help="comma-separated client counts")
-    p.add_argument("--modes", default="direct,grpc,rest,grpc-nobatch,rest-nobatch")
+    p.add_argument("--modes", default=",".join(ALL_MODES),
+                   help="direct: the SavedModel in this process; grpc/rest: the server with "
+                        "its defaults (batching on); -nobatch: the same with "
+                        "--enable_batching=false; -tfdefault: no batching and TensorFlow's "
+                        "default threads (tensorflow_model_server without tuning flags)")
     p.add_argument("--img_dim", type=int, default=128)
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="'' for random weights")
     p.add_argument("--images_dir", default=DEFAULT_IMAGES)
     p.add_argument("--num_images", type=int, default=64)
-    p.add_argument("--max_batch_size", type=int, default=16)
-    p.add_argument("--batch_timeout_micros", type=int, default=10000,
-                   help="batching server timeout (10 ms: fuller batches at 16 clients)")
-    p.add_argument("--num_batch_threads", type=int, default=1)
+    p.add_argument("--intra_op", type=int, default=serving_server.DEFAULT_INTRA_OP,
+                   help="--tensorflow_intra_op_parallelism of the batch/nobatch servers and of "
+                        "the direct call (default: the server's, %(default)s)")
+    p.add_argument("--inter_op", type=int, default=serving_server.DEFAULT_INTER_OP,
+                   help="--tensorflow_inter_op_parallelism, likewise (0: TensorFlow picks)")
+    p.add_argument("--server_flags", default="",
+                   help="more flags for the batching server, space-separated, e.g. "
+                        "'--batch_timeout_micros=5000 --num_batch_threads=1'")
     p.add_argument("--work_dir", default=None, help="keep the model here (default: temp dir)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+    serving_server.set_tf_threads(args.intra_op, args.inter_op)
     import tensorflow as tf
 
     from export import export_model
     from serving.client import GrpcClient, RestClient
 
+    thread_flags = (f"--tensorflow_intra_op_parallelism={args.intra_op}",
+                    f"--tensorflow_inter_op_parallelism={args.inter_op}")
+    kind_flags = {"batch": (*thread_flags, *args.server_flags.split()),
+                  "nobatch": ("--enable_batching=false", *thread_flags),
+                  "tfdefault": TF_DEFAULT_FLAGS}
     paths = sorted(glob.glob(os.path.join(args.images_dir, "*")))[:args.num_images]
     if paths:
         images = [open(pth, "rb").read() for pth in paths]
@@ -199,7 +227,7 @@ def main(argv=None):
         images = [export_model.synthetic_jpeg(size=200, seed=i) for i in range(16)]
         source = "16 synthetic 200x200 JPEGs (UTKFace not found)"
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_serving_")
-    servers = []
+    servers = {}
     try:
         model_base = os.path.join(work, "models", "age")
         if not export_model.existing_versions(model_base):
@@ -209,22 +237,22 @@ def main(argv=None):
             print(f"built and exported MobileNetV2 in {time.monotonic() - t0:.0f}s", flush=True)
         weights = args.weights if args.weights and os.path.exists(args.weights) else "random"
         print(f"model: MobileNetV2 alpha={args.alpha} {args.img_dim}px, weights={weights}; "
-              f"images: {source}; cpus: {os.cpu_count()}", flush=True)
+              f"images: {source}; cpus: {os.cpu_count()}; load average "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
 
         modes = args.modes.split(",")
+        unknown = set(modes) - set(ALL_MODES)
+        if unknown:
+            p.error(f"unknown modes {sorted(unknown)}; known: {', '.join(ALL_MODES)}")
         clients_list = [int(c) for c in args.clients.split(",")]
         direct_fn = None
         if "direct" in modes:
             loaded = tf.saved_model.load(os.path.join(model_base, "1"))
             direct_fn = loaded.signatures["serving_default"]
-        if any(m in ("grpc", "rest") for m in modes):
-            servers.append(("batch", ServerProcess(model_base, True, args.max_batch_size,
-                                                   args.batch_timeout_micros,
-                                                   args.num_batch_threads)))
-        if any(m.endswith("-nobatch") for m in modes):
-            servers.append(("nobatch", ServerProcess(model_base, False, args.max_batch_size,
-                                                     args.batch_timeout_micros)))
-        server_by_kind = dict(servers)
+        for kind in sorted({_kind(m) for m in modes if m != "direct"}):
+            servers[kind] = ServerProcess(model_base, kind_flags[kind])
+            print(f"server {kind}: serving.server defaults + {' '.join(kind_flags[kind])}",
+                  flush=True)
         empty_key = tf.constant([], tf.string)
 
         def maker(mode):
@@ -233,8 +261,8 @@ def main(argv=None):
                     return lambda i: direct_fn(
                         image_bytes=tf.constant([images[i % len(images)]]), key=empty_key)
                 return make
-            protocol, _, suffix = mode.partition("-")
-            srv = server_by_kind["nobatch" if suffix else "batch"]
+            protocol = mode.partition("-")[0]
+            srv = servers[_kind(mode)]
 
             def make():
                 if protocol == "grpc":
@@ -245,14 +273,12 @@ def main(argv=None):
             return make
 
         results = {}
-        header = (f"{'mode':<14}{'clients':>8}{'requests':>10}{'errors':>8}{'p50 ms':>9}"
+        header = (f"{'mode':<16}{'clients':>8}{'requests':>10}{'errors':>8}{'p50 ms':>9}"
                   f"{'p99 ms':>9}{'req/s':>9}{'server cpu ms/req':>19}{'client cpu ms/req':>19}")
         print(header, flush=True)
         for clients in clients_list:
             for mode in modes:
-                pid = None
-                if mode != "direct":
-                    pid = server_by_kind["nobatch" if mode.endswith("-nobatch") else "batch"].proc.pid
+                pid = None if mode == "direct" else servers[_kind(mode)].proc.pid
                 srv0, cli0 = (cpu_seconds(pid) if pid else 0.0), cpu_seconds()
                 lat, errors, first, calls = run_phase(maker(mode), clients, args.duration,
                                                       args.warmup)
@@ -262,17 +288,18 @@ def main(argv=None):
                 p50 = np.percentile(lat, 50) * 1e3 if len(lat) else float("nan")
                 p99 = np.percentile(lat, 99) * 1e3 if len(lat) else float("nan")
                 results[(mode, clients)] = (thr, p50, p99, errors, srv_cpu)
-                print(f"{mode:<14}{clients:>8}{len(lat):>10}{errors:>8}{p50:>9.1f}{p99:>9.1f}"
+                print(f"{mode:<16}{clients:>8}{len(lat):>10}{errors:>8}{p50:>9.1f}{p99:>9.1f}"
                       f"{thr:>9.1f}{srv_cpu:>19.1f}{cli_cpu:>19.1f}"
                       + (f"   first error: {first}" if errors else ""), flush=True)
         for protocol in ("grpc", "rest"):
             for clients in clients_list:
-                a, b = results.get((protocol, clients)), results.get((protocol + "-nobatch",
-                                                                      clients))
-                if a and b and b[0] > 0:
-                    print(f"{protocol} {clients} clients: batching/no-batching throughput "
-                          f"= {a[0] / b[0]:.2f}x, server CPU per request = {a[4] / b[4]:.2f}x",
-                          flush=True)
+                a = results.get((protocol, clients))
+                for baseline in ("nobatch", "tfdefault"):
+                    b = results.get((f"{protocol}-{baseline}", clients))
+                    if a and b and b[0] > 0:
+                        print(f"{protocol} {clients} clients: batching / {baseline} throughput "
+                              f"= {a[0] / b[0]:.2f}x, server CPU per request = "
+                              f"{a[4] / b[4]:.2f}x", flush=True)
         if ("direct", 1) in results and ("grpc", 1) in results:
             print(f"grpc/direct p50 at 1 client = {results[('grpc', 1)][1]:.1f} / "
                   f"{results[('direct', 1)][1]:.1f} ms", flush=True)
@@ -280,7 +307,7 @@ def main(argv=None):
         print(f"total errors: {total_errors}", flush=True)
         return 1 if total_errors else 0
     finally:
-        for kind, srv in servers:
+        for kind, srv in servers.items():
             srv.stop()
             if getattr(srv, "_drain", None):
                 srv._drain.join(5)

@@ -3,8 +3,14 @@
 Owns what TF Serving's `--enable_batching` does for this server: requests that target the
 same model version and signature with the same inputs (names, dtypes and per-row shapes)
 are concatenated along dimension 0, up to `max_batch_size` rows, waiting at most
-`batch_timeout` for a batch to fill; `num_batch_threads` workers (default 1) run the
-batches, so the model sees at most that many batches at a time. Outputs are split back per request.
+`batch_timeout` for a batch to fill; `num_batch_threads` workers run the batches, so the
+model sees at most that many batches at a time. Outputs are split back per request.
+
+One difference from TF Serving, on by default (`wait_when_idle=False`): a batch waits for
+more requests only while another batch is running. When no batch runs, waiting cannot
+save any work the CPU is doing, it only delays the request, so the queued requests go at
+once: one client gets the unbatched latency, and under load batches still fill while the
+model is busy.
 
 Isolation: requests are validated before they are queued (tensor_codec), and if a merged
 batch still fails (say an undecodable JPEG), each of its requests is re-run alone, so a bad
@@ -44,12 +50,14 @@ class BatchingQueue:
     """Merges concurrent `submit` calls into batches; counters in `stats` (for tests/ops)."""
 
     def __init__(self, max_batch_size=16, batch_timeout=0.002, max_enqueued=1024,
-                 num_batch_threads=1):
+                 num_batch_threads=1, wait_when_idle=False):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.max_batch_size = max_batch_size
         self.batch_timeout = batch_timeout
         self.max_enqueued = max_enqueued
+        self.wait_when_idle = wait_when_idle
+        self._active = 0  # batches running now
         self._pending = collections.deque()
         self._cv = threading.Condition()
         self._running = True
@@ -101,6 +109,7 @@ class BatchingQueue:
             first = self._pending.popleft()
             batch = [first]
             if first.key is None or first.rows >= self.max_batch_size:
+                self._active += 1
                 return batch
             rows = first.rows
             deadline = first.enqueued + self.batch_timeout
@@ -111,7 +120,9 @@ class BatchingQueue:
                         batch.append(task)
                         rows += task.rows
                 remaining = deadline - time.monotonic()
-                if rows >= self.max_batch_size or remaining <= 0 or not self._running:
+                if (rows >= self.max_batch_size or remaining <= 0 or not self._running
+                        or (self._active == 0 and not self.wait_when_idle)):
+                    self._active += 1
                     return batch
                 self._cv.wait(remaining)
 
@@ -120,9 +131,14 @@ class BatchingQueue:
             batch = self._take_batch()
             if batch is None:
                 return
-            batch = [t for t in batch if t.future.set_running_or_notify_cancel()]
-            if batch:
-                self._run(batch)
+            try:
+                batch = [t for t in batch if t.future.set_running_or_notify_cancel()]
+                if batch:
+                    self._run(batch)
+            finally:
+                with self._cv:
+                    self._active -= 1
+                    self._cv.notify_all()  # a collecting worker may go now
 
     def _run(self, batch):
         with self._cv:

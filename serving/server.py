@@ -12,6 +12,7 @@ Flags follow tensorflow_model_server's names where they exist. Binds 127.0.0.1 u
 """
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,19 +25,30 @@ from serving.rest_api import RestServer
 
 log = logging.getLogger("serving.server")
 
+# Measured on 2 cores with MobileNetV2 at 128 px (BUILD_NOTES.md, benchmarks/serving.py): one
+# thread per op, with one op per core, beats TensorFlow's default of every op on every core
+# both in latency (an op split over 2 threads spends more on synchronisation than it saves)
+# and in throughput (concurrent requests and batches each get a core instead of fighting).
+DEFAULT_INTRA_OP = 1
+DEFAULT_INTER_OP = 0  # TensorFlow picks: one per core
+DEFAULT_NUM_BATCH_THREADS = os.cpu_count() or 1  # TF Serving's advice for CPU: one per core
+
 
 class ModelServer:
     """Model store + (optional) batching queue + gRPC and REST endpoints."""
 
     def __init__(self, model_base_path, model_name="age", host="127.0.0.1", grpc_port=0,
                  rest_port=0, enable_batching=True, max_batch_size=16,
-                 batch_timeout_micros=2000, max_enqueued_batches=1024, num_batch_threads=1,
+                 batch_timeout_micros=2000, max_enqueued_batches=1024,
+                 num_batch_threads=DEFAULT_NUM_BATCH_THREADS,
+                 batch_wait_when_idle=False,
                  file_system_poll_wait_seconds=1.0, max_request_bytes=16 << 20,
                  request_timeout=30.0, enable_rest=True, enable_grpc=True, warmup=True):
         self.store = ModelStore(model_name, model_base_path, file_system_poll_wait_seconds,
                                 warmup=warmup)
         self.batcher = (BatchingQueue(max_batch_size, batch_timeout_micros / 1e6,
-                                      max_enqueued_batches, num_batch_threads)
+                                      max_enqueued_batches, num_batch_threads,
+                                      wait_when_idle=batch_wait_when_idle)
                         if enable_batching else None)
         self.core = ServingCore(self.store, self.batcher, request_timeout)
         self._config = dict(host=host, max_request_bytes=max_request_bytes)
@@ -84,6 +96,24 @@ def _bool(text):
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def _threads(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a thread count >= 0, got {text!r}")
+    return value
+
+
+def set_tf_threads(intra_op, inter_op):
+    """TF Serving's --tensorflow_{intra,inter}_op_parallelism: process-wide, so set once,
+    before the first model loads (TensorFlow fixes its thread pools at first use)."""
+    import tensorflow as tf
+
+    if intra_op < 0 or inter_op < 0:
+        raise ValueError(f"thread counts must be >= 0, got {intra_op}, {inter_op}")
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model_base_path", required=True, help="directory of numeric versions")
@@ -94,8 +124,13 @@ def main(argv=None):
     p.add_argument("--enable_batching", type=_bool, default=True)
     p.add_argument("--max_batch_size", type=int, default=16)
     p.add_argument("--batch_timeout_micros", type=int, default=2000)
-    p.add_argument("--num_batch_threads", type=int, default=1,
-                   help="batches run concurrently (TF Serving's num_batch_threads)")
+    p.add_argument("--num_batch_threads", type=int, default=DEFAULT_NUM_BATCH_THREADS,
+                   help="batches run concurrently (TF Serving's num_batch_threads; default: "
+                        "one per core, %(default)s)")
+    p.add_argument("--batch_wait_when_idle", type=_bool, default=False,
+                   help="wait batch_timeout_micros for a fuller batch even when no batch is "
+                        "running (TF Serving's behaviour; default: an idle model runs what is "
+                        "queued at once)")
     p.add_argument("--max_enqueued_batches", type=int, default=1024,
                    help="queued requests beyond this get UNAVAILABLE")
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
@@ -104,15 +139,23 @@ def main(argv=None):
                    help="largest accepted request (REST body / gRPC message)")
     p.add_argument("--request_timeout", type=float, default=30.0, help="seconds per request")
     p.add_argument("--enable_model_warmup", type=_bool, default=True)
+    p.add_argument("--tensorflow_intra_op_parallelism", type=_threads, default=DEFAULT_INTRA_OP,
+                   help="threads one op may use (default %(default)s; 0: TensorFlow picks, "
+                        "one per core, as tensorflow_model_server does)")
+    p.add_argument("--tensorflow_inter_op_parallelism", type=_threads, default=DEFAULT_INTER_OP,
+                   help="ops (of one or several requests) run at once (default 0: TensorFlow "
+                        "picks, one per core)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    set_tf_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
     server = ModelServer(
         args.model_base_path, args.model_name, host=args.host, grpc_port=args.port,
         rest_port=args.rest_api_port, enable_batching=args.enable_batching,
         max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
         max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=args.num_batch_threads,
+        batch_wait_when_idle=args.batch_wait_when_idle,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         max_request_bytes=args.max_request_bytes, request_timeout=args.request_timeout,
         enable_rest=args.rest_api_port != 0, warmup=args.enable_model_warmup)

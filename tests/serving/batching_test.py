@@ -47,7 +47,7 @@ def _concurrently(fns):
 
 def test_concurrent_requests_are_merged_and_split_back():
     model = FakeModel(delay=0.05)
-    queue = BatchingQueue(max_batch_size=32, batch_timeout=0.05)
+    queue = BatchingQueue(max_batch_size=32, batch_timeout=0.05, wait_when_idle=True)
     try:
         results = _concurrently([
             (lambda i=i: queue.submit(model, "s", {"x": np.array([i, i + 100], np.float32)}))
@@ -63,7 +63,7 @@ def test_concurrent_requests_are_merged_and_split_back():
 
 def test_max_batch_size_is_respected():
     model = FakeModel(delay=0.02)
-    queue = BatchingQueue(max_batch_size=4, batch_timeout=0.05)
+    queue = BatchingQueue(max_batch_size=4, batch_timeout=0.05, wait_when_idle=True)
     try:
         _concurrently([(lambda: queue.submit(model, "s", {"x": np.ones(2, np.float32)}))
                        for _ in range(8)])
@@ -74,7 +74,7 @@ def test_max_batch_size_is_respected():
 
 def test_incompatible_requests_are_not_merged():
     model = FakeModel(delay=0.02)
-    queue = BatchingQueue(max_batch_size=32, batch_timeout=0.05)
+    queue = BatchingQueue(max_batch_size=32, batch_timeout=0.05, wait_when_idle=True)
     try:
         results = _concurrently([
             (lambda: queue.submit(model, "s", {"x": np.ones((1, 2), np.float32)})),
@@ -87,7 +87,7 @@ def test_incompatible_requests_are_not_merged():
 
 def test_a_bad_request_fails_alone():
     model = FakeModel(delay=0.05)
-    queue = BatchingQueue(max_batch_size=32, batch_timeout=0.1)
+    queue = BatchingQueue(max_batch_size=32, batch_timeout=0.1, wait_when_idle=True)
     try:
         results = _concurrently([
             (lambda i=i: queue.submit(model, "s", {"x": np.array([-1.0 if i == 3 else i],
@@ -100,6 +100,52 @@ def test_a_bad_request_fails_alone():
         if i != 3:
             assert out["y"].tolist() == [2 * i]
     assert queue.stats["split_after_failure"] >= 1
+
+
+def test_an_idle_model_does_not_wait_for_the_timeout():
+    model = FakeModel()
+    queue = BatchingQueue(max_batch_size=16, batch_timeout=2.0)  # wait_when_idle=False
+    try:
+        started = time.monotonic()
+        out = queue.submit(model, "s", {"x": np.array([3.0], np.float32)})
+        alone = time.monotonic() - started
+    finally:
+        queue.stop()
+    assert out["y"].tolist() == [6.0]
+    assert alone < 1.0  # not the 2 s timeout: nothing else was running
+
+
+def test_a_busy_model_lets_the_next_batch_fill():
+    # While one batch runs, the next one collects what arrives (up to the timeout), so
+    # requests that come in during a run share one batch instead of going one by one.
+    model = FakeModel(delay=0.3)
+    queue = BatchingQueue(max_batch_size=16, batch_timeout=1.0, num_batch_threads=2)
+    try:
+        first = threading.Thread(
+            target=queue.submit, args=(model, "s", {"x": np.array([0.0], np.float32)}))
+        first.start()
+        time.sleep(0.1)  # the first request is running alone now
+        results = _concurrently([
+            (lambda i=i: queue.submit(model, "s", {"x": np.array([i], np.float32)}))
+            for i in range(1, 6)])
+        first.join(10)
+    finally:
+        queue.stop()
+    assert [r["y"].tolist() for r in results] == [[2 * i] for i in range(1, 6)]
+    assert model.calls[0] == 1 and sum(model.calls) == 6
+    assert len(model.calls) < 6  # the five later requests were merged
+
+
+def test_wait_when_idle_waits_like_tf_serving():
+    model = FakeModel()
+    queue = BatchingQueue(max_batch_size=16, batch_timeout=0.3, wait_when_idle=True)
+    try:
+        started = time.monotonic()
+        queue.submit(model, "s", {"x": np.array([1.0], np.float32)})
+        waited = time.monotonic() - started
+    finally:
+        queue.stop()
+    assert waited >= 0.25
 
 
 def test_full_queue_is_unavailable():

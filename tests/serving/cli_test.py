@@ -61,3 +61,12 @@ def test_server_and_client_commands(model_base, images, tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_server_refuses_a_negative_thread_count(model_base):
+    run = subprocess.run(
+        [sys.executable, "-m", "serving.server", f"--model_base_path={model_base}",
+         "--tensorflow_intra_op_parallelism=-1"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "--tensorflow_intra_op_parallelism" in run.stderr and "thread count" in run.stderr

@@ -54,7 +54,8 @@ def server(model_base):
     from serving.server import ModelServer
 
     srv = ModelServer(model_base, "age", grpc_port=0, rest_port=0, max_batch_size=8,
-                      batch_timeout_micros=20000, max_request_bytes=MAX_REQUEST_BYTES,
+                      batch_timeout_micros=20000, batch_wait_when_idle=True,
+                      max_request_bytes=MAX_REQUEST_BYTES,
                       file_system_poll_wait_seconds=0).start()
     yield srv
     srv.stop()
