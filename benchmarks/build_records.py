@@ -5,7 +5,8 @@
 1. End to end: `pipeline.build_records` (DirectRunner, its defaults unless Beam flags are
    given) over every image, against a plain single-process Python loop doing the same
    per-image work (read, decode, hash, resize, encode, histogram, serialize, write) in the
-   same run. Prints images/s for both and the ratio.
+   same run, one image per TensorFlow call (the job converts batches of images per call).
+   Prints images/s for both and the ratio.
 2. The age histogram: `compute_histogram` (uncached), `age_histogram` (the cached path the
    job uses) and the seed's method (1,000,000 normal samples histogrammed into 101 bins).
    Prints medians and ratios.
@@ -43,7 +44,7 @@ def baseline_loop(paths, out_path, image_size=160, deviation=5.0):
         for path in paths:
             with open(path, "rb") as f:
                 element = (os.path.basename(path), f.read())
-            for result in make.process(element):
+            for result in make.process([element]):  # one image at a time
                 if not isinstance(result, TaggedOutput):  # a Face (as a tuple); else a skip
                     out.write(Face._make(result).example)
                     written += 1

@@ -118,7 +118,11 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None):
     data = data | "AllInputs" >> beam.Flatten()
     source_skips = source_skips | "SourceSkips" >> beam.Flatten()
 
-    made = data | "MakeRecords" >> beam.ParDo(transforms.MakeRecord(
+    # Batches for one TF call each (see transforms.MakeRecord); weights bound their memory.
+    batches = data | "Batch" >> beam.BatchElements(
+        min_batch_size=transforms.MAX_BATCH_WEIGHT, max_batch_size=transforms.MAX_BATCH_WEIGHT,
+        element_size_fn=transforms.batch_weight)
+    made = batches | "MakeRecords" >> beam.ParDo(transforms.MakeRecord(
         image_size=options.image_size, age_deviation=options.age_deviation,
         jpeg_quality=options.jpeg_quality, labels_csv_rows=labels_csv_rows,
         min_age=options.min_age, max_age=options.max_age)).with_outputs(

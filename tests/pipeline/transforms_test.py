@@ -22,7 +22,7 @@ def make():
 
 
 def _run(make, name, data):
-    out = list(make.process((name, data)))
+    out = list(make.process([(name, data)]))
     assert len(out) == 1
     return out[0] if hasattr(out[0], "tag") else Face._make(out[0])
 
@@ -65,6 +65,36 @@ def test_bad_bytes_and_bad_names_are_skips_with_reasons(make, tools):
         assert out.tag == transforms.SKIPPED
         assert (out.value.source_id, out.value.reason) == (name, reason), (name, out.value)
         assert out.value.detail
+
+
+def test_a_batch_gives_the_same_bytes_as_one_image_at_a_time(make, tools):
+    inputs = [(f"{20 + i}_{i % 2}_0_2017010100000000{i}.jpg", tools.image_bytes(10 + i, size=size))
+              for i, size in enumerate([(50, 30), (30, 50), (32, 32), (200, 200), (7, 9)])]
+    inputs.append(("40_1_2_20170101000000009.png",
+                   tools.image_bytes(20, size=(64, 48), mode="RGBA", fmt="PNG")))
+    batched = list(make.process(inputs))
+    alone = [out for element in inputs for out in make.process([element])]
+    assert len(batched) == len(inputs) and not any(hasattr(o, "tag") for o in batched)
+    assert batched == alone
+
+
+def test_a_bad_image_in_a_batch_is_skipped_alone(make, tools):
+    good = [(f"3{i}_0_0_2017010100000000{i}.jpg", tools.image_bytes(30 + i)) for i in range(4)]
+    truncated = ("35_0_0_20170101000000005.jpg", good[0][1][:len(good[0][1]) // 2])
+    batch = [good[0], truncated, good[1], ("36_0_0_x.jpg", b""), ("nolabel.jpg", good[2][1]),
+             good[2], good[3]]
+    out = list(make.process(batch))
+    skips = {o.value.source_id: o.value.reason for o in out if hasattr(o, "tag")}
+    assert skips == {truncated[0]: transforms.UNDECODABLE, "36_0_0_x.jpg": transforms.EMPTY_FILE,
+                     "nolabel.jpg": names.BAD_NAME}
+    faces = [o for o in out if not hasattr(o, "tag")]
+    assert faces == [f for element in good for f in make.process([element])]
+
+
+def test_batch_weight_bounds_the_pixels_of_a_batch():
+    assert transforms.batch_weight(("a", b"x" * 1000)) == 1
+    big = transforms.batch_weight(("b", b"x" * (8 << 20)))  # an 8 MB photo
+    assert big > transforms.MAX_BATCH_WEIGHT  # travels alone
 
 
 def test_labels_csv_replaces_name_parsing(tools):
