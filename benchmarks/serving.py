@@ -211,6 +211,7 @@ def main(argv=None):
     serving_server.set_tf_threads(args.intra_op, args.inter_op)
     import tensorflow as tf
 
+    from agegender import model_layout
     from export import export_model
     from serving.client import GrpcClient, RestClient
 
@@ -230,7 +231,7 @@ def main(argv=None):
     servers = {}
     try:
         model_base = os.path.join(work, "models", "age")
-        if not export_model.existing_versions(model_base):
+        if not model_layout.versions(model_base):
             t0 = time.monotonic()
             job = build_job_dir(os.path.join(work, "job"), args.img_dim, args.alpha, args.weights)
             export_model.export_saved_model(job, model_base)

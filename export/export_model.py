@@ -27,7 +27,6 @@ From the trainer: `export.export_model.export_saved_model(job_dir, export_base)`
 import argparse
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -35,11 +34,10 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from agegender import model_layout
 from agegender import model_spec as ms
 from agegender import preprocessing, schema
 
-WARMUP_DIR = "assets.extra"
-WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 
 SIG_DEFAULT = "serving_default"
@@ -146,14 +144,6 @@ class ServingModule(tf.Module):
                 SIG_EXAMPLES: self.serve_tf_examples}
 
 
-def existing_versions(export_base):
-    """Numeric version directories under export_base (what TF Serving would consider)."""
-    if not os.path.isdir(export_base):
-        return []
-    return sorted(int(n) for n in os.listdir(export_base)
-                  if re.fullmatch(r"\d+", n) and os.path.isdir(os.path.join(export_base, n)))
-
-
 def synthetic_jpeg(size=160, seed=0):
     """A deterministic smooth RGB test image as JPEG bytes (warmup, tests)."""
     rng = np.random.default_rng(seed)
@@ -191,7 +181,7 @@ def warmup_requests(model_name, images, img_dim):
 
 
 def write_warmup(saved_model_dir, logs):
-    path = os.path.join(saved_model_dir, WARMUP_DIR, WARMUP_FILE)
+    path = os.path.join(saved_model_dir, model_layout.WARMUP_PATH)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
         for entry in logs:
@@ -219,7 +209,8 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
         raise ExportError("an in-memory model needs its ModelSpec")
     os.makedirs(export_base, exist_ok=True)
     if version is None:
-        version = (existing_versions(export_base) or [0])[-1] + 1
+        # Every numeric directory counts, servable or not: a version is never overwritten.
+        version = (model_layout.versions(export_base, servable_only=False) or [0])[-1] + 1
     version = int(version)
     if version < 1:
         raise ExportError(f"version must be a positive integer, got {version}")

@@ -9,17 +9,16 @@ A version that fails to load is reported (GetModelStatus) and the old one keeps 
 """
 import logging
 import os
-import re
 import threading
 import time
 
 import tensorflow as tf
 
+from agegender import model_layout
 from serving.errors import ServingError, invalid, not_found
 
 log = logging.getLogger(__name__)
 
-WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 DEFAULT_SIGNATURE = "serving_default"
 
 # ModelVersionStatus.State names (tensorflow_serving/apis/get_model_status.proto).
@@ -77,7 +76,7 @@ class LoadedModel:
         """Replays the warmup PredictionLog records (predict requests); returns their count."""
         from tensorflow_serving.apis import prediction_log_pb2
 
-        path = os.path.join(self.path, WARMUP_PATH)
+        path = os.path.join(self.path, model_layout.WARMUP_PATH)
         if not os.path.exists(path):
             return 0
         count = 0
@@ -94,16 +93,6 @@ class LoadedModel:
 
 def _first_line(message):
     return (message or "").strip().split("\n")[0]
-
-
-def _list_versions(base_path):
-    try:
-        names = os.listdir(base_path)
-    except OSError:
-        return []
-    return sorted(int(n) for n in names
-                  if re.fullmatch(r"\d+", n)
-                  and os.path.isfile(os.path.join(base_path, n, "saved_model.pb")))
 
 
 class ModelStore:
@@ -148,7 +137,7 @@ class ModelStore:
 
     def poll_once(self):
         """One scan: loads the newest version if it is not the one served. Returns it."""
-        versions = [v for v in _list_versions(self.base_path) if v not in self._failed]
+        versions = [v for v in model_layout.versions(self.base_path) if v not in self._failed]
         if not versions:
             return None
         newest = versions[-1]

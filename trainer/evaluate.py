@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from agegender import metrics as metrics_lib
-from agegender import names, schema
+from agegender import model_layout, names, schema
 from trainer import eval_report
 
 FLAGS = flags.FLAGS
@@ -50,17 +50,15 @@ class EvaluationError(Exception):
 
 def resolve_saved_model(path):
     """A version directory, or the newest numeric version under a TF Serving base path."""
-    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+    if model_layout.is_saved_model_dir(path):
         return path
     if not tf.io.gfile.isdir(path):
         raise EvaluationError(f"--model {path!r} does not exist")
-    versions = [int(d.rstrip("/")) for d in tf.io.gfile.listdir(path)
-                if d.rstrip("/").isdigit()
-                and tf.io.gfile.exists(os.path.join(path, d.rstrip("/"), "saved_model.pb"))]
-    if not versions:
+    version = model_layout.newest_version(path)
+    if version is None:
         raise EvaluationError(f"--model {path!r} holds no saved_model.pb and no numeric version "
                               "directory with one (export with `python -m export.export_model`)")
-    return os.path.join(path, str(max(versions)))
+    return model_layout.version_dir(path, version)
 
 
 class ModelRunner:

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from agegender import model_layout
 from agegender import model_spec as ms
 from agegender import preprocessing, schema
 from export import export_model as em
@@ -99,7 +100,7 @@ def test_layout_versions_and_no_overwrite(job_dirs, tmp_path):
     with pytest.raises(em.ExportError, match="already exists"):
         em.export_saved_model(job_dirs["regression"], base, version=2)
     assert em.export_saved_model(job_dirs["regression"], base, version=7).endswith("/7")
-    assert em.existing_versions(base) == [1, 2, 7]
+    assert model_layout.versions(base) == [1, 2, 7]
     assert sorted(os.listdir(base)) == ["1", "2", "7"]  # no temp dirs left behind
     assert em.main([f"--job_dir={job_dirs['regression']}", f"--export_base={base}",
                     "--version=1"]) == 2

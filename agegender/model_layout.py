@@ -1,0 +1,64 @@
+"""TF Serving's model directory layout, the contract between export, serving and evaluation.
+
+    <base_path>/<version>/saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests
+
+`version` is a positive integer directory name. The exporter writes versions (and must
+never overwrite one), the local server serves the newest one that holds a SavedModel, and
+`trainer.evaluate` resolves a base path to that same newest version: all three read the
+directory through these functions, on any filesystem TensorFlow knows (local, gs://...).
+"""
+import posixpath
+import re
+
+import tensorflow as tf
+
+SAVED_MODEL_FILE = "saved_model.pb"
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+WARMUP_PATH = posixpath.join(WARMUP_DIR, WARMUP_FILE)
+
+_VERSION = re.compile(r"\d+")
+
+
+def join(*parts):
+    """os.path.join for local paths and URLs alike (gs://bucket/models/age/3)."""
+    return posixpath.join(*parts)
+
+
+def is_saved_model_dir(path):
+    return tf.io.gfile.exists(join(path, SAVED_MODEL_FILE))
+
+
+def versions(base_path, servable_only=True):
+    """Sorted version numbers under `base_path` ([] if it does not exist).
+
+    servable_only: only versions holding a saved_model.pb (what a server can load);
+    False counts every numeric directory, which is what an exporter must never overwrite.
+    Hidden temporary directories (`.tmp-*`, the exporter's) are never versions.
+    """
+    try:
+        names = tf.io.gfile.listdir(base_path)
+    except tf.errors.NotFoundError:
+        return []
+    found = []
+    for name in names:
+        name = name.rstrip("/")
+        if not _VERSION.fullmatch(name):
+            continue
+        path = join(base_path, name)
+        if servable_only:
+            if is_saved_model_dir(path):
+                found.append(int(name))
+        elif tf.io.gfile.isdir(path):
+            found.append(int(name))
+    return sorted(found)
+
+
+def newest_version(base_path):
+    """The newest servable version number under `base_path`, or None."""
+    found = versions(base_path)
+    return found[-1] if found else None
+
+
+def version_dir(base_path, version):
+    return join(base_path, str(version))
