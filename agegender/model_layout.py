@@ -38,7 +38,7 @@ def versions(base_path, servable_only=True):
     """
     try:
         names = tf.io.gfile.listdir(base_path)
-    except tf.errors.NotFoundError:
+    except tf.errors.OpError:  # missing, not a directory, unreadable: no versions (yet)
         return []
     found = []
     for name in names:
