@@ -4,7 +4,8 @@ Owns the HTTP side: routing of
   GET  /v1/models/{name}[/versions/{v}]                  model status
   GET  /v1/models/{name}[/versions/{v}]/metadata         signature defs
   POST /v1/models/{name}[/versions/{v}]:predict          row / columnar predict
-request-size limits (413 before the body is read), keep-alive, and TF Serving's
+request-size limits (413 before the body is read), a cap on open connections (one thread
+each; beyond the cap a new connection gets 503 at once), keep-alive, and TF Serving's
 `{"error": "..."}` bodies with the HTTP status of the failure's code. Request decoding is
 in `tensor_codec`, request semantics in `core`.
 """
@@ -140,12 +141,67 @@ def make_handler(core, max_request_bytes, socket_timeout=60.0):
     return Handler
 
 
+DEFAULT_MAX_CONNECTIONS = 256
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most `max_connections` connection threads at a time.
+
+    A connection beyond the cap is answered 503 (TF Serving's error body) and closed without
+    starting a thread, so a flood of idle keep-alive clients cannot exhaust the server's
+    threads or memory; the clients already connected are served as before.
+    """
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections):
+        self.max_connections = max_connections
+        self._open = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self._open.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the thread
+        except BaseException:
+            self._open.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._open.release()
+
+    def _refuse(self, request):
+        body = tensor_codec.dumps({"error": f"the server has {self.max_connections} open "
+                                            "connections, its limit; retry later"}).encode()
+        try:
+            request.settimeout(1.0)
+            request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json"
+                            b"\r\nConnection: close\r\nContent-Length: "
+                            + str(len(body)).encode() + b"\r\n\r\n" + body)
+            # Read what the client has already sent: closing a socket with unread input
+            # sends a reset, which can destroy the 503 before the client reads it.
+            request.setblocking(False)
+            while request.recv(65536):
+                pass
+        except OSError:  # includes "nothing more to read now"
+            pass
+        finally:
+            self.shutdown_request(request)
+
+
 class RestServer:
     """The REST endpoint, serving in a background thread."""
 
-    def __init__(self, core, host="127.0.0.1", port=8501, max_request_bytes=16 << 20):
+    def __init__(self, core, host="127.0.0.1", port=8501, max_request_bytes=16 << 20,
+                 max_connections=DEFAULT_MAX_CONNECTIONS):
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
         handler = make_handler(core, max_request_bytes)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd = _BoundedHTTPServer((host, port), handler, max_connections)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="rest",

@@ -21,7 +21,7 @@ from serving.batching import BatchingQueue
 from serving.core import ServingCore
 from serving.grpc_api import GrpcServer
 from serving.model_store import ModelStore
-from serving.rest_api import RestServer
+from serving.rest_api import DEFAULT_MAX_CONNECTIONS, RestServer
 
 log = logging.getLogger("serving.server")
 
@@ -43,7 +43,8 @@ class ModelServer:
                  num_batch_threads=DEFAULT_NUM_BATCH_THREADS,
                  batch_wait_when_idle=False,
                  file_system_poll_wait_seconds=1.0, max_request_bytes=16 << 20,
-                 request_timeout=30.0, enable_rest=True, enable_grpc=True, warmup=True):
+                 request_timeout=30.0, enable_rest=True, enable_grpc=True, warmup=True,
+                 rest_api_max_connections=DEFAULT_MAX_CONNECTIONS):
         self.store = ModelStore(model_name, model_base_path, file_system_poll_wait_seconds,
                                 warmup=warmup)
         self.batcher = (BatchingQueue(max_batch_size, batch_timeout_micros / 1e6,
@@ -54,6 +55,7 @@ class ModelServer:
         self._config = dict(host=host, max_request_bytes=max_request_bytes)
         self._grpc_port, self._rest_port = grpc_port, rest_port
         self._enable_grpc, self._enable_rest = enable_grpc, enable_rest
+        self._rest_max_connections = rest_api_max_connections
         self.grpc = self.rest = None
 
     def start(self):
@@ -61,7 +63,9 @@ class ModelServer:
         if self._enable_grpc:
             self.grpc = GrpcServer(self.core, port=self._grpc_port, **self._config).start()
         if self._enable_rest:
-            self.rest = RestServer(self.core, port=self._rest_port, **self._config).start()
+            self.rest = RestServer(self.core, port=self._rest_port,
+                                   max_connections=self._rest_max_connections,
+                                   **self._config).start()
         return self
 
     @property
@@ -137,6 +141,8 @@ def main(argv=None):
                    help="how often to look for new versions (0: never)")
     p.add_argument("--max_request_bytes", type=int, default=16 << 20,
                    help="largest accepted request (REST body / gRPC message)")
+    p.add_argument("--rest_api_max_connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                   help="open REST connections at most (one thread each); more get 503")
     p.add_argument("--request_timeout", type=float, default=30.0, help="seconds per request")
     p.add_argument("--enable_model_warmup", type=_bool, default=True)
     p.add_argument("--tensorflow_intra_op_parallelism", type=_threads, default=DEFAULT_INTRA_OP,
@@ -158,7 +164,8 @@ def main(argv=None):
         batch_wait_when_idle=args.batch_wait_when_idle,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         max_request_bytes=args.max_request_bytes, request_timeout=args.request_timeout,
-        enable_rest=args.rest_api_port != 0, warmup=args.enable_model_warmup)
+        enable_rest=args.rest_api_port != 0, warmup=args.enable_model_warmup,
+        rest_api_max_connections=args.rest_api_max_connections)
     server.start()
     current = server.store._current
     print(f"serving model {args.model_name!r} version "

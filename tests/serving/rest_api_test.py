@@ -171,3 +171,39 @@ def test_client_errors_and_server_down(server, images):
     with pytest.raises(ClientError) as err:
         predict_rest(f"127.0.0.1:{port}", images[:1], timeout=2)
     assert err.value.code == "UNAVAILABLE"
+
+
+def test_connections_beyond_the_cap_get_503_and_the_others_keep_working(server):
+    import time
+
+    from serving.rest_api import RestServer
+
+    capped = RestServer(server.core, port=0, max_connections=2).start()
+
+    def status(conn):
+        conn.request("GET", "/v1/models/age")
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+
+    try:
+        first, second = (http.client.HTTPConnection("127.0.0.1", capped.port, timeout=10)
+                         for _ in range(2))
+        assert status(first)[0] == 200 and status(second)[0] == 200  # both kept alive
+        third = http.client.HTTPConnection("127.0.0.1", capped.port, timeout=10)
+        code, body = status(third)
+        assert code == 503 and "limit" in body["error"]
+        third.close()
+        assert status(first)[0] == 200  # the connections already open are unaffected
+        second.close()  # frees a slot once its thread sees the close
+        deadline = time.monotonic() + 10
+        while True:
+            fourth = http.client.HTTPConnection("127.0.0.1", capped.port, timeout=10)
+            code, _ = status(fourth)
+            fourth.close()
+            if code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert code == 200
+        first.close()
+    finally:
+        capped.stop()
