@@ -100,11 +100,20 @@ def _bool(text):
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def _threads(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a thread count >= 0, got {text!r}")
-    return value
+def _at_least(minimum, what):
+    """An argparse type: an integer >= minimum, else a clear usage error."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+_threads = _at_least(0, "a thread count")
 
 
 def set_tf_threads(intra_op, inter_op):
@@ -126,9 +135,10 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=8500, help="gRPC port")
     p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: no REST)")
     p.add_argument("--enable_batching", type=_bool, default=True)
-    p.add_argument("--max_batch_size", type=int, default=16)
-    p.add_argument("--batch_timeout_micros", type=int, default=2000)
-    p.add_argument("--num_batch_threads", type=int, default=DEFAULT_NUM_BATCH_THREADS,
+    p.add_argument("--max_batch_size", type=_at_least(1, "a batch size"), default=16)
+    p.add_argument("--batch_timeout_micros", type=_at_least(0, "a timeout"), default=2000)
+    p.add_argument("--num_batch_threads", type=_at_least(1, "a thread count"),
+                   default=DEFAULT_NUM_BATCH_THREADS,
                    help="batches run concurrently (TF Serving's num_batch_threads; default: "
                         "one per core, %(default)s)")
     p.add_argument("--batch_wait_when_idle", type=_bool, default=False,
@@ -141,7 +151,8 @@ def main(argv=None):
                    help="how often to look for new versions (0: never)")
     p.add_argument("--max_request_bytes", type=int, default=16 << 20,
                    help="largest accepted request (REST body / gRPC message)")
-    p.add_argument("--rest_api_max_connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+    p.add_argument("--rest_api_max_connections", type=_at_least(1, "a connection count"),
+                   default=DEFAULT_MAX_CONNECTIONS,
                    help="open REST connections at most (one thread each); more get 503")
     p.add_argument("--request_timeout", type=float, default=30.0, help="seconds per request")
     p.add_argument("--enable_model_warmup", type=_bool, default=True)

@@ -63,10 +63,14 @@ def test_server_and_client_commands(model_base, images, tmp_path):
             server.wait()
 
 
-def test_server_refuses_a_negative_thread_count(model_base):
-    run = subprocess.run(
-        [sys.executable, "-m", "serving.server", f"--model_base_path={model_base}",
-         "--tensorflow_intra_op_parallelism=-1"],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2
-    assert "--tensorflow_intra_op_parallelism" in run.stderr and "thread count" in run.stderr
+@pytest.mark.parametrize("flag", ["--tensorflow_intra_op_parallelism=-1",
+                                  "--num_batch_threads=0", "--max_batch_size=0",
+                                  "--rest_api_max_connections=0", "--num_batch_threads=two"])
+def test_server_refuses_impossible_settings_with_a_usage_error(model_base, flag, capsys):
+    from serving import server
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error, before any start
+        server.main([f"--model_base_path={model_base}", "--port=0", "--rest_api_port=0", flag])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag.split("=")[0] in err and "expected" in err
