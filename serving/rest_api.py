@@ -202,7 +202,6 @@ class RestServer:
             raise ValueError("max_connections must be >= 1")
         handler = make_handler(core, max_request_bytes)
         self.httpd = _BoundedHTTPServer((host, port), handler, max_connections)
-        self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="rest",
                                         kwargs={"poll_interval": 0.2}, daemon=True)
