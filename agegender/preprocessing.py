@@ -12,13 +12,18 @@ its record reach the model framed the same way.
 """
 import tensorflow as tf
 
+from agegender import image_header
 
-def decode_rgb(image_bytes):
+
+def decode_rgb(image_bytes, max_pixels=image_header.DEFAULT_MAX_PIXELS):
     """JPEG/PNG/GIF/BMP/WebP bytes -> uint8 [H, W, 3]. Grayscale is expanded, alpha dropped.
 
-    Raises `tf.errors.InvalidArgumentError` on bytes that are not a decodable image.
+    Raises `tf.errors.InvalidArgumentError` on bytes that are not a decodable image, and on
+    an image whose header declares more than `max_pixels` pixels, before decoding it
+    (`image_header`; 0 or None: no limit).
     """
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    with tf.control_dependencies([image_header.assert_within_limit_tf(image_bytes, max_pixels)]):
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
 
@@ -47,13 +52,13 @@ def to_uint8(image):
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def model_input(image_bytes, img_dim):
+def model_input(image_bytes, img_dim, max_pixels=image_header.DEFAULT_MAX_PIXELS):
     """Encoded image bytes (scalar string) -> float32 [img_dim, img_dim, 3] in 0..255."""
-    return resize_square(decode_rgb(image_bytes), img_dim)
+    return resize_square(decode_rgb(image_bytes, max_pixels), img_dim)
 
 
-def model_input_batch(image_bytes, img_dim):
+def model_input_batch(image_bytes, img_dim, max_pixels=image_header.DEFAULT_MAX_PIXELS):
     """A batch of encoded images (string [N]) -> float32 [N, img_dim, img_dim, 3]."""
     return tf.map_fn(
-        lambda b: model_input(b, img_dim), image_bytes,
+        lambda b: model_input(b, img_dim, max_pixels), image_bytes,
         fn_output_signature=tf.TensorSpec([img_dim, img_dim, 3], tf.float32))

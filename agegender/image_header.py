@@ -1,0 +1,272 @@
+"""Image formats and their declared sizes, read from the header before anything is decoded.
+
+Owns which encoded formats the project accepts (those `tf.io.decode_image` reads: JPEG, PNG,
+GIF, BMP, WebP, sniffed by their leading bytes exactly as TensorFlow does) and the pixel
+limit every decoding path enforces. Why: a 64 KB PNG can declare 20000x20000 pixels and
+decode to 1.2 GB (more as float32 in a resize); TensorFlow's own checks only stop images
+over ~2^29 pixels. The size a decoder will allocate is in the header, so it is read first:
+
+- `check(data, max_pixels)` in Python, for the server (per image, before batching), the
+  records job, the evaluation tool and predict mode: raises `NotAnImage` or
+  `ImageTooLarge` with a message that says what is wrong.
+- `assert_within_limit_tf(image_bytes, max_pixels)` inside a graph, so the exported
+  SavedModel refuses the same images on real TF Serving (`agegender.preprocessing`
+  applies it before every decode).
+
+A GIF's decoder (giflib's DGifSlurp) holds every frame, so `check` counts the area of all
+frames; the in-graph check sees only the logical screen (a known limit, BUILD_NOTES.md).
+"""
+import collections
+import struct
+
+# 50 million pixels: a 48-50 MP phone photo (8160x6120) still passes; its decoded uint8
+# pixels are 150 MB. A face crop is 0.04 MP. Every CLI that decodes has --max_image_pixels.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+JPEG, PNG, GIF, BMP, WEBP = "jpeg", "png", "gif", "bmp", "webp"
+FORMATS = (JPEG, PNG, GIF, BMP, WEBP)
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# width, height: the picture; pixels: what decoding it allocates per channel (for a GIF,
+# the screen plus every frame's raster; for an animated WebP, the canvas times its frames).
+ImageSize = collections.namedtuple("ImageSize", ["format", "width", "height", "pixels"])
+
+
+class NotAnImage(ValueError):
+    """Bytes that are not a JPEG/PNG/GIF/BMP/WebP image with a readable header."""
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header declares more pixels than the limit."""
+
+    def __init__(self, size, limit):
+        self.format, self.width, self.height, self.pixels = size
+        self.limit = limit
+        frames = "" if self.pixels == self.width * self.height else (
+            f", {self.pixels:,} pixels with all its frames")
+        super().__init__(
+            f"{self.format.upper()} image of {self.width}x{self.height}{frames} is over the "
+            f"limit of {limit:,} pixels (--max_image_pixels); it is refused before decoding")
+
+
+def sniff_format(data):
+    """The format `tf.io.decode_image` would decode `data` as, or None."""
+    data = bytes(data[:16])
+    if data.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if data.startswith(_PNG_SIGNATURE):
+        return PNG
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return GIF
+    if data.startswith(b"BM"):
+        return BMP
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return WEBP
+    return None
+
+
+def read_size(data):
+    """`ImageSize` from the header, or None when `data` is no image whose header can be read."""
+    fmt = sniff_format(data)
+    if fmt is None:
+        return None
+    try:
+        return _READERS[fmt](memoryview(data))
+    except (IndexError, struct.error, ValueError):  # truncated or inconsistent header
+        return None
+
+
+def check(data, max_pixels=DEFAULT_MAX_PIXELS):
+    """`ImageSize` of an acceptable image; raises `NotAnImage` or `ImageTooLarge`."""
+    size = read_size(data)
+    if size is None:
+        fmt = sniff_format(data)
+        raise NotAnImage(
+            f"{len(data)} bytes starting {bytes(data[:8])!r}: not a JPEG/PNG/GIF/BMP/WebP image"
+            if fmt is None else f"{fmt.upper()} header truncated or corrupt ({len(data)} bytes)")
+    if max_pixels and size.pixels > max_pixels:
+        raise ImageTooLarge(size, max_pixels)
+    return size
+
+
+# -- per format -------------------------------------------------------------------------
+
+# Start-of-frame markers: 0xC0-0xCF except DHT (C4), JPG (C8) and DAC (CC).
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RSTn, SOI.
+_STANDALONE = frozenset([0x01, 0xD8]) | frozenset(range(0xD0, 0xD8))
+
+
+def _jpeg(data):
+    """Walks the marker segments to the first SOF, as libjpeg's jpeg_read_header does."""
+    i, n = 2, len(data)
+    while i < n:
+        while i < n and data[i] != 0xFF:  # libjpeg skips stray bytes between segments
+            i += 1
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            break
+        marker = data[i]
+        i += 1
+        if marker in _STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
+            break
+        length = struct.unpack_from(">H", data, i)[0]
+        if marker in _SOF:
+            height, width = struct.unpack_from(">HH", data, i + 3)
+            return ImageSize(JPEG, width, height, width * height)
+        if length < 2:
+            break
+        i += length
+    raise ValueError("no frame header")
+
+
+def _png(data):
+    if bytes(data[12:16]) != b"IHDR":
+        raise ValueError("IHDR is not the first chunk")
+    width, height = struct.unpack_from(">II", data, 16)
+    return ImageSize(PNG, width, height, width * height)
+
+
+def _gif(data):
+    width, height, packed = struct.unpack_from("<HHB", data, 6)
+    i = 13 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0)  # global colour table
+    frames = 0
+    n = len(data)
+    while i < n:
+        block = data[i]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x2C:  # image descriptor: a frame giflib will hold in memory
+            fw, fh, fpacked = struct.unpack_from("<HHB", data, i + 5)
+            frames += fw * fh
+            i += 10 + (3 << ((fpacked & 7) + 1) if fpacked & 0x80 else 0) + 1  # + LZW size
+        elif block == 0x21:  # extension: label, then sub-blocks
+            i += 2
+        else:
+            break  # corrupt: the decoder stops here too
+        while i < n and data[i]:  # data sub-blocks, each prefixed by its length
+            i += data[i] + 1
+        i += 1
+    return ImageSize(GIF, width, height, width * height + frames)
+
+
+def _bmp(data):
+    dib = struct.unpack_from("<I", data, 14)[0]
+    if dib == 12:  # BITMAPCOREHEADER: 16-bit sizes
+        width, height = struct.unpack_from("<HH", data, 18)
+    else:
+        width, height = struct.unpack_from("<ii", data, 18)
+    width, height = abs(width), abs(height)  # a negative height means top-down rows
+    return ImageSize(BMP, width, height, width * height)
+
+
+def _webp(data):
+    chunk = bytes(data[12:16])
+    if chunk == b"VP8 ":
+        width, height = (v & 0x3FFF for v in struct.unpack_from("<HH", data, 26))
+    elif chunk == b"VP8L":
+        bits = struct.unpack_from("<I", data, 21)[0]
+        width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    elif chunk == b"VP8X":
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+    else:
+        raise ValueError(f"unknown WebP chunk {chunk!r}")
+    return ImageSize(WEBP, width, height, width * height * max(1, _webp_frames(data)))
+
+
+def _webp_frames(data):
+    """Number of ANMF (animation frame) chunks in the RIFF container."""
+    i, n, frames = 12, len(data), 0
+    while i + 8 <= n:
+        fourcc = bytes(data[i:i + 4])
+        size = struct.unpack_from("<I", data, i + 4)[0]
+        frames += fourcc == b"ANMF"
+        i += 8 + size + (size & 1)
+    return frames
+
+
+_READERS = {JPEG: _jpeg, PNG: _png, GIF: _gif, BMP: _bmp, WEBP: _webp}
+
+
+# -- in a TensorFlow graph ---------------------------------------------------------------
+
+_HEAD = 32  # every header field read in-graph lies in the first 32 bytes (JPEG aside)
+
+
+def size_tf(image_bytes):
+    """[height, width] (int64) declared by the header of one encoded image (scalar string).
+
+    [0, 0] for bytes of no known format (the decoder then fails with its own error). JPEG
+    via `tf.image.extract_jpeg_shape`; the others from fixed header fields. GIF: the
+    logical screen; WebP: the canvas (frames are not counted in-graph).
+    """
+    import tensorflow as tf
+
+    head = tf.strings.substr(image_bytes, 0, _HEAD)
+    # Zero-padded to a fixed length, so a short input reads zeros instead of failing.
+    head = tf.strings.substr(tf.strings.join([head, tf.constant(b"\0" * _HEAD)]), 0, _HEAD)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+    b.set_shape([_HEAD])
+
+    def le(start, n):
+        return sum(b[start + k] * (1 << (8 * k)) for k in range(n))
+
+    def be(start, n):
+        return sum(b[start + k] * (1 << (8 * (n - 1 - k))) for k in range(n))
+
+    def signed32(v):
+        v = tf.where(v >= 1 << 31, v - (1 << 32), v)
+        return tf.abs(v)
+
+    def starts(prefix, at=0):
+        return tf.equal(tf.strings.substr(head, at, len(prefix)), prefix)
+
+    def low14(v):
+        return tf.bitwise.bitwise_and(v, 0x3FFF)
+
+    def webp():
+        chunk = tf.strings.substr(head, 12, 4)
+        bits = le(21, 4)
+        return tf.case([
+            (tf.equal(chunk, b"VP8 "), lambda: tf.stack([low14(le(28, 2)), low14(le(26, 2))])),
+            (tf.equal(chunk, b"VP8L"), lambda: tf.stack(
+                [low14(tf.bitwise.right_shift(bits, 14)) + 1, low14(bits) + 1])),
+            (tf.equal(chunk, b"VP8X"), lambda: tf.stack([le(27, 3) + 1, le(24, 3) + 1])),
+        ], default=lambda: tf.zeros([2], tf.int64))
+
+    def bmp():
+        core = tf.equal(le(14, 4), 12)
+        return tf.cond(core, lambda: tf.stack([le(20, 2), le(18, 2)]),
+                       lambda: tf.stack([signed32(le(22, 4)), signed32(le(18, 4))]))
+
+    return tf.case([
+        (tf.io.is_jpeg(image_bytes),
+         lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)),
+        (starts(_PNG_SIGNATURE), lambda: tf.stack([be(20, 4), be(16, 4)])),
+        (tf.logical_or(starts(b"GIF87a"), starts(b"GIF89a")),
+         lambda: tf.stack([le(8, 2), le(6, 2)])),
+        (starts(b"BM"), bmp),
+        (tf.logical_and(starts(b"RIFF"), starts(b"WEBP", 8)), webp),
+    ], default=lambda: tf.zeros([2], tf.int64), exclusive=False)
+
+
+def assert_within_limit_tf(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
+    """An op that fails (InvalidArgumentError, saying why) when the header is over the limit.
+
+    Run it before decoding (`tf.control_dependencies`); `max_pixels` 0 or None: no limit.
+    """
+    import tensorflow as tf
+
+    if not max_pixels:
+        return tf.no_op()
+    size = size_tf(image_bytes)
+    return tf.debugging.Assert(
+        size[0] * size[1] <= max_pixels,
+        [f"image too large: its header declares more than the limit of {max_pixels} pixels "
+         "(--max_image_pixels); refused before decoding. Height, width:", size[0], size[1]],
+        name="max_image_pixels")
