@@ -7,7 +7,7 @@ TF Serving directory layout (`<export_base>/<version>/saved_model.pb`, `variable
 Signatures (all reach the model through `agegender.preprocessing`, the function the trainer
 uses, so there is no train/serve skew):
 
-- `serving_default`: `image_bytes` string [N] (JPEG/PNG bytes) and an optional `key`
+- `serving_default`: `image_bytes` string [N] (JPEG/PNG/GIF/BMP/WebP bytes) and an optional `key`
   string [N] (echoed back). `key` is optional through the SignatureDef `defaults` map
   (TF Serving fills an input missing from a request from it); the default is an empty
   vector, which the graph turns into N empty keys.
@@ -15,6 +15,10 @@ uses, so there is no train/serve skew):
   centre-cropped like an image when H, W differ from the model's size).
 - `serve_tf_examples`: `examples` string [N], serialized `tf.train.Example` records with
   `agegender.schema.FEATURE_SPEC` (TFX style), so batch scoring runs over the TFRecords.
+
+Encoded images whose header declares more than `max_image_pixels` pixels are refused
+before decoding (INVALID_ARGUMENT "image too large", `agegender.image_header`), so a
+decompression bomb cannot exhaust the server's memory, on the real TF Serving too.
 
 Outputs: `age` float [N] (years) always; `age_distribution` [N, 101] (classification),
 `age_range` [N, 21] (range mode); `gender` string "M"/"F" and `gender_probability`
@@ -28,15 +32,17 @@ import argparse
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
 
 from agegender import model_layout
 from agegender import model_spec as ms
-from agegender import preprocessing, schema
+from agegender import image_header, preprocessing, schema
 
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 
@@ -86,17 +92,18 @@ def load_trained_model(job_dir):
 class ServingModule(tf.Module):
     """The exported object: the Keras model plus the three signature functions."""
 
-    def __init__(self, model, spec):
+    def __init__(self, model, spec, max_image_pixels=image_header.DEFAULT_MAX_PIXELS):
         super().__init__()
         self.model = model
         self.spec = spec
         dim = spec.img_dim
+        limit = max_image_pixels
 
         @tf.function(input_signature=[
             tf.TensorSpec([None], tf.string, name=IMAGE_BYTES),
             tf.TensorSpec([None], tf.string, name=KEY)])
         def serving_default(image_bytes, key=tf.constant([], tf.string)):
-            outputs = self._predict(preprocessing.model_input_batch(image_bytes, dim))
+            outputs = self._predict(preprocessing.model_input_batch(image_bytes, dim, limit))
             n = tf.shape(image_bytes)[0]
             outputs[OUT_KEY] = tf.cond(tf.size(key) > 0, lambda: key,
                                        lambda: tf.fill([n], tf.constant("", tf.string)))
@@ -118,7 +125,7 @@ class ServingModule(tf.Module):
         def serve_tf_examples(examples):
             features = schema.parse_examples(examples)
             return self._predict(
-                preprocessing.model_input_batch(features[schema.IMAGE_ENCODED], dim))
+                preprocessing.model_input_batch(features[schema.IMAGE_ENCODED], dim, limit))
 
         self.serving_default = serving_default
         self.predict_images = predict_images
@@ -190,7 +197,8 @@ def write_warmup(saved_model_dir, logs):
 
 
 def export_saved_model(job_dir=None, export_base=None, version=None, *, model=None, spec=None,
-                       model_name="age", warmup_images=None):
+                       model_name="age", warmup_images=None,
+                       max_image_pixels=image_header.DEFAULT_MAX_PIXELS):
     """Exports a SavedModel version; returns its directory.
 
     Pass `job_dir` (reads model.keras + model_spec.json) or an in-memory `model` and `spec`
@@ -198,6 +206,8 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
     an existing version is never overwritten. The version is written to a hidden temp dir
     beside it and renamed into place, so TF Serving never sees a half-written version.
     `warmup_images`: encoded images for the warmup file (default: synthetic JPEGs).
+    `max_image_pixels`: the signatures refuse encoded images declaring more (0: no limit).
+    Hidden temp dirs left by an export that was killed are removed first.
     """
     if export_base is None:
         raise ExportError("export_base is required")
@@ -219,8 +229,9 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
         raise ExportError(f"version {version} already exists at {final_dir}; versions are never "
                           f"overwritten (omit --version to use the next free one)")
 
-    module = ServingModule(model, spec)
-    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    remove_stale_temp_dirs(export_base)
+    module = ServingModule(model, spec, max_image_pixels)
+    tmp_dir = tempfile.mkdtemp(prefix=_temp_prefix(version), dir=export_base)
     os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private; a server may run as another user
     try:
         tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
@@ -235,6 +246,54 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
     return final_dir
 
 
+# Temp dirs are named .tmp-<version>-<host>-<pid>-<random>: an export whose process is gone
+# left its dir behind (kill -9, power loss); TF Serving and `model_layout` never read them.
+_TEMP_PREFIX = ".tmp-"
+
+
+def _temp_prefix(version):
+    return f"{_TEMP_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(export_base, legacy_age_seconds=24 * 3600):
+    """Removes the temp dirs of exports on this host whose process is gone; returns them.
+
+    Temp dirs of older releases (no host and pid in the name) go once a day old; a live
+    export's dir (its pid still running) and other hosts' dirs are never touched.
+    """
+    removed = []
+    host = socket.gethostname()
+    for name in os.listdir(export_base):
+        path = os.path.join(export_base, name)
+        if not name.startswith(_TEMP_PREFIX) or not os.path.isdir(path):
+            continue
+        parts = name[len(_TEMP_PREFIX):].split("-")
+        pid = parts[-2] if len(parts) >= 4 else None
+        if pid is not None and pid.isdigit() and "-".join(parts[1:-2]) == host:
+            stale = not _pid_alive(int(pid))
+        elif pid is None:
+            stale = time.time() - os.stat(path).st_mtime > legacy_age_seconds
+        else:
+            stale = False
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        logging.getLogger(__name__).info("removed %d stale export temp dir(s): %s",
+                                         len(removed), removed)
+    return removed
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -245,13 +304,18 @@ def main(argv=None):
     parser.add_argument("--model_name", default="age", help="model name in the warmup requests")
     parser.add_argument("--warmup_images", nargs="*", default=None,
                         help="JPEG/PNG files for the warmup requests (default: synthetic images)")
+    parser.add_argument("--max_image_pixels", type=int,
+                        default=image_header.DEFAULT_MAX_PIXELS,
+                        help="the signatures refuse encoded images whose header declares more "
+                             "pixels (decompression bombs; 0: no limit; default %(default)s)")
     args = parser.parse_args(argv)
     images = None
     if args.warmup_images:
         images = [tf.io.gfile.GFile(p, "rb").read() for p in args.warmup_images]
     try:
         path = export_saved_model(args.job_dir, args.export_base, args.version,
-                                  model_name=args.model_name, warmup_images=images)
+                                  model_name=args.model_name, warmup_images=images,
+                                  max_image_pixels=args.max_image_pixels)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

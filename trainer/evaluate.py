@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from agegender import metrics as metrics_lib
-from agegender import model_layout, names, schema
+from agegender import image_header, model_layout, names, schema
 from trainer import eval_report
 
 FLAGS = flags.FLAGS
@@ -38,10 +38,14 @@ flags.DEFINE_integer("batch_size", 64, "Images per model call.", lower_bound=1)
 flags.DEFINE_string("compare", None, "Another metrics.json to show side by side.")
 flags.DEFINE_string("name", None, "Name of this model in the report (default: the model path).")
 flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0: all).", lower_bound=0)
+flags.DEFINE_integer("max_image_pixels", image_header.DEFAULT_MAX_PIXELS,
+                     "Skip (as image_too_large) images whose header declares more pixels: "
+                     "decompression bombs are never decoded. 0: no limit.", lower_bound=0)
 
 UNDECODABLE = "undecodable"
 EMPTY_FILE = "empty_file"
 UNREADABLE = "unreadable"
+IMAGE_TOO_LARGE = "image_too_large"
 
 
 class EvaluationError(Exception):
@@ -105,8 +109,12 @@ class ModelRunner:
 Item = collections.namedtuple("Item", "source data labels")
 
 
-def iter_images(input_spec, labels_csv=None, skipped=None):
-    """Yields Item(source, bytes, Labels) for labelled images; records the rest in `skipped`."""
+def iter_images(input_spec, labels_csv=None, skipped=None,
+                max_pixels=image_header.DEFAULT_MAX_PIXELS):
+    """Yields Item(source, bytes, Labels) for labelled images; records the rest in `skipped`.
+
+    Each image's header is read before anything decodes it: bytes that are no image are
+    skipped as undecodable, images over `max_pixels` as image_too_large."""
     from pipeline import sources  # the records job's input listing: same formats, same safety
 
     csv_rows = None
@@ -127,6 +135,14 @@ def iter_images(input_spec, labels_csv=None, skipped=None):
             continue
         if not data:
             skipped.add(source, EMPTY_FILE, "zero bytes")
+            continue
+        try:
+            image_header.check(data, max_pixels)
+        except image_header.ImageTooLarge as e:
+            skipped.add(source, IMAGE_TOO_LARGE, str(e))
+            continue
+        except image_header.NotAnImage as e:
+            skipped.add(source, UNDECODABLE, str(e))
             continue
         yield Item(source, data, labels)
 
@@ -159,13 +175,21 @@ def iter_records(records_dir, split):
     if not files:
         raise EvaluationError(f"no {split} shards in {records_dir!r} "
                               f"(looked for {schema.shard_pattern(records_dir, split)})")
-    dataset = tf.data.TFRecordDataset(files).batch(256).map(schema.parse_examples)
-    for batch in dataset.as_numpy_iterator():
-        for i in range(len(batch[schema.AGE])):
-            yield Item(batch[schema.IMAGE_SOURCE_ID][i].decode("utf-8"),
-                       batch[schema.IMAGE_ENCODED][i],
-                       names.Labels(int(batch[schema.AGE][i]), int(batch[schema.GENDER][i]),
-                                    int(batch[schema.RACE][i])))
+    for path in files:
+        dataset = tf.data.TFRecordDataset(path).batch(256).map(schema.parse_examples)
+        try:
+            for batch in dataset.as_numpy_iterator():
+                for i in range(len(batch[schema.AGE])):
+                    yield Item(batch[schema.IMAGE_SOURCE_ID][i].decode("utf-8"),
+                               batch[schema.IMAGE_ENCODED][i],
+                               names.Labels(int(batch[schema.AGE][i]),
+                                            int(batch[schema.GENDER][i]),
+                                            int(batch[schema.RACE][i])))
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            first = (e.message or "").strip().splitlines()[0] if e.message else type(e).__name__
+            raise EvaluationError(f"{path} is not a valid records shard ({first}); rebuild "
+                                  f"{records_dir!r} with `python -m pipeline.build_records`"
+                                  ) from None
 
 
 class Skipped:
@@ -283,7 +307,7 @@ def main(argv):
             total = _count_expected(FLAGS.records_dir, FLAGS.split)
             data = f"{FLAGS.records_dir} ({FLAGS.split} split)"
         else:
-            items = iter_images(FLAGS.input, FLAGS.labels_csv, skipped)
+            items = iter_images(FLAGS.input, FLAGS.labels_csv, skipped, FLAGS.max_image_pixels)
             total = None
             data = FLAGS.input
         if FLAGS.limit and total:

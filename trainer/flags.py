@@ -9,7 +9,7 @@ import os
 
 from absl import flags
 
-from agegender import model_spec
+from agegender import image_header, model_spec
 
 BASE_MODELS = ("MobileNetV2", "ResNet50", "MobileNetV3Small", "EfficientNetB0")
 LR_SCHEDULERS = ("reduce_lr_on_plateau", "cyclic", "cosine", "constant")
@@ -98,6 +98,10 @@ def define_flags(fv=flags.FLAGS):
                       "--test_sample_dir, or evaluate on --records_dir).", **d)
     flags.DEFINE_string("test_sample_dir", None,
                         "Directory of face images to predict (with --load).", **d)
+    flags.DEFINE_integer("max_image_pixels", image_header.DEFAULT_MAX_PIXELS,
+                         "With --test_sample_dir: skip images whose header declares more "
+                         "pixels (decompression bombs are never decoded); 0: no limit.",
+                         lower_bound=0, **d)
     flags.DEFINE_integer("verbose", None,
                          "Keras verbosity. Default: 1 (progress bar) on a terminal, 2 (one "
                          "line per epoch) otherwise.", **d)

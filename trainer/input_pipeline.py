@@ -35,10 +35,25 @@ def split_files(records_dir, split):
     return files
 
 
+class RecordsCorruptError(ValueError):
+    """A shard that is not a readable TFRecord file (bad length or CRC, truncated)."""
+
+
 def count_records(records_dir, split):
-    """Number of records in a split (reads the shards once, no parsing)."""
-    ds = tf.data.TFRecordDataset(split_files(records_dir, split), num_parallel_reads=AUTOTUNE)
-    return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+    """Number of records in a split. Reads every shard once (no parsing), which also checks
+    each record's CRCs, so a corrupt or truncated shard is named here instead of failing
+    later as a bare DataLossError in the middle of training."""
+    total = 0
+    for path in split_files(records_dir, split):
+        ds = tf.data.TFRecordDataset(path, buffer_size=1 << 20)
+        try:
+            total += int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+        except tf.errors.DataLossError as e:
+            reason = (e.message or "").strip().splitlines()[0] if e.message else "unreadable"
+            raise RecordsCorruptError(
+                f"{path} is not a valid TFRecord file ({reason}); rebuild {records_dir!r} with "
+                f"`python -m pipeline.build_records`") from None
+    return total
 
 
 class Decoder:

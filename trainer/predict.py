@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from agegender import metrics as metrics_lib
-from agegender import model_spec, prediction_line, preprocessing, schema
+from agegender import image_header, model_spec, prediction_line, preprocessing, schema
 from trainer import input_pipeline
 from trainer import model as model_lib  # noqa: F401  (registers the custom layer)
 
@@ -51,8 +51,12 @@ def _is_image(name):
     return lower.endswith(IMAGE_EXTENSIONS) or "." not in name
 
 
-def predict_dir(job_dir, sample_dir, batch_size=32, out=print):
-    """Prints one line per image: predicted age (and gender), true ones from the name."""
+def predict_dir(job_dir, sample_dir, batch_size=32, out=print,
+                max_pixels=image_header.DEFAULT_MAX_PIXELS):
+    """Prints one line per image: predicted age (and gender), true ones from the name.
+
+    Each image's header is read first: an image over `max_pixels` (a decompression bomb) or
+    bytes that are no image are skipped with a warning, never decoded."""
     model, spec = load(job_dir)
     predict = _predict_fn(model)
     files = sorted(f for f in tf.io.gfile.listdir(sample_dir)
@@ -65,7 +69,12 @@ def predict_dir(job_dir, sample_dir, batch_size=32, out=print):
         for name in files[start:start + batch_size]:
             data = tf.io.gfile.GFile(os.path.join(sample_dir, name), "rb").read()
             try:
-                images.append(preprocessing.model_input(data, spec.img_dim))
+                image_header.check(data, max_pixels)
+            except ValueError as e:  # NotAnImage, ImageTooLarge
+                logging.warning("skipping %s: %s", name, e)
+                continue
+            try:
+                images.append(preprocessing.model_input(data, spec.img_dim, max_pixels))
                 chunk.append(name)
             except tf.errors.InvalidArgumentError:
                 logging.warning("skipping %s: not a decodable image", name)

@@ -156,6 +156,9 @@ def train(cfg):
                                               cfg.cache, cfg.shuffle_buffer, cfg.seed,
                                               distribution.num_workers())
     n_train = input_pipeline.count_records(cfg.records_dir, "train")
+    for split in ("validation", "test"):  # read at the end of an epoch / of the run: check now
+        if tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, split)):
+            input_pipeline.count_records(cfg.records_dir, split)
     steps_per_epoch = n_train // cfg.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"{n_train} train records: fewer than one batch of {cfg.batch_size}")
@@ -235,7 +238,8 @@ def run(cfg):
         if not cfg.job_dir:
             raise app.UsageError("--load needs --job_dir")
         if cfg.test_sample_dir:
-            return predict.predict_dir(cfg.job_dir, cfg.test_sample_dir, cfg.batch_size)
+            return predict.predict_dir(cfg.job_dir, cfg.test_sample_dir, cfg.batch_size,
+                                       max_pixels=cfg.max_image_pixels)
         if cfg.records_dir:
             return predict.write_eval(cfg.job_dir, cfg.records_dir, "test", cfg.batch_size,
                                       cfg.eval_limit)
@@ -248,7 +252,7 @@ def _main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         run(flags.FLAGS)
-    except (FileNotFoundError, ConfigError) as e:
+    except (FileNotFoundError, ConfigError, input_pipeline.RecordsCorruptError) as e:
         # Configuration and data errors: one clear line, no traceback.
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)

@@ -180,3 +180,46 @@ def test_export_of_the_trainers_model(tmp_path, face_images):
     out = tf.saved_model.load(path).signatures["serving_default"](
         image_bytes=tf.constant(face_images), key=tf.constant([], tf.string))
     _check_outputs(out, spec, raw)
+
+
+def test_signatures_refuse_decompression_bombs(job_dirs, exported, face_images, tmp_path,
+                                               png_bomb):
+    """A PNG declaring 20000x20000 fails in the graph before decoding, in both byte signatures;
+    the limit is an export option."""
+    bomb = png_bomb
+    sigs = tf.saved_model.load(exported["clf_gender"]).signatures
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+        sigs["serving_default"](image_bytes=tf.constant([face_images[0], bomb]),
+                                key=tf.constant(["a", "b"]))
+    example = schema.make_example(encoded_jpeg=bomb, height=1, width=1, source_id="bomb",
+                                  sha256="0", age=1, histogram=[0.0] * schema.NUM_AGE_BINS)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+        sigs["serve_tf_examples"](examples=tf.constant([example.SerializeToString()]))
+    # A lower limit set at export refuses a normal image too.
+    small = em.export_saved_model(job_dirs["clf_gender"], str(tmp_path / "small"),
+                                  max_image_pixels=10)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="limit of 10 pixels"):
+        tf.saved_model.load(small).signatures["serving_default"](
+            image_bytes=tf.constant(face_images[:1]), key=tf.constant(["a"]))
+
+
+def test_stale_temp_dirs_of_killed_exports_are_removed(job_dirs, tmp_path):
+    """An export killed mid-way leaves .tmp-<version>-<host>-<pid>-* behind; the next export
+    removes it when that pid is gone, and never touches a live export's dir."""
+    import socket
+
+    base = tmp_path / "models"
+    base.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    stale = base / f".tmp-1-{host}-{dead}-abc123"
+    live = base / f".tmp-1-{host}-{os.getpid()}-def456"
+    other_host = base / f".tmp-1-elsewhere-{dead}-ghi789"
+    for d in (stale, live, other_host):
+        (d / "variables").mkdir(parents=True)
+    path = em.export_saved_model(job_dirs["clf_gender"], str(base))
+    assert path == str(base / "1")
+    assert not stale.exists()
+    assert live.exists() and other_host.exists()
+    assert model_layout.versions(str(base)) == [1]

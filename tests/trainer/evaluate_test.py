@@ -148,3 +148,28 @@ def test_clear_errors(tmp_path, model_base):
     assert result.returncode == 2 and "no test shards" in result.stderr
     with pytest.raises(evaluate.EvaluationError):
         evaluate.resolve_saved_model(str(tmp_path))
+
+
+def test_bombs_are_skipped_and_corrupt_shards_named(model_base, tmp_path, png_bomb):
+    """A decompression bomb among labelled images is skipped as image_too_large (its header
+    read, never decoded); random bytes as a records shard stop the run naming the file."""
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    (faces / "20_0_0_20170101000000000.png").write_bytes(_png(22, 0))
+    (faces / "30_1_0_20170101000000001.png").write_bytes(png_bomb)
+    out = tmp_path / "report"
+    result = _run([f"--model={model_base}", f"--input={faces}", f"--output_dir={out}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["count"] == 1 and m["skipped"]["by_reason"] == {"image_too_large": 1}
+    assert "20000x20000" in m["skipped"]["examples"][0]["detail"]
+
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "utk_face-test.tfrecord-00000-of-00001").write_bytes(
+        np.random.default_rng(0).bytes(3000))
+    result = _run([f"--model={model_base}", f"--records_dir={records}",
+                   f"--output_dir={tmp_path}/o"])
+    assert result.returncode == 2
+    assert "utk_face-test.tfrecord-00000-of-00001 is not a valid records shard" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -87,7 +87,8 @@ def test_lr_find_writes_plot_and_exits(tiny_records, tmp_path, tiny_run_args):
     assert not (job / "model.keras").exists()
 
 
-def test_load_predicts_directory(tiny_records, tmp_path, tiny_run_args, capsys):
+def test_load_predicts_directory(tiny_records, tmp_path, tiny_run_args, capsys, png_bomb,
+                                caplog):
     job = tmp_path / "job"
     _run(tiny_records, job, tiny_run_args, "--predict_gender")
     samples = tmp_path / "samples"
@@ -97,6 +98,7 @@ def test_load_predicts_directory(tiny_records, tmp_path, tiny_run_args, capsys):
     Image.new("RGB", (50, 60), (120, 90, 60)).save(samples / "34_1_0_20170116174525125.jpg")
     Image.new("RGB", (40, 40), (10, 90, 60)).save(samples / "someone.png")
     (samples / "notes.txt").write_text("not an image")
+    (samples / "40_0_0_20170116174525126.png").write_bytes(png_bomb)  # skipped, never decoded
     assert src is not None
     capsys.readouterr()
     results = _run(tiny_records, job, tiny_run_args, "--load",
@@ -105,6 +107,7 @@ def test_load_predicts_directory(tiny_records, tmp_path, tiny_run_args, capsys):
     assert "Predicted age:" in out and "true age: 34" in out and "true age: unknown" in out
     assert "predicted gender:" in out and "true gender: female" in out
     assert len(results) == 2
+    assert "20000x20000" in caplog.text and "over the limit" in caplog.text
     # --load with --records_dir rewrites eval.json from the saved model.
     (job / "eval.json").unlink()
     _run(tiny_records, job, tiny_run_args, "--load")
@@ -121,3 +124,18 @@ def test_clear_errors(tmp_path, tiny_records, tiny_run_args):
     with pytest.raises(FileNotFoundError, match="model.keras not found"):
         _run(tiny_records, tmp_path / "j3", tiny_run_args, "--load",
              f"--test_sample_dir={tmp_path}")
+
+
+def test_corrupt_shard_is_named_before_training(tmp_path, tiny_records, tiny_run_args):
+    """Random bytes in place of a shard (here the test split's, read only at the end of a
+    run): the run stops at once and names the file, instead of a DataLossError traceback."""
+    import shutil
+
+    records = tmp_path / "records"
+    shutil.copytree(tiny_records, records)
+    shard = sorted(records.glob("*-test.tfrecord-*"))[0]
+    shard.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(input_pipeline.RecordsCorruptError,
+                       match=f"{shard.name} is not a valid TFRecord file"):
+        _run(records, tmp_path / "job", tiny_run_args)
+    assert not (tmp_path / "job" / "train_state.json").exists()
