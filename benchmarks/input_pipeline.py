@@ -68,15 +68,15 @@ def write_records(data_dir, out_dir, limit, size=160):
 
 
 def bench_tf_data(records_dir, img_dim, batch_size, batches, cache):
-    from agegender import model_spec, schema
+    from agegender import model_spec
     from trainer import input_pipeline
 
-    meta = schema.read_metadata(records_dir)
+    config = input_pipeline.InputConfig.from_records(
+        records_dir, batch_size=batch_size, cache="memory" if cache else "", seed=1)
     spec = model_spec.ModelSpec(img_dim=img_dim, predict_gender=True,
-                                age_deviation=meta.get("age_deviation", 5.0))
-    parser = input_pipeline.Parser(spec, meta.get("age_deviation"), augment=True)
-    reader = input_pipeline.InputReader(records_dir, "train", parser, batch_size,
-                                        cache="memory" if cache else "", seed=1)
+                                age_deviation=config.records_age_deviation or 5.0)
+    reader = input_pipeline.InputReader(config, "train",
+                                        input_pipeline.Parser.for_config(spec, config))
     ds = reader.dataset(is_training=True).repeat()
     it = iter(ds)
     warmup = 10

@@ -41,8 +41,9 @@ def build_job_dir(job_dir, img_dim, alpha, weights):
     import keras
     from keras import layers
 
+    from agegender import heads
+    from agegender import job_dir as job_dir_lib
     from agegender import model_spec as ms
-    from agegender import schema
 
     spec = ms.ModelSpec(type="classification", predict_gender=True, img_dim=img_dim,
                         base_model="MobileNetV2", alpha=alpha)
@@ -52,16 +53,10 @@ def build_job_dir(job_dir, img_dim, alpha, weights):
         input_shape=(img_dim, img_dim, 3), alpha=alpha, include_top=False, pooling="avg",
         weights=weights if weights and os.path.exists(weights) else None)
     x = backbone(x)
-    outputs = {
-        ms.AGE_DISTRIBUTION: layers.Dense(schema.NUM_AGE_BINS, activation="softmax",
-                                          name=ms.AGE_DISTRIBUTION)(x),
-        ms.GENDER: layers.Dense(2, activation="softmax", name=ms.GENDER)(x),
-    }
+    outputs = {head.output: head.output_layer()(x) for head in heads.for_spec(spec)}
     model = keras.Model(inputs, outputs)
     os.makedirs(job_dir, exist_ok=True)
-    model.save(os.path.join(job_dir, ms.MODEL_FILE))
-    with open(os.path.join(job_dir, ms.SPEC_FILE), "w") as f:
-        f.write(spec.to_json())
+    job_dir_lib.save(job_dir, model, spec)
     return job_dir
 
 

@@ -56,9 +56,10 @@ def main(argv=None):
     cfg = trainer_flags.parse([])
     task.compile_model(model, spec, cfg, 1e-4)
 
-    parser = input_pipeline.Parser(spec, meta.get("age_deviation"))
-    reader = input_pipeline.InputReader(args.records_dir, "train", parser, args.batch_size,
-                                        seed=1)
+    config = input_pipeline.InputConfig.from_records(args.records_dir,
+                                                     batch_size=args.batch_size, seed=1)
+    reader = input_pipeline.InputReader(config, "train",
+                                        input_pipeline.Parser.for_config(spec, config))
     real = reader.dataset(is_training=True).repeat()
     held = list(real.take(args.steps))
     in_memory = tf.data.Dataset.from_tensor_slices(

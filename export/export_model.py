@@ -40,9 +40,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from agegender import model_layout
-from agegender import model_spec as ms
-from agegender import image_header, preprocessing, schema
+from agegender import heads, image_header, model_layout, preprocessing, schema
+from agegender import job_dir as job_dir_lib
 
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 
@@ -55,11 +54,6 @@ KEY = "key"
 IMAGES = "images"
 EXAMPLES = "examples"
 
-OUT_AGE = "age"
-OUT_AGE_DISTRIBUTION = "age_distribution"
-OUT_AGE_RANGE = "age_range"
-OUT_GENDER = "gender"
-OUT_GENDER_PROBABILITY = "gender_probability"
 OUT_KEY = "key"
 
 
@@ -68,25 +62,11 @@ class ExportError(Exception):
 
 
 def load_trained_model(job_dir):
-    """(Keras model, ModelSpec) from a trainer job dir. Imports `trainer.model` if it exists,
-    so the trainer's custom layers (if any) are registered before loading."""
-    import keras
-
-    spec_path = os.path.join(job_dir, ms.SPEC_FILE)
-    model_path = os.path.join(job_dir, ms.MODEL_FILE)
-    for path in (spec_path, model_path):
-        if not tf.io.gfile.exists(path):
-            raise ExportError(f"{path} not found: is {job_dir!r} a job dir written by the trainer "
-                              f"(it must hold {ms.MODEL_FILE} and {ms.SPEC_FILE})?")
-    try:  # registers the trainer's custom layers (BackbonePreprocess, ...)
-        import trainer.model  # noqa: F401
-    except Exception as e:  # absent or broken: models of plain Keras layers still load
-        logging.getLogger(__name__).warning("could not import trainer.model (%s); loading %s "
-                                            "with built-in Keras layers only", e, model_path)
-    with tf.io.gfile.GFile(spec_path) as f:
-        spec = ms.ModelSpec.from_json(f.read())
-    model = keras.models.load_model(model_path, compile=False)
-    return model, spec
+    """(Keras model, ModelSpec) from a trainer job dir; ExportError when it is not one."""
+    try:
+        return job_dir_lib.load(job_dir)
+    except job_dir_lib.JobDirError as e:
+        raise ExportError(str(e)) from None
 
 
 class ServingModule(tf.Module):
@@ -132,19 +112,8 @@ class ServingModule(tf.Module):
         self.serve_tf_examples = serve_tf_examples
 
     def _predict(self, pixels):
-        spec = self.spec
         raw = self.model(pixels, training=False)
-        outputs = {OUT_AGE: tf.cast(ms.ages_from_outputs(raw, spec), tf.float32)}
-        if spec.range_mode:
-            outputs[OUT_AGE_RANGE] = tf.cast(raw[ms.AGE_RANGE], tf.float32)
-        elif spec.type == "classification":
-            outputs[OUT_AGE_DISTRIBUTION] = tf.cast(raw[ms.AGE_DISTRIBUTION], tf.float32)
-        if spec.predict_gender:
-            probs = tf.cast(raw[ms.GENDER], tf.float32)
-            outputs[OUT_GENDER_PROBABILITY] = probs
-            outputs[OUT_GENDER] = tf.gather(tf.constant(schema.GENDER_LETTERS),
-                                            tf.argmax(probs, axis=-1))
-        return outputs
+        return heads.serving_outputs(raw, self.spec)
 
     def signatures(self):
         return {SIG_DEFAULT: self.serving_default, SIG_IMAGES: self.predict_images,

@@ -10,6 +10,7 @@ import os
 from absl import flags
 
 from agegender import image_header, model_spec
+from trainer import input_pipeline
 
 BASE_MODELS = ("MobileNetV2", "ResNet50", "MobileNetV3Small", "EfficientNetB0")
 LR_SCHEDULERS = ("reduce_lr_on_plateau", "cyclic", "cosine", "constant")
@@ -80,8 +81,22 @@ def define_flags(fv=flags.FLAGS):
                          **d)
     flags.DEFINE_integer("seed", 1, "Random seed.", **d)
     # Augmentation.
-    flags.DEFINE_bool("augment", True, "Flip, shift/zoom, brightness/contrast, blur.", **d)
-    flags.DEFINE_float("blur_probability", 0.2, "Share of training images blurred.", **d)
+    aug = input_pipeline.AugmentConfig()
+    flags.DEFINE_bool("augment", aug.enabled, "Flip, shift/zoom, brightness/contrast, blur.",
+                      **d)
+    flags.DEFINE_list("crop_fraction", _pair(aug.crop_fraction),
+                      "min,max side of the random crop as a fraction of the frame.", **d)
+    flags.DEFINE_float("max_shift", aug.max_shift,
+                       "Largest shift of the crop's centre, as a fraction of the frame.", **d)
+    flags.DEFINE_float("brightness", aug.brightness, "Brightness jitter, +- pixel levels.", **d)
+    flags.DEFINE_list("contrast", _pair(aug.contrast), "min,max contrast factor.", **d)
+    flags.DEFINE_float("blur_probability", aug.blur_probability,
+                       "Share of training images blurred.", **d)
+    flags.DEFINE_list("blur_scale", _pair(aug.blur_scale),
+                      "min,max size (fraction of the side) a blurred image passes through.", **d)
+    flags.DEFINE_float("source_margin", aug.source_margin,
+                       "The training frame is up to img_dim times this, so crops take real "
+                       "pixels (records of 160 px give 128 px inputs a 1.25 margin).", **d)
     # Hardware.
     flags.DEFINE_enum("mixed_precision", "auto", list(PRECISIONS),
                       "auto: mixed_float16 on GPUs of compute capability >= 7.0, "
@@ -106,6 +121,29 @@ def define_flags(fv=flags.FLAGS):
                          "Keras verbosity. Default: 1 (progress bar) on a terminal, 2 (one "
                          "line per epoch) otherwise.", **d)
     return fv
+
+
+def _pair(values):
+    return [str(v) for v in values]
+
+
+def _floats(fv, name, count=2):
+    try:
+        values = tuple(float(v) for v in getattr(fv, name))
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise flags.ValidationError(f"--{name} takes {count} numbers, got {getattr(fv, name)}")
+    return values
+
+
+def augment_config(fv):
+    """The `input_pipeline.AugmentConfig` the augmentation flags describe."""
+    return input_pipeline.AugmentConfig(
+        enabled=fv.augment, crop_fraction=_floats(fv, "crop_fraction"), max_shift=fv.max_shift,
+        brightness=fv.brightness, contrast=_floats(fv, "contrast"),
+        blur_probability=fv.blur_probability, blur_scale=_floats(fv, "blur_scale"),
+        source_margin=fv.source_margin)
 
 
 def parse(argv):

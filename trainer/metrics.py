@@ -1,36 +1,24 @@
 """Keras metrics reported during training: age MAE and CS@5 in years, gender accuracy.
 
-Whatever the age head, the metrics compare ages in years, so runs with different heads
-are comparable in TensorBoard. The true age is read back from the training target:
-classification: the histogram's mode (the integer age; ages above 100 read as 100);
-range mode: the midpoint of the labelled range (so MAE there is against range midpoints);
-regression: the scaled target times the scale. `eval.json` (agegender.metrics) uses the
-records' exact ages instead.
+Whatever the age head, the metrics compare ages in years (the head reads the true age back
+from its training target and the predicted age from its output, `agegender.heads`), so runs
+with different heads are comparable in TensorBoard. `eval.json` (agegender.metrics) uses
+the records' exact ages instead.
 """
 import keras
 import tensorflow as tf
 
-from agegender import model_spec
+from agegender import heads, model_spec
 
 AGE_MAE = "age_mae"
 AGE_CS5 = "age_cs5"
 GENDER_ACCURACY = "accuracy"
 
 
-def true_age_from_target(y_true, spec):
-    y_true = tf.cast(y_true, tf.float32)
-    if spec.range_mode:
-        idx = tf.argmax(y_true, axis=-1)
-        return tf.gather(tf.constant(model_spec.range_midpoints(), tf.float32), idx)
-    if spec.type == "classification":
-        return tf.cast(tf.argmax(y_true, axis=-1), tf.float32)
-    return tf.reshape(y_true, [-1]) * model_spec.REGRESSION_SCALE
-
-
 def age_abs_error(y_true, y_pred, spec):
     """|predicted - true| age in years, [N], from the age output's target and prediction."""
-    pred = model_spec.ages_from_outputs({spec.age_output: y_pred}, spec)
-    return tf.abs(pred - true_age_from_target(y_true, spec))
+    head = heads.age_head(spec)
+    return tf.abs(head.ages(y_pred) - head.true_age(y_true))
 
 
 @keras.saving.register_keras_serializable(package="agegender")
@@ -54,20 +42,24 @@ class AgeError(keras.metrics.Mean):
                 "dtype": self.dtype}
 
 
-def metrics_for(spec):
-    """(metrics, weighted_metrics) dicts keyed by output name, for `model.compile`.
+def compile_args(spec, gender_loss_weight=1.0):
+    """loss, loss_weights, metrics and weighted_metrics for `model.compile`, per head.
 
     Gender accuracy is a weighted metric: records of unknown gender carry sample weight 0.
     """
     spec_json = spec.to_json()
-    metrics = {spec.age_output: [AgeError(spec_json, name=AGE_MAE),
-                                 AgeError(spec_json, within=5.0, name=AGE_CS5)]}
-    weighted = {}
-    if spec.predict_gender:
-        metrics[model_spec.GENDER] = []
-        weighted[model_spec.GENDER] = [
+    age, gender = heads.age_head(spec), heads.gender_head(spec)
+    args = {"loss": {age.output: age.loss()}, "loss_weights": {age.output: 1.0},
+            "metrics": {age.output: [AgeError(spec_json, name=AGE_MAE),
+                                     AgeError(spec_json, within=5.0, name=AGE_CS5)]},
+            "weighted_metrics": {}}
+    if gender is not None:
+        args["loss"][gender.output] = gender.loss()
+        args["loss_weights"][gender.output] = gender_loss_weight
+        args["metrics"][gender.output] = []
+        args["weighted_metrics"][gender.output] = [
             keras.metrics.SparseCategoricalAccuracy(name=GENDER_ACCURACY)]
-    return metrics, weighted
+    return args
 
 
 def monitor_key(spec, metric=AGE_MAE, validation=True):

@@ -1,10 +1,9 @@
 """The Keras model: backbone, its input normalisation, pooling and heads; weight resolution.
 
 The model honours `agegender.model_spec`: one float32 input [N, S, S, 3] of pixels in
-0..255 and a dict of float32 outputs named by the spec. It owns the backbone's
-normalisation as a layer (`BackbonePreprocess`), so the export and serving need nothing
-backbone-specific. Importing this module registers that layer, which is what
-`keras.models.load_model(job_dir/model.keras, compile=False)` needs.
+0..255 and a dict of float32 outputs, one per head (`agegender.heads`). It owns the
+backbone's normalisation as a layer (`agegender.model_layers.BackbonePreprocess`), so the
+export and serving need nothing backbone-specific.
 
 ImageNet weights are resolved offline first (`resolve_weights`): `--weights_dir`, then
 $KERAS_HOME/models and ~/.keras/models, under Keras's own file names. The 224-pixel file is
@@ -19,39 +18,10 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from agegender import model_spec, schema
+from agegender import heads
+from agegender.model_layers import BackbonePreprocess
 
 WEIGHTS_HOST = ("storage.googleapis.com", 443)
-
-
-@keras.saving.register_keras_serializable(package="agegender")
-class BackbonePreprocess(keras.layers.Layer):
-    """Pixels in 0..255 -> the backbone's expected input.
-
-    mode 'tf': x / 127.5 - 1 (MobileNet); 'caffe': RGB->BGR minus the ImageNet mean
-    (ResNet50); 'none': unchanged (backbones that normalise inside, e.g. EfficientNet).
-    """
-
-    MODES = ("tf", "caffe", "none")
-    CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-    def __init__(self, mode="tf", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in self.MODES:
-            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
-        self.mode = mode
-
-    def call(self, x):
-        x = keras.ops.cast(x, self.compute_dtype)
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "caffe":
-            x = x[..., ::-1]
-            return x - keras.ops.convert_to_tensor(self.CAFFE_MEAN_BGR, self.compute_dtype)
-        return x
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
 
 
 # name -> (constructor, preprocess mode, offline weight file name(alpha), takes alpha)
@@ -158,24 +128,8 @@ def build_model(spec, weights=None, dropout=0.2):
     x = backbone(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = {}
     # Heads compute in float32 whatever the policy: softmax and losses need the range.
-    if spec.range_mode:
-        outputs[model_spec.AGE_RANGE] = keras.layers.Dense(
-            model_spec.NUM_AGE_RANGES, activation="softmax", dtype="float32",
-            name=model_spec.AGE_RANGE)(x)
-    elif spec.type == "classification":
-        outputs[model_spec.AGE_DISTRIBUTION] = keras.layers.Dense(
-            schema.NUM_AGE_BINS, activation="softmax", dtype="float32",
-            name=model_spec.AGE_DISTRIBUTION)(x)
-    else:
-        # Bias starts at a typical age so the first steps are not spent walking there.
-        outputs[model_spec.AGE_REGRESSION] = keras.layers.Dense(
-            1, dtype="float32", name=model_spec.AGE_REGRESSION,
-            bias_initializer=keras.initializers.Constant(30.0 / model_spec.REGRESSION_SCALE))(x)
-    if spec.predict_gender:
-        outputs[model_spec.GENDER] = keras.layers.Dense(
-            2, activation="softmax", dtype="float32", name=model_spec.GENDER)(x)
+    outputs = {head.output: head.output_layer()(x) for head in heads.for_spec(spec)}
     return keras.Model(inputs, outputs, name=f"agegender_{spec.base_model}")
 
 

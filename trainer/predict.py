@@ -1,35 +1,27 @@
 """Loading a trained job and using it: predict a directory of images, evaluate a split.
 
-Both read `--job_dir/model.keras` + `model_spec.json` exactly as the export does and feed
+Both read `--job_dir/model.keras` + `model_spec.json` exactly as the export does
+(`agegender.job_dir.load`) and feed
 pixels from `agegender.preprocessing.model_input`, so what they report is what the served
 model would answer.
 """
-import json
 import os
 
 from absl import logging
-import keras
 import numpy as np
 import tensorflow as tf
 
+from agegender import heads, image_header, prediction_line, preprocessing, schema
+from agegender import job_dir as job_dir_lib
 from agegender import metrics as metrics_lib
-from agegender import image_header, model_spec, prediction_line, preprocessing, schema
 from trainer import input_pipeline
-from trainer import model as model_lib  # noqa: F401  (registers the custom layer)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 def load(job_dir):
     """(Keras model, ModelSpec) from a job directory, with a clear error when absent."""
-    model_path = os.path.join(job_dir, model_spec.MODEL_FILE)
-    spec_path = os.path.join(job_dir, model_spec.SPEC_FILE)
-    for p in (model_path, spec_path):
-        if not tf.io.gfile.exists(p):
-            raise FileNotFoundError(f"{p} not found: train a model into {job_dir!r} first")
-    with tf.io.gfile.GFile(spec_path) as f:
-        spec = model_spec.ModelSpec.from_json(f.read())
-    return keras.models.load_model(model_path, compile=False), spec
+    return job_dir_lib.load(job_dir)
 
 
 def _predict_fn(model):
@@ -38,10 +30,11 @@ def _predict_fn(model):
 
 def outputs_to_predictions(outputs, spec):
     """(ages [N] float, genders [N] int or None, gender probability of the argmax or None)."""
-    ages = np.asarray(model_spec.ages_from_outputs(outputs, spec))
-    if spec.predict_gender and model_spec.GENDER in outputs:
-        probs = np.asarray(outputs[model_spec.GENDER])
-        return ages, probs.argmax(-1), probs.max(-1)
+    ages = np.asarray(heads.ages_from_outputs(outputs, spec))
+    gender = heads.gender_head(spec)
+    if gender is not None and gender.output in outputs:
+        classes, probability = gender.predictions(outputs[gender.output])
+        return ages, classes, probability
     return ages, None, None
 
 
@@ -101,8 +94,10 @@ def predict_dir(job_dir, sample_dir, batch_size=32, out=print,
 
 def evaluate_split(model, spec, records_dir, split="test", batch_size=64, limit=0):
     """agegender.metrics.full_report of `model` on a records split (deterministic order)."""
-    parser = input_pipeline.Parser(spec, augment=False)
-    reader = input_pipeline.InputReader(records_dir, split, parser, batch_size)
+    config = input_pipeline.InputConfig(records_dir, batch_size=batch_size,
+                                        augment=input_pipeline.AugmentConfig(enabled=False))
+    reader = input_pipeline.InputReader(config, split, input_pipeline.Parser.for_config(
+        spec, config))
     ds = reader.dataset(is_training=False, targets=False)
     predict = _predict_fn(model)
     true_age, race, true_gender, pred_age, pred_gender = [], [], [], [], []
@@ -131,9 +126,8 @@ def write_eval(job_dir, records_dir, split="test", batch_size=64, limit=0):
     """Loads the job's saved model and writes `eval.json` on `split`; returns the report."""
     model, spec = load(job_dir)
     report = evaluate_split(model, spec, records_dir, split, batch_size, limit)
-    path = os.path.join(job_dir, "eval.json")
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(report, indent=2, sort_keys=True))
+    job_dir_lib.write_json(job_dir, job_dir_lib.EVAL_FILE, report, indent=2, sort_keys=True)
+    path = job_dir_lib.path(job_dir, job_dir_lib.EVAL_FILE)
     logging.info("%s: MAE %.2f, CS@5 %.3f, gender accuracy %s over %d %s images", path,
                  report["mae"], report["cs@5"], report["gender_accuracy"], report["count"],
                  split)

@@ -12,8 +12,8 @@ resume after a crash (rerun the same command), and the outputs in --job_dir:
 images, with --records_dir it (re)writes eval.json. `--lr_find` runs the learning-rate
 finder and exits. See `trainer.flags` (or --helpfull) for every flag.
 """
+import dataclasses
 import importlib.util
-import json
 import os
 import shutil
 import sys
@@ -23,15 +23,13 @@ from absl import app, flags, logging
 import keras
 import tensorflow as tf
 
+from agegender import job_dir as job_dir_lib
 from agegender import model_spec, schema
 from trainer import callbacks as callbacks_lib
-from trainer import curves, distribution, input_pipeline, losses, predict
+from trainer import curves, distribution, input_pipeline, predict
 from trainer import flags as trainer_flags
 from trainer import metrics as metrics_lib
 from trainer import model as model_lib
-
-STATE_FILE = "train_state.json"
-HISTORY_FILE = "history.json"
 
 
 class ConfigError(ValueError):
@@ -53,12 +51,10 @@ def compile_model(model, spec, cfg, learning_rate, run_eagerly=False):
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
-    loss, loss_weights = losses.losses_for(spec, cfg.gender_loss_weight)
-    metrics, weighted = metrics_lib.metrics_for(spec)
     # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer itself.
-    model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, metrics=metrics,
-                  weighted_metrics=weighted, jit_compile=cfg.jit_compile,
-                  steps_per_execution=cfg.steps_per_execution, run_eagerly=run_eagerly)
+    model.compile(optimizer=optimizer, jit_compile=cfg.jit_compile,
+                  steps_per_execution=cfg.steps_per_execution, run_eagerly=run_eagerly,
+                  **metrics_lib.compile_args(spec, cfg.gender_loss_weight))
 
 
 def _verbose(cfg):
@@ -100,7 +96,8 @@ def _tensorboard(out_dir):
         logging.warning("tensorboard is not installed: no TensorBoard logs (pip install "
                         "tensorboard); history.json and learning_curves.png are still written")
         return []
-    return [keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False)]
+    return [keras.callbacks.TensorBoard(job_dir_lib.path(out_dir, job_dir_lib.LOGS_DIR),
+                                        write_graph=False)]
 
 
 def _worker_dir(job_dir):
@@ -115,28 +112,26 @@ def _restore_weights_only(model, path):
     tf.train.Checkpoint(model=model).restore(path).expect_partial()
 
 
-def lr_find(cfg, model, spec, train_ds, out_dir, strategy):
-    with strategy.scope():
-        model_lib.freeze_backbone(model)
-        compile_model(model, spec, cfg, 1e-7)
-    finder = callbacks_lib.LRFinder(steps=cfg.lr_find_steps)
-    model.fit(train_ds, epochs=1, steps_per_epoch=cfg.lr_find_steps, callbacks=[finder],
-              verbose=_verbose(cfg))
-    suggestion = finder.suggestion()
-    with tf.io.gfile.GFile(os.path.join(out_dir, "lr_find.json"), "w") as f:
-        json.dump({"learning_rates": finder.lrs, "smoothed_losses": finder.losses,
-                   "steepest_descent_lr": suggestion}, f, indent=1)
-    path = curves.plot_lr_find(finder.lrs, finder.losses, suggestion,
-                               os.path.join(out_dir, "lr_find.png"))
-    print(f"Learning-rate finder: {path} (steepest descent at {suggestion})")
-    return suggestion
+@dataclasses.dataclass
+class Run:
+    """What the steps of one training run share (filled in step by step)."""
+    cfg: object
+    spec: model_spec.ModelSpec
+    strategy: object
+    out_dir: str
+    writer: bool  # False on non-chief workers: they write into a scratch dir
+    inputs: input_pipeline.InputConfig
+    weights: object = None
+    train_ds: object = None
+    val_ds: object = None
+    steps_per_epoch: int = 0
+    model: object = None
 
 
-def train(cfg):
-    """Trains per cfg (an absl FlagValues or any object with the same attributes)."""
+def prepare(cfg):
+    """Checks the records, derives the model spec, sets up devices, precision and seeds."""
     if not cfg.records_dir or not cfg.job_dir:
         raise app.UsageError("--records_dir and --job_dir are required to train")
-    started = time.time()
     # Fail fast, before building anything, on a records dir without train shards.
     input_pipeline.split_files(cfg.records_dir, "train")
     meta = schema.read_metadata(cfg.records_dir)
@@ -144,91 +139,139 @@ def train(cfg):
     strategy = distribution.make_strategy(cfg.distribution, cfg.tpu)
     distribution.set_precision(distribution.resolve_precision(cfg.mixed_precision, strategy))
     keras.utils.set_random_seed(cfg.seed)
-    weights = model_lib.resolve_weights(spec.base_model, spec.alpha, cfg.weights,
-                                        cfg.weights_dir)
     out_dir, writer = _worker_dir(cfg.job_dir)
+    inputs = input_pipeline.InputConfig.from_records(
+        cfg.records_dir, batch_size=cfg.batch_size, cache=cfg.cache,
+        shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+        num_workers=distribution.num_workers(), augment=trainer_flags.augment_config(cfg))
+    run = Run(cfg=cfg, spec=spec, strategy=strategy, out_dir=out_dir, writer=writer,
+              inputs=inputs)
+    run.weights = model_lib.resolve_weights(spec.base_model, spec.alpha, cfg.weights,
+                                            cfg.weights_dir)
     tf.io.gfile.makedirs(out_dir)
+    return run
 
-    parser = input_pipeline.Parser(spec, meta.get(schema.META_AGE_DEVIATION),
-                                   augment=cfg.augment, blur_probability=cfg.blur_probability,
-                                   records_image_size=meta.get(schema.META_IMAGE_SIZE))
-    train_reader = input_pipeline.InputReader(cfg.records_dir, "train", parser, cfg.batch_size,
-                                              cfg.cache, cfg.shuffle_buffer, cfg.seed,
-                                              distribution.num_workers())
+
+def make_datasets(run):
+    """The repeated training dataset, the validation dataset, and the epoch length."""
+    cfg, config = run.cfg, run.inputs
     n_train = input_pipeline.count_records(cfg.records_dir, "train")
+    has_validation = bool(tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "validation")))
     for split in ("validation", "test"):  # read at the end of an epoch / of the run: check now
         if tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, split)):
             input_pipeline.count_records(cfg.records_dir, split)
-    steps_per_epoch = n_train // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"{n_train} train records: fewer than one batch of {cfg.batch_size}")
+    run.steps_per_epoch = n_train // config.batch_size
+    if run.steps_per_epoch == 0:
+        raise ConfigError(f"{n_train} train records: fewer than one batch of "
+                          f"{config.batch_size}")
     if cfg.steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.steps_per_epoch)
+        run.steps_per_epoch = min(run.steps_per_epoch, cfg.steps_per_epoch)
+    parser = input_pipeline.Parser.for_config(run.spec, config)
     # Repeated, so an epoch is exactly steps_per_epoch steps whatever the cap.
-    train_ds = train_reader.dataset(is_training=True).repeat()
-    val_ds = None
-    if tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "validation")):
-        val_reader = input_pipeline.InputReader(cfg.records_dir, "validation", parser,
-                                                cfg.batch_size,
-                                                num_workers=distribution.num_workers())
-        val_ds = val_reader.dataset(is_training=False)
+    run.train_ds = input_pipeline.InputReader(config, "train", parser).dataset(
+        is_training=True).repeat()
+    if has_validation:
+        run.val_ds = input_pipeline.InputReader(config, "validation", parser).dataset(
+            is_training=False)
 
-    with strategy.scope():
-        model = model_lib.build_model(spec, weights, cfg.dropout)
 
-    if cfg.lr_find:
-        return lr_find(cfg, model, spec, train_ds, out_dir, strategy)
+def build(run):
+    with run.strategy.scope():
+        run.model = model_lib.build_model(run.spec, run.weights, run.cfg.dropout)
 
-    state = callbacks_lib.TrainState(os.path.join(out_dir, STATE_FILE))
-    for phase, first, end, lr in _phase_plan(cfg):
-        done = state.epochs_done(phase)
-        if done >= end:
-            # Finished in an earlier run: carry its final weights into the next phase.
-            _restore_weights_only(model, state.checkpoint(phase))
-            continue
-        with strategy.scope():
-            if phase == "fine_tune":
-                model_lib.set_fine_tune(model, cfg.fine_tune_at)
-            else:
-                model_lib.freeze_backbone(model)
-            compile_model(model, spec, cfg, lr)
-            schedule, plateau = _scheduler_callbacks(cfg, spec, first, end, lr, steps_per_epoch)
-            resume = callbacks_lib.ResumeState(
-                state, phase, os.path.join(out_dir, "checkpoints", phase), plateau, writer)
-            resumed = resume.restore(model)
-        distribution.work_around_keras_multi_worker(model, strategy, train_ds)
-        initial_epoch = max(first, resumed)
-        logging.info("Phase %s: epochs %d..%d (starting at %d), learning rate %g", phase,
-                     first + 1, end, initial_epoch + 1, lr)
-        model.fit(
-            train_ds, epochs=end, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-            validation_data=val_ds, validation_steps=cfg.validation_steps,
-            verbose=_verbose(cfg), shuffle=False,  # the dataset shuffles
-            callbacks=schedule + [keras.callbacks.TerminateOnNaN()] + _tensorboard(out_dir) + [
-                resume,  # last: it records what the callbacks before it did to this epoch
-            ])
 
-    model.save(os.path.join(out_dir, model_spec.MODEL_FILE))
-    if not writer:
+def lr_find(run):
+    """The learning-rate finder on the head phase; writes lr_find.json/png and returns the
+    suggested rate."""
+    cfg, model = run.cfg, run.model
+    with run.strategy.scope():
+        model_lib.freeze_backbone(model)
+        compile_model(model, run.spec, cfg, 1e-7)
+    finder = callbacks_lib.LRFinder(steps=cfg.lr_find_steps)
+    model.fit(run.train_ds, epochs=1, steps_per_epoch=cfg.lr_find_steps, callbacks=[finder],
+              verbose=_verbose(cfg))
+    suggestion = finder.suggestion()
+    job_dir_lib.write_json(run.out_dir, job_dir_lib.LR_FIND_JSON, {
+        "learning_rates": finder.lrs, "smoothed_losses": finder.losses,
+        "steepest_descent_lr": suggestion})
+    path = curves.plot_lr_find(finder.lrs, finder.losses, suggestion,
+                               job_dir_lib.path(run.out_dir, job_dir_lib.LR_FIND_PLOT))
+    print(f"Learning-rate finder: {path} (steepest descent at {suggestion})")
+    return suggestion
+
+
+def run_phase(run, state, phase, first, end, lr):
+    """Trains one phase (epochs first..end at learning rate lr), resuming where a killed
+    run stopped; a phase finished earlier only hands its weights on."""
+    cfg, model = run.cfg, run.model
+    if state.epochs_done(phase) >= end:
+        _restore_weights_only(model, state.checkpoint(phase))
+        return
+    with run.strategy.scope():
+        if phase == "fine_tune":
+            model_lib.set_fine_tune(model, cfg.fine_tune_at)
+        else:
+            model_lib.freeze_backbone(model)
+        compile_model(model, run.spec, cfg, lr)
+        schedule, plateau = _scheduler_callbacks(cfg, run.spec, first, end, lr,
+                                                 run.steps_per_epoch)
+        checkpoints = job_dir_lib.path(run.out_dir, job_dir_lib.CHECKPOINTS_DIR, phase)
+        resume = callbacks_lib.ResumeState(state, phase, checkpoints, plateau, run.writer)
+        resumed = resume.restore(model)
+    distribution.work_around_keras_multi_worker(model, run.strategy, run.train_ds)
+    initial_epoch = max(first, resumed)
+    logging.info("Phase %s: epochs %d..%d (starting at %d), learning rate %g", phase,
+                 first + 1, end, initial_epoch + 1, lr)
+    model.fit(
+        run.train_ds, epochs=end, initial_epoch=initial_epoch,
+        steps_per_epoch=run.steps_per_epoch, validation_data=run.val_ds,
+        validation_steps=cfg.validation_steps, verbose=_verbose(cfg),
+        shuffle=False,  # the dataset shuffles
+        callbacks=schedule + [keras.callbacks.TerminateOnNaN()] + _tensorboard(run.out_dir) + [
+            resume,  # last: it records what the callbacks before it did to this epoch
+        ])
+
+
+def write_outputs(run, state):
+    """model.keras + model_spec.json, history, curves and the test split's eval.json (chief
+    only; other workers remove their scratch dir). Returns the eval report or None."""
+    cfg, out_dir = run.cfg, run.out_dir
+    if not run.writer:
+        # Saving is a collective: every worker saves, the others into their scratch dir.
+        run.model.save(job_dir_lib.path(out_dir, job_dir_lib.MODEL_FILE))
         shutil.rmtree(out_dir, ignore_errors=True)
         try:
             os.rmdir(os.path.dirname(out_dir))  # .workers, once the last worker is done
         except OSError:
             pass
         return None
-    with tf.io.gfile.GFile(os.path.join(out_dir, model_spec.SPEC_FILE), "w") as f:
-        f.write(spec.to_json())
-    with tf.io.gfile.GFile(os.path.join(out_dir, HISTORY_FILE), "w") as f:
-        json.dump(state.history, f, indent=1)
-    curves.plot_learning_curves(state.history, metrics_lib.monitor_key(spec, validation=False),
-                                os.path.join(out_dir, "learning_curves.png"))
-    report = None
-    if tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "test")):
-        report = predict.write_eval(out_dir, cfg.records_dir, "test", cfg.batch_size,
-                                    cfg.eval_limit)
-        print(f"Test split: MAE {report['mae']:.2f} years, CS@5 {report['cs@5']:.3f}, "
-              f"gender accuracy {report['gender_accuracy']}")
-    print(f"Done in {time.time() - started:.0f} s: {out_dir}")
+    job_dir_lib.save(out_dir, run.model, run.spec)
+    job_dir_lib.write_json(out_dir, job_dir_lib.HISTORY_FILE, state.history)
+    curves.plot_learning_curves(state.history,
+                                metrics_lib.monitor_key(run.spec, validation=False),
+                                job_dir_lib.path(out_dir, job_dir_lib.CURVES_FILE))
+    if not tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "test")):
+        return None
+    report = predict.write_eval(out_dir, cfg.records_dir, "test", cfg.batch_size,
+                                cfg.eval_limit)
+    print(f"Test split: MAE {report['mae']:.2f} years, CS@5 {report['cs@5']:.3f}, "
+          f"gender accuracy {report['gender_accuracy']}")
+    return report
+
+
+def train(cfg):
+    """Trains per cfg (an absl FlagValues or any object with the same attributes)."""
+    started = time.time()
+    run = prepare(cfg)
+    make_datasets(run)
+    build(run)
+    if cfg.lr_find:
+        return lr_find(run)
+    state = callbacks_lib.TrainState(job_dir_lib.path(run.out_dir, job_dir_lib.STATE_FILE))
+    for phase, first, end, lr in _phase_plan(cfg):
+        run_phase(run, state, phase, first, end, lr)
+    report = write_outputs(run, state)
+    print(f"Done in {time.time() - started:.0f} s: {run.out_dir}")
     return report
 
 

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from agegender import model_layout
+from agegender import heads, model_layout, preprocessing, schema
+from agegender import job_dir as job_dir_lib
 from agegender import model_spec as ms
-from agegender import preprocessing, schema
 from export import export_model as em
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -27,18 +27,18 @@ def _keras_reference(job_dir, images):
 
 def _check_outputs(out, spec, raw):
     out = {k: np.asarray(v) for k, v in out.items()}
-    np.testing.assert_allclose(out["age"], ms.ages_from_outputs(raw, spec).numpy(), atol=TOL)
+    np.testing.assert_allclose(out["age"], heads.ages_from_outputs(raw, spec).numpy(), atol=TOL)
     if spec.range_mode:
-        np.testing.assert_allclose(out["age_range"], raw[ms.AGE_RANGE], atol=TOL)
+        np.testing.assert_allclose(out["age_range"], raw[heads.RangeHead.output], atol=TOL)
         assert "age_distribution" not in out
     elif spec.type == "classification":
-        np.testing.assert_allclose(out["age_distribution"], raw[ms.AGE_DISTRIBUTION], atol=TOL)
+        np.testing.assert_allclose(out["age_distribution"], raw[heads.DistributionHead.output], atol=TOL)
         assert out["age_distribution"].shape[1] == schema.NUM_AGE_BINS
     else:
         assert "age_distribution" not in out and "age_range" not in out
     if spec.predict_gender:
-        np.testing.assert_allclose(out["gender_probability"], raw[ms.GENDER], atol=TOL)
-        letters = [schema.GENDER_LETTERS[i] for i in raw[ms.GENDER].argmax(-1)]
+        np.testing.assert_allclose(out["gender_probability"], raw[heads.GENDER], atol=TOL)
+        letters = [schema.GENDER_LETTERS[i] for i in raw[heads.GENDER].argmax(-1)]
         assert [g.decode() for g in out["gender"]] == letters
     else:
         assert "gender" not in out and "gender_probability" not in out
@@ -173,8 +173,8 @@ def test_export_of_the_trainers_model(tmp_path, face_images):
     model = trainer_model.build_model(spec, weights=None)
     job = tmp_path / "job"
     job.mkdir()
-    model.save(str(job / ms.MODEL_FILE))
-    (job / ms.SPEC_FILE).write_text(spec.to_json())
+    model.save(str(job / job_dir_lib.MODEL_FILE))
+    (job / job_dir_lib.SPEC_FILE).write_text(spec.to_json())
     path = em.export_saved_model(str(job), str(tmp_path / "models"))
     _, _, raw = _keras_reference(str(job), face_images)
     out = tf.saved_model.load(path).signatures["serving_default"](

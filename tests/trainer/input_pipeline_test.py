@@ -3,15 +3,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agegender import model_spec, preprocessing, schema
+from agegender import heads, model_spec, preprocessing, schema
 from trainer import input_pipeline
 
 
 def _reader(records, split="train", augment=True, cache="", batch_size=8, **spec_kw):
     spec = model_spec.ModelSpec(img_dim=32, **spec_kw)
-    parser = input_pipeline.Parser(spec, records_age_deviation=5.0, augment=augment)
-    return input_pipeline.InputReader(records, split, parser, batch_size, cache=cache,
-                                      shuffle_buffer=64, seed=3)
+    config = input_pipeline.InputConfig(
+        str(records), batch_size=batch_size, cache=cache, shuffle_buffer=64, seed=3,
+        augment=input_pipeline.AugmentConfig(enabled=augment), records_age_deviation=5.0)
+    return input_pipeline.InputReader(config, split, input_pipeline.Parser.for_config(spec,
+                                                                                      config))
 
 
 def test_training_batches(tiny_records):
@@ -19,8 +21,8 @@ def test_training_batches(tiny_records):
     images, y, sw = next(iter(ds))
     assert images.shape == (8, 32, 32, 3) and images.dtype == tf.float32
     assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
-    assert y[model_spec.AGE_DISTRIBUTION].shape == (8, 101)
-    assert set(sw) == {model_spec.AGE_DISTRIBUTION, model_spec.GENDER}
+    assert y[heads.DistributionHead.output].shape == (8, 101)
+    assert set(sw) == {heads.DistributionHead.output, heads.GENDER}
     # drop_remainder: every training batch is full; 96 records -> 12 batches.
     assert sum(1 for _ in ds) == 12
     assert input_pipeline.count_records(tiny_records, "train") == 96
@@ -49,9 +51,10 @@ def test_augmentation_changes_images_but_not_labels(tiny_records):
     assert out["image"].shape == (8, 32, 32, 3) and out["image"].dtype == tf.float32
     np.testing.assert_array_equal(out[schema.AGE], batch[schema.AGE])
     # With every jitter switched off, only flips remain: each image is itself or its mirror.
-    parser = input_pipeline.Parser(model_spec.ModelSpec(img_dim=32), blur_probability=0.0,
-                                   crop_fraction=(1.0, 1.0), max_shift=0.0, brightness=0.0,
-                                   contrast=(1.0, 1.0), source_margin=1.0)
+    parser = input_pipeline.Parser(model_spec.ModelSpec(img_dim=32), augment=input_pipeline.
+                                   AugmentConfig(blur_probability=0.0, crop_fraction=(1.0, 1.0),
+                                                 max_shift=0.0, brightness=0.0,
+                                                 contrast=(1.0, 1.0), source_margin=1.0))
     small = dict(batch, image=tf.cast(tf.image.resize(batch["image"], [32, 32]), tf.uint8))
     got = parser.augment_batch(small)["image"].numpy()
     want = tf.cast(small["image"], tf.float32).numpy()

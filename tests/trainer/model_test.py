@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agegender import model_spec
+from agegender import heads, model_layers, model_spec
+from agegender import job_dir as job_dir_lib
 from trainer import distribution, task
 from trainer import flags as trainer_flags
 from trainer import model as model_lib
@@ -34,13 +35,13 @@ def test_backbones_build_with_all_heads(base_model, img_dim):
     model = model_lib.build_model(spec, weights=None)
     x = np.random.uniform(0, 255, (2, img_dim, img_dim, 3)).astype(np.float32)
     out = model(x)
-    assert set(out) == {model_spec.AGE_DISTRIBUTION, model_spec.GENDER}
-    assert out[model_spec.AGE_DISTRIBUTION].shape == (2, 101)
-    np.testing.assert_allclose(np.sum(out[model_spec.GENDER], -1), 1.0, rtol=1e-5)
+    assert set(out) == {heads.DistributionHead.output, heads.GENDER}
+    assert out[heads.DistributionHead.output].shape == (2, 101)
+    np.testing.assert_allclose(np.sum(out[heads.GENDER], -1), 1.0, rtol=1e-5)
     # One training step with the trainer's losses and metrics (head, then fine-tune).
     cfg = trainer_flags.parse(["--weights=none"])
-    y = {model_spec.AGE_DISTRIBUTION: np.eye(101, dtype=np.float32)[[20, 40]],
-         model_spec.GENDER: np.array([0, 1])}
+    y = {heads.DistributionHead.output: np.eye(101, dtype=np.float32)[[20, 40]],
+         heads.GENDER: np.array([0, 1])}
     for fine_tune in (False, True):
         if fine_tune:
             model_lib.set_fine_tune(model, 0)
@@ -51,8 +52,8 @@ def test_backbones_build_with_all_heads(base_model, img_dim):
 
 
 @pytest.mark.parametrize("kw,output,width", [
-    (dict(type="regression"), model_spec.AGE_REGRESSION, 1),
-    (dict(range_mode=True), model_spec.AGE_RANGE, model_spec.NUM_AGE_RANGES)])
+    (dict(type="regression"), heads.RegressionHead.output, 1),
+    (dict(range_mode=True), heads.RangeHead.output, heads.NUM_AGE_RANGES)])
 def test_heads(kw, output, width):
     spec = model_spec.ModelSpec(img_dim=32, alpha=0.35, **kw)
     out = model_lib.build_model(spec)(np.zeros((1, 32, 32, 3), np.float32))
@@ -80,17 +81,17 @@ def test_precision_auto_rules():
 def test_save_load_contract(tmp_path):
     spec = model_spec.ModelSpec(img_dim=32, alpha=0.35, predict_gender=True)
     model = model_lib.build_model(spec)
-    path = tmp_path / model_spec.MODEL_FILE
+    path = tmp_path / job_dir_lib.MODEL_FILE
     model.save(path)
     loaded = keras.models.load_model(path, compile=False)
     x = np.random.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     for k, v in model(x).items():
         np.testing.assert_allclose(loaded(x)[k], v, rtol=1e-5, atol=1e-6)
     # The caffe normalisation is a registered layer: RGB->BGR minus the ImageNet mean.
-    pre = model_lib.BackbonePreprocess.from_config(
-        model_lib.BackbonePreprocess("caffe").get_config())
+    pre = model_layers.BackbonePreprocess.from_config(
+        model_layers.BackbonePreprocess("caffe").get_config())
     np.testing.assert_allclose(pre(np.full((1, 1, 1, 3), 200.0, np.float32))[0, 0, 0],
-                               200.0 - np.array(model_lib.BackbonePreprocess.CAFFE_MEAN_BGR),
+                               200.0 - np.array(model_layers.BackbonePreprocess.CAFFE_MEAN_BGR),
                                rtol=1e-6)
 
 

@@ -10,7 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-from agegender import model_spec
+from agegender import heads, model_spec
+from agegender import job_dir as job_dir_lib
 from trainer import flags as trainer_flags
 from trainer import input_pipeline, task
 
@@ -27,7 +28,7 @@ def _run(records, job_dir, tiny_run_args, *extra):
 
 
 def _outputs_of(job_dir):
-    model = keras.models.load_model(os.path.join(job_dir, model_spec.MODEL_FILE), compile=False)
+    model = keras.models.load_model(os.path.join(job_dir, job_dir_lib.MODEL_FILE), compile=False)
     out = model(np.zeros((2, 32, 32, 3), np.float32))
     return {k: v.dtype.name if hasattr(v.dtype, "name") else str(v.dtype)
             for k, v in out.items()}
@@ -36,14 +37,14 @@ def _outputs_of(job_dir):
 @pytest.mark.parametrize("extra,outputs", [
     # classification + gender + plateau scheduler + fine-tune phase + relabel
     (["--predict_gender", "--fine_tune_epochs=1", "--fine_tune_at=120", "--age_deviation=3"],
-     {model_spec.AGE_DISTRIBUTION, model_spec.GENDER}),
+     {heads.DistributionHead.output, heads.GENDER}),
     # regression + cosine + memory cache + AdamW
     (["--type=regression", "--lr_scheduler=cosine", "--cache=memory", "--weight_decay=1e-4"],
-     {model_spec.AGE_REGRESSION}),
+     {heads.RegressionHead.output}),
     # range mode + gender + cyclic + fine-tune + mixed precision + no augmentation
     (["--range_mode", "--predict_gender", "--lr_scheduler=cyclic", "--fine_tune_epochs=1",
       "--mixed_precision=mixed_float16", "--noaugment"],
-     {model_spec.AGE_RANGE, model_spec.GENDER}),
+     {heads.RangeHead.output, heads.GENDER}),
 ], ids=["classification-gender-finetune-relabel", "regression-cosine-cache", "range-cyclic-fp16"])
 def test_modes_train_and_leave_outputs(tiny_records, tmp_path, tiny_run_args, extra, outputs):
     job = tmp_path / "job"

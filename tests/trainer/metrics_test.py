@@ -1,24 +1,11 @@
-"""The EMD loss, the Keras age metrics and the training targets against hand-computed values."""
+"""The Keras age metrics, the training targets and the gender loss against hand-computed values."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from agegender import age_histogram, model_spec, schema
-from trainer import input_pipeline, losses
+from agegender import age_histogram, heads, model_spec, schema
+from trainer import input_pipeline
 from trainer import metrics as metrics_lib
-
-
-def test_squared_emd_hand_computed():
-    # CDFs: true [0, 1, 1, 1], pred [0.5, 0.5, 1, 1] -> squared diffs [.25, .25, 0, 0].
-    y_true = tf.constant([[0.0, 1.0, 0.0, 0.0]])
-    y_pred = tf.constant([[0.5, 0.0, 0.5, 0.0]])
-    np.testing.assert_allclose(losses.squared_emd(y_true, y_pred).numpy(), [0.125], rtol=1e-6)
-    # Identical distributions cost nothing; further is dearer than nearer.
-    assert float(losses.squared_emd(y_true, y_true)[0]) == 0.0
-    near = losses.squared_emd(tf.one_hot([10], 101), tf.one_hot([11], 101))
-    far = losses.squared_emd(tf.one_hot([10], 101), tf.one_hot([50], 101))
-    np.testing.assert_allclose(near.numpy(), [1 / 101], rtol=1e-6)
-    np.testing.assert_allclose(far.numpy(), [40 / 101], rtol=1e-6)
 
 
 def _spec(**kw):
@@ -50,8 +37,8 @@ def test_age_error_metrics_regression_and_range():
     assert float(mae.result()) == pytest.approx((3 + 10) / 2, abs=1e-3)
 
     spec = _spec(range_mode=True)
-    y_true = np.eye(model_spec.NUM_AGE_RANGES, dtype=np.float32)[[4]]  # 20-24, midpoint 22
-    y_pred = np.eye(model_spec.NUM_AGE_RANGES, dtype=np.float32)[[6]]  # 30-34, midpoint 32
+    y_true = np.eye(heads.NUM_AGE_RANGES, dtype=np.float32)[[4]]  # 20-24, midpoint 22
+    y_pred = np.eye(heads.NUM_AGE_RANGES, dtype=np.float32)[[6]]  # 30-34, midpoint 32
     mae = metrics_lib.AgeError(spec.to_json())
     mae.update_state(y_true, y_pred)
     assert float(mae.result()) == pytest.approx(10.0)
@@ -70,25 +57,25 @@ def test_targets_and_gender_sample_weights():
     spec = _spec(type="classification", predict_gender=True, age_deviation=5.0)
     images, y, sw = input_pipeline.Parser(spec, records_age_deviation=5.0).targets_fn(batch)
     assert images.dtype == tf.float32
-    np.testing.assert_allclose(y[model_spec.AGE_DISTRIBUTION], batch[schema.AGE_HISTOGRAM])
-    np.testing.assert_array_equal(y[model_spec.GENDER], [1, 0, 0])
-    np.testing.assert_array_equal(sw[model_spec.GENDER], [1.0, 0.0, 1.0])
+    np.testing.assert_allclose(y[heads.DistributionHead.output], batch[schema.AGE_HISTOGRAM])
+    np.testing.assert_array_equal(y[heads.GENDER], [1, 0, 0])
+    np.testing.assert_array_equal(sw[heads.GENDER], [1.0, 0.0, 1.0])
 
     # Another deviation than the records': relabelled in-graph, same as the NumPy label.
     spec = _spec(type="classification", age_deviation=2.0)
     _, y, _ = input_pipeline.Parser(spec, records_age_deviation=5.0).targets_fn(batch)
-    np.testing.assert_allclose(y[model_spec.AGE_DISTRIBUTION][0],
+    np.testing.assert_allclose(y[heads.DistributionHead.output][0],
                                age_histogram.age_histogram(20, 2.0), atol=1e-6)
 
     spec = _spec(type="regression")
     _, y, _ = input_pipeline.Parser(spec, 5.0).targets_fn(batch)
-    np.testing.assert_allclose(y[model_spec.AGE_REGRESSION][:, 0], [0.20, 0.07, 1.04], rtol=1e-6)
+    np.testing.assert_allclose(y[heads.RegressionHead.output][:, 0], [0.20, 0.07, 1.04], rtol=1e-6)
 
     spec = _spec(range_mode=True, age_deviation=0.0)
     _, y, _ = input_pipeline.Parser(spec, 5.0).targets_fn(batch)
-    ranges = y[model_spec.AGE_RANGE].numpy()
+    ranges = y[heads.RangeHead.output].numpy()
     np.testing.assert_allclose(ranges.sum(-1), 1.0, rtol=1e-6)
-    np.testing.assert_array_equal(ranges.argmax(-1), model_spec.age_to_range([20, 7, 104]))
+    np.testing.assert_array_equal(ranges.argmax(-1), heads.age_to_range([20, 7, 104]))
 
 
 def test_gender_loss_ignores_unknown():

@@ -1,0 +1,251 @@
+"""The model's heads: one object per kind, and the only module that tells the kinds apart.
+
+An age head owns everything that depends on how the model states an age:
+
+  output          the Keras output's name (and the serving signature's raw output)
+  output_layer()  the Dense layer that produces it (float32 whatever the precision policy)
+  target()        the training target, from a batch's age and age histogram
+  loss()          the training loss
+  true_age()      the age in years read back from a target (training metrics)
+  ages()          the age in years from the model's output (every prediction path)
+  serving_outputs()  what the export adds to `age` (the distribution, the ranges)
+
+Kinds: `DistributionHead` (softmax over one-year bins, squared Earth Mover's Distance, the
+expected value), `RangeHead` (the same over 5-year ranges), `RegressionHead` (one scaled
+value, L1). `GenderHead` is the optional second head. `for_spec(spec)` builds the heads
+of a `ModelSpec`; a new kind is one class here plus its name in `age_head`.
+
+TensorFlow and Keras are imported inside the methods: the Beam job's workers import
+`agegender` and must not pay for Keras.
+"""
+import numpy as np
+
+from agegender import schema
+
+AGE = "age"  # years, float32 [N]: what every signature returns whatever the head
+GENDER = "gender"
+
+REGRESSION_SCALE = 100.0
+AGE_RANGE_WIDTH = 5
+# Ranges 0-4, 5-9, ..., 95-99 and a last one for 100 and above.
+NUM_AGE_RANGES = schema.MAX_AGE_BIN // AGE_RANGE_WIDTH + 1
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def squared_emd(y_true, y_pred):
+    """Mean over bins of the squared difference of the CDFs: [N, K] x [N, K] -> [N].
+
+    For ordered classes the Earth Mover's Distance is the distance between the CDFs, so a
+    prediction one year off costs less than one forty years off; cross-entropy cannot
+    tell them apart.
+    """
+    tf = _tf()
+    cdf_true = tf.cumsum(tf.cast(y_true, tf.float32), axis=-1)
+    cdf_pred = tf.cumsum(tf.cast(y_pred, tf.float32), axis=-1)
+    return tf.reduce_mean(tf.square(cdf_true - cdf_pred), axis=-1)
+
+
+class AgeHead:
+    kind = None
+    output = None
+    units = None
+    activation = "softmax"
+
+    def output_layer(self, name=None):
+        return _keras().layers.Dense(self.units, activation=self.activation, dtype="float32",
+                                     name=name or self.output, **self._layer_options())
+
+    def _layer_options(self):
+        return {}
+
+    def target(self, age, histogram):
+        raise NotImplementedError
+
+    def loss(self):
+        return _keras_loss(squared_emd)
+
+    def true_age(self, target):
+        raise NotImplementedError
+
+    def ages(self, output):
+        raise NotImplementedError
+
+    def serving_outputs(self, output):
+        """{name: float32 tensor} the signatures return besides `age`."""
+        return {self.output: _tf().cast(output, _tf().float32)}
+
+
+class DistributionHead(AgeHead):
+    """Softmax over `schema.NUM_AGE_BINS` one-year bins (the last is 100+)."""
+    kind = "classification"
+    output = "age_distribution"
+    units = schema.NUM_AGE_BINS
+
+    def target(self, age, histogram):
+        return histogram
+
+    def true_age(self, target):
+        # The label histogram peaks at the true age (ages above 100 read as 100).
+        tf = _tf()
+        return tf.cast(tf.argmax(target, axis=-1), tf.float32)
+
+    def ages(self, output):
+        tf = _tf()
+        probs = tf.cast(output, tf.float32)
+        return tf.linalg.matvec(probs, tf.range(probs.shape[-1], dtype=tf.float32))
+
+
+def age_to_range(age):
+    """Age in years -> range class index (NumPy or Python ints)."""
+    return np.minimum(np.asarray(age) // AGE_RANGE_WIDTH, NUM_AGE_RANGES - 1)
+
+
+def range_midpoints():
+    """The age each range class stands for (its centre; the last, open range: 102)."""
+    starts = np.arange(NUM_AGE_RANGES, dtype=np.float64) * AGE_RANGE_WIDTH
+    return starts + (AGE_RANGE_WIDTH - 1) / 2.0
+
+
+class RangeHead(AgeHead):
+    """Softmax over 5-year ranges; trained on the label histogram summed per range."""
+    kind = "range"
+    output = "age_range"
+    units = NUM_AGE_RANGES
+
+    @staticmethod
+    def _bins_to_ranges():
+        """[NUM_AGE_BINS, NUM_AGE_RANGES] 0/1 matrix summing one-year bins into ranges."""
+        return np.eye(NUM_AGE_RANGES, dtype=np.float32)[age_to_range(np.arange(
+            schema.NUM_AGE_BINS))]
+
+    def target(self, age, histogram):
+        tf = _tf()
+        return tf.matmul(tf.cast(histogram, tf.float32), tf.constant(self._bins_to_ranges()))
+
+    def true_age(self, target):
+        # The midpoint of the labelled range: MAE in range mode is against midpoints.
+        tf = _tf()
+        return tf.gather(tf.constant(range_midpoints(), tf.float32), tf.argmax(target, axis=-1))
+
+    def ages(self, output):
+        tf = _tf()
+        return tf.linalg.matvec(tf.cast(output, tf.float32),
+                                tf.constant(range_midpoints(), tf.float32))
+
+
+class RegressionHead(AgeHead):
+    """One value, age / REGRESSION_SCALE, shape [N, 1]; L1 loss."""
+    kind = "regression"
+    output = "age_scaled"
+    units = 1
+    activation = None
+
+    def _layer_options(self):
+        # The bias starts at a typical age so the first steps are not spent walking there.
+        return {"bias_initializer": _keras().initializers.Constant(30.0 / REGRESSION_SCALE)}
+
+    def target(self, age, histogram):
+        tf = _tf()
+        return tf.reshape(tf.cast(age, tf.float32) / REGRESSION_SCALE, [-1, 1])
+
+    def loss(self):
+        # L1 on the scaled age: robust to UTKFace's noisy labels, and it is the metric.
+        return _keras().losses.MeanAbsoluteError(name="scaled_age_l1")
+
+    def true_age(self, target):
+        tf = _tf()
+        return tf.reshape(tf.cast(target, tf.float32), [-1]) * REGRESSION_SCALE
+
+    def ages(self, output):
+        tf = _tf()
+        return tf.reshape(tf.cast(output, tf.float32), [-1]) * REGRESSION_SCALE
+
+    def serving_outputs(self, output):
+        return {}  # `age` says it all
+
+
+class GenderHead:
+    """Softmax over `schema.GENDERS` (0 male, 1 female)."""
+    output = GENDER
+    probability_output = "gender_probability"
+
+    def output_layer(self, name=None):
+        return _keras().layers.Dense(len(schema.GENDERS), activation="softmax",
+                                     dtype="float32", name=name or self.output)
+
+    def target(self, gender):
+        """(class index, sample weight): unknown gender (-1) gets any valid index and weight
+        0, so it gives no gradient and stays out of the weighted accuracy."""
+        tf = _tf()
+        return tf.maximum(gender, 0), tf.cast(gender >= 0, tf.float32)
+
+    def loss(self):
+        return _keras().losses.SparseCategoricalCrossentropy()
+
+    def predictions(self, output):
+        """(class index [N], probability of that class [N]) as NumPy."""
+        probs = np.asarray(output)
+        return probs.argmax(-1), probs.max(-1)
+
+    def serving_outputs(self, output):
+        tf = _tf()
+        probs = tf.cast(output, tf.float32)
+        return {self.probability_output: probs,
+                self.output: tf.gather(tf.constant(schema.GENDER_LETTERS),
+                                       tf.argmax(probs, axis=-1))}
+
+
+_AGE_HEADS = {cls.kind: cls for cls in (DistributionHead, RangeHead, RegressionHead)}
+
+
+def age_head(spec):
+    """The age head of a `ModelSpec` (its `type`, and `range_mode` for the range head)."""
+    kind = "range" if spec.range_mode else spec.type
+    if kind not in _AGE_HEADS:
+        raise ValueError(f"unknown age head {kind!r}; one of {sorted(_AGE_HEADS)}")
+    return _AGE_HEADS[kind]()
+
+
+def gender_head(spec):
+    """The gender head, or None when the model has none."""
+    return GenderHead() if spec.predict_gender else None
+
+
+def for_spec(spec):
+    """Every head of the model, the age head first."""
+    return [h for h in (age_head(spec), gender_head(spec)) if h is not None]
+
+
+def ages_from_outputs(outputs, spec):
+    """Age in years [N] (float32 tensor) from a model's output dict."""
+    head = age_head(spec)
+    return head.ages(outputs[head.output])
+
+
+def serving_outputs(outputs, spec):
+    """The signatures' outputs from a model's raw output dict: `age` in years, then each
+    head's own (distribution or ranges, gender letter and probabilities)."""
+    result = {AGE: ages_from_outputs(outputs, spec)}
+    for head in for_spec(spec):
+        result.update(head.serving_outputs(outputs[head.output]))
+    return result
+
+
+def _keras_loss(fn):
+    """`fn` registered as a Keras serializable, so a compiled model.keras names its loss."""
+    keras = _keras()
+    name = f"agegender>{fn.__name__}"
+    if keras.saving.get_registered_object(name) is None:
+        keras.saving.register_keras_serializable(package="agegender")(fn)
+    return fn

@@ -1,0 +1,79 @@
+"""A trainer job directory: the files the trainer leaves there, and loading the model back.
+
+    <job_dir>/model.keras        the trained Keras model (loaded by `load`)
+              model_spec.json    its `ModelSpec`
+              history.json       per-epoch metrics          eval.json   test-split metrics
+              learning_curves.png                           train_state.json  resume state
+              checkpoints/<phase>/   logs/ (TensorBoard)    lr_find.json / lr_find.png
+
+The trainer writes it (`save`); predict mode, the export and the evaluation read it
+(`load`), on any filesystem TensorFlow knows. `load` registers the project's custom Keras
+layers (`agegender.model_layers`) first, so nobody needs to import the trainer for that.
+"""
+import json
+import posixpath
+
+MODEL_FILE = "model.keras"
+SPEC_FILE = "model_spec.json"
+HISTORY_FILE = "history.json"
+EVAL_FILE = "eval.json"
+STATE_FILE = "train_state.json"
+CURVES_FILE = "learning_curves.png"
+LR_FIND_JSON = "lr_find.json"
+LR_FIND_PLOT = "lr_find.png"
+CHECKPOINTS_DIR = "checkpoints"
+LOGS_DIR = "logs"
+
+
+class JobDirError(FileNotFoundError):
+    """A job dir without the trained model's files."""
+
+
+def path(job_dir, *names):
+    """A path inside the job dir (local paths and gs:// alike)."""
+    return posixpath.join(str(job_dir), *names)
+
+
+def write_text(job_dir, name, text):
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path(job_dir, name), "w") as f:
+        f.write(text)
+
+
+def write_json(job_dir, name, obj, **options):
+    write_text(job_dir, name, json.dumps(obj, **{"indent": 1, **options}))
+
+
+def save(job_dir, model, spec):
+    """Writes model.keras and model_spec.json (the model first: a spec says it is complete)."""
+    model.save(path(job_dir, MODEL_FILE))
+    write_text(job_dir, SPEC_FILE, spec.to_json())
+
+
+def load_spec(job_dir):
+    import tensorflow as tf
+
+    from agegender import model_spec
+
+    spec_path = path(job_dir, SPEC_FILE)
+    if not tf.io.gfile.exists(spec_path):
+        raise JobDirError(f"{spec_path} not found: is {str(job_dir)!r} a job dir written by "
+                          f"the trainer (it must hold {MODEL_FILE} and {SPEC_FILE})?")
+    with tf.io.gfile.GFile(spec_path) as f:
+        return model_spec.ModelSpec.from_json(f.read())
+
+
+def load(job_dir):
+    """(Keras model, ModelSpec) from a job dir; `JobDirError` when a file is missing."""
+    import keras
+    import tensorflow as tf
+
+    from agegender import model_layers  # noqa: F401  (registers the custom layers)
+
+    model_path = path(job_dir, MODEL_FILE)
+    if not tf.io.gfile.exists(model_path):
+        raise JobDirError(f"{model_path} not found: is {str(job_dir)!r} a job dir written by "
+                          f"the trainer (it must hold {MODEL_FILE} and {SPEC_FILE})?")
+    spec = load_spec(job_dir)
+    return keras.models.load_model(model_path, compile=False), spec
