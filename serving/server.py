@@ -17,6 +17,9 @@ import signal
 import sys
 import threading
 
+from agegender import image_header
+from serving import core as core_lib
+from serving import rest_api
 from serving.batching import BatchingQueue
 from serving.core import ServingCore
 from serving.grpc_api import GrpcServer
@@ -44,18 +47,29 @@ class ModelServer:
                  batch_wait_when_idle=False,
                  file_system_poll_wait_seconds=1.0, max_request_bytes=16 << 20,
                  request_timeout=30.0, enable_rest=True, enable_grpc=True, warmup=True,
-                 rest_api_max_connections=DEFAULT_MAX_CONNECTIONS):
+                 rest_api_max_connections=DEFAULT_MAX_CONNECTIONS, rest_api_num_threads=None,
+                 rest_api_header_timeout=rest_api.DEFAULT_HEADER_TIMEOUT,
+                 rest_api_idle_timeout=rest_api.DEFAULT_IDLE_TIMEOUT,
+                 rest_api_min_body_rate=rest_api.DEFAULT_MIN_BODY_RATE,
+                 max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
+                 max_inflight_request_bytes=core_lib.DEFAULT_MAX_INFLIGHT_REQUEST_BYTES):
         self.store = ModelStore(model_name, model_base_path, file_system_poll_wait_seconds,
                                 warmup=warmup)
         self.batcher = (BatchingQueue(max_batch_size, batch_timeout_micros / 1e6,
                                       max_enqueued_batches, num_batch_threads,
-                                      wait_when_idle=batch_wait_when_idle)
+                                      wait_when_idle=batch_wait_when_idle,
+                                      stuck_after=request_timeout)
                         if enable_batching else None)
-        self.core = ServingCore(self.store, self.batcher, request_timeout)
+        self.core = ServingCore(self.store, self.batcher, request_timeout,
+                                max_batch_size=max_batch_size, max_image_pixels=max_image_pixels,
+                                max_inflight_request_bytes=max_inflight_request_bytes)
         self._config = dict(host=host, max_request_bytes=max_request_bytes)
         self._grpc_port, self._rest_port = grpc_port, rest_port
         self._enable_grpc, self._enable_rest = enable_grpc, enable_rest
-        self._rest_max_connections = rest_api_max_connections
+        self._rest_options = dict(
+            max_connections=rest_api_max_connections, num_threads=rest_api_num_threads,
+            header_timeout=rest_api_header_timeout, idle_timeout=rest_api_idle_timeout,
+            min_body_rate=rest_api_min_body_rate)
         self.grpc = self.rest = None
 
     def start(self):
@@ -63,8 +77,7 @@ class ModelServer:
         if self._enable_grpc:
             self.grpc = GrpcServer(self.core, port=self._grpc_port, **self._config).start()
         if self._enable_rest:
-            self.rest = RestServer(self.core, port=self._rest_port,
-                                   max_connections=self._rest_max_connections,
+            self.rest = RestServer(self.core, port=self._rest_port, **self._rest_options,
                                    **self._config).start()
         return self
 
@@ -116,6 +129,16 @@ def _at_least(minimum, what):
 _threads = _at_least(0, "a thread count")
 
 
+def _positive_seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def set_tf_threads(intra_op, inter_op):
     """TF Serving's --tensorflow_{intra,inter}_op_parallelism: process-wide, so set once,
     before the first model loads (TensorFlow fixes its thread pools at first use)."""
@@ -150,10 +173,37 @@ def main(argv=None):
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="how often to look for new versions (0: never)")
     p.add_argument("--max_request_bytes", type=int, default=16 << 20,
-                   help="largest accepted request (REST body / gRPC message)")
+                   help="largest accepted request (REST body / gRPC message); a gRPC tensor "
+                        "may not declare more elements than this either")
+    p.add_argument("--max_inflight_request_bytes", type=_at_least(1, "a byte count"),
+                   default=core_lib.DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
+                   help="bytes of requests (REST bodies, gRPC messages) decoded and run at "
+                        "once, all clients together; more wait (default %(default)s)")
+    p.add_argument("--max_image_pixels", type=_at_least(0, "a pixel count"),
+                   default=image_header.DEFAULT_MAX_PIXELS,
+                   help="an image whose header declares more pixels (all frames of a GIF) is "
+                        "refused before decoding (default %(default)s; 0: no limit)")
     p.add_argument("--rest_api_max_connections", type=_at_least(1, "a connection count"),
                    default=DEFAULT_MAX_CONNECTIONS,
-                   help="open REST connections at most (one thread each); more get 503")
+                   help="open REST connections at most; a new one beyond it closes the "
+                        "longest-idle one, or gets 503 when all have a request in progress")
+    p.add_argument("--rest_api_num_threads", type=_at_least(1, "a thread count"),
+                   default=rest_api.default_num_threads(),
+                   help="REST requests received and answered at once (TF Serving's flag; "
+                        "default 4 per core but at least 32: %(default)s); idle connections "
+                        "take no thread")
+    p.add_argument("--rest_api_header_timeout", type=_positive_seconds,
+                   default=rest_api.DEFAULT_HEADER_TIMEOUT,
+                   help="seconds for a request's whole headers to arrive (default "
+                        "%(default)s), else 408")
+    p.add_argument("--rest_api_min_body_rate", type=_at_least(1, "a rate in bytes/s"),
+                   default=rest_api.DEFAULT_MIN_BODY_RATE,
+                   help="bytes/s a body must arrive at after the header timeout's grace "
+                        "(default %(default)s), else 408")
+    p.add_argument("--rest_api_idle_timeout", type=_positive_seconds,
+                   default=rest_api.DEFAULT_IDLE_TIMEOUT,
+                   help="seconds an idle keep-alive connection stays open (default "
+                        "%(default)s)")
     p.add_argument("--request_timeout", type=float, default=30.0, help="seconds per request")
     p.add_argument("--enable_model_warmup", type=_bool, default=True)
     p.add_argument("--tensorflow_intra_op_parallelism", type=_threads, default=DEFAULT_INTRA_OP,
@@ -176,7 +226,13 @@ def main(argv=None):
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         max_request_bytes=args.max_request_bytes, request_timeout=args.request_timeout,
         enable_rest=args.rest_api_port != 0, warmup=args.enable_model_warmup,
-        rest_api_max_connections=args.rest_api_max_connections)
+        rest_api_max_connections=args.rest_api_max_connections,
+        rest_api_num_threads=args.rest_api_num_threads,
+        rest_api_header_timeout=args.rest_api_header_timeout,
+        rest_api_idle_timeout=args.rest_api_idle_timeout,
+        rest_api_min_body_rate=args.rest_api_min_body_rate,
+        max_image_pixels=args.max_image_pixels,
+        max_inflight_request_bytes=args.max_inflight_request_bytes)
     server.start()
     current = server.store._current
     print(f"serving model {args.model_name!r} version "

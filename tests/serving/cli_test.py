@@ -65,7 +65,10 @@ def test_server_and_client_commands(model_base, images, tmp_path):
 
 @pytest.mark.parametrize("flag", ["--tensorflow_intra_op_parallelism=-1",
                                   "--num_batch_threads=0", "--max_batch_size=0",
-                                  "--rest_api_max_connections=0", "--num_batch_threads=two"])
+                                  "--rest_api_max_connections=0", "--num_batch_threads=two",
+                                  "--max_image_pixels=-1", "--rest_api_num_threads=0",
+                                  "--rest_api_header_timeout=0", "--rest_api_idle_timeout=x",
+                                  "--rest_api_min_body_rate=0"])
 def test_server_refuses_impossible_settings_with_a_usage_error(model_base, flag, capsys):
     from serving import server
 

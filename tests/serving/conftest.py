@@ -77,3 +77,112 @@ def grpc_client(server):
     client = GrpcClient(f"127.0.0.1:{server.grpc_port}", timeout=20)
     yield client
     client.close()
+
+
+# -- a server in a child process with a memory limit, for hostile requests ----------------
+
+# RLIMIT_DATA (private writable memory: heap, malloc arenas in use, thread stacks) of the
+# child server. A healthy server with the tiny model uses ~0.6 GB of it (VmData) after its
+# warmup and concurrent REST/gRPC predictions; 1.5 GB leaves room for that and fails on any
+# request that makes the server allocate a gigabyte (a 20000x20000 decode is 1.2 GB). Not
+# RLIMIT_AS: TensorFlow maps ~2.7 GB of address space at import, most of it never used.
+CHILD_MEMORY_LIMIT = 1536 << 20
+
+
+def _limit_memory():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_DATA, (CHILD_MEMORY_LIMIT, CHILD_MEMORY_LIMIT))
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ChildServer:
+    """`python -m serving.server` (of the `serving` package under test) in a child process
+    with CHILD_MEMORY_LIMIT; stopped by its pid."""
+
+    def __init__(self, model_base, log_path, flags=()):
+        import subprocess
+        import sys
+
+        import serving
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(serving.__file__)))
+        self.grpc_port, self.rest_port = _free_port(), _free_port()
+        path = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(path))
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.server", f"--model_base_path={model_base}",
+             "--model_name=age", f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
+             *flags],
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            preexec_fn=_limit_memory)
+        line = self.proc.stdout.readline()  # the server prints one line once it serves
+        if "serving model" not in line:
+            self.stop()
+            raise RuntimeError(f"the child server did not start: {line!r}\n{self.log()}")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def memory(self):
+        """{VmHWM, VmData, VmRSS: kB} of the child."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return {k: int(fields[k].split()[0]) for k in ("VmHWM", "VmData", "VmRSS")}
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()[-4000:]
+
+    def stop(self):
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def unchecked_model_base(job_dir, tmp_path_factory):
+    """Version 1 exported without the in-graph pixel limit (like a model exported before it
+    existed), so only the server's own checks stand between a hostile request and the
+    decoder."""
+    base = str(tmp_path_factory.mktemp("unchecked") / "age")
+    export_model.export_saved_model(job_dir, base, max_image_pixels=0)
+    return base
+
+
+@pytest.fixture(scope="session")
+def limited_server(unchecked_model_base, tmp_path_factory):
+    """A server (default flags: max_batch_size 16, max_request_bytes 16 MiB) in a child
+    process that a request making it allocate a gigabyte would kill."""
+    child = ChildServer(unchecked_model_base, str(tmp_path_factory.mktemp("child") / "log"))
+    yield child
+    child.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_png():
+    """A 1x1 PNG (~70 bytes)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (1, 1), (128, 64, 32)).save(out, "PNG")
+    return out.getvalue()
