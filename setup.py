@@ -6,7 +6,8 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*"]),
+    packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*",
+                                    "evaluation*"]),
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",

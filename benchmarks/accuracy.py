@@ -24,7 +24,9 @@ import tensorflow as tf
 
 from agegender import metrics as metrics_lib
 from agegender import names, schema
-from trainer import eval_report, evaluate
+from evaluation import evaluate
+from evaluation import report as report_lib
+from evaluation.runners import SavedModelRunner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,7 +90,7 @@ def main():
     paths = link_images(args.data, sources, os.path.join(args.out, "images"))
     print(f"{len(paths)} {args.split}-split images", flush=True)
 
-    runner = evaluate.ModelRunner(args.model)
+    runner = SavedModelRunner(args.model)
     start = time.time()
     skipped = evaluate.Skipped()
     items = evaluate.iter_images(os.path.join(args.out, "images"), skipped=skipped)
@@ -106,7 +108,7 @@ def main():
         print(f"peer skipped: {args.peer_python} not found (see this file's docstring)")
     html = evaluate.write_outputs(ours, predictions, os.path.join(args.out, "ours"), peer)
 
-    print(eval_report.format_summary(ours, peer))
+    print(report_lib.format_summary(ours, peer))
     if peer:
         print(f"\n{'decade':<8}{'n':>6}{'ours MAE':>10}{'peer MAE':>10}{'ours/peer':>11}")
         for decade, cell in ours["per_decade"].items():

@@ -146,7 +146,7 @@ class Demo:
                       *self.sample_images()])
 
     def evaluate(self):
-        self.run_cmd([sys.executable, "-m", "trainer.evaluate", f"--model={self.models}",
+        self.run_cmd([sys.executable, "-m", "evaluation.evaluate", f"--model={self.models}",
                       f"--records_dir={self.records}", "--split=test",
                       f"--output_dir={self.report}"])
 

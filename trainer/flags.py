@@ -2,8 +2,9 @@
 
 `define_flags(flag_values)` is called by `trainer.task.main` on the global `absl.flags.FLAGS`
 (so `--flagfile` and `--helpfull` work through `absl.app.run`). Nothing is defined at import
-time: other modules of the package (e.g. `trainer.evaluate`) define flags of their own with
-the same names, and tests build private `FlagValues` with `parse(argv)`.
+time, the style of every absl program here (`evaluation.evaluate` too): programs with
+flags of the same names can be imported together, and tests build private `FlagValues` with
+`parse(argv)`.
 """
 import os
 

@@ -142,9 +142,9 @@ class Parser:
 
     @staticmethod
     def _decode_fast(image_bytes):
-        """Training decode: JPEG (what the records hold) with the fast integer IDCT, 1.4x
-        faster than the accurate one; its pixels differ by a level or two, noise next to
-        the augmentation. Other formats go through the shared decoder."""
+        """Training decode: JPEG (what the records hold) with the fast integer IDCT, faster
+        than the accurate one (BUILD_NOTES.md); its pixels differ by a level or two, noise
+        next to the augmentation. Other formats go through the shared decoder."""
         return tf.cond(
             tf.io.is_jpeg(image_bytes),
             lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_FAST"),
@@ -175,9 +175,8 @@ class Parser:
 
         Input: uint8 images at `source_dim`; output float32 at `img_dim` in 0..255. Every op
         works on the whole batch (a per-image op costs one dispatch per image on CPU), and
-        each is chosen for its CPU cost: crop_and_resize for geometry and flip (a projective
-        transform was 8x slower, a tf.where flip as slow as the crop), a down-and-up resize
-        of a slice for the blur (a depthwise conv cost more than everything else together).
+        each is chosen for its CPU cost (measured alternatives in BUILD_NOTES.md):
+        crop_and_resize for geometry and flip, a down-and-up resize of a slice for the blur.
         """
         img_dim = self.spec.img_dim
         aug = self.augment
@@ -264,7 +263,7 @@ class InputReader:
         """Per-image dicts (image + labels), decoded, before caching and batching."""
         ds = self._records(is_training)
         if is_training and not self.config.cache:
-            # Shuffle the serialized records: ~10 KB each, 20x smaller than decoded images.
+            # Shuffle the serialized records: far smaller than decoded images.
             ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed, reshuffle_each_iteration=True)
         ds = ds.batch(PARSE_BATCH).map(self.decoder.decode, num_parallel_calls=AUTOTUNE)
         ds = ds.unbatch()

@@ -28,7 +28,7 @@ from agegender import model_spec, schema
 from trainer import callbacks as callbacks_lib
 from trainer import curves, distribution, input_pipeline, predict
 from trainer import flags as trainer_flags
-from trainer import metrics as metrics_lib
+from trainer import keras_metrics
 from trainer import model as model_lib
 
 
@@ -54,7 +54,7 @@ def compile_model(model, spec, cfg, learning_rate, run_eagerly=False):
     # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer itself.
     model.compile(optimizer=optimizer, jit_compile=cfg.jit_compile,
                   steps_per_execution=cfg.steps_per_execution, run_eagerly=run_eagerly,
-                  **metrics_lib.compile_args(spec, cfg.gender_loss_weight))
+                  **keras_metrics.compile_args(spec, cfg.gender_loss_weight))
 
 
 def _verbose(cfg):
@@ -76,7 +76,7 @@ def _scheduler_callbacks(cfg, spec, first, end, lr, steps_per_epoch):
     """(callbacks, plateau callback or None) for the phase's learning-rate schedule."""
     if cfg.lr_scheduler == "reduce_lr_on_plateau":
         plateau = keras.callbacks.ReduceLROnPlateau(
-            monitor=metrics_lib.monitor_key(spec), factor=0.3, patience=2,
+            monitor=keras_metrics.monitor_key(spec), factor=0.3, patience=2,
             min_lr=cfg.min_learning_rate, mode="min", verbose=1)
         return [plateau], plateau
     if cfg.lr_scheduler == "cyclic":
@@ -248,7 +248,7 @@ def write_outputs(run, state):
     job_dir_lib.save(out_dir, run.model, run.spec)
     job_dir_lib.write_json(out_dir, job_dir_lib.HISTORY_FILE, state.history)
     curves.plot_learning_curves(state.history,
-                                metrics_lib.monitor_key(run.spec, validation=False),
+                                keras_metrics.monitor_key(run.spec, validation=False),
                                 job_dir_lib.path(out_dir, job_dir_lib.CURVES_FILE))
     if not tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "test")):
         return None

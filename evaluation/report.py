@@ -1,6 +1,6 @@
 """The evaluation report: plots a person would rather look at than read, and one HTML page.
 
-Input is the `metrics.json` dict written by `trainer.evaluate` (plus the raw per-image
+Input is the `metrics.json` dict written by `evaluation.evaluate` (plus the raw per-image
 predictions for the scatter plot). Output: PNG figures and a self-contained
 `report.html` (figures embedded as base64, no external files or scripts), optionally
 side by side with a second model's metrics (`--compare`).
@@ -15,10 +15,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from agegender import metrics as metrics_lib  # noqa: E402
-
-PLOTS = ("scatter", "mae_per_decade", "cs_curve", "race_gender")
 
 
 def _label(m, default):
@@ -27,7 +26,10 @@ def _label(m, default):
 
 def _save(fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    with tf.io.gfile.GFile(path, "wb") as f:  # gs:// output dirs too
+        f.write(buf.getvalue())
     plt.close(fig)
     return path
 
@@ -143,7 +145,7 @@ def summary_rows(report, compare=None):
 
 
 def _img(path, alt):
-    with open(path, "rb") as f:
+    with tf.io.gfile.GFile(path, "rb") as f:
         data = base64.b64encode(f.read()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
@@ -193,7 +195,7 @@ def write_html(report, plot_paths, output_dir, compare=None):
                             [[e["source"], e["reason"], e.get("detail", "")] for e in examples]))
     parts.append("</body></html>")
     path = os.path.join(output_dir, "report.html")
-    with open(path, "w", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(path, "w") as f:
         f.write("\n".join(parts))
     return path
 

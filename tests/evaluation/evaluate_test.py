@@ -1,4 +1,4 @@
-"""trainer.evaluate on a fake SavedModel whose answers are known in advance.
+"""evaluation.evaluate (and its alias trainer.evaluate) on a fake SavedModel whose answers are known in advance.
 
 The fake model reads the age it should predict from the image itself (the red channel of a
 solid-colour PNG) and the gender from the green channel, so every metric has a
@@ -17,7 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from agegender import preprocessing, schema
-from trainer import evaluate
+from evaluation import evaluate, runners
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -68,8 +68,8 @@ def image_dir(tmp_path):
     return d
 
 
-def _run(argv):
-    return subprocess.run([sys.executable, "-m", "trainer.evaluate", *argv], cwd=ROOT,
+def _run(argv, module="evaluation.evaluate"):
+    return subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
@@ -105,7 +105,7 @@ def test_metrics_equal_hand_computed_values(model_base, image_dir, tmp_path):
 def test_compare_and_archive_input(model_base, image_dir, tmp_path):
     first = tmp_path / "first"
     assert _run([f"--model={model_base}/1", f"--input={image_dir}", f"--output_dir={first}",
-                 "--name=baseline"]).returncode == 0
+                 "--name=baseline"], module="trainer.evaluate").returncode == 0  # the alias
     archive = tmp_path / "faces.zip"
     with zipfile.ZipFile(archive, "w") as z:
         for p in sorted(image_dir.iterdir()):
@@ -147,7 +147,7 @@ def test_clear_errors(tmp_path, model_base):
     result = _run([f"--model={model_base}", f"--records_dir={tmp_path}", f"--output_dir={tmp_path}/o"])
     assert result.returncode == 2 and "no test shards" in result.stderr
     with pytest.raises(evaluate.EvaluationError):
-        evaluate.resolve_saved_model(str(tmp_path))
+        runners.resolve_saved_model(str(tmp_path))
 
 
 def test_bombs_are_skipped_and_corrupt_shards_named(model_base, tmp_path, png_bomb):

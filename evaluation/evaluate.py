@@ -1,0 +1,295 @@
+"""Evaluation of an exported model on any labelled face folder, archive or records split.
+
+    python -m evaluation.evaluate --model=models/age[/<version>] --input=<dir | glob | archive> \
+        --output_dir=reports/utk [--labels_csv=...] [--batch_size=64] [--compare=other/metrics.json]
+    python -m evaluation.evaluate --model=models/age --records_dir=records/utk_face --split=test \
+        --output_dir=reports/utk_test
+
+Images go through the SavedModel's own `serving_default` signature (encoded bytes in), so
+what is measured is what TF Serving would answer. Writes `metrics.json`,
+`predictions.csv`, four PNG plots and a self-contained `report.html` to --output_dir, and
+prints a summary table.
+"""
+import collections
+import csv
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+import numpy as np
+import tensorflow as tf
+
+from agegender import image_header, names, schema
+from agegender import metrics as metrics_lib
+from evaluation import report as report_lib
+from evaluation.runners import EvaluationError, SavedModelRunner
+
+def define_flags(fv=flags.FLAGS):
+    """Defines the evaluation's flags on `fv` (at run time, as every absl program here does,
+    so modules can be imported together and tests can parse private FlagValues)."""
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("model", None, "Exported model: a TF Serving base path (newest version "
+                        "is used) or one version directory holding saved_model.pb.", **d)
+    flags.DEFINE_string("input", None, "Labelled images: a directory, a glob, or a "
+                        ".zip/.tar/.tar.gz archive, with UTKFace or seed file names, or "
+                        "--labels_csv.", **d)
+    flags.DEFINE_string("labels_csv", None, "CSV file,age[,gender][,race] for --input images "
+                        "whose names carry no labels.", **d)
+    flags.DEFINE_string("records_dir", None, "Evaluate a split of a records directory instead.",
+                        **d)
+    flags.DEFINE_enum("split", "test", list(schema.SPLITS), "Split of --records_dir.", **d)
+    flags.DEFINE_string("output_dir", None, "Where metrics.json, the plots and report.html go.",
+                        **d)
+    flags.DEFINE_integer("batch_size", 64, "Images per model call.", lower_bound=1, **d)
+    flags.DEFINE_string("compare", None, "Another metrics.json to show side by side.", **d)
+    flags.DEFINE_string("name", None, "Name of this model in the report (default: the model "
+                        "path).", **d)
+    flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0: all).",
+                         lower_bound=0, **d)
+    flags.DEFINE_integer("max_image_pixels", image_header.DEFAULT_MAX_PIXELS,
+                         "Skip (as image_too_large) images whose header declares more pixels: "
+                         "decompression bombs are never decoded. 0: no limit.", lower_bound=0,
+                         **d)
+    return fv
+
+
+UNDECODABLE = "undecodable"
+EMPTY_FILE = "empty_file"
+IMAGE_TOO_LARGE = "image_too_large"
+
+
+Item = collections.namedtuple("Item", "source data labels")
+
+
+def iter_images(input_spec, labels_csv=None, skipped=None,
+                max_pixels=image_header.DEFAULT_MAX_PIXELS):
+    """Yields Item(source, bytes, Labels) for labelled images; records the rest in `skipped`.
+
+    Each image's header is read before anything decodes it: bytes that are no image are
+    skipped as undecodable, images over `max_pixels` as image_too_large."""
+    from pipeline import sources  # the records job's input listing: same formats, same safety
+
+    csv_rows = None
+    if labels_csv:
+        with tf.io.gfile.GFile(labels_csv) as f:
+            csv_rows = names.read_labels_csv(f.read())
+    for source, data, error in _read_inputs(sources, input_spec):
+        if error is not None:
+            skipped.add(source, error[0], error[1])
+            continue
+        try:
+            if csv_rows is not None:
+                labels = names.labels_from_csv_row(source, csv_rows.get(names.basename(source)))
+            else:
+                labels = names.parse_name(source)
+        except names.LabelError as e:
+            skipped.add(source, e.reason, str(e))
+            continue
+        if not data:
+            skipped.add(source, EMPTY_FILE, "zero bytes")
+            continue
+        try:
+            image_header.check(data, max_pixels)
+        except image_header.ImageTooLarge as e:
+            skipped.add(source, IMAGE_TOO_LARGE, str(e))
+            continue
+        except image_header.NotAnImage as e:
+            skipped.add(source, UNDECODABLE, str(e))
+            continue
+        yield Item(source, data, labels)
+
+
+def _read_inputs(sources, input_spec):
+    """(source id, bytes, None) per input image, or (source id, None, (reason, detail))."""
+    try:
+        listed = sources.list_inputs(input_spec)
+    except sources.InputError as e:
+        raise EvaluationError(str(e)) from e
+    for f in listed:
+        if f.is_archive:
+            for member in sources.iter_archive(f):
+                if isinstance(member, sources.Skip):
+                    yield member.source_id, None, (member.reason, member.detail)
+                else:
+                    yield member[0], member[1], None
+        elif f.size > sources.MAX_INPUT_BYTES:
+            yield f.source_id, None, (sources.FILE_TOO_LARGE, f"{f.size} bytes")
+        else:
+            try:
+                yield f.source_id, sources.read_file(f.path), None
+            except OSError as e:
+                yield f.source_id, None, (sources.UNREADABLE, str(e))
+
+
+def iter_records(records_dir, split):
+    """Yields Item(source, bytes, Labels) from one split of a records directory."""
+    files = sorted(tf.io.gfile.glob(schema.shard_pattern(records_dir, split)))
+    if not files:
+        raise EvaluationError(f"no {split} shards in {records_dir!r} "
+                              f"(looked for {schema.shard_pattern(records_dir, split)})")
+    for path in files:
+        dataset = tf.data.TFRecordDataset(path).batch(256).map(schema.parse_examples)
+        try:
+            for batch in dataset.as_numpy_iterator():
+                for i in range(len(batch[schema.AGE])):
+                    yield Item(batch[schema.IMAGE_SOURCE_ID][i].decode("utf-8"),
+                               batch[schema.IMAGE_ENCODED][i],
+                               names.Labels(int(batch[schema.AGE][i]),
+                                            int(batch[schema.GENDER][i]),
+                                            int(batch[schema.RACE][i])))
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            first = (e.message or "").strip().splitlines()[0] if e.message else type(e).__name__
+            raise EvaluationError(f"{path} is not a valid records shard ({first}); rebuild "
+                                  f"{records_dir!r} with `python -m pipeline.build_records`"
+                                  ) from None
+
+
+class Skipped:
+    """Every input not evaluated, with its reason."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, source, reason, detail=""):
+        self.items.append({"source": source, "reason": reason, "detail": detail})
+
+    def to_json(self):
+        by_reason = collections.Counter(i["reason"] for i in self.items)
+        return {"count": len(self.items), "by_reason": dict(sorted(by_reason.items())),
+                "examples": self.items}
+
+
+def _batches(items, size, limit):
+    batch = []
+    for n, item in enumerate(items):
+        if limit and n >= limit:
+            break
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _count_expected(records_dir, split):
+    try:
+        with tf.io.gfile.GFile(os.path.join(records_dir, schema.REPORT_FILE)) as f:
+            return json.load(f)["splits"][split]["examples"]
+    except Exception:  # the count is only for the progress bar
+        return None
+
+
+def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None):
+    """Runs the model over `items`; returns (per-image predictions dict, skipped)."""
+    skipped = skipped or Skipped()
+    rows = collections.defaultdict(list)
+    progress = tf.keras.utils.Progbar(total, unit_name="image",
+                                      stateful_metrics=["mae"],
+                                      verbose=1 if sys.stdout.isatty() else 2)
+    done = 0
+    for batch in _batches(items, batch_size, limit):
+        outputs, ok = runner.predict([item.data for item in batch])
+        for item, good in zip(batch, ok):
+            if not good:
+                skipped.add(item.source, UNDECODABLE, "the model's image_bytes input rejected it")
+        kept = [item for item, good in zip(batch, ok) if good]
+        rows["source"] += [item.source for item in kept]
+        rows["true_age"] += [item.labels.age for item in kept]
+        rows["gender"] += [item.labels.gender for item in kept]
+        rows["race"] += [item.labels.race for item in kept]
+        if kept:
+            rows["pred_age"] += outputs["age"].astype(float).tolist()
+            if "gender" in outputs:
+                rows["pred_gender"] += [schema.GENDER_LETTERS.index(g.decode())
+                                        for g in outputs["gender"]]
+        done += len(batch)
+        err = np.abs(np.subtract(rows["pred_age"], rows["true_age"]))
+        if total is None or done < total:
+            progress.update(done, [("mae", float(err.mean()) if err.size else 0.0)])
+    progress.update(done, [("mae", float(np.abs(np.subtract(rows["pred_age"], rows["true_age"])).mean()) if rows["pred_age"] else 0.0)], finalize=True)
+    return {k: np.asarray(v) for k, v in rows.items()}, skipped
+
+
+def build_report(predictions, skipped, model_dir, data, name=None):
+    if not len(predictions.get("true_age", [])):
+        raise EvaluationError(f"no image could be evaluated ({skipped.to_json()['by_reason']})")
+    report = metrics_lib.full_report(predictions["true_age"], predictions["pred_age"],
+                                     race=predictions["race"], true_gender=predictions["gender"],
+                                     pred_gender=predictions.get("pred_gender"))
+    if not name:
+        base, version = os.path.split(os.path.normpath(model_dir))
+        name = f"{os.path.basename(base)} v{version}" if version.isdigit() else version
+    report.update(name=name, model=model_dir, data=data,
+                  skipped=skipped.to_json())
+    return report
+
+
+def write_outputs(report, predictions, output_dir, compare=None):
+    tf.io.gfile.makedirs(output_dir)
+    with tf.io.gfile.GFile(os.path.join(output_dir, "metrics.json"), "w") as f:
+        f.write(json.dumps(report, indent=2))
+    with tf.io.gfile.GFile(os.path.join(output_dir, "predictions.csv"), "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        cols = [c for c in ("source", "true_age", "pred_age", "gender", "pred_gender", "race")
+                if c in predictions]
+        writer.writerow(cols)
+        for i in range(len(predictions["source"])):
+            writer.writerow([predictions[c][i] for c in cols])
+    plots = report_lib.write_plots(report, predictions, output_dir, compare)
+    return report_lib.write_html(report, plots, output_dir, compare)
+
+
+def run(cfg):
+    """Runs an evaluation configured by parsed flags; returns the exit code."""
+    if not cfg.model or not cfg.output_dir:
+        raise app.UsageError("--model and --output_dir are required")
+    if bool(cfg.input) == bool(cfg.records_dir):
+        raise app.UsageError("give exactly one of --input (images) or --records_dir (records)")
+    try:
+        compare = None
+        if cfg.compare:
+            with tf.io.gfile.GFile(cfg.compare) as f:
+                compare = json.load(f)
+        runner = SavedModelRunner(cfg.model)
+        print(f"model: {runner.model_dir}", flush=True)
+        skipped = Skipped()
+        if cfg.records_dir:
+            items = iter_records(cfg.records_dir, cfg.split)
+            total = _count_expected(cfg.records_dir, cfg.split)
+            data = f"{cfg.records_dir} ({cfg.split} split)"
+        else:
+            items = iter_images(cfg.input, cfg.labels_csv, skipped, cfg.max_image_pixels)
+            total = None
+            data = cfg.input
+        if cfg.limit and total:
+            total = min(total, cfg.limit)
+        predictions, skipped = evaluate(runner, items, cfg.batch_size, cfg.limit, total,
+                                        skipped)
+        report = build_report(predictions, skipped, runner.model_dir, data, cfg.name)
+        html_path = write_outputs(report, predictions, cfg.output_dir, compare)
+    except (EvaluationError, FileNotFoundError, ValueError) as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report_lib.format_summary(report, compare))
+    if skipped.items:
+        print(f"skipped {len(skipped.items)} input(s): {skipped.to_json()['by_reason']}")
+    print(f"report: {html_path}")
+    return 0
+
+
+def _main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    sys.exit(run(flags.FLAGS))
+
+
+def main():
+    define_flags(flags.FLAGS)
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    main()
