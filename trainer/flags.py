@@ -80,7 +80,11 @@ def define_flags(fv=flags.FLAGS):
     flags.DEFINE_integer("validation_steps", None, "Cap the validation steps.", **d)
     flags.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0: all).",
                          **d)
-    flags.DEFINE_integer("seed", 1, "Random seed.", **d)
+    flags.DEFINE_integer("seed", None,
+                         "Random seed. Given, the run is reproducible: the same flags on the "
+                         "same records give the same weights and metrics (op determinism, "
+                         "deterministic input order and augmentation; somewhat slower). "
+                         "Default: a random seed, logged.", **d)
     # Augmentation.
     aug = input_pipeline.AugmentConfig()
     flags.DEFINE_bool("augment", aug.enabled, "Flip, shift/zoom, brightness/contrast, blur.",

@@ -91,6 +91,9 @@ class InputConfig:
     shuffle_buffer: int = 4096
     seed: int = None
     num_workers: int = 1
+    # Same order and same augmentation every run (with a seed): a little slower, since
+    # parallel steps wait for each other. `--seed` turns it on (trainer.task).
+    deterministic: bool = False
     augment: AugmentConfig = AugmentConfig()
     records_age_deviation: float = None  # the records' label deviation (metadata)
     records_image_size: int = None  # the records' image side (metadata)
@@ -170,8 +173,12 @@ class Parser:
         return dict(self._labels(features), image=image)
 
     # -- per batch ---------------------------------------------------------------------
-    def augment_batch(self, batch):
+    def augment_batch(self, batch, seed=None):
         """Crop/shift with flip, brightness/contrast and blur, per image, in batched ops.
+
+        `seed`: int64 [2] for the stateless random ops, so the augmentation of a batch
+        depends only on it (the reader gives each batch one from a seeded stream; parallel
+        map calls cannot change which batch gets which numbers); None draws one.
 
         Input: uint8 images at `source_dim`; output float32 at `img_dim` in 0..255. Every op
         works on the whole batch (a per-image op costs one dispatch per image on CPU), and
@@ -182,19 +189,23 @@ class Parser:
         aug = self.augment
         images = batch["image"]
         n = tf.shape(images)[0]
+        if seed is None:
+            seed = tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64)
+        seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, num=7)))
+
+        def uniform(shape, low=0.0, high=1.0):
+            return tf.random.stateless_uniform(shape, next(seeds), low, high)
 
         # Random crop (scale and shift), resized to the input: faces in the records are
         # aligned and centred, so the jitter is small; it teaches tolerance to the face
         # detector's imprecision. The centre crop of the full frame is what eval sees.
-        frac = tf.random.uniform([n], *aug.crop_fraction)
+        frac = uniform([n], *aug.crop_fraction)
         slack = 1.0 - frac
-        y0 = tf.clip_by_value(slack / 2 + tf.random.uniform([n], -1, 1) * aug.max_shift,
-                              0.0, slack)
-        x0 = tf.clip_by_value(slack / 2 + tf.random.uniform([n], -1, 1) * aug.max_shift,
-                              0.0, slack)
+        y0 = tf.clip_by_value(slack / 2 + uniform([n], -1, 1) * aug.max_shift, 0.0, slack)
+        x0 = tf.clip_by_value(slack / 2 + uniform([n], -1, 1) * aug.max_shift, 0.0, slack)
         # Horizontal flip for free: a box whose x1 > x2 samples the mirrored crop. A face's
         # age and gender do not depend on its side.
-        flip = tf.random.uniform([n]) < 0.5
+        flip = uniform([n]) < 0.5
         left, right = tf.where(flip, x0 + frac, x0), tf.where(flip, x0, x0 + frac)
         boxes = tf.stack([y0, left, y0 + frac, right], axis=1)
         images = tf.image.crop_and_resize(images, boxes, tf.range(n), [img_dim, img_dim])
@@ -202,8 +213,8 @@ class Parser:
         # Brightness and contrast (photos come from every camera and light), folded into
         # one multiply-add per pixel: (x - mean) * c + mean + d = x * c + (mean (1 - c) + d).
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-        factor = tf.random.uniform([n, 1, 1, 1], *aug.contrast)
-        delta = tf.random.uniform([n, 1, 1, 1], -aug.brightness, aug.brightness)
+        factor = uniform([n, 1, 1, 1], *aug.contrast)
+        delta = uniform([n, 1, 1, 1], -aug.brightness, aug.brightness)
         images = images * factor + (mean * (1.0 - factor) + delta)
 
         # Blur a share of the images (the original's low-resolution jitter): down- and
@@ -212,8 +223,7 @@ class Parser:
         # blur for the whole batch and selecting.
         if aug.blur_probability > 0:
             k = tf.cast(tf.round(tf.cast(n, tf.float32) * aug.blur_probability), tf.int32)
-            small = tf.cast(tf.round(img_dim * tf.random.uniform([], *aug.blur_scale)),
-                            tf.int32)
+            small = tf.cast(tf.round(img_dim * uniform([], *aug.blur_scale)), tf.int32)
             blurred = tf.image.resize(tf.image.resize(images[:k], [small, small],
                                                       antialias=True), [img_dim, img_dim])
             images = tf.concat([blurred, images[k:]], axis=0)
@@ -257,18 +267,24 @@ class InputReader:
         return files.interleave(
             lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
             cycle_length=min(len(self.files), 16), block_length=16,
-            num_parallel_calls=AUTOTUNE, deterministic=not is_training)
+            num_parallel_calls=AUTOTUNE, deterministic=self._deterministic(is_training))
+
+    def _deterministic(self, is_training):
+        """Evaluation always keeps the order; training only when asked (with a seed): not
+        waiting for a slow element is faster."""
+        return not is_training or self.config.deterministic
 
     def decoded(self, is_training):
         """Per-image dicts (image + labels), decoded, before caching and batching."""
         ds = self._records(is_training)
         if is_training and not self.config.cache:
             # Shuffle the serialized records: far smaller than decoded images.
-            ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed,
+                            reshuffle_each_iteration=True)
         ds = ds.batch(PARSE_BATCH).map(self.decoder.decode, num_parallel_calls=AUTOTUNE)
         ds = ds.unbatch()
         ds = ds.map(self.parser.parse_fn(is_training), num_parallel_calls=AUTOTUNE,
-                    deterministic=not is_training)
+                    deterministic=self._deterministic(is_training))
         return ds
 
     def dataset(self, is_training, targets=True):
@@ -280,20 +296,25 @@ class InputReader:
                 ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed,
                                 reshuffle_each_iteration=True)
         # Fixed batch shapes in training (XLA, TPU, and no tiny last batch in BatchNorm).
+        deterministic = self._deterministic(is_training)
         ds = ds.batch(self.config.batch_size, drop_remainder=is_training,
-                      num_parallel_calls=AUTOTUNE, deterministic=not is_training)
+                      num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         if is_training and self.parser.augment.enabled:
-            ds = ds.map(self.parser.augment_batch, num_parallel_calls=AUTOTUNE,
-                        deterministic=False)
+            # One seed per batch from a seeded stream (see augment_batch).
+            seeds = tf.data.Dataset.random(seed=self.config.seed).batch(2)
+            ds = tf.data.Dataset.zip(ds, seeds).map(
+                self.parser.augment_batch, num_parallel_calls=AUTOTUNE,
+                deterministic=deterministic)
         if targets:
             ds = ds.map(self.parser.targets_fn, num_parallel_calls=AUTOTUNE,
-                        deterministic=not is_training)
+                        deterministic=deterministic)
         options = tf.data.Options()
-        options.deterministic = not is_training
+        options.deterministic = deterministic
         options.experimental_optimization.map_parallelization = True
         # Multi-worker: each worker reads its own files when there are enough of them,
         # otherwise every worker reads all records and keeps its share of them.
         options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.FILE if len(self.files) >= self.config.num_workers
+            tf.data.experimental.AutoShardPolicy.FILE
+            if len(self.files) >= self.config.num_workers
             else tf.data.experimental.AutoShardPolicy.DATA)
         return ds.with_options(options).prefetch(AUTOTUNE)

@@ -15,6 +15,7 @@ finder and exits. See `trainer.flags` (or --helpfull) for every flag.
 import dataclasses
 import importlib.util
 import os
+import random
 import shutil
 import sys
 import time
@@ -128,6 +129,19 @@ class Run:
     model: object = None
 
 
+def set_seed(seed):
+    """Seeds Python, NumPy and TensorFlow; a given seed also turns on op determinism (every
+    op the same result for the same inputs; an op without a deterministic kernel raises).
+    Returns the seed used (a random one, logged, when none is given)."""
+    if seed is None:
+        seed = random.SystemRandom().randrange(1 << 31)
+        logging.info("Random seed %d (pass --seed for a reproducible run)", seed)
+    else:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)
+    return seed
+
+
 def prepare(cfg):
     """Checks the records, derives the model spec, sets up devices, precision and seeds."""
     if not cfg.records_dir or not cfg.job_dir:
@@ -138,11 +152,11 @@ def prepare(cfg):
     spec = build_spec(cfg, meta)
     strategy = distribution.make_strategy(cfg.distribution, cfg.tpu)
     distribution.set_precision(distribution.resolve_precision(cfg.mixed_precision, strategy))
-    keras.utils.set_random_seed(cfg.seed)
+    seed = set_seed(cfg.seed)
     out_dir, writer = _worker_dir(cfg.job_dir)
     inputs = input_pipeline.InputConfig.from_records(
         cfg.records_dir, batch_size=cfg.batch_size, cache=cfg.cache,
-        shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+        shuffle_buffer=cfg.shuffle_buffer, seed=seed, deterministic=cfg.seed is not None,
         num_workers=distribution.num_workers(), augment=trainer_flags.augment_config(cfg))
     run = Run(cfg=cfg, spec=spec, strategy=strategy, out_dir=out_dir, writer=writer,
               inputs=inputs)
