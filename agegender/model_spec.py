@@ -25,6 +25,10 @@ class ModelSpec:
     age_deviation: float = 5.0
     base_model: str = "MobileNetV2"
     alpha: float = 1.0
+    # Calibration (fitted on the validation split after training, `trainer.calibration`):
+    # the softmax temperatures that make the age intervals and the gender probability honest.
+    age_temperature: float = 1.0
+    gender_temperature: float = 1.0
 
     def __post_init__(self):
         if self.type not in TYPES:

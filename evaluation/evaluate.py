@@ -20,7 +20,7 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import image_header, names, schema
+from agegender import heads, image_header, names, schema
 from agegender import metrics as metrics_lib
 from evaluation import report as report_lib
 from evaluation.runners import EvaluationError, SavedModelRunner
@@ -200,24 +200,50 @@ def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None):
         rows["gender"] += [item.labels.gender for item in kept]
         rows["race"] += [item.labels.race for item in kept]
         if kept:
-            rows["pred_age"] += outputs["age"].astype(float).tolist()
-            if "gender" in outputs:
-                rows["pred_gender"] += [schema.GENDER_LETTERS.index(g.decode())
-                                        for g in outputs["gender"]]
+            _add_outputs(rows, outputs)
         done += len(batch)
-        err = np.abs(np.subtract(rows["pred_age"], rows["true_age"]))
         if total is None or done < total:
-            progress.update(done, [("mae", float(err.mean()) if err.size else 0.0)])
-    progress.update(done, [("mae", float(np.abs(np.subtract(rows["pred_age"], rows["true_age"])).mean()) if rows["pred_age"] else 0.0)], finalize=True)
+            progress.update(done, [("mae", _mae(rows))])
+    progress.update(done, [("mae", _mae(rows))], finalize=True)
     return {k: np.asarray(v) for k, v in rows.items()}, skipped
+
+
+def _mae(rows):
+    err = np.abs(np.subtract(rows["pred_age"], rows["true_age"]))
+    return float(err.mean()) if err.size else 0.0
+
+
+def _add_outputs(rows, outputs):
+    """One batch's signature outputs -> the per-image columns (spread ones when the model
+    exports them)."""
+    rows["pred_age"] += outputs[heads.AGE].astype(float).tolist()
+    if heads.GENDER in outputs:
+        rows["pred_gender"] += [schema.GENDER_LETTERS.index(g.decode())
+                                for g in outputs[heads.GENDER]]
+    if heads.GenderHead.probability_output in outputs:
+        rows["prob_female"] += outputs[heads.GenderHead.probability_output][:, 1].tolist()
+    if heads.AGE_STD in outputs:
+        rows["age_std"] += outputs[heads.AGE_STD].astype(float).tolist()
+    for coverage in heads.INTERVALS:
+        name = heads.interval_output(coverage)
+        if name in outputs:
+            rows[f"{name}_low"] += outputs[name][:, 0].astype(float).tolist()
+            rows[f"{name}_high"] += outputs[name][:, 1].astype(float).tolist()
 
 
 def build_report(predictions, skipped, model_dir, data, name=None):
     if not len(predictions.get("true_age", [])):
         raise EvaluationError(f"no image could be evaluated ({skipped.to_json()['by_reason']})")
-    report = metrics_lib.full_report(predictions["true_age"], predictions["pred_age"],
-                                     race=predictions["race"], true_gender=predictions["gender"],
-                                     pred_gender=predictions.get("pred_gender"))
+    intervals = {c: (predictions[f"{heads.interval_output(c)}_low"],
+                     predictions[f"{heads.interval_output(c)}_high"])
+                 for c in heads.INTERVALS if f"{heads.interval_output(c)}_low" in predictions}
+    prob_female = predictions.get("prob_female")
+    report = metrics_lib.full_report(
+        predictions["true_age"], predictions["pred_age"], race=predictions["race"],
+        true_gender=predictions["gender"], pred_gender=predictions.get("pred_gender"),
+        age_std=predictions.get("age_std"), age_intervals=intervals,
+        gender_probability=(None if prob_female is None
+                            else np.stack([1 - prob_female, prob_female], axis=-1)))
     if not name:
         base, version = os.path.split(os.path.normpath(model_dir))
         name = f"{os.path.basename(base)} v{version}" if version.isdigit() else version
@@ -232,7 +258,10 @@ def write_outputs(report, predictions, output_dir, compare=None):
         f.write(json.dumps(report, indent=2))
     with tf.io.gfile.GFile(os.path.join(output_dir, "predictions.csv"), "w") as f:
         writer = csv.writer(f, lineterminator="\n")
-        cols = [c for c in ("source", "true_age", "pred_age", "gender", "pred_gender", "race")
+        cols = [c for c in ("source", "true_age", "pred_age", "gender", "pred_gender", "race",
+                            "prob_female", "age_std", "age_interval_50_low",
+                            "age_interval_50_high", "age_interval_80_low",
+                            "age_interval_80_high")
                 if c in predictions]
         writer.writerow(cols)
         for i in range(len(predictions["source"])):

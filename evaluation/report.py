@@ -99,8 +99,24 @@ def plot_race_gender(reports, path):
     return _save(fig, path)
 
 
+def plot_gender_reliability(reports, path):
+    """Confidence vs accuracy per bin of the gender probability (the diagonal is honest)."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([0.5, 1.0], [0.5, 1.0], color="black", lw=1, label="calibrated")
+    for m, label in reports:
+        cal = m.get("gender_calibration") or {}
+        rows = cal.get("bins", [])
+        if rows:
+            ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], "-o",
+                    label=f"{label} (ECE {cal['ece']:.3f})")
+    ax.set(xlabel="predicted probability of the predicted gender", ylabel="accuracy",
+           title="Gender reliability", xlim=(0.5, 1.0), ylim=(0.0, 1.02))
+    ax.legend()
+    return _save(fig, path)
+
+
 def write_plots(report, predictions, output_dir, compare=None):
-    """Writes the four PNGs; returns {plot name: path}."""
+    """Writes the PNGs; returns {plot name: path}."""
     reports = [(report, _label(report, "this model"))]
     if compare is not None:
         reports.append((compare, _label(compare, "compared")))
@@ -112,6 +128,9 @@ def write_plots(report, predictions, output_dir, compare=None):
         "cs_curve": plot_cs_curve(reports, os.path.join(output_dir, "cs_curve.png")),
         "race_gender": plot_race_gender(reports, os.path.join(output_dir, "race_gender.png")),
     }
+    if report.get("gender_calibration"):
+        paths["gender_reliability"] = plot_gender_reliability(
+            reports, os.path.join(output_dir, "gender_reliability.png"))
     return paths
 
 
@@ -150,6 +169,28 @@ def _img(path, alt):
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _uncertainty_section(report, plot_paths):
+    """Bias by predicted decade, and how honest the spread and the gender probability are."""
+    parts = ["<h2>Per predicted decade</h2>",
+             "<p>Faces grouped by the age the model gave: a bias here is what a user sees.</p>",
+             _table(["predicted decade", "count", "MAE", "mean signed error (bias)"],
+                    [[d, c["count"], c["mae"], c["mean_signed_error"]]
+                     for d, c in report.get("per_predicted_decade", {}).items()])]
+    u = report.get("uncertainty")
+    if u:
+        parts += ["<h2>Uncertainty</h2>",
+                  _table(["interval", "nominal coverage", "observed coverage",
+                          "mean width (years)"],
+                         [[k, v["nominal"], v["coverage"], v["mean_width_years"]]
+                          for k, v in u.items() if k.startswith("interval_")])]
+        if "mae_most_confident" in u:
+            parts.append(_table(["most confident share of faces", "MAE"],
+                                list(u["mae_most_confident"].items())))
+    if "gender_reliability" in plot_paths:
+        parts.append(_img(plot_paths["gender_reliability"], "gender reliability"))
+    return parts
+
+
 def write_html(report, plot_paths, output_dir, compare=None):
     """Writes the self-contained report.html; returns its path."""
     name = _label(report, "this model")
@@ -183,6 +224,7 @@ def write_html(report, plot_paths, output_dir, compare=None):
                                      + ([compare.get(f"cs@{k}")] if compare else [])
                                      for k in metrics_lib.CS_THRESHOLDS]),
               "<h2>Race x gender</h2>", _img(plot_paths["race_gender"], "race x gender")]
+    parts += _uncertainty_section(report, plot_paths)
     rg_rows = [[cell_name, c["count"], c["mae"], c.get("gender_accuracy")]
                for cell_name, c in report.get("per_race_gender", {}).items()]
     parts.append(_table(["group", "count", "MAE", "gender accuracy"], rg_rows))

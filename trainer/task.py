@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from agegender import job_dir as job_dir_lib
 from agegender import model_spec, schema
+from trainer import calibration
 from trainer import callbacks as callbacks_lib
 from trainer import curves, distribution, input_pipeline, predict
 from trainer import flags as trainer_flags
@@ -246,6 +247,18 @@ def run_phase(run, state, phase, first, end, lr):
         ])
 
 
+def calibrate(run):
+    """Fits the spread's temperatures on the validation split (trainer.calibration) and
+    puts them in the spec that is saved with the model."""
+    cfg = run.cfg
+    if not cfg.calibrate or run.val_ds is None or not run.writer:
+        return  # only the chief writes the spec
+    outputs, labels = predict.split_outputs(run.model, run.spec, cfg.records_dir,
+                                            "validation", cfg.batch_size)
+    run.spec, found = calibration.calibrate(run.spec, outputs, labels)
+    logging.info("Calibration on %d validation images: %s", len(labels[schema.AGE]), found)
+
+
 def write_outputs(run, state):
     """model.keras + model_spec.json, history, curves and the test split's eval.json (chief
     only; other workers remove their scratch dir). Returns the eval report or None."""
@@ -268,8 +281,11 @@ def write_outputs(run, state):
         return None
     report = predict.write_eval(out_dir, cfg.records_dir, "test", cfg.batch_size,
                                 cfg.eval_limit)
+    coverage = {k: round(v["coverage"], 3) for k, v in report.get("uncertainty", {}).items()
+                if k.startswith("interval_")}
     print(f"Test split: MAE {report['mae']:.2f} years, CS@5 {report['cs@5']:.3f}, "
-          f"gender accuracy {report['gender_accuracy']}")
+          f"gender accuracy {report['gender_accuracy']}"
+          + (f", interval coverage {coverage}" if coverage else ""))
     return report
 
 
@@ -284,6 +300,7 @@ def train(cfg):
     state = callbacks_lib.TrainState(job_dir_lib.path(run.out_dir, job_dir_lib.STATE_FILE))
     for phase, first, end, lr in _phase_plan(cfg):
         run_phase(run, state, phase, first, end, lr)
+    calibrate(run)
     report = write_outputs(run, state)
     print(f"Done in {time.time() - started:.0f} s: {run.out_dir}")
     return report

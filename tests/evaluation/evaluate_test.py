@@ -31,7 +31,12 @@ class _FakeAgeModel(tf.Module):
         pixels = preprocessing.model_input_batch(image_bytes, 8)
         age = tf.reduce_mean(pixels[..., 0], axis=[1, 2])
         female = tf.reduce_mean(pixels[..., 1], axis=[1, 2]) > 128
-        return {"age": age, "gender": tf.where(female, "F", "M"), "key": key}
+        p_female = tf.where(female, 0.9, 0.2)
+        # The spread: intervals of +-1 and +-3 years around the answer, std = age / 10.
+        return {"age": age, "gender": tf.where(female, "F", "M"), "key": key,
+                "gender_probability": tf.stack([1 - p_female, p_female], axis=-1),
+                "age_std": age / 10, "age_interval_50": tf.stack([age - 1, age + 1], -1),
+                "age_interval_80": tf.stack([age - 3, age + 3], -1)}
 
 
 def _png(red, green):
@@ -92,12 +97,22 @@ def test_metrics_equal_hand_computed_values(model_base, image_dir, tmp_path):
     assert m["per_race_gender"]["Black x female"]["gender_accuracy"] == 0.0
     assert m["skipped"]["by_reason"] == {"bad_gender": 1, "bad_name": 1, "empty_file": 1,
                                          "undecodable": 1}
+    # Errors 2, 0, -6, 1, 0, 10 against intervals of +-1 and +-3 years.
+    assert m["uncertainty"]["interval_50"]["coverage"] == pytest.approx(3 / 6)
+    assert m["uncertainty"]["interval_80"]["coverage"] == pytest.approx(4 / 6)
+    # Most confident = smallest std = youngest predictions: 8 (err 0), 22 (2), 30 (0).
+    assert m["uncertainty"]["mae_most_confident"]["50%"] == pytest.approx(2 / 3, abs=1e-4)
+    assert m["per_predicted_decade"]["70-79"]["mean_signed_error"] == pytest.approx(10.0)
+    assert m["gender_calibration"]["ece"] >= 0
+    header = (out / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert {"age_std", "age_interval_80_low", "prob_female"} <= set(header)
     for name in ("scatter.png", "mae_per_decade.png", "cs_curve.png", "race_gender.png",
-                 "report.html"):
+                 "gender_reliability.png", "report.html"):
         assert (out / name).stat().st_size > 2000, name
     assert len((out / "predictions.csv").read_text().splitlines()) == 1 + 6
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<img" in html and "src=\"http" not in html
+    assert "Uncertainty" in html and "Per predicted decade" in html
     assert "MAE per age decade" not in result.stderr and "mae" in result.stdout
     assert f"report: {out}" in result.stdout
 

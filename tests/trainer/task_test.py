@@ -106,6 +106,7 @@ def test_load_predicts_directory(tiny_records, tmp_path, tiny_run_args, capsys, 
                    f"--test_sample_dir={samples}")
     out = capsys.readouterr().out
     assert "Predicted age:" in out and "true age: 34" in out and "true age: unknown" in out
+    assert " ± " in out and "(80%: " in out  # the calibrated spread
     assert "predicted gender:" in out and "true gender: female" in out
     assert len(results) == 2
     assert "20000x20000" in caplog.text and "over the limit" in caplog.text
