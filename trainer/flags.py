@@ -102,6 +102,10 @@ def define_flags(fv=flags.FLAGS):
                        "Share of training images blurred.", **d)
     flags.DEFINE_list("blur_scale", _pair(aug.blur_scale),
                       "min,max size (fraction of the side) a blurred image passes through.", **d)
+    flags.DEFINE_float("degrade_probability", aug.degrade_probability,
+                       "Share of training images given one photo degradation (grayscale, "
+                       "sepia, faded colour, JPEG artefacts, low resolution, side light).",
+                       **d)
     flags.DEFINE_float("source_margin", aug.source_margin,
                        "The training frame is up to img_dim times this, so crops take real "
                        "pixels (records of 160 px give 128 px inputs a 1.25 margin).", **d)
@@ -151,7 +155,7 @@ def augment_config(fv):
         enabled=fv.augment, crop_fraction=_floats(fv, "crop_fraction"), max_shift=fv.max_shift,
         brightness=fv.brightness, contrast=_floats(fv, "contrast"),
         blur_probability=fv.blur_probability, blur_scale=_floats(fv, "blur_scale"),
-        source_margin=fv.source_margin)
+        source_margin=fv.source_margin, degrade_probability=fv.degrade_probability)
 
 
 def parse(argv):

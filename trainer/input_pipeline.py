@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from agegender import age_histogram, heads, preprocessing, schema
+from agegender import age_histogram, degradations, heads, preprocessing, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 PARSE_BATCH = 256  # records per vectorized parse_example call
@@ -79,6 +79,9 @@ class AugmentConfig:
     blur_scale: tuple = (0.35, 0.7)  # blur = down to this fraction of the side and back up
     # The training frame is at most img_dim * source_margin, so crops take real pixels.
     source_margin: float = 1.25
+    # Share of images given one of the photo degradations users' pictures carry
+    # (agegender.degradations: grayscale, sepia, faded, JPEG, low resolution, side light).
+    degrade_probability: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +194,7 @@ class Parser:
         n = tf.shape(images)[0]
         if seed is None:
             seed = tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64)
-        seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, num=7)))
+        seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, num=16)))
 
         def uniform(shape, low=0.0, high=1.0):
             return tf.random.stateless_uniform(shape, next(seeds), low, high)
@@ -228,9 +231,34 @@ class Parser:
                                                       antialias=True), [img_dim, img_dim])
             images = tf.concat([blurred, images[k:]], axis=0)
 
+        if aug.degrade_probability > 0:
+            images = self._degrade(tf.clip_by_value(images, 0.0, 255.0), uniform, n)
+
         batch = dict(batch)
         batch["image"] = tf.clip_by_value(images, 0.0, 255.0)
         return batch
+
+    def _degrade(self, images, uniform, n):
+        """One photo degradation for a `degrade_probability` share of the images, each kind
+        equally likely, each with a random strength. Computed for the whole batch and
+        selected per image: the ops are cheap next to a training step."""
+        kinds = 6
+        kind = tf.cast(tf.floor(uniform([n]) * kinds), tf.int32)
+        kind = tf.where(uniform([n]) < self.augment.degrade_probability, kind, -1)
+        side = tf.cast(tf.round(uniform([], 24.0, 64.0)), tf.int32)
+        quality = tf.cast(tf.round(uniform([], 10.0, 40.0)), tf.int32)
+        options = [
+            degradations.grayscale(images),
+            degradations.sepia(images),
+            degradations.faded(images, uniform([n], 0.3, 0.9)),
+            degradations.jpeg(images, quality),
+            degradations.low_resolution(images, side),
+            degradations.uneven_light(images, uniform([n], 0.2, 0.7),
+                                      uniform([n], 0.0, 6.2832)),
+        ]
+        for k, degraded in enumerate(options):
+            images = tf.where(tf.reshape(kind == k, [-1, 1, 1, 1]), degraded, images)
+        return images
 
     def targets_fn(self, batch):
         """Batch dict -> (images, y, sample_weight), dicts keyed by the model's outputs."""

@@ -78,3 +78,23 @@ def test_empty_records_dir_clear_error(tmp_path):
     with pytest.raises(input_pipeline.RecordsNotFoundError,
                        match=r"no 'train' records in .*pipeline.build_records"):
         input_pipeline.split_files(tmp_path, "train")
+
+
+def test_photo_degradations_in_augmentation(tiny_records):
+    """degrade_probability 1: every image gets one degradation; 0: the same batch as
+    without the option (the degradations draw from their own seeds)."""
+    reader = _reader(tiny_records, augment=True)
+    batch = next(iter(reader.decoded(is_training=True).batch(8)))
+    seed = tf.constant([3, 4], tf.int64)
+    spec = model_spec.ModelSpec(img_dim=32)
+
+    def augmented(p):
+        parser = input_pipeline.Parser(spec, augment=input_pipeline.AugmentConfig(
+            degrade_probability=p), records_image_size=40)
+        return parser.augment_batch(batch, seed)["image"].numpy()
+    plain, degraded = augmented(0.0), augmented(1.0)
+    assert degraded.shape == plain.shape == (8, 32, 32, 3)
+    assert 0.0 <= degraded.min() and degraded.max() <= 255.0
+    changed = np.abs(degraded - plain).reshape(8, -1).mean(-1) > 0.5
+    assert changed.all()
+    np.testing.assert_array_equal(augmented(0.0), plain)  # same seed, same batch
