@@ -29,6 +29,8 @@ class ModelSpec:
     # the softmax temperatures that make the age intervals and the gender probability honest.
     age_temperature: float = 1.0
     gender_temperature: float = 1.0
+    # Inference (agegender.inference): average the outputs over the face and its mirror.
+    test_time_flip: bool = False
 
     def __post_init__(self):
         if self.type not in TYPES:

@@ -29,6 +29,7 @@ Usage:
 From the trainer: `export.export_model.export_saved_model(job_dir, export_base)`.
 """
 import argparse
+import dataclasses
 import logging
 import os
 import socket
@@ -39,7 +40,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, model_layout, preprocessing, schema
+from agegender import heads, image_header, inference, model_layout, preprocessing, schema
 from agegender import job_dir as job_dir_lib
 
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
@@ -111,7 +112,7 @@ class ServingModule(tf.Module):
         self.serve_tf_examples = serve_tf_examples
 
     def _predict(self, pixels):
-        raw = self.model(pixels, training=False)
+        raw = inference.raw_outputs(self.model, pixels, self.spec)
         return heads.serving_outputs(raw, self.spec)
 
     def signatures(self):
@@ -282,6 +283,9 @@ def main(argv=None):
     parser.add_argument("--model_name", default="age", help="model name in the warmup requests")
     parser.add_argument("--warmup_images", nargs="*", default=None,
                         help="JPEG/PNG files for the warmup requests (default: synthetic images)")
+    parser.add_argument("--test_time_flip", choices=("spec", "true", "false"), default="spec",
+                        help="average each face with its mirror image in the signatures "
+                             "(default: as the model's spec says)")
     parser.add_argument("--max_image_pixels", type=int,
                         default=image_header.DEFAULT_MAX_PIXELS,
                         help="the signatures refuse encoded images whose header declares more "
@@ -291,7 +295,10 @@ def main(argv=None):
     if args.warmup_images:
         images = [tf.io.gfile.GFile(p, "rb").read() for p in args.warmup_images]
     try:
-        path = export_saved_model(args.job_dir, args.export_base, args.version,
+        model, spec = load_trained_model(args.job_dir)
+        if args.test_time_flip != "spec":
+            spec = dataclasses.replace(spec, test_time_flip=args.test_time_flip == "true")
+        path = export_saved_model(None, args.export_base, args.version, model=model, spec=spec,
                                   model_name=args.model_name, warmup_images=images,
                                   max_image_pixels=args.max_image_pixels)
     except ExportError as e:

@@ -78,6 +78,9 @@ def define_flags(fv=flags.FLAGS):
                          "Cap the steps per epoch (default: one pass over the train split).",
                          **d)
     flags.DEFINE_integer("validation_steps", None, "Cap the validation steps.", **d)
+    flags.DEFINE_bool("test_time_flip", False,
+                      "Average the outputs over each face and its mirror image wherever the "
+                      "model predicts (eval.json, predict mode, the exported signatures).", **d)
     flags.DEFINE_bool("calibrate", True,
                       "After training, fit the temperatures of the age spread and the gender "
                       "probability on the validation split (stored in model_spec.json).", **d)

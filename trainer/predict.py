@@ -11,7 +11,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, prediction_line, preprocessing, schema
+from agegender import heads, image_header, inference, prediction_line, preprocessing, schema
 from agegender import job_dir as job_dir_lib
 from agegender import metrics as metrics_lib
 from trainer import input_pipeline
@@ -24,8 +24,9 @@ def load(job_dir):
     return job_dir_lib.load(job_dir)
 
 
-def _predict_fn(model):
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+def _predict_fn(model, spec):
+    """The model's raw outputs as every prediction path computes them (agegender.inference)."""
+    return tf.function(lambda x: inference.raw_outputs(model, x, spec), reduce_retracing=True)
 
 
 def _is_image(name):
@@ -41,7 +42,7 @@ def predict_dir(job_dir, sample_dir, batch_size=32, out=print,
     Each image's header is read first: an image over `max_pixels` (a decompression bomb) or
     bytes that are no image are skipped with a warning, never decoded."""
     model, spec = load(job_dir)
-    predict = _predict_fn(model)
+    predict = _predict_fn(model, spec)
     files = sorted(f for f in tf.io.gfile.listdir(sample_dir)
                    if _is_image(f) and not tf.io.gfile.isdir(os.path.join(sample_dir, f)))
     if not files:
@@ -94,7 +95,7 @@ def split_outputs(model, spec, records_dir, split, batch_size=64, limit=0):
                                         augment=input_pipeline.AugmentConfig(enabled=False))
     reader = input_pipeline.InputReader(config, split, input_pipeline.Parser.for_config(
         spec, config))
-    predict = _predict_fn(model)
+    predict = _predict_fn(model, spec)
     outputs, labels = {}, {k: [] for k in (schema.AGE, schema.RACE, schema.GENDER)}
     seen = 0
     for batch in reader.dataset(is_training=False, targets=False):
