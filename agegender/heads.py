@@ -91,8 +91,20 @@ class AgeHead:
     def target(self, age, histogram):
         raise NotImplementedError
 
-    def loss(self):
-        return _keras_loss(squared_emd)
+    def loss(self, mean_weight=0.0):
+        """Squared EMD; with `mean_weight`, plus that weight times the L1 distance between
+        the distributions' means in units of REGRESSION_SCALE years (a DLDL-v2 style
+        expectation term: the mean is what `ages()` answers)."""
+        if not mean_weight:
+            return _keras_loss(squared_emd)
+        tf = _tf()
+        values = tf.constant(self.class_ages(), tf.float32)
+
+        def squared_emd_and_mean_l1(y_true, y_pred):
+            y_true, y_pred = tf.cast(y_true, tf.float32), tf.cast(y_pred, tf.float32)
+            gap = tf.abs(tf.linalg.matvec(y_pred, values) - tf.linalg.matvec(y_true, values))
+            return squared_emd(y_true, y_pred) + mean_weight * gap / REGRESSION_SCALE
+        return squared_emd_and_mean_l1
 
     def true_age(self, target):
         raise NotImplementedError
@@ -220,8 +232,9 @@ class RegressionHead(AgeHead):
         tf = _tf()
         return tf.reshape(tf.cast(age, tf.float32) / REGRESSION_SCALE, [-1, 1])
 
-    def loss(self):
-        # L1 on the scaled age: robust to UTKFace's noisy labels, and it is the metric.
+    def loss(self, mean_weight=0.0):
+        # L1 on the scaled age: robust to UTKFace's noisy labels, and it is the metric (the
+        # output is its own mean: no extra term).
         return _keras().losses.MeanAbsoluteError(name="scaled_age_l1")
 
     def true_age(self, target):

@@ -52,6 +52,9 @@ def define_flags(fv=flags.FLAGS):
                        "Label deviation in years; recomputed in-graph when it differs from "
                        "the records' metadata. Default: the records' value.", **d)
     flags.DEFINE_float("gender_loss_weight", 1.0, "Weight of the gender loss.", **d)
+    flags.DEFINE_float("age_mean_loss_weight", 0.0,
+                       "Distribution heads: add this weight times |mean of the predicted "
+                       "distribution - true age| / 100 to the EMD loss (0: EMD only).", **d)
     # Schedule.
     flags.DEFINE_integer("batch_size", 64, "Global batch size.", **d)
     flags.DEFINE_integer("epochs", 10, "Epochs with the backbone frozen (head training).", **d)
@@ -66,6 +69,9 @@ def define_flags(fv=flags.FLAGS):
                        "Learning rate of the fine-tune phase. Default: --learning_rate / 10.",
                        **d)
     flags.DEFINE_float("weight_decay", 0.0, "AdamW weight decay (0: Adam).", **d)
+    flags.DEFINE_float("ema_momentum", 0.0,
+                       "Keep an exponential moving average of the weights with this momentum "
+                       "(e.g. 0.999) and end each phase on it; 0: off.", **d)
     flags.DEFINE_enum("lr_scheduler", "reduce_lr_on_plateau", list(LR_SCHEDULERS),
                       "Learning-rate schedule within each phase.", **d)
     flags.DEFINE_float("min_learning_rate", 1e-6, "Floor of the schedules.", **d)

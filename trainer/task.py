@@ -49,14 +49,17 @@ def build_spec(cfg, records_meta):
 
 
 def compile_model(model, spec, cfg, learning_rate, run_eagerly=False):
+    # EMA: Keras keeps the moving average and swaps it into the model when fit() ends.
+    ema = dict(use_ema=True, ema_momentum=cfg.ema_momentum) if cfg.ema_momentum else {}
     if cfg.weight_decay:
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay, **ema)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate, **ema)
     # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer itself.
     model.compile(optimizer=optimizer, jit_compile=cfg.jit_compile,
                   steps_per_execution=cfg.steps_per_execution, run_eagerly=run_eagerly,
-                  **keras_metrics.compile_args(spec, cfg.gender_loss_weight))
+                  **keras_metrics.compile_args(spec, cfg.gender_loss_weight,
+                                               cfg.age_mean_loss_weight))
 
 
 def _verbose(cfg):

@@ -138,3 +138,13 @@ def test_temperature_widens_or_sharpens():
     a = heads.serving_outputs({"age_distribution": peaked}, spec)["age"]
     b = heads.serving_outputs({"age_distribution": peaked}, ModelSpec())["age"]
     assert float(a[0]) == pytest.approx(float(b[0]))
+
+
+def test_mean_term_of_the_distribution_loss():
+    """EMD plus weight x |mean gap| / 100: one-hot 20 vs one-hot 30 gives 10/100 more per
+    unit of weight; identical distributions still cost nothing."""
+    head = heads.DistributionHead()
+    a, b = tf.one_hot([20], 101), tf.one_hot([30], 101)
+    base = float(head.loss()(a, b)[0])
+    assert float(head.loss(2.0)(a, b)[0]) == pytest.approx(base + 2.0 * 0.10, rel=1e-5)
+    assert float(head.loss(2.0)(a, a)[0]) == pytest.approx(0.0, abs=1e-7)

@@ -35,8 +35,11 @@ def _outputs_of(job_dir):
 
 
 @pytest.mark.parametrize("extra,outputs", [
-    # classification + gender + plateau scheduler + fine-tune phase + relabel
-    (["--predict_gender", "--fine_tune_epochs=1", "--fine_tune_at=120", "--age_deviation=3"],
+    # classification + gender + plateau scheduler + fine-tune phase + relabel + EMA + mean
+    # loss term + photo degradations + test-time flip
+    (["--predict_gender", "--fine_tune_epochs=1", "--fine_tune_at=120", "--age_deviation=3",
+      "--ema_momentum=0.9", "--age_mean_loss_weight=1.0", "--degrade_probability=0.5",
+      "--test_time_flip"],
      {heads.DistributionHead.output, heads.GENDER}),
     # regression + cosine + memory cache + AdamW
     (["--type=regression", "--lr_scheduler=cosine", "--cache=memory", "--weight_decay=1e-4"],
