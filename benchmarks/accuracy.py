@@ -20,10 +20,9 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from agegender import metrics as metrics_lib
-from agegender import names, schema
+from agegender import names, records, schema
 from evaluation import evaluate
 from evaluation import report as report_lib
 from evaluation.runners import SavedModelRunner
@@ -32,11 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_sources(records_dir, split):
-    files = sorted(tf.io.gfile.glob(schema.shard_pattern(records_dir, split)))
-    ids = []
-    for batch in tf.data.TFRecordDataset(files).batch(1024).map(schema.parse_examples):
-        ids += [s.decode() for s in batch[schema.IMAGE_SOURCE_ID].numpy()]
-    return sorted(ids)
+    return sorted(e[schema.IMAGE_SOURCE_ID].decode()
+                  for e in records.iter_examples(records_dir, split))
 
 
 def link_images(data, sources, out_dir):

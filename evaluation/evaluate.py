@@ -20,7 +20,7 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, names, schema
+from agegender import heads, image_header, names, records, schema
 from agegender import metrics as metrics_lib
 from evaluation import report as report_lib
 from evaluation.runners import EvaluationError, SavedModelRunner
@@ -124,25 +124,11 @@ def _read_inputs(sources, input_spec):
 
 def iter_records(records_dir, split):
     """Yields Item(source, bytes, Labels) from one split of a records directory."""
-    files = sorted(tf.io.gfile.glob(schema.shard_pattern(records_dir, split)))
-    if not files:
-        raise EvaluationError(f"no {split} shards in {records_dir!r} "
-                              f"(looked for {schema.shard_pattern(records_dir, split)})")
-    for path in files:
-        dataset = tf.data.TFRecordDataset(path).batch(256).map(schema.parse_examples)
-        try:
-            for batch in dataset.as_numpy_iterator():
-                for i in range(len(batch[schema.AGE])):
-                    yield Item(batch[schema.IMAGE_SOURCE_ID][i].decode("utf-8"),
-                               batch[schema.IMAGE_ENCODED][i],
-                               names.Labels(int(batch[schema.AGE][i]),
-                                            int(batch[schema.GENDER][i]),
-                                            int(batch[schema.RACE][i])))
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            first = (e.message or "").strip().splitlines()[0] if e.message else type(e).__name__
-            raise EvaluationError(f"{path} is not a valid records shard ({first}); rebuild "
-                                  f"{records_dir!r} with `python -m pipeline.build_records`"
-                                  ) from None
+    for example in records.iter_examples(records_dir, split):
+        yield Item(example[schema.IMAGE_SOURCE_ID].decode("utf-8"),
+                   example[schema.IMAGE_ENCODED],
+                   names.Labels(int(example[schema.AGE]), int(example[schema.GENDER]),
+                                int(example[schema.RACE])))
 
 
 class Skipped:
@@ -171,14 +157,6 @@ def _batches(items, size, limit):
             batch = []
     if batch:
         yield batch
-
-
-def _count_expected(records_dir, split):
-    try:
-        with tf.io.gfile.GFile(os.path.join(records_dir, schema.REPORT_FILE)) as f:
-            return json.load(f)["splits"][split]["examples"]
-    except Exception:  # the count is only for the progress bar
-        return None
 
 
 def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None):
@@ -286,7 +264,7 @@ def run(cfg):
         skipped = Skipped()
         if cfg.records_dir:
             items = iter_records(cfg.records_dir, cfg.split)
-            total = _count_expected(cfg.records_dir, cfg.split)
+            total = records.expected_count(cfg.records_dir, cfg.split)
             data = f"{cfg.records_dir} ({cfg.split} split)"
         else:
             items = iter_images(cfg.input, cfg.labels_csv, skipped, cfg.max_image_pixels)
@@ -298,7 +276,7 @@ def run(cfg):
                                         skipped)
         report = build_report(predictions, skipped, runner.model_dir, data, cfg.name)
         html_path = write_outputs(report, predictions, cfg.output_dir, compare)
-    except (EvaluationError, FileNotFoundError, ValueError) as e:
+    except (EvaluationError, FileNotFoundError, ValueError) as e:  # incl. records' errors
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         return 2

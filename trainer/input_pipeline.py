@@ -14,49 +14,11 @@
 """
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
-from agegender import age_histogram, degradations, heads, preprocessing, schema
+from agegender import age_histogram, degradations, heads, preprocessing, records, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
-PARSE_BATCH = 256  # records per vectorized parse_example call
-
-
-class RecordsNotFoundError(FileNotFoundError):
-    pass
-
-
-def split_files(records_dir, split):
-    """The shard files of one split, sorted; a clear error when there are none."""
-    pattern = schema.shard_pattern(records_dir, split)
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise RecordsNotFoundError(
-            f"no {split!r} records in {records_dir!r} (looked for {pattern}): build them "
-            f"with `python -m pipeline.build_records --output_dir={records_dir}`")
-    return files
-
-
-class RecordsCorruptError(ValueError):
-    """A shard that is not a readable TFRecord file (bad length or CRC, truncated)."""
-
-
-def count_records(records_dir, split):
-    """Number of records in a split. Reads every shard once (no parsing), which also checks
-    each record's CRCs, so a corrupt or truncated shard is named here instead of failing
-    later as a bare DataLossError in the middle of training."""
-    total = 0
-    for path in split_files(records_dir, split):
-        ds = tf.data.TFRecordDataset(path, buffer_size=1 << 20)
-        try:
-            total += int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
-        except tf.errors.DataLossError as e:
-            reason = (e.message or "").strip().splitlines()[0] if e.message else "unreadable"
-            raise RecordsCorruptError(
-                f"{path} is not a valid TFRecord file ({reason}); rebuild {records_dir!r} with "
-                f"`python -m pipeline.build_records`") from None
-    return total
 
 
 class Decoder:
@@ -104,7 +66,7 @@ class InputConfig:
     @classmethod
     def from_records(cls, records_dir, **kwargs):
         """A config whose records_* fields come from the records' own metadata."""
-        meta = schema.read_metadata(records_dir)
+        meta = records.metadata(records_dir)
         return cls(records_dir=records_dir,
                    records_age_deviation=meta.get(schema.META_AGE_DEVIATION),
                    records_image_size=meta.get(schema.META_IMAGE_SIZE), **kwargs)
@@ -283,7 +245,7 @@ class InputReader:
 
     def __init__(self, config, split, parser):
         self.config = config
-        self.files = split_files(config.records_dir, split)
+        self.files = records.split_files(config.records_dir, split)
         self.parser = parser
         self.decoder = Decoder()
 
@@ -309,7 +271,7 @@ class InputReader:
             # Shuffle the serialized records: far smaller than decoded images.
             ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed,
                             reshuffle_each_iteration=True)
-        ds = ds.batch(PARSE_BATCH).map(self.decoder.decode, num_parallel_calls=AUTOTUNE)
+        ds = ds.batch(records.PARSE_BATCH).map(self.decoder.decode, num_parallel_calls=AUTOTUNE)
         ds = ds.unbatch()
         ds = ds.map(self.parser.parse_fn(is_training), num_parallel_calls=AUTOTUNE,
                     deterministic=self._deterministic(is_training))

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from agegender import job_dir as job_dir_lib
-from agegender import model_spec, schema
+from agegender import model_spec, records, schema
 from trainer import calibration
 from trainer import callbacks as callbacks_lib
 from trainer import curves, distribution, input_pipeline, predict
@@ -151,8 +151,8 @@ def prepare(cfg):
     if not cfg.records_dir or not cfg.job_dir:
         raise app.UsageError("--records_dir and --job_dir are required to train")
     # Fail fast, before building anything, on a records dir without train shards.
-    input_pipeline.split_files(cfg.records_dir, "train")
-    meta = schema.read_metadata(cfg.records_dir)
+    records.split_files(cfg.records_dir, "train")
+    meta = records.metadata(cfg.records_dir)
     spec = build_spec(cfg, meta)
     strategy = distribution.make_strategy(cfg.distribution, cfg.tpu)
     distribution.set_precision(distribution.resolve_precision(cfg.mixed_precision, strategy))
@@ -173,11 +173,11 @@ def prepare(cfg):
 def make_datasets(run):
     """The repeated training dataset, the validation dataset, and the epoch length."""
     cfg, config = run.cfg, run.inputs
-    n_train = input_pipeline.count_records(cfg.records_dir, "train")
-    has_validation = bool(tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "validation")))
+    n_train = records.count(cfg.records_dir, "train")
+    has_validation = records.has_split(cfg.records_dir, "validation")
     for split in ("validation", "test"):  # read at the end of an epoch / of the run: check now
-        if tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, split)):
-            input_pipeline.count_records(cfg.records_dir, split)
+        if records.has_split(cfg.records_dir, split):
+            records.count(cfg.records_dir, split)
     run.steps_per_epoch = n_train // config.batch_size
     if run.steps_per_epoch == 0:
         raise ConfigError(f"{n_train} train records: fewer than one batch of "
@@ -280,7 +280,7 @@ def write_outputs(run, state):
     curves.plot_learning_curves(state.history,
                                 keras_metrics.monitor_key(run.spec, validation=False),
                                 job_dir_lib.path(out_dir, job_dir_lib.CURVES_FILE))
-    if not tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "test")):
+    if not records.has_split(cfg.records_dir, "test"):
         return None
     report = predict.write_eval(out_dir, cfg.records_dir, "test", cfg.batch_size,
                                 cfg.eval_limit)
@@ -329,7 +329,7 @@ def _main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         run(flags.FLAGS)
-    except (FileNotFoundError, ConfigError, input_pipeline.RecordsCorruptError) as e:
+    except (FileNotFoundError, ConfigError, records.RecordsCorruptError) as e:
         # Configuration and data errors: one clear line, no traceback.
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)

@@ -160,7 +160,7 @@ def test_clear_errors(tmp_path, model_base):
     result = _run([f"--model={tmp_path}/nothing", f"--input={tmp_path}", f"--output_dir={tmp_path}/o"])
     assert result.returncode == 2 and "does not exist" in result.stderr
     result = _run([f"--model={model_base}", f"--records_dir={tmp_path}", f"--output_dir={tmp_path}/o"])
-    assert result.returncode == 2 and "no test shards" in result.stderr
+    assert result.returncode == 2 and "no 'test' records in" in result.stderr
     with pytest.raises(evaluate.EvaluationError):
         runners.resolve_saved_model(str(tmp_path))
 

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 import tensorflow as tf
 
-from agegender import schema
+from agegender import records, schema
 from pipeline import build_records, sources, transforms
 
 
@@ -52,7 +52,7 @@ def test_every_bad_input_is_reported_and_nothing_else_is_lost(bad_inputs, tmp_pa
     meta = report["metadata"]
     assert meta[schema.META_AGE_DEVIATION] == 5.0 and meta[schema.META_IMAGE_SIZE] == 160
     assert meta["splits"] == {"train": 0.8, "validation": 0.1, "test": 0.1}
-    assert schema.read_metadata(out) == meta
+    assert records.metadata(out) == meta
     assert sum(counts["gender"].values()) == counts["written"]
     assert counts["race"]["unknown"] == 2  # the race-missing name and the seed's name
     assert counts["age_decade"]["0-9"] >= 1 and counts["age_decade"]["100+"] == 1
@@ -80,7 +80,7 @@ def test_keep_duplicates_keeps_every_copy_in_one_split(bad_inputs, tmp_path, too
             by_sha.setdefault(r[schema.IMAGE_SHA256], set()).add(split)
     copies = [s for s, splits in by_sha.items() if len(splits) > 1]
     assert copies == []  # no image (or copy of one) in two splits
-    assert schema.read_metadata(out)[schema.META_AGE_DEVIATION] == 2.0
+    assert records.metadata(out)[schema.META_AGE_DEVIATION] == 2.0
 
 
 @pytest.mark.slow
