@@ -7,6 +7,9 @@
 
 Every flag this module does not know is handed to Beam (`parse_known_args`). Without a
 `--runner` the job runs on the DirectRunner with one worker process per local core.
+
+The records are written into a staging directory beside --output_dir and switched into place
+when complete, under a lock that refuses a second run into the same directory (`publish`).
 """
 import argparse
 import dataclasses
@@ -19,7 +22,7 @@ from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions, WorkerOptions)
 
 from agegender import image_header, names, schema
-from pipeline import sources, transforms, writer
+from pipeline import publish, sources, transforms, writer
 
 DEFAULT_IMAGE_SIZE = 160  # the trainer's default input is 128 px: room for crop augmentation
 DEFAULT_AGE_DEVIATION = 5.0
@@ -297,12 +300,22 @@ def main(argv=None):
 
     import tensorflow as tf
 
-    tf.io.gfile.makedirs(options.output_dir)
     start = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        build_pipeline(p, inputs, options, csv_rows,
-                       report_extra={"input": args.input, "labels_csv": args.labels_csv},
-                       archive_spread_bytes=int(args.archive_spread_mb * (1 << 20)))
+    try:
+        with publish.Publication(options.output_dir) as output:
+            try:
+                with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+                    build_pipeline(
+                        p, inputs, dataclasses.replace(options, output_dir=output.staging),
+                        csv_rows, report_extra={"input": args.input, "labels_csv": args.labels_csv},
+                        archive_spread_bytes=int(args.archive_spread_mb * (1 << 20)))
+            except BaseException:
+                print(f"build_records: the run failed; {options.output_dir} is unchanged (a "
+                      f"report, if the run wrote one, is kept in {output.staging})", file=sys.stderr)
+                raise
+            output.publish()
+    except (publish.OutputDirBusy, publish.OutputDirError) as e:
+        return _error(str(e))
     seconds = time.perf_counter() - start
     with tf.io.gfile.GFile(f"{options.output_dir}/{schema.REPORT_FILE}") as f:
         report = json.load(f)
