@@ -52,7 +52,8 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 # source_id is the path relative to the input directory / glob prefix (the record's
 # `image/source_id`); for an archive it only names the archive in error reports.
 # skip: a `Skip` when the listing already knows the entry is not to be read (a link, a FIFO,
-# a bad name...): it is counted as an input and reported, and `path` is then only printable.
+# a bad name...): it is counted as an input and reported, never opened (for a bad name,
+# `path` is the printable name: no surrogate may travel through Beam's coders).
 InputFile = collections.namedtuple("InputFile", ["path", "source_id", "size", "is_archive", "skip"],
                                    defaults=[None])
 

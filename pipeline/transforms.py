@@ -154,6 +154,10 @@ class MakeRecord(beam.DoFn):
     Each image goes through exactly the ops it would go through alone, so batching never
     changes a record's bytes; if an image in the batch cannot be decoded, the batch is
     converted again one image at a time so that only that image is skipped.
+
+    Before any decoder sees an image, its header is checked (`image_header.check`): over
+    `max_pixels` (0: no limit) it is an `image_too_large` skip, since a 50 KB file can
+    declare 400 megapixels. The decode op checks the same limit in the graph as well.
     """
 
     def __init__(self, *, image_size, age_deviation, jpeg_quality=95, labels_csv_rows=None,
