@@ -1,9 +1,11 @@
 """Per-image work and the rules that place an image: label, decode, hash, split, dedup.
 
-- `ReadFile` / `ReadArchive`: listed inputs -> `(source_id, bytes)`.
+- `ReadFile` / `ReadArchive`: listed inputs -> `(source_id, bytes)` (an archive's members
+  past its share of the spread budget are converted where they are read: `Face`s).
 - `MakeRecord`: a batch of `(source_id, bytes)` -> `Face`s (label from the name or the
-  labels CSV, decoded pixels hashed, resized, re-encoded as JPEG, serialized
-  `tf.train.Example`); `batch_weight` sizes the batches.
+  labels CSV, image header checked against the pixel limit, decoded pixels hashed, resized,
+  re-encoded as JPEG, serialized `tf.train.Example`); `batch_weight` sizes the batches by
+  encoded and decoded size.
 - `split_of` / `shard_of`: where a face goes, from its pixel hash only.
 - `DedupShard`: one shard's faces -> the ones to write, sorted; copies -> skips.
 
@@ -15,16 +17,18 @@ import hashlib
 
 import apache_beam as beam
 
-from agegender import age_histogram, names, preprocessing, schema
+from agegender import age_histogram, image_header, names, preprocessing, schema
 from pipeline import sources
 from pipeline.sources import Skip
 
 SKIPPED = "skipped"
+FACES = "faces"  # ReadArchive's members converted in place
 
 # Skip reasons owned by this module (names.LabelError.reason codes and sources' reasons
 # are used as they are).
 EMPTY_FILE = "empty_file"
 UNDECODABLE = "undecodable"
+IMAGE_TOO_LARGE = "image_too_large"
 DUPLICATE = "duplicate"
 CONFLICTING_LABELS = "conflicting_labels"
 
@@ -49,12 +53,24 @@ def _short(error, limit=200):
 class ReadFile(beam.DoFn):
     """`sources.InputFile` (a plain file) -> `(source_id, bytes)`."""
 
+    def __init__(self, follow_symlinks=False):
+        self._follow = follow_symlinks
+
     def process(self, item):
+        if item.skip is not None:  # a link, special file or bad name: known from the listing
+            yield beam.pvalue.TaggedOutput(SKIPPED, item.skip)
+            return
         if item.size is not None and item.size > sources.MAX_INPUT_BYTES:
             yield _skip(item.source_id, sources.FILE_TOO_LARGE, f"{item.size} bytes")
             return
         try:
-            data = sources.read_file(item.path)
+            data = sources.read_file(item.path, sources.MAX_INPUT_BYTES, self._follow)
+        except sources.NotARegularFile as e:  # became a link or FIFO since the listing
+            yield _skip(item.source_id, sources.NOT_A_REGULAR_FILE, e.strerror)
+            return
+        except sources.InputTooLarge as e:  # grew since the listing
+            yield _skip(item.source_id, sources.FILE_TOO_LARGE, e.strerror)
+            return
         except Exception as e:  # any filesystem's error: report it, keep going
             yield _skip(item.source_id, sources.UNREADABLE, _short(e))
             return
@@ -62,27 +78,69 @@ class ReadFile(beam.DoFn):
 
 
 class ReadArchive(beam.DoFn):
-    """`sources.InputFile` (an archive) -> `(member_name, bytes)` per member, in place."""
+    """`sources.InputFile` (an archive) -> its members, read in place.
+
+    Members go out as `(member_name, bytes)`, to be spread over the workers and converted
+    there, until this archive's `spread_bytes` are used; every member after that is converted
+    right here by `make_record` and goes out as a `Face` (tagged FACES) or a skip. Why: what
+    goes to the other workers is held in memory between the steps (every member of the
+    archive at once, several copies of each), and an archive's members can add up to far more
+    than it weighs (a 1.4 MB tar.gz can hold 24 members of 60 MB); converted faces are small.
+    Either way a member becomes the same record (`MakeRecord` is batch-invariant).
+    """
+
+    def __init__(self, make_record, spread_bytes, follow_symlinks=False):
+        self._make = make_record
+        self._spread_bytes = spread_bytes
+        self._follow = follow_symlinks
+        self._make_ready = False
 
     def process(self, item):
-        for out in sources.iter_archive(item):
+        if item.skip is not None:
+            yield beam.pvalue.TaggedOutput(SKIPPED, item.skip)
+            return
+        spread, batch, weight = 0, [], 0
+        for out in sources.iter_archive(item, self._follow):
             if isinstance(out, Skip):
                 yield beam.pvalue.TaggedOutput(SKIPPED, out)
-            else:
+            elif spread + len(out[1]) <= self._spread_bytes:
+                spread += len(out[1])
                 yield out
+            else:
+                if batch and weight + batch_weight(out) > MAX_BATCH_WEIGHT:
+                    yield from self._convert(batch)
+                    batch, weight = [], 0
+                batch.append(out)
+                weight += batch_weight(out)
+        if batch:
+            yield from self._convert(batch)
+
+    def _convert(self, batch):
+        if not self._make_ready:  # TF set-up only for an archive that needs it
+            self._make.setup()
+            self._make_ready = True
+        for out in self._make.process(batch):
+            yield out if isinstance(out, beam.pvalue.TaggedOutput) else \
+                beam.pvalue.TaggedOutput(FACES, out)
 
 
 def batch_weight(element):
     """`(source_id, bytes)` -> its weight in a `beam.BatchElements` batch.
 
-    One per started 64 KiB of encoded bytes, so a batch of small faces holds dozens of images
-    while a batch of multi-megabyte photos stays a few images (decoded pixels of a whole
-    batch are in memory at once).
+    One per started 64 KiB of encoded bytes or per started 256 KiB of decoded pixels,
+    whichever is more (the header says how many pixels an image decodes to; a 60 KB PNG can
+    decode to 50 megapixels). A batch of small faces holds dozens of images, while a
+    multi-megapixel photo travels alone: the decoded pixels of a whole batch are in memory at
+    once, so a batch holds about MAX_BATCH_WEIGHT x 256 KiB of them, or one large image.
     """
-    return 1 + len(element[1]) // BATCH_WEIGHT_BYTES
+    data = element[1]
+    size = image_header.read_size(data)
+    decoded = size.pixels * 3 if size is not None else 0  # decoded as RGB
+    return 1 + max(len(data) // BATCH_WEIGHT_BYTES, decoded // BATCH_WEIGHT_DECODED_BYTES)
 
 
 BATCH_WEIGHT_BYTES = 64 * 1024
+BATCH_WEIGHT_DECODED_BYTES = 256 * 1024
 MAX_BATCH_WEIGHT = 64
 
 
@@ -96,11 +154,17 @@ class MakeRecord(beam.DoFn):
     Each image goes through exactly the ops it would go through alone, so batching never
     changes a record's bytes; if an image in the batch cannot be decoded, the batch is
     converted again one image at a time so that only that image is skipped.
+
+    Before any decoder sees an image, its header is checked (`image_header.check`): over
+    `max_pixels` (0: no limit) it is an `image_too_large` skip, since a 50 KB file can
+    declare 400 megapixels. The decode op checks the same limit in the graph as well.
     """
 
     def __init__(self, *, image_size, age_deviation, jpeg_quality=95, labels_csv_rows=None,
-                 min_age=names.DEFAULT_MIN_AGE, max_age=names.DEFAULT_MAX_AGE):
+                 min_age=names.DEFAULT_MIN_AGE, max_age=names.DEFAULT_MAX_AGE,
+                 max_pixels=image_header.DEFAULT_MAX_PIXELS):
         self._image_size = int(image_size)
+        self._max_pixels = max_pixels
         self._deviation = float(age_deviation)
         self._quality = int(jpeg_quality)
         self._csv = labels_csv_rows
@@ -110,10 +174,10 @@ class MakeRecord(beam.DoFn):
     def setup(self):
         import tensorflow as tf
 
-        size, quality = self._image_size, self._quality
+        size, quality, max_pixels = self._image_size, self._quality, self._max_pixels
 
         def convert(data):
-            pixels = preprocessing.decode_rgb(data)
+            pixels = preprocessing.decode_rgb(data, max_pixels)
             resized = preprocessing.to_uint8(preprocessing.resize_square(pixels, size))
             return pixels, tf.io.encode_jpeg(resized, quality=quality)
 
@@ -171,9 +235,21 @@ class MakeRecord(beam.DoFn):
                 yield _skip(source_id, EMPTY_FILE, "0 bytes")
                 continue
             try:
-                labelled.append((source_id, self.labels(source_id), data))
+                labels = self.labels(source_id)
             except names.LabelError as e:
                 yield _skip(source_id, e.reason, str(e))
+                continue
+            # The header, before any decoder sees the bytes: a small file can declare
+            # enough pixels to exhaust a worker's memory when decoded.
+            try:
+                image_header.check(data, self._max_pixels)
+            except image_header.ImageTooLarge as e:
+                yield _skip(source_id, IMAGE_TOO_LARGE, str(e))
+                continue
+            except image_header.NotAnImage as e:
+                yield _skip(source_id, UNDECODABLE, str(e))
+                continue
+            labelled.append((source_id, labels, data))
         converted = self._converted([data for _, _, data in labelled])
         for (source_id, labels, _), result in zip(labelled, converted):
             if isinstance(result, Exception):

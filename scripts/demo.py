@@ -78,7 +78,9 @@ class Demo:
 
     def build_records(self):
         shutil.rmtree(self.records, ignore_errors=True)
-        self.run_cmd([sys.executable, "-m", "pipeline.build_records",
+        # --follow_symlinks: a --limit slice is a directory of links to the shared faces (the
+        # job skips links by default).
+        self.run_cmd([sys.executable, "-m", "pipeline.build_records", "--follow_symlinks",
                       f"--input={self.input_dir()}", f"--output_dir={self.records}"])
 
     def train(self):

@@ -118,3 +118,134 @@ def test_corrupt_archive_is_one_skip(tmp_path, suffix):
 def test_plain_tar_and_tgz_are_archives():
     assert all(sources.is_archive(n) for n in ("a.tar", "a.TAR.GZ", "a.tgz", "a.zip"))
     assert not sources.is_archive("a.jpg.chip.jpg")
+
+
+# -- local entries that are not plain files, and names that are not UTF-8 -------------------
+
+def _special_tree(tmp_path):
+    """An input directory with one face and every kind of entry that is not a regular file."""
+    src, outside = tmp_path / "in", tmp_path / "outside"
+    _touch(str(src / "a.jpg"), b"A")
+    _touch(str(outside / "face.jpg"), b"F")
+    _touch(str(outside / "sub" / "b.jpg"), b"B")
+    os.symlink(outside / "face.jpg", src / "link.jpg")
+    os.symlink("/dev/zero", src / "zero.jpg")
+    os.symlink(outside / "sub", src / "linked_dir")
+    os.symlink(src, src / "loop")
+    os.symlink(tmp_path / "nothing", src / "dangling.jpg")
+    os.mkfifo(src / "fifo.jpg")
+    return src
+
+
+def test_links_and_special_files_are_listed_as_skips_never_followed_by_default(tmp_path):
+    src = _special_tree(tmp_path)
+    listed = {f.source_id: f for f in sources.list_inputs(str(src))}
+    assert listed["a.jpg"].skip is None and listed["a.jpg"].size == 1
+    skipped = {k: f.skip.reason for k, f in listed.items() if f.skip}
+    assert skipped == {k: sources.NOT_A_REGULAR_FILE for k in (
+        "link.jpg", "zero.jpg", "linked_dir", "loop", "dangling.jpg", "fifo.jpg")}
+    assert "symbolic link" in listed["link.jpg"].skip.detail
+    assert "FIFO" in listed["fifo.jpg"].skip.detail
+    # A glob sees the same entries for what they are.
+    globbed = {f.source_id: f.skip and f.skip.reason for f in sources.list_inputs(str(src / "*.jpg"))}
+    assert globbed == {"a.jpg": None, "dangling.jpg": sources.NOT_A_REGULAR_FILE,
+                       "fifo.jpg": sources.NOT_A_REGULAR_FILE, "link.jpg": sources.NOT_A_REGULAR_FILE,
+                       "zero.jpg": sources.NOT_A_REGULAR_FILE}
+
+
+def test_follow_symlinks_follows_links_to_files_and_directories_only(tmp_path):
+    src = _special_tree(tmp_path)
+    listed = {f.source_id: f for f in sources.list_inputs(str(src), follow_symlinks=True)}
+    readable = sorted(k for k, f in listed.items() if not f.skip)
+    assert readable == ["a.jpg", "link.jpg", "linked_dir/b.jpg"]
+    assert listed["link.jpg"].size == 1
+    skipped = {k: f.skip.reason for k, f in listed.items() if f.skip}
+    assert skipped == {k: sources.NOT_A_REGULAR_FILE
+                       for k in ("zero.jpg", "loop", "dangling.jpg", "fifo.jpg")}
+    assert "character device" in listed["zero.jpg"].skip.detail
+
+
+def test_a_special_file_named_as_the_input_is_a_clear_error(tmp_path):
+    os.mkfifo(tmp_path / "faces.tar")
+    with pytest.raises(sources.InputError, match="FIFO"):
+        sources.list_inputs(str(tmp_path / "faces.tar"))
+    # A link named on the command line is the user's choice: it is read, under its name.
+    _touch(str(tmp_path / "real.tar"), b"x")
+    os.symlink(tmp_path / "real.tar", tmp_path / "named.tar")
+    (listed,) = sources.list_inputs(str(tmp_path / "named.tar"))
+    assert (listed.source_id, listed.path, listed.skip) == ("named.tar", str(tmp_path / "real.tar"), None)
+
+
+def _in_thread(fn, seconds=20):
+    """fn() in a daemon thread: a call that blocks forever fails the test, not the run."""
+    import threading
+
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # handed to the test
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "blocked"
+    return result
+
+
+def test_reading_refuses_what_is_not_a_regular_file_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "fifo.jpg")
+    os.symlink("/dev/zero", tmp_path / "zero.jpg")
+    _touch(str(tmp_path / "a.jpg"), b"1234")
+    os.symlink(tmp_path / "a.jpg", tmp_path / "link.jpg")
+    for name, follow in (("fifo.jpg", True), ("zero.jpg", True), ("link.jpg", False)):
+        result = _in_thread(lambda: sources.read_file(str(tmp_path / name), 100, follow))
+        assert isinstance(result.get("error"), sources.NotARegularFile), name
+    assert sources.read_file(str(tmp_path / "link.jpg"), 100, follow_symlinks=True) == b"1234"
+    assert sources.read_file(str(tmp_path / "a.jpg"), 4) == b"1234"
+    with pytest.raises(sources.InputTooLarge):
+        sources.read_file(str(tmp_path / "a.jpg"), 3)
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe_1_0_x.jpg", b"caf\xe9.jpg", b"a\\\xff.jpg", b"a\\xff.jpg",
+                                 b"\\\\x41\x80", "é.jpg".encode()])
+def test_printable_name_is_lossless(raw):
+    import codecs
+
+    name = os.fsdecode(raw)
+    shown = sources.printable_name(name)
+    shown.encode("utf-8")  # always valid text
+    if sources.is_valid_name(name):
+        assert shown == name
+    else:
+        # Among escaped names, the text maps back to exactly the original bytes.
+        assert codecs.escape_decode(shown.encode("utf-8"))[0] == raw
+
+
+def test_non_utf8_names_are_skips_in_listings_and_archives(tmp_path):
+    src = os.fsencode(str(tmp_path / "in"))
+    os.makedirs(src)
+    for name in (b"ok.jpg", b"\xff.jpg"):
+        with open(os.path.join(src, name), "wb") as f:
+            f.write(b"x")
+    listed = sources.list_inputs(os.fsdecode(src))
+    assert [(f.source_id, f.skip and f.skip.reason) for f in listed] == [
+        ("\\xff.jpg", sources.BAD_FILE_NAME), ("ok.jpg", None)]
+    listed[0].source_id.encode("utf-8")
+    listed[0].path.encode("utf-8")  # nothing with surrogates travels through Beam
+    tar_path = tmp_path / "names.tar"
+    _tar(str(tar_path), [(os.fsdecode(b"d\xfe/x.jpg"), b"1"), ("y.jpg", b"2")], mode="w")
+    assert list(sources.iter_archive(_archive(tar_path))) == [
+        Skip("d\\xfe/x.jpg", sources.BAD_FILE_NAME, sources._bad_name_skip("x").detail),
+        ("y.jpg", b"2")]
+
+
+def test_zip_with_an_invalid_utf8_flagged_name_is_one_skip(tmp_path):
+    path = tmp_path / "bad.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a\u00e9b.jpg", b"data")  # not ASCII: stored as UTF-8, flagged so
+    path.write_bytes(path.read_bytes().replace("a\u00e9b".encode(), b"a\xff\xffb"))
+    out = list(sources.iter_archive(_archive(path)))
+    assert [(s.source_id, s.reason) for s in out] == [("bad.zip", sources.UNREADABLE_ARCHIVE)]

@@ -91,10 +91,27 @@ def test_a_bad_image_in_a_batch_is_skipped_alone(make, tools):
     assert faces == [f for element in good for f in make.process([element])]
 
 
-def test_batch_weight_bounds_the_pixels_of_a_batch():
+def test_batch_weight_bounds_the_pixels_of_a_batch(tools):
     assert transforms.batch_weight(("a", b"x" * 1000)) == 1
     big = transforms.batch_weight(("b", b"x" * (8 << 20)))  # an 8 MB photo
     assert big > transforms.MAX_BATCH_WEIGHT  # travels alone
+    assert transforms.batch_weight(("c", tools.image_bytes(1, size=(200, 200)))) == 1  # a face
+    # 2 KB on disk, 48 MB of pixels decoded: it travels alone too.
+    small_file = tools.png_header_bomb(4000, 4000)
+    assert len(small_file) < 4096
+    assert transforms.batch_weight(("d", small_file)) > transforms.MAX_BATCH_WEIGHT
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_before_decoding(tools):
+    fn = transforms.MakeRecord(image_size=16, age_deviation=0, max_pixels=10_000)
+    fn.setup()
+    name = "30_0_0_20170101000000001.png"
+    out = _run(fn, name, tools.png_header_bomb(20000, 20000))
+    assert (out.tag, out.value.reason) == (transforms.SKIPPED, transforms.IMAGE_TOO_LARGE)
+    assert "20000x20000" in out.value.detail and "10,000" in out.value.detail
+    assert isinstance(_run(fn, name, tools.image_bytes(1, size=(100, 100))), Face)  # 10,000: fine
+    out = _run(fn, name, tools.image_bytes(1, size=(101, 100)))
+    assert out.value.reason == transforms.IMAGE_TOO_LARGE
 
 
 def test_labels_csv_replaces_name_parsing(tools):
