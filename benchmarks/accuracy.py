@@ -89,7 +89,9 @@ def main():
     runner = SavedModelRunner(args.model)
     start = time.time()
     skipped = evaluate.Skipped()
-    items = evaluate.iter_images(os.path.join(args.out, "images"), skipped=skipped)
+    # The directory holds links to the original files (never copies): follow them.
+    items = evaluate.iter_images(os.path.join(args.out, "images"), skipped=skipped,
+                                 follow_symlinks=True)
     predictions, skipped = evaluate.evaluate(runner, items, args.batch_size, total=len(paths),
                                              skipped=skipped)
     ours = evaluate.build_report(predictions, skipped, runner.model_dir,

@@ -20,7 +20,7 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, names, records, schema
+from agegender import heads, image_header, image_sources, names, records, schema
 from agegender import metrics as metrics_lib
 from evaluation import report as report_lib
 from evaluation.runners import EvaluationError, SavedModelRunner
@@ -47,6 +47,9 @@ def define_flags(fv=flags.FLAGS):
                         "path).", **d)
     flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0: all).",
                          lower_bound=0, **d)
+    flags.DEFINE_bool("follow_symlinks", False,
+                      "Follow symbolic links in --input (as the records job's flag; by "
+                      "default links are skipped as not_a_regular_file, never read).", **d)
     flags.DEFINE_integer("max_image_pixels", image_header.DEFAULT_MAX_PIXELS,
                          "Skip (as image_too_large) images whose header declares more pixels: "
                          "decompression bombs are never decoded. 0: no limit.", lower_bound=0,
@@ -54,72 +57,29 @@ def define_flags(fv=flags.FLAGS):
     return fv
 
 
-UNDECODABLE = "undecodable"
-EMPTY_FILE = "empty_file"
-IMAGE_TOO_LARGE = "image_too_large"
-
-
 Item = collections.namedtuple("Item", "source data labels")
 
 
 def iter_images(input_spec, labels_csv=None, skipped=None,
-                max_pixels=image_header.DEFAULT_MAX_PIXELS):
+                max_pixels=image_header.DEFAULT_MAX_PIXELS, follow_symlinks=False):
     """Yields Item(source, bytes, Labels) for labelled images; records the rest in `skipped`.
 
-    Each image's header is read before anything decodes it: bytes that are no image are
-    skipped as undecodable, images over `max_pixels` as image_too_large."""
-    from pipeline import sources  # the records job's input listing: same formats, same safety
-
+    The records job's image source (`agegender.image_sources`): the same formats, archives,
+    safety rules and per-image checks (labels, the header's pixel limit before any decode),
+    with the same skip reasons."""
     csv_rows = None
     if labels_csv:
         with tf.io.gfile.GFile(labels_csv) as f:
             csv_rows = names.read_labels_csv(f.read())
-    for source, data, error in _read_inputs(sources, input_spec):
-        if error is not None:
-            skipped.add(source, error[0], error[1])
-            continue
-        try:
-            if csv_rows is not None:
-                labels = names.labels_from_csv_row(source, csv_rows.get(names.basename(source)))
-            else:
-                labels = names.parse_name(source)
-        except names.LabelError as e:
-            skipped.add(source, e.reason, str(e))
-            continue
-        if not data:
-            skipped.add(source, EMPTY_FILE, "zero bytes")
-            continue
-        try:
-            image_header.check(data, max_pixels)
-        except image_header.ImageTooLarge as e:
-            skipped.add(source, IMAGE_TOO_LARGE, str(e))
-            continue
-        except image_header.NotAnImage as e:
-            skipped.add(source, UNDECODABLE, str(e))
-            continue
-        yield Item(source, data, labels)
-
-
-def _read_inputs(sources, input_spec):
-    """(source id, bytes, None) per input image, or (source id, None, (reason, detail))."""
     try:
-        listed = sources.list_inputs(input_spec)
-    except sources.InputError as e:
+        for out in image_sources.iter_labelled(input_spec, image_sources.Labeller(csv_rows),
+                                               follow_symlinks, max_pixels):
+            if isinstance(out, image_sources.Skip):
+                skipped.add(out.source_id, out.reason, out.detail)
+            else:
+                yield Item(out.source_id, out.data, out.labels)
+    except image_sources.InputError as e:
         raise EvaluationError(str(e)) from e
-    for f in listed:
-        if f.is_archive:
-            for member in sources.iter_archive(f):
-                if isinstance(member, sources.Skip):
-                    yield member.source_id, None, (member.reason, member.detail)
-                else:
-                    yield member[0], member[1], None
-        elif f.size > sources.MAX_INPUT_BYTES:
-            yield f.source_id, None, (sources.FILE_TOO_LARGE, f"{f.size} bytes")
-        else:
-            try:
-                yield f.source_id, sources.read_file(f.path), None
-            except OSError as e:
-                yield f.source_id, None, (sources.UNREADABLE, str(e))
 
 
 def iter_records(records_dir, split):
@@ -171,7 +131,8 @@ def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None):
         outputs, ok = runner.predict([item.data for item in batch])
         for item, good in zip(batch, ok):
             if not good:
-                skipped.add(item.source, UNDECODABLE, "the model's image_bytes input rejected it")
+                skipped.add(item.source, image_sources.UNDECODABLE,
+                            "the model's image_bytes input rejected it")
         kept = [item for item, good in zip(batch, ok) if good]
         rows["source"] += [item.source for item in kept]
         rows["true_age"] += [item.labels.age for item in kept]
@@ -267,7 +228,8 @@ def run(cfg):
             total = records.expected_count(cfg.records_dir, cfg.split)
             data = f"{cfg.records_dir} ({cfg.split} split)"
         else:
-            items = iter_images(cfg.input, cfg.labels_csv, skipped, cfg.max_image_pixels)
+            items = iter_images(cfg.input, cfg.labels_csv, skipped, cfg.max_image_pixels,
+                                cfg.follow_symlinks)
             total = None
             data = cfg.input
         if cfg.limit and total:

@@ -22,7 +22,8 @@ from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions, WorkerOptions)
 
 from agegender import image_header, names, schema
-from pipeline import publish, sources, transforms, writer
+from agegender import image_sources as sources
+from pipeline import publish, transforms, writer
 
 DEFAULT_IMAGE_SIZE = 160  # the trainer's default input is 128 px: room for crop augmentation
 DEFAULT_AGE_DEVIATION = 5.0

@@ -42,7 +42,8 @@ import time
 import uuid
 
 from agegender import schema
-from pipeline import sources, writer
+from agegender import image_sources as sources
+from pipeline import writer
 
 LOCK_SUFFIX = ".lock"
 _STAGING = ".staging-"

@@ -18,17 +18,14 @@ import hashlib
 import apache_beam as beam
 
 from agegender import age_histogram, image_header, names, preprocessing, schema
-from pipeline import sources
-from pipeline.sources import Skip
+from agegender import image_sources as sources
+from agegender.image_sources import Skip
 
 SKIPPED = "skipped"
 FACES = "faces"  # ReadArchive's members converted in place
 
-# Skip reasons owned by this module (names.LabelError.reason codes and sources' reasons
-# are used as they are).
-EMPTY_FILE = "empty_file"
-UNDECODABLE = "undecodable"
-IMAGE_TOO_LARGE = "image_too_large"
+# Skip reasons of the dedup, owned by this module (the others are the image source's,
+# `agegender.image_sources`, and the labels', `agegender.names`).
 DUPLICATE = "duplicate"
 CONFLICTING_LABELS = "conflicting_labels"
 
@@ -43,38 +40,18 @@ def _skip(source_id, reason, detail):
     return beam.pvalue.TaggedOutput(SKIPPED, Skip(source_id, reason, detail))
 
 
-def _short(error, limit=200):
-    """The useful last line of a (TF) error message, bounded for the report."""
-    text = getattr(error, "message", None) or str(error)
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:limit]
-
-
 class ReadFile(beam.DoFn):
-    """`sources.InputFile` (a plain file) -> `(source_id, bytes)`."""
+    """`sources.InputFile` (a plain file) -> `(source_id, bytes)` (`sources.read_input`)."""
 
     def __init__(self, follow_symlinks=False):
         self._follow = follow_symlinks
 
     def process(self, item):
-        if item.skip is not None:  # a link, special file or bad name: known from the listing
-            yield beam.pvalue.TaggedOutput(SKIPPED, item.skip)
-            return
-        if item.size is not None and item.size > sources.MAX_INPUT_BYTES:
-            yield _skip(item.source_id, sources.FILE_TOO_LARGE, f"{item.size} bytes")
-            return
-        try:
-            data = sources.read_file(item.path, sources.MAX_INPUT_BYTES, self._follow)
-        except sources.NotARegularFile as e:  # became a link or FIFO since the listing
-            yield _skip(item.source_id, sources.NOT_A_REGULAR_FILE, e.strerror)
-            return
-        except sources.InputTooLarge as e:  # grew since the listing
-            yield _skip(item.source_id, sources.FILE_TOO_LARGE, e.strerror)
-            return
-        except Exception as e:  # any filesystem's error: report it, keep going
-            yield _skip(item.source_id, sources.UNREADABLE, _short(e))
-            return
-        yield item.source_id, data
+        data = sources.read_input(item, self._follow)
+        if isinstance(data, Skip):
+            yield beam.pvalue.TaggedOutput(SKIPPED, data)
+        else:
+            yield item.source_id, data
 
 
 class ReadArchive(beam.DoFn):
@@ -155,9 +132,9 @@ class MakeRecord(beam.DoFn):
     changes a record's bytes; if an image in the batch cannot be decoded, the batch is
     converted again one image at a time so that only that image is skipped.
 
-    Before any decoder sees an image, its header is checked (`image_header.check`): over
-    `max_pixels` (0: no limit) it is an `image_too_large` skip, since a 50 KB file can
-    declare 400 megapixels. The decode op checks the same limit in the graph as well.
+    Before any decoder sees an image, the image source's checks run
+    (`agegender.image_sources.check`: empty, labels, the header's pixel limit), the same
+    the evaluation runs; the decode op checks the limit in the graph as well.
     """
 
     def __init__(self, *, image_size, age_deviation, jpeg_quality=95, labels_csv_rows=None,
@@ -167,8 +144,7 @@ class MakeRecord(beam.DoFn):
         self._max_pixels = max_pixels
         self._deviation = float(age_deviation)
         self._quality = int(jpeg_quality)
-        self._csv = labels_csv_rows
-        self._min_age, self._max_age = min_age, max_age
+        self._labeller = sources.Labeller(labels_csv_rows, min_age, max_age)
         self._convert_one = self._convert_batch = None
 
     def setup(self):
@@ -199,12 +175,6 @@ class MakeRecord(beam.DoFn):
         self._tf = tf
         self._convert_one, self._convert_batch = convert_one, convert_batch
 
-    def labels(self, source_id):
-        if self._csv is None:
-            return names.parse_name(source_id, self._min_age, self._max_age)
-        name = names.basename(source_id)
-        return names.labels_from_csv_row(name, self._csv.get(name), self._min_age, self._max_age)
-
     def _converted(self, datas):
         """Encoded images -> [(sha256 of the decoded pixels, JPEG bytes) or a TF error]."""
         if len(datas) > 1:
@@ -231,29 +201,15 @@ class MakeRecord(beam.DoFn):
     def process(self, batch):
         labelled = []
         for source_id, data in batch:
-            if not data:
-                yield _skip(source_id, EMPTY_FILE, "0 bytes")
-                continue
-            try:
-                labels = self.labels(source_id)
-            except names.LabelError as e:
-                yield _skip(source_id, e.reason, str(e))
-                continue
-            # The header, before any decoder sees the bytes: a small file can declare
-            # enough pixels to exhaust a worker's memory when decoded.
-            try:
-                image_header.check(data, self._max_pixels)
-            except image_header.ImageTooLarge as e:
-                yield _skip(source_id, IMAGE_TOO_LARGE, str(e))
-                continue
-            except image_header.NotAnImage as e:
-                yield _skip(source_id, UNDECODABLE, str(e))
-                continue
-            labelled.append((source_id, labels, data))
+            result = sources.check(source_id, data, self._labeller, self._max_pixels)
+            if isinstance(result, Skip):
+                yield beam.pvalue.TaggedOutput(SKIPPED, result)
+            else:
+                labelled.append((source_id, result, data))
         converted = self._converted([data for _, _, data in labelled])
         for (source_id, labels, _), result in zip(labelled, converted):
             if isinstance(result, Exception):
-                yield _skip(source_id, UNDECODABLE, _short(result))
+                yield _skip(source_id, sources.UNDECODABLE, sources.short_error(result))
                 continue
             # The dedup key hashes the decoded input pixels (schema: image/sha256), so
             # re-encoded or renamed copies of one picture are still found.
@@ -302,7 +258,6 @@ def resolve_copies(faces, keep_all=False):
     faces = sorted(faces, key=lambda f: f.source_id)
     if len(faces) == 1:
         return faces, []
-    ids = ", ".join(f.source_id for f in faces)
     if len({(f.age, f.gender) for f in faces}) > 1:
         labels = "; ".join(f"{f.source_id}: age {f.age} gender {f.gender}" for f in faces)
         return [], [Skip(f.source_id, CONFLICTING_LABELS,

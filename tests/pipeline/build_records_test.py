@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from agegender import image_header, records, schema
-from pipeline import build_records, sources, transforms
+from agegender import image_sources as sources
+from pipeline import build_records, transforms
 
 
 def _read_all_splits_with_tfds(output_dir):
@@ -265,7 +266,7 @@ def test_a_decompression_bomb_is_skipped_before_decoding(tmp_path, tools):
     assert result.returncode == 0, result.stderr[-3000:]
     report = _report(out)
     assert report["counts"]["written"] == 20
-    assert tools.skipped_by_source(report) == {bomb: transforms.IMAGE_TOO_LARGE}
+    assert tools.skipped_by_source(report) == {bomb: sources.IMAGE_TOO_LARGE}
     assert "20000x20000" in report["skipped"][0]["detail"]
     assert report["metadata"]["options"]["max_image_pixels"] == image_header.DEFAULT_MAX_PIXELS
 
@@ -278,7 +279,7 @@ def test_max_image_pixels_is_a_flag(tmp_path, tools):
     rc, report = tools.run_build(str(src), str(tmp_path / "out"), "--max_image_pixels=1000")
     assert rc == 0
     # The faces are 48x40 = 1920 pixels, the last one 600.
-    assert tools.skipped_by_source(report) == {n: transforms.IMAGE_TOO_LARGE for n in names}
+    assert tools.skipped_by_source(report) == {n: sources.IMAGE_TOO_LARGE for n in names}
     assert report["counts"]["written"] == 1
     assert report["metadata"]["options"]["max_image_pixels"] == 1000
 
@@ -403,7 +404,7 @@ def test_links_and_special_files_in_the_input_are_never_read(tmp_path, tools, fo
     if follow:
         assert written == {*good, "52_0_0_20170101000000052.jpg", "linked/51_0_0_20170101000000051.jpg"}
         assert tools.skipped_by_source(report) == {
-            **never, "53_0_0_20170101000000053.jpg": transforms.UNDECODABLE}
+            **never, "53_0_0_20170101000000053.jpg": sources.UNDECODABLE}
     else:
         assert written == set(good)
         assert tools.skipped_by_source(report) == {

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agegender import image_sources as sources
 from agegender import names, schema
-from pipeline import build_records, sources, transforms
+from pipeline import build_records, transforms
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED_UTK = os.path.join(REPO, "..", "shared", "data", "utkface", "UTKFace")
@@ -145,9 +146,9 @@ def bad_inputs(tmp_path):
     for i, name in enumerate(GOOD):
         add(name, image_bytes(i), None)
     good = image_bytes(100)
-    add(f"30_0_0_{DATE}100.jpg.chip.jpg", b"", transforms.EMPTY_FILE)
-    add(f"31_0_0_{DATE}101.jpg.chip.jpg", good[:len(good) // 2], transforms.UNDECODABLE)
-    add(f"32_0_0_{DATE}102.jpg", b"this is a text file, not a picture\n", transforms.UNDECODABLE)
+    add(f"30_0_0_{DATE}100.jpg.chip.jpg", b"", sources.EMPTY_FILE)
+    add(f"31_0_0_{DATE}101.jpg.chip.jpg", good[:len(good) // 2], sources.UNDECODABLE)
+    add(f"32_0_0_{DATE}102.jpg", b"this is a text file, not a picture\n", sources.UNDECODABLE)
     add(f"33_1_2_{DATE}103.png", image_bytes(103, mode="RGBA", fmt="PNG"), None)
     add(f"34_0_3_{DATE}104.jpg", image_bytes(104, mode="L"), None)
     add(f"35_1_4_{DATE}105.jpg", image_bytes(105, mode="CMYK"), None)

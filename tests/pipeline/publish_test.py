@@ -9,7 +9,8 @@ import time
 import pytest
 
 from agegender import schema
-from pipeline import publish, sources
+from agegender import image_sources as sources
+from pipeline import publish
 
 
 def _dataset(directory, tag, shards=2):

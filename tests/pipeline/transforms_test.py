@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agegender import age_histogram, names, preprocessing, schema
+from agegender import age_histogram, image_sources, names, preprocessing, schema
+from agegender.image_sources import Skip
 from pipeline import transforms
-from pipeline.sources import Skip
 from pipeline.transforms import Face
 
 FRACTIONS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
@@ -52,9 +52,9 @@ def test_any_image_format_becomes_rgb_jpeg(make, tools, mode, fmt):
 def test_bad_bytes_and_bad_names_are_skips_with_reasons(make, tools):
     good = tools.image_bytes(3)
     cases = {
-        ("30_0_0_20170101000000001.jpg", b""): transforms.EMPTY_FILE,
-        ("30_0_0_20170101000000001.jpg", good[:len(good) // 2]): transforms.UNDECODABLE,
-        ("30_0_0_20170101000000001.jpg", b"plain text"): transforms.UNDECODABLE,
+        ("30_0_0_20170101000000001.jpg", b""): image_sources.EMPTY_FILE,
+        ("30_0_0_20170101000000001.jpg", good[:len(good) // 2]): image_sources.UNDECODABLE,
+        ("30_0_0_20170101000000001.jpg", b"plain text"): image_sources.UNDECODABLE,
         ("face.jpg", good): names.BAD_NAME,
         ("x_0_0_20170101000000001.jpg", good): names.BAD_AGE,
         ("30_3_0_20170101000000001.jpg", good): names.BAD_GENDER,
@@ -85,7 +85,7 @@ def test_a_bad_image_in_a_batch_is_skipped_alone(make, tools):
              good[2], good[3]]
     out = list(make.process(batch))
     skips = {o.value.source_id: o.value.reason for o in out if hasattr(o, "tag")}
-    assert skips == {truncated[0]: transforms.UNDECODABLE, "36_0_0_x.jpg": transforms.EMPTY_FILE,
+    assert skips == {truncated[0]: image_sources.UNDECODABLE, "36_0_0_x.jpg": image_sources.EMPTY_FILE,
                      "nolabel.jpg": names.BAD_NAME}
     faces = [o for o in out if not hasattr(o, "tag")]
     assert faces == [f for element in good for f in make.process([element])]
@@ -107,11 +107,11 @@ def test_an_image_over_the_pixel_limit_is_skipped_before_decoding(tools):
     fn.setup()
     name = "30_0_0_20170101000000001.png"
     out = _run(fn, name, tools.png_header_bomb(20000, 20000))
-    assert (out.tag, out.value.reason) == (transforms.SKIPPED, transforms.IMAGE_TOO_LARGE)
+    assert (out.tag, out.value.reason) == (transforms.SKIPPED, image_sources.IMAGE_TOO_LARGE)
     assert "20000x20000" in out.value.detail and "10,000" in out.value.detail
     assert isinstance(_run(fn, name, tools.image_bytes(1, size=(100, 100))), Face)  # 10,000: fine
     out = _run(fn, name, tools.image_bytes(1, size=(101, 100)))
-    assert out.value.reason == transforms.IMAGE_TOO_LARGE
+    assert out.value.reason == image_sources.IMAGE_TOO_LARGE
 
 
 def test_labels_csv_replaces_name_parsing(tools):

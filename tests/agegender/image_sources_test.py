@@ -6,8 +6,8 @@ import zipfile
 
 import pytest
 
-from pipeline import sources
-from pipeline.sources import Skip
+from agegender import image_sources as sources
+from agegender.image_sources import Skip
 
 
 def _touch(path, data=b"x"):
