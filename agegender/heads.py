@@ -9,6 +9,8 @@ An age head owns everything that depends on how the model states an age:
   true_age()      the age in years read back from a target (training metrics)
   ages()          the age in years from the model's output (every prediction path)
   serving_outputs()  what the export adds to `age` (the distribution, the ranges)
+  describe()      the output and how to read an age from it, as JSON for other runtimes
+                  (the LiteRT file's metadata: an app computes the age itself)
 
 Kinds: `DistributionHead` (softmax over one-year bins, squared Earth Mover's Distance, the
 expected value), `RangeHead` (the same over 5-year ranges), `RegressionHead` (one scaled
@@ -85,6 +87,11 @@ class AgeHead:
         """{name: float32 tensor} the signatures return besides `age`."""
         return {self.output: _tf().cast(output, _tf().float32)}
 
+    def describe(self):
+        """JSON-able: this output's shape and meaning, and how `ages()` reads an age from it,
+        for code outside Python (a phone app reading a LiteRT model's raw outputs)."""
+        raise NotImplementedError
+
 
 class DistributionHead(AgeHead):
     """Softmax over `schema.NUM_AGE_BINS` one-year bins (the last is 100+)."""
@@ -104,6 +111,12 @@ class DistributionHead(AgeHead):
         tf = _tf()
         probs = tf.cast(output, tf.float32)
         return tf.linalg.matvec(probs, tf.range(probs.shape[-1], dtype=tf.float32))
+
+    def describe(self):
+        return {"output": self.output, "shape": [self.units], "kind": self.kind,
+                "meaning": f"softmax probabilities of the ages 0..{schema.MAX_AGE_BIN} in "
+                           f"one-year bins; the last bin holds {schema.MAX_AGE_BIN} and above",
+                "age": "sum(p[i] * bin_ages[i])", "bin_ages": list(range(self.units))}
 
 
 def age_to_range(age):
@@ -143,6 +156,14 @@ class RangeHead(AgeHead):
         return tf.linalg.matvec(tf.cast(output, tf.float32),
                                 tf.constant(range_midpoints(), tf.float32))
 
+    def describe(self):
+        return {"output": self.output, "shape": [self.units], "kind": self.kind,
+                "meaning": f"softmax probabilities of {AGE_RANGE_WIDTH}-year age ranges "
+                           f"0-{AGE_RANGE_WIDTH - 1}, {AGE_RANGE_WIDTH}-{2 * AGE_RANGE_WIDTH - 1}"
+                           f", ...; the last holds {schema.MAX_AGE_BIN} and above",
+                "age": "sum(p[i] * bin_ages[i]) (bin_ages: each range's centre)",
+                "bin_ages": range_midpoints().tolist()}
+
 
 class RegressionHead(AgeHead):
     """One value, age / REGRESSION_SCALE, shape [N, 1]; L1 loss."""
@@ -174,6 +195,11 @@ class RegressionHead(AgeHead):
     def serving_outputs(self, output):
         return {}  # `age` says it all
 
+    def describe(self):
+        return {"output": self.output, "shape": [self.units], "kind": self.kind,
+                "meaning": f"age in years divided by {REGRESSION_SCALE:g}",
+                "age": "age_scaled[0] * scale", "scale": REGRESSION_SCALE}
+
 
 class GenderHead:
     """Softmax over `schema.GENDERS` (0 male, 1 female)."""
@@ -197,6 +223,11 @@ class GenderHead:
         """(class index [N], probability of that class [N]) as NumPy."""
         probs = np.asarray(output)
         return probs.argmax(-1), probs.max(-1)
+
+    def describe(self):
+        return {"output": self.output, "shape": [len(schema.GENDERS)],
+                "meaning": "softmax probabilities of the genders, in the order of classes",
+                "classes": list(schema.GENDERS), "letters": list(schema.GENDER_LETTERS)}
 
     def serving_outputs(self, output):
         tf = _tf()

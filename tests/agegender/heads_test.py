@@ -1,5 +1,7 @@
 """Each head kind: targets, the age read back from a target and from an output, the loss,
 the serving outputs, against hand-computed values."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -99,3 +101,23 @@ def test_serving_outputs_for_each_kind():
     out = heads.serving_outputs({"age_scaled": tf.constant([[0.42]])},
                                 ModelSpec(type="regression"))
     assert set(out) == {"age"} and float(out["age"][0]) == pytest.approx(42.0)
+
+
+@pytest.mark.parametrize("kind", ["classification", "range", "regression"])
+def test_describe_reads_the_same_age_as_ages(kind):
+    """An app that follows describe() (JSON, no Python) gets the age `ages()` computes."""
+    spec = ModelSpec(type="regression" if kind == "regression" else "classification",
+                     range_mode=kind == "range", predict_gender=True)
+    head = heads.age_head(spec)
+    info = json.loads(json.dumps(head.describe()))  # what a sidecar file carries
+    assert info["output"] == head.output and info["shape"] == [head.units]
+    rng = np.random.default_rng(0)
+    if kind == "regression":
+        out = rng.uniform(0, 1, (4, 1)).astype(np.float32)
+        app_ages = out[:, 0] * info["scale"]
+    else:
+        out = rng.dirichlet(np.ones(head.units), 4).astype(np.float32)
+        app_ages = out @ np.asarray(info["bin_ages"], np.float32)
+    np.testing.assert_allclose(app_ages, head.ages(tf.constant(out)).numpy(), rtol=1e-5)
+    gender = heads.gender_head(spec).describe()
+    assert gender["classes"] == list(schema.GENDERS) and gender["letters"] == ["M", "F"]
