@@ -42,6 +42,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -140,11 +141,28 @@ def _write_saved_model(model, spec, directory):
     archive.write_out(directory, verbose=False)
 
 
+_UNSUPPORTED_OP = re.compile(r"'(tf\.\w+)' op is neither a custom op nor a flex op")
+
+
 def _converter_message(error):
-    """The useful lines of a converter error (it also prints pages of MLIR)."""
-    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
-    useful = [l for l in lines if "error" in l.lower() or "op" in l.lower().split()]
-    return " | ".join((useful or lines or [type(error).__name__])[:6])[:1500]
+    """What a converter error means, without its pages of MLIR locations."""
+    text = str(error)
+    ops = sorted(set(_UNSUPPORTED_OP.findall(text)))
+    if ops:
+        return (f"LiteRT has no builtin kernel for {', '.join(ops)} (TensorFlow ops through "
+                f"the Flex delegate are not allowed: an app's plain runtime lacks them)")
+    lines = []
+    for line in text.splitlines():
+        if "error" in line.lower():
+            # `<unknown>:0: error: loc(callsite(...)): the message`: keep the message.
+            lines.append(line.rsplit(")): ", 1)[-1].strip())
+    return " | ".join(dict.fromkeys(lines or [text.strip() or type(error).__name__]))[:1500]
+
+
+# Ops an int8 file may run in float: the boundary (de)quantization, and the heads' softmax.
+# A softmax over 101 one-year bins gives probabilities near 0.01, and int8's steps of 1/256
+# moved the age read from them by years (BUILD_NOTES.md); in float it costs nothing.
+INT8_FLOAT_OPS = ("QUANTIZE", "DEQUANTIZE", "SOFTMAX")
 
 
 def convert(saved_model_dir, quantization, representative=None):
@@ -157,21 +175,51 @@ def convert(saved_model_dir, quantization, representative=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "int8":
+    try:
+        if quantization != "int8":
+            return converter.convert()
         if representative is None or not len(representative):
             raise ExportError("int8 needs representative images")
 
         def dataset():
             for image in representative:
-                yield {INPUT: image[None].astype(np.float32)}
+                yield [image[None].astype(np.float32)]
 
         converter.representative_dataset = dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    try:
-        return converter.convert()
+        # TensorFlow's selective quantization: calibrate, then quantize every op but the
+        # softmax (the debugger is its documented entry point; no debug ops are added).
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=dataset,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_ops=["SOFTMAX"]))
+        content = debugger.get_nondebug_quantized_model()
+    except ExportError:
+        raise
     except Exception as e:  # ConverterError, RuntimeError from calibration, ValueError, ...
         raise ExportError(f"the converter refused the model ({quantization}): "
                           f"{_converter_message(e)}") from None
+    left = float_ops(content, allowed=INT8_FLOAT_OPS)
+    if left:
+        raise ExportError(f"int8: these ops have no int8 kernel and would run in float: "
+                          f"{', '.join(sorted(set(left)))}")
+    return content
+
+
+def float_ops(content, allowed=()):
+    """Names of the ops (but `allowed`) that read or write a float32 tensor."""
+    from ai_edge_litert import schema_py_generated as schema_fb
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    found = []
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+            tensors = [subgraph.tensors[i] for i in list(op.inputs) + list(op.outputs) if i >= 0]
+            if name not in allowed and any(t.type == schema_fb.TensorType.FLOAT32
+                                           for t in tensors):
+                found.append(name)
+    return found
 
 
 # -- running a LiteRT file -----------------------------------------------------------------
@@ -371,19 +419,19 @@ def spec_from_metadata(metadata):
     return model_spec.ModelSpec(**metadata["model_spec"])
 
 
-def _tensor_quantization(interpreter):
-    """Scale and zero point of the int8 tensors behind the float input and outputs (int8
-    mode): what a developer needs to feed int8 directly after removing the QUANTIZE op."""
-    found = {}
-    for t in interpreter.get_tensor_details():
-        scales = t["quantization_parameters"]["scales"]
-        if np.dtype(t["dtype"]) in (np.int8, np.uint8) and len(scales) == 1 and (
-                t["name"].startswith("serving_default_") or "StatefulPartitionedCall" in
-                t["name"]):
-            found[t["name"]] = {"dtype": np.dtype(t["dtype"]).name, "scale": float(scales[0]),
-                                "zero_point": int(t["quantization_parameters"]
-                                                  ["zero_points"][0])}
-    return found
+def int8_input_quantization(content):
+    """(scale, zero point) of the int8 tensor the input QUANTIZE op writes, or None: an app
+    that feeds int8 itself (and removes that op) computes q = round(x / scale) + zero_point."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            if (flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "QUANTIZE"
+                    and op.inputs[0] in list(subgraph.inputs)):
+                q = subgraph.tensors[op.outputs[0]].quantization
+                return float(q.scale[0]), int(q.zeroPoint[0])
+    return None
 
 
 # -- the export ----------------------------------------------------------------------------
@@ -435,11 +483,15 @@ def export_litert(job_dir=None, output=None, quantization="dynamic", *, records_
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    lite = LiteRTModel(model_content=content)
+    try:
+        lite = LiteRTModel(model_content=content)
+        converted = lite(check_pixels)
+    except (RuntimeError, ValueError) as e:  # e.g. a delegate that cannot prepare an op
+        raise ExportError(f"the {quantization} model does not run on the LiteRT runtime "
+                          f"({e}). Nothing was written to {output}.") from None
     expected = sorted(head.output for head in heads.for_spec(spec))
     if lite.output_names != expected:
         raise ExportError(f"the converted model outputs {lite.output_names}, expected {expected}")
-    converted = lite(check_pixels)
     figures, problems = compare(keras_outputs(model, check_pixels), converted, spec, tolerance)
     figures.update(source=check_source, tolerance=dataclasses.asdict(tolerance))
     if problems:
@@ -447,11 +499,16 @@ def export_litert(job_dir=None, output=None, quantization="dynamic", *, records_
                           f"{len(check_pixels)} {check_source}: " + "; ".join(problems)
                           + f". Nothing was written to {output}.")
 
-    io_details = lite.io_details()
+    metadata = build_metadata(spec, quantization, lite.io_details(), figures,
+                              representative_info, job_dir)
     if quantization == "int8":
-        io_details["internal_int8_tensors"] = _tensor_quantization(lite.interpreter)
-    metadata = build_metadata(spec, quantization, io_details, figures, representative_info,
-                              job_dir)
+        scale, zero_point = int8_input_quantization(content)
+        metadata["int8"] = {
+            "input_quantization": {"scale": scale, "zero_point": zero_point},
+            "float_ops": list(INT8_FLOAT_OPS),
+            "note": "every other op computes in int8. The signature's input and outputs are "
+                    "float32 as in every mode: the file quantizes the pixels itself "
+                    "(q = round(x / scale) + zero_point) and the softmax outputs are float"}
     final = embed_metadata(content, metadata)
     # The bytes written must answer exactly as the bytes checked (the rewrite touches only
     # the metadata).
