@@ -15,12 +15,16 @@ Quantization (`--quantization`):
   none      float32 weights and activations.
   float16   float16 weights (half the size), computed in float32 on CPU.
   dynamic   int8 weights, activations quantized on the fly (a quarter of the size).
-  int8      full integer: int8 weights and activations, calibrated on --representative_images
-            images of the TRAIN split of --records_dir; every op must have an int8 kernel
-            (the conversion fails otherwise, rather than mixing in float ops). The input
-            and outputs stay float32, as in every mode (a QUANTIZE op at the input, a
-            DEQUANTIZE at each output), so the same app code calls every file; the
-            scale and zero point of the int8 tensors behind them are in the metadata.
+  int8      integer: int8 weights and activations, calibrated on --representative_images
+            images of the TRAIN split of --records_dir, except the heads' final softmax
+            (`INT8_FLOAT_OPS`: int8's probability steps of 1/256 moved the age read from
+            101 bins by years) and the --int8_float_layers layers (default 3) whose int8
+            error on those images is largest (TensorFlow's quantization debugger measures
+            it), which stay float; their names are in the metadata. Any other op without
+            an int8 kernel is refused rather than left in float. The input and outputs stay float32, as in
+            every mode (a QUANTIZE op at the input, float softmax outputs), so the same
+            app code calls every file; the input's scale and zero point are in the
+            metadata for an app that wants to feed int8 itself.
 
 The check: the converted model and the Keras model run on --check_images images of the
 VALIDATION split (never test; synthetic images when there is no --records_dir) through
@@ -36,9 +40,11 @@ Usage:
       [--representative_images=200] [--check_images=200]
 """
 import argparse
+import csv
 import dataclasses
 import datetime
 import hashlib
+import io
 import json
 import logging
 import os
@@ -163,10 +169,13 @@ def _converter_message(error):
 # A softmax over 101 one-year bins gives probabilities near 0.01, and int8's steps of 1/256
 # moved the age read from them by years (BUILD_NOTES.md); in float it costs nothing.
 INT8_FLOAT_OPS = ("QUANTIZE", "DEQUANTIZE", "SOFTMAX")
+DEFAULT_INT8_FLOAT_LAYERS = 3
 
 
-def convert(saved_model_dir, quantization, representative=None):
-    """A SavedModel (from `_write_saved_model`) -> LiteRT flatbuffer bytes."""
+def convert(saved_model_dir, quantization, representative=None, int8_float_layers=0):
+    """A SavedModel (from `_write_saved_model`) -> (LiteRT flatbuffer bytes, the names of the
+    layers left in float: the softmax and, in int8, the `int8_float_layers` layers whose
+    int8 error on the representative images is largest)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     # Builtin ops only: a model that needs TensorFlow ops (the Flex delegate) would not run
     # on the plain runtime an app ships, so it is refused here instead.
@@ -177,7 +186,7 @@ def convert(saved_model_dir, quantization, representative=None):
         converter.target_spec.supported_types = [tf.float16]
     try:
         if quantization != "int8":
-            return converter.convert()
+            return converter.convert(), []
         if representative is None or not len(representative):
             raise ExportError("int8 needs representative images")
 
@@ -186,27 +195,52 @@ def convert(saved_model_dir, quantization, representative=None):
                 yield [image[None].astype(np.float32)]
 
         converter.representative_dataset = dataset
-        # TensorFlow's selective quantization: calibrate, then quantize every op but the
-        # softmax (the debugger is its documented entry point; no debug ops are added).
+        # TensorFlow's selective quantization (the quantization debugger is its documented
+        # entry point; the file gets no debug ops): calibrate, then quantize every op but
+        # the softmax and the layers int8 hurts most.
+        options = tf.lite.experimental.QuantizationDebugOptions
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=dataset,
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_ops=["SOFTMAX"]))
+            debug_options=options(denylisted_ops=["SOFTMAX"]))
+        float_layers = _worst_int8_layers(debugger, int8_float_layers)
+        if float_layers:
+            debugger.options = options(denylisted_ops=["SOFTMAX"], denylisted_nodes=float_layers)
         content = debugger.get_nondebug_quantized_model()
     except ExportError:
         raise
     except Exception as e:  # ConverterError, RuntimeError from calibration, ValueError, ...
         raise ExportError(f"the converter refused the model ({quantization}): "
                           f"{_converter_message(e)}") from None
-    left = float_ops(content, allowed=INT8_FLOAT_OPS)
+    left = [op for op, output in float_ops(content, allowed=INT8_FLOAT_OPS)
+            if output not in float_layers]
     if left:
         raise ExportError(f"int8: these ops have no int8 kernel and would run in float: "
                           f"{', '.join(sorted(set(left)))}")
-    return content
+    return content, float_layers
+
+
+def _worst_int8_layers(debugger, count):
+    """The `count` layers whose int8 output differs most from float on the debugger's
+    images, in quantization steps (root mean squared error / scale, the debugger's own
+    measure of a layer's quantization error)."""
+    if count <= 0:
+        return []
+    debugger.run()
+    buffer = io.StringIO()
+    debugger.layer_statistics_dump(buffer)
+    buffer.seek(0)
+    scored = []
+    for row in csv.DictReader(buffer):
+        scale = float(row["scale"])
+        if scale > 0 and row["op_name"] != "SOFTMAX":
+            scored.append((np.sqrt(float(row["mean_squared_error"])) / scale,
+                           row["tensor_name"]))
+    return [name for _, name in sorted(scored, reverse=True)[:count]]
 
 
 def float_ops(content, allowed=()):
-    """Names of the ops (but `allowed`) that read or write a float32 tensor."""
+    """(op name, output tensor name) of each op (but `allowed`) that reads or writes a
+    float32 tensor."""
     from ai_edge_litert import schema_py_generated as schema_fb
     from ai_edge_litert.tools import flatbuffer_utils
 
@@ -218,7 +252,7 @@ def float_ops(content, allowed=()):
             tensors = [subgraph.tensors[i] for i in list(op.inputs) + list(op.outputs) if i >= 0]
             if name not in allowed and any(t.type == schema_fb.TensorType.FLOAT32
                                            for t in tensors):
-                found.append(name)
+                found.append((name, _name(subgraph.tensors[op.outputs[0]].name)))
     return found
 
 
@@ -437,12 +471,14 @@ def int8_input_quantization(content):
 # -- the export ----------------------------------------------------------------------------
 def export_litert(job_dir=None, output=None, quantization="dynamic", *, records_dir=None,
                   representative_images=DEFAULT_REPRESENTATIVE_IMAGES,
-                  check_images=DEFAULT_CHECK_IMAGES, tolerance=None, model=None, spec=None):
+                  check_images=DEFAULT_CHECK_IMAGES, tolerance=None,
+                  int8_float_layers=DEFAULT_INT8_FLOAT_LAYERS, model=None, spec=None):
     """Converts, checks and writes `output` (+ `output`.json); returns the metadata.
 
     Pass `job_dir` or an in-memory `model` and `spec`. `tolerance`: a `Tolerance` instead of
-    `TOLERANCES[quantization]`. Raises `ExportError` (and writes nothing) when the model
-    cannot be converted or the converted model fails the check.
+    `TOLERANCES[quantization]`. `int8_float_layers`: in int8, this many layers with the
+    largest int8 error stay float (`convert`). Raises `ExportError` (and writes nothing)
+    when the model cannot be converted or the converted model fails the check.
     """
     if quantization not in QUANTIZATIONS:
         raise ExportError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
@@ -455,6 +491,8 @@ def export_litert(job_dir=None, output=None, quantization="dynamic", *, records_
         raise ExportError("--representative_images must be at least 1")
     if check_images < 1:
         raise ExportError("--check_images must be at least 1")
+    if int8_float_layers < 0:
+        raise ExportError("--int8_float_layers must be 0 or more")
     if model is None:
         if job_dir is None:
             raise ExportError("give a job_dir or a model and its spec")
@@ -479,7 +517,8 @@ def export_litert(job_dir=None, output=None, quantization="dynamic", *, records_
     work = tempfile.mkdtemp(prefix="export_litert-")
     try:
         _write_saved_model(model, spec, work)
-        content = convert(work, quantization, representative)
+        content, float_layers = convert(work, quantization, representative,
+                                        int8_float_layers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -502,10 +541,12 @@ def export_litert(job_dir=None, output=None, quantization="dynamic", *, records_
     metadata = build_metadata(spec, quantization, lite.io_details(), figures,
                               representative_info, job_dir)
     if quantization == "int8":
-        scale, zero_point = int8_input_quantization(content)
+        quantized_input = int8_input_quantization(content)  # None: the first layer is float
         metadata["int8"] = {
-            "input_quantization": {"scale": scale, "zero_point": zero_point},
+            "input_quantization": quantized_input and dict(zip(("scale", "zero_point"),
+                                                               quantized_input)),
             "float_ops": list(INT8_FLOAT_OPS),
+            "float_layers": float_layers,
             "note": "every other op computes in int8. The signature's input and outputs are "
                     "float32 as in every mode: the file quantizes the pixels itself "
                     "(q = round(x / scale) + zero_point) and the softmax outputs are float"}
@@ -566,6 +607,9 @@ def main(argv=None):
     parser.add_argument("--check_images", type=int, default=DEFAULT_CHECK_IMAGES,
                         help="validation images the converted model is checked on "
                              "(default %(default)s)")
+    parser.add_argument("--int8_float_layers", type=int, default=DEFAULT_INT8_FLOAT_LAYERS,
+                        help="int8: keep this many layers in float, those whose int8 error "
+                             "on the representative images is largest (default %(default)s)")
     parser.add_argument("--max_mean_age_difference", type=float, default=None,
                         help="override the mode's check threshold (years)")
     parser.add_argument("--max_age_difference", type=float, default=None,
@@ -583,7 +627,8 @@ def main(argv=None):
         metadata = export_litert(args.job_dir, args.output, args.quantization,
                                  records_dir=args.records_dir,
                                  representative_images=args.representative_images,
-                                 check_images=args.check_images, tolerance=tolerance)
+                                 check_images=args.check_images, tolerance=tolerance,
+                                 int8_float_layers=args.int8_float_layers)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -110,17 +110,27 @@ def test_every_mode_round_trips_and_answers_like_keras(variant, mode, job_dirs, 
     assert diff.max() <= el.TOLERANCES[mode].max_age
 
 
-def test_int8_is_integer_inside_but_the_softmax(job_dirs, records, tmp_path):
+def test_int8_is_integer_inside_but_the_softmax_and_the_chosen_layers(job_dirs, records,
+                                                                      tmp_path):
     for mode in ("none", "int8"):
         _export(job_dirs["clf_gender"], tmp_path / f"{mode}.tflite", mode, records)
+    _export(job_dirs["clf_gender"], tmp_path / "all.tflite", "int8", records,
+            int8_float_layers=0)
     float_model = (tmp_path / "none.tflite").read_bytes()
     int8_model = (tmp_path / "int8.tflite").read_bytes()
-    assert "CONV_2D" in el.float_ops(float_model)  # the scan sees float ops
-    assert el.float_ops(int8_model, allowed=el.INT8_FLOAT_OPS) == []
-    assert "SOFTMAX" in el.float_ops(int8_model)
+    all_int8 = (tmp_path / "all.tflite").read_bytes()
+    assert el.float_ops(all_int8, allowed=el.INT8_FLOAT_OPS) == []
+    assert el.read_metadata(all_int8)["int8"]["float_layers"] == []
+    assert "CONV_2D" in [op for op, _ in el.float_ops(float_model)]  # the scan sees them
     metadata = el.read_metadata(int8_model)
+    float_layers = metadata["int8"]["float_layers"]
+    assert len(float_layers) == el.DEFAULT_INT8_FLOAT_LAYERS
+    left = el.float_ops(int8_model, allowed=el.INT8_FLOAT_OPS)
+    assert left and sorted(name for _, name in left) == sorted(float_layers)
+    assert "SOFTMAX" in [op for op, _ in el.float_ops(int8_model)]
     assert metadata["input"]["dtype"] == "float32"
-    scale, zero_point = (metadata["int8"]["input_quantization"][k] for k in ("scale", "zero_point"))
+    quantized_input = el.read_metadata(all_int8)["int8"]["input_quantization"]
+    scale, zero_point = quantized_input["scale"], quantized_input["zero_point"]
     # Calibrated on 0..255 pixels: about one level per step, from -128.
     assert 0.5 < scale < 1.1 and -128 <= zero_point <= -100
     assert "int8" not in el.read_metadata(float_model)
@@ -197,7 +207,7 @@ def test_collapsed_int8_is_refused_and_nothing_is_written(records, tmp_path):
     _export(job, out, "none", records)
     before = out.read_bytes(), (tmp_path / "models" / "age.tflite.json").read_bytes()
     with pytest.raises(ExportError, match="collapsed") as e:
-        _export(job, out, "int8", records)
+        _export(job, out, "int8", records, int8_float_layers=0)
     assert "Nothing was written" in str(e.value)
     # The earlier file and its sidecar are untouched, and no temp file is left.
     assert (out.read_bytes(), (tmp_path / "models" / "age.tflite.json").read_bytes()) == before
@@ -213,10 +223,10 @@ def test_converter_output_with_nan_is_refused(job_dirs, records, tmp_path, monke
                         for w in model.get_weights()])
     real_convert = el.convert
 
-    def convert_broken(saved_model_dir, quantization, representative=None):
+    def convert_broken(saved_model_dir, quantization, *args):
         broken_dir = os.path.join(saved_model_dir, "broken")  # removed with the export's
         el._write_saved_model(broken, spec, broken_dir)
-        return real_convert(broken_dir, quantization, representative)
+        return real_convert(broken_dir, quantization, *args)
 
     monkeypatch.setattr(el, "convert", convert_broken)
     out = tmp_path / "age.tflite"
@@ -247,7 +257,7 @@ def test_without_records_the_check_uses_synthetic_images(job_dirs, tmp_path):
 def test_read_metadata_of_other_files(job_dirs, tmp_path):
     model, spec = job_dir_lib.load(job_dirs["regression"])
     el._write_saved_model(model, spec, str(tmp_path / "sm"))
-    plain = el.convert(str(tmp_path / "sm"), "none")
+    plain, _ = el.convert(str(tmp_path / "sm"), "none")
     assert el.read_metadata(plain) is None  # converted elsewhere: no agegender entry
     tagged = el.embed_metadata(plain, {"a": 1})
     assert el.read_metadata(el.embed_metadata(tagged, {"a": 2})) == {"a": 2}  # replaced
