@@ -1,7 +1,8 @@
 """LiteRT files per quantization mode, side by side with the SavedModel, in one run.
 
   python -m benchmarks.litert --job_dir=runs/exp1 --records_dir=records/utk_face \
-      --out=/tmp/litert_bench [--modes=none,float16,dynamic,int8] [--latency_runs=300]
+      --out=/tmp/litert_bench [--modes=none,float16,dynamic,int8] [--latency_runs=300] \
+      [--int8_float_layers=0,1,3]
 
 Exports the job dir's model as a SavedModel (`export.export_model`) and as one LiteRT file
 per mode (`export.export_litert`, its default check thresholds; a mode the check refuses is
@@ -74,6 +75,9 @@ def main(argv=None):
     parser.add_argument("--records_dir", required=True)
     parser.add_argument("--out", required=True, help="work directory (exports, benchmark.json)")
     parser.add_argument("--modes", default="none,float16,dynamic,int8")
+    parser.add_argument("--int8_float_layers", default=None,
+                        help="comma-separated: one int8 file per value (default: the "
+                             "export's default)")
     parser.add_argument("--representative_images", type=int, default=200)
     parser.add_argument("--check_images", type=int, default=200)
     parser.add_argument("--latency_runs", type=int, default=300)
@@ -89,7 +93,12 @@ def main(argv=None):
     from evaluation import evaluate, runners
     from export import export_litert, export_model
 
-    modes = [m for m in args.modes.split(",") if m]
+    modes = []
+    for mode in (m for m in args.modes.split(",") if m):
+        if mode == "int8" and args.int8_float_layers:
+            modes += [(mode, int(k)) for k in args.int8_float_layers.split(",")]
+        else:
+            modes.append((mode, export_litert.DEFAULT_INT8_FLOAT_LAYERS))
     os.makedirs(args.out, exist_ok=True)
     model, spec = job_dir_lib.load(args.job_dir)
     items = list(evaluate.iter_records(args.records_dir, "test"))
@@ -111,30 +120,34 @@ def main(argv=None):
                                     args.latency_runs)))
     base = rows[0]
 
-    for mode in modes:
-        output = os.path.join(args.out, f"age_{mode}.tflite")
+    for mode, float_layers in modes:
+        label = f"{mode}/{float_layers}fl" if mode == "int8" else mode
+        output = os.path.join(args.out, f"age_{label.replace('/', '_')}.tflite")
         refused = None
         started = time.time()
         try:
             metadata = export_litert.export_litert(
                 args.job_dir, output, mode, records_dir=args.records_dir,
                 representative_images=args.representative_images,
-                check_images=args.check_images, model=model, spec=spec)
+                check_images=args.check_images, int8_float_layers=float_layers, model=model,
+                spec=spec)
         except export_model.ExportError as e:
             refused = str(e)
-            print(f"{mode}: REFUSED by the export's check: {e}", flush=True)
+            print(f"{label}: REFUSED by the export's check: {e}", flush=True)
             lax = export_litert.Tolerance(float("inf"), float("inf"), 0.0)
             metadata = export_litert.export_litert(
                 args.job_dir, output, mode, records_dir=args.records_dir,
                 representative_images=args.representative_images,
-                check_images=args.check_images, tolerance=lax, model=model, spec=spec)
+                check_images=args.check_images, tolerance=lax, int8_float_layers=float_layers,
+                model=model, spec=spec)
         export_seconds = time.time() - started
         runner = runners.LiteRTRunner(output)
         report, ages, skipped = _evaluate(runner, items, args.batch_size)
         common = sorted(set(ages) & set(base_ages))
         diff = np.abs(np.array([ages[s] - base_ages[s] for s in common]))
         single = export_litert.LiteRTModel(output, num_threads=1)
-        rows.append(dict(model=f"LiteRT {mode}", mode=mode, size=os.path.getsize(output),
+        rows.append(dict(model=f"LiteRT {label}", mode=mode, size=os.path.getsize(output),
+                         float_layers=metadata.get("int8", {}).get("float_layers"),
                          mae=report["mae"], gender_accuracy=report.get("gender_accuracy"),
                          count=report["count"], skipped=skipped,
                          max_age_diff=float(diff.max()), mean_age_diff=float(diff.mean()),
@@ -147,7 +160,7 @@ def main(argv=None):
           f"{spec.type}{', range' if spec.range_mode else ''}"
           f"{', gender' if spec.predict_gender else ''}); test split of {args.records_dir}: "
           f"{base['count']} images")
-    header = (f"{'model':<18}{'size':>11}{'MAE':>8}{'dMAE':>9}{'gender':>8}{'dGender':>9}"
+    header = (f"{'model':<20}{'size':>11}{'MAE':>8}{'dMAE':>9}{'gender':>8}{'dGender':>9}"
               f"{'max|dAge|':>11}{'p50 ms':>9}  check")
     print(header)
     print("-" * len(header))
@@ -156,7 +169,7 @@ def main(argv=None):
         dg = None if g is None or base["gender_accuracy"] is None else g - base["gender_accuracy"]
         check = ("refused (measured anyway)" if r.get("refused") else
                  "passed" if "check" in r else "")
-        print(f"{r['model']:<18}{r['size'] / 1e6:>9.2f}MB{r['mae']:>8.3f}"
+        print(f"{r['model']:<20}{r['size'] / 1e6:>9.2f}MB{r['mae']:>8.3f}"
               f"{r['mae'] - base['mae']:>+9.3f}"
               f"{(g if g is not None else float('nan')):>8.3f}"
               f"{(dg if dg is not None else float('nan')):>+9.3f}"
@@ -168,14 +181,15 @@ def main(argv=None):
             continue
         mae_max, size_share, p50_share = limits
         d = abs(r["mae"] - base["mae"])
-        targets.append((f"{r['mode']}: |dMAE| {d:.3f} <= {mae_max}", d <= mae_max))
+        name = r["model"].replace("LiteRT ", "")
+        targets.append((f"{name}: |dMAE| {d:.3f} <= {mae_max}", d <= mae_max))
         if size_share and float_row:
             share = r["size"] / float_row["size"]
-            targets.append((f"{r['mode']}: size {share:.1%} of float32 <= {size_share:.0%}",
+            targets.append((f"{name}: size {share:.1%} of float32 <= {size_share:.0%}",
                             share <= size_share))
         if p50_share and float_row:
             share = r["p50_ms"] / float_row["p50_ms"]
-            targets.append((f"{r['mode']}: p50 {share:.1%} of float32 LiteRT <= "
+            targets.append((f"{name}: p50 {share:.1%} of float32 LiteRT <= "
                             f"{p50_share:.0%}", share <= p50_share))
     print()
     for text, met in targets:
