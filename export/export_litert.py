@@ -291,7 +291,7 @@ class LiteRTModel:
                 for name in self.output_names}
 
     def io_details(self):
-        """{'input'|output name: dtype, shape and the int8 quantization behind it, if any}."""
+        """{'input' or output name: {dtype, shape}} of the signature."""
         details = {"input": self.runner.get_input_details()[INPUT],
                    **self.runner.get_output_details()}
         return {name: {"dtype": np.dtype(d["dtype"]).name,
