@@ -19,6 +19,9 @@ setup(
         "grpcio>=1.60",
         "matplotlib>=3.8",
         "tensorboard>=2.21,<2.22",  # the trainer's TensorBoard logs
+        # The maintained LiteRT runtime (tflite-runtime is abandoned): export.export_litert
+        # checks its files with it, evaluation runs them. Wheels for CPython 3.11 x86_64.
+        "ai-edge-litert>=2.3,<3",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10"],

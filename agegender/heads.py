@@ -11,6 +11,8 @@ An age head owns everything that depends on how the model states an age:
   serving_outputs()  what the export adds to `age`: the distribution or the ranges, and
                   the spread of the answer (`age_std`, 50% and 80% intervals) for heads
                   that predict a distribution, after the model's calibration temperature
+  describe()      the output and how to read an age from it, as JSON for other runtimes
+                  (the LiteRT file's metadata: an app computes the age itself)
 
 Kinds: `DistributionHead` (softmax over one-year bins, squared Earth Mover's Distance, the
 expected value), `RangeHead` (the same over 5-year ranges), `RegressionHead` (one scaled
@@ -145,6 +147,11 @@ class AgeHead:
                 [tf.gather(first, low), tf.gather(last, high)], axis=-1)
         return out
 
+    def describe(self):
+        """JSON-able: this output's shape and meaning, and how `ages()` reads an age from it,
+        for code outside Python (a phone app reading a LiteRT model's raw outputs)."""
+        raise NotImplementedError
+
 
 class DistributionHead(AgeHead):
     """Softmax over `schema.NUM_AGE_BINS` one-year bins (the last is 100+)."""
@@ -170,6 +177,12 @@ class DistributionHead(AgeHead):
 
     def class_bounds(self):
         return self.class_ages(), self.class_ages()
+
+    def describe(self):
+        return {"output": self.output, "shape": [self.units], "kind": self.kind,
+                "meaning": f"softmax probabilities of the ages 0..{schema.MAX_AGE_BIN} in "
+                           f"one-year bins; the last bin holds {schema.MAX_AGE_BIN} and above",
+                "age": "sum(p[i] * bin_ages[i])", "bin_ages": list(range(self.units))}
 
 
 def age_to_range(age):
@@ -216,6 +229,14 @@ class RangeHead(AgeHead):
         starts = np.arange(self.units, dtype=np.float32) * AGE_RANGE_WIDTH
         return starts, starts + AGE_RANGE_WIDTH - 1
 
+    def describe(self):
+        return {"output": self.output, "shape": [self.units], "kind": self.kind,
+                "meaning": f"softmax probabilities of {AGE_RANGE_WIDTH}-year age ranges "
+                           f"0-{AGE_RANGE_WIDTH - 1}, {AGE_RANGE_WIDTH}-{2 * AGE_RANGE_WIDTH - 1}"
+                           f", ...; the last holds {schema.MAX_AGE_BIN} and above",
+                "age": "sum(p[i] * bin_ages[i]) (bin_ages: each range's centre)",
+                "bin_ages": range_midpoints().tolist()}
+
 
 class RegressionHead(AgeHead):
     """One value, age / REGRESSION_SCALE, shape [N, 1]; L1 loss."""
@@ -249,6 +270,11 @@ class RegressionHead(AgeHead):
         # One value and no distribution: no spread to export (BUILD_NOTES.md, uncertainty).
         return {}
 
+    def describe(self):
+        return {"output": self.output, "shape": [self.units], "kind": self.kind,
+                "meaning": f"age in years divided by {REGRESSION_SCALE:g}",
+                "age": "age_scaled[0] * scale", "scale": REGRESSION_SCALE}
+
 
 class GenderHead:
     """Softmax over `schema.GENDERS` (0 male, 1 female)."""
@@ -272,6 +298,11 @@ class GenderHead:
         """(class index [N], probability of that class [N]) as NumPy."""
         probs = np.asarray(output)
         return probs.argmax(-1), probs.max(-1)
+
+    def describe(self):
+        return {"output": self.output, "shape": [len(schema.GENDERS)],
+                "meaning": "softmax probabilities of the genders, in the order of classes",
+                "classes": list(schema.GENDERS), "letters": list(schema.GENDER_LETTERS)}
 
     def serving_outputs(self, output, temperature=1.0):
         tf = _tf()

@@ -4,11 +4,13 @@
         --output_dir=reports/utk [--labels_csv=...] [--batch_size=64] [--compare=other/metrics.json]
     python -m evaluation.evaluate --model=models/age --records_dir=records/utk_face --split=test \
         --output_dir=reports/utk_test
+    python -m evaluation.evaluate --model=models/age.tflite ...   (a LiteRT file, same report)
 
 Images go through the SavedModel's own `serving_default` signature (encoded bytes in), so
-what is measured is what TF Serving would answer. Writes `metrics.json`,
-`predictions.csv`, four PNG plots and a self-contained `report.html` to --output_dir, and
-prints a summary table.
+what is measured is what TF Serving would answer; a `.tflite` --model runs on the LiteRT
+runtime with the same preprocessing function (`evaluation.runners.LiteRTRunner`). Writes
+`metrics.json`, `predictions.csv`, four PNG plots and a self-contained `report.html` to
+--output_dir, and prints a summary table.
 """
 import collections
 import csv
@@ -23,14 +25,15 @@ import tensorflow as tf
 from agegender import heads, image_header, image_sources, names, records, schema
 from agegender import metrics as metrics_lib
 from evaluation import report as report_lib
-from evaluation.runners import EvaluationError, SavedModelRunner
+from evaluation.runners import EvaluationError, runner_for
 
 def define_flags(fv=flags.FLAGS):
     """Defines the evaluation's flags on `fv` (at run time, as every absl program here does,
     so modules can be imported together and tests can parse private FlagValues)."""
     d = dict(flag_values=fv)
     flags.DEFINE_string("model", None, "Exported model: a TF Serving base path (newest version "
-                        "is used) or one version directory holding saved_model.pb.", **d)
+                        "is used), one version directory holding saved_model.pb, or a "
+                        ".tflite file from export.export_litert.", **d)
     flags.DEFINE_string("input", None, "Labelled images: a directory, a glob, or a "
                         ".zip/.tar/.tar.gz archive, with UTKFace or seed file names, or "
                         "--labels_csv.", **d)
@@ -220,8 +223,8 @@ def run(cfg):
         if cfg.compare:
             with tf.io.gfile.GFile(cfg.compare) as f:
                 compare = json.load(f)
-        runner = SavedModelRunner(cfg.model)
-        print(f"model: {runner.model_dir}", flush=True)
+        runner = runner_for(cfg.model, cfg.max_image_pixels)
+        print(f"model: {runner.model_path}", flush=True)
         skipped = Skipped()
         if cfg.records_dir:
             items = iter_records(cfg.records_dir, cfg.split)
@@ -236,7 +239,7 @@ def run(cfg):
             total = min(total, cfg.limit)
         predictions, skipped = evaluate(runner, items, cfg.batch_size, cfg.limit, total,
                                         skipped)
-        report = build_report(predictions, skipped, runner.model_dir, data, cfg.name)
+        report = build_report(predictions, skipped, runner.model_path, data, cfg.name)
         html_path = write_outputs(report, predictions, cfg.output_dir, compare)
     except (EvaluationError, FileNotFoundError, ValueError) as e:  # incl. records' errors
         logging.error("%s", e)

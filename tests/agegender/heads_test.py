@@ -1,5 +1,7 @@
 """Each head kind: targets, the age read back from a target and from an output, the loss,
 the serving outputs, against hand-computed values."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -148,3 +150,22 @@ def test_mean_term_of_the_distribution_loss():
     base = float(head.loss()(a, b)[0])
     assert float(head.loss(2.0)(a, b)[0]) == pytest.approx(base + 2.0 * 0.10, rel=1e-5)
     assert float(head.loss(2.0)(a, a)[0]) == pytest.approx(0.0, abs=1e-7)
+
+@pytest.mark.parametrize("kind", ["classification", "range", "regression"])
+def test_describe_reads_the_same_age_as_ages(kind):
+    """An app that follows describe() (JSON, no Python) gets the age `ages()` computes."""
+    spec = ModelSpec(type="regression" if kind == "regression" else "classification",
+                     range_mode=kind == "range", predict_gender=True)
+    head = heads.age_head(spec)
+    info = json.loads(json.dumps(head.describe()))  # what a sidecar file carries
+    assert info["output"] == head.output and info["shape"] == [head.units]
+    rng = np.random.default_rng(0)
+    if kind == "regression":
+        out = rng.uniform(0, 1, (4, 1)).astype(np.float32)
+        app_ages = out[:, 0] * info["scale"]
+    else:
+        out = rng.dirichlet(np.ones(head.units), 4).astype(np.float32)
+        app_ages = out @ np.asarray(info["bin_ages"], np.float32)
+    np.testing.assert_allclose(app_ages, head.ages(tf.constant(out)).numpy(), rtol=1e-5)
+    gender = heads.gender_head(spec).describe()
+    assert gender["classes"] == list(schema.GENDERS) and gender["letters"] == ["M", "F"]
