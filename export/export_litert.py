@@ -60,9 +60,10 @@ import numpy as np
 import tensorflow as tf
 
 from agegender import heads, preprocessing, records, schema
+from agegender import serving_contract as contract
 from export.export_model import ExportError, load_trained_model, synthetic_jpeg
 
-SIGNATURE = "serving_default"
+SIGNATURE = contract.SERVING_DEFAULT
 INPUT = "pixels"
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 METADATA_NAME = "agegender"  # the flatbuffer's metadata entry holding the JSON

@@ -42,19 +42,17 @@ import tensorflow as tf
 
 from agegender import heads, image_header, inference, model_layout, preprocessing, schema
 from agegender import job_dir as job_dir_lib
+from agegender import serving_contract as contract
 
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 
-SIG_DEFAULT = "serving_default"
-SIG_IMAGES = "predict_images"
-SIG_EXAMPLES = "serve_tf_examples"
+SIG_DEFAULT = contract.SERVING_DEFAULT
+SIG_IMAGES = contract.PREDICT_IMAGES
+SIG_EXAMPLES = contract.SERVE_TF_EXAMPLES
+IMAGE_BYTES, KEY, IMAGES, EXAMPLES = (contract.IMAGE_BYTES, contract.KEY, contract.IMAGES,
+                                      contract.EXAMPLES)
 
-IMAGE_BYTES = "image_bytes"
-KEY = "key"
-IMAGES = "images"
-EXAMPLES = "examples"
-
-OUT_KEY = "key"
+OUT_KEY = contract.KEY
 
 
 class ExportError(Exception):
@@ -166,7 +164,7 @@ def write_warmup(saved_model_dir, logs):
 
 
 def export_saved_model(job_dir=None, export_base=None, version=None, *, model=None, spec=None,
-                       model_name="age", warmup_images=None,
+                       model_name=contract.DEFAULT_MODEL_NAME, warmup_images=None,
                        max_image_pixels=image_header.DEFAULT_MAX_PIXELS):
     """Exports a SavedModel version; returns its directory.
 
@@ -280,7 +278,8 @@ def main(argv=None):
     parser.add_argument("--export_base", required=True, help="model base path, e.g. models/age")
     parser.add_argument("--version", type=int, default=None,
                         help="version number (default: newest existing + 1, else 1)")
-    parser.add_argument("--model_name", default="age", help="model name in the warmup requests")
+    parser.add_argument("--model_name", default=contract.DEFAULT_MODEL_NAME,
+                        help="model name in the warmup requests")
     parser.add_argument("--warmup_images", nargs="*", default=None,
                         help="JPEG/PNG files for the warmup requests (default: synthetic images)")
     parser.add_argument("--test_time_flip", choices=("spec", "true", "false"), default="spec",

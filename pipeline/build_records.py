@@ -21,12 +21,12 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions, WorkerOptions)
 
-from agegender import image_header, names, schema
+from agegender import age_histogram, image_header, names, schema
 from agegender import image_sources as sources
 from pipeline import publish, transforms, writer
 
 DEFAULT_IMAGE_SIZE = 160  # the trainer's default input is 128 px: room for crop augmentation
-DEFAULT_AGE_DEVIATION = 5.0
+DEFAULT_AGE_DEVIATION = age_histogram.DEFAULT_DEVIATION
 DEFAULT_SPLIT = (0.8, 0.1, 0.1)
 DEFAULT_JPEG_QUALITY = 95
 # Member bytes of all archives together that are handed to other workers undecoded (and so

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from agegender import job_dir as job_dir_lib
-from agegender import model_spec, records, schema
+from agegender import age_histogram, model_spec, records, schema
 from trainer import calibration
 from trainer import callbacks as callbacks_lib
 from trainer import curves, distribution, input_pipeline, predict
@@ -41,7 +41,7 @@ class ConfigError(ValueError):
 def build_spec(cfg, records_meta):
     deviation = cfg.age_deviation
     if deviation is None:
-        deviation = records_meta.get(schema.META_AGE_DEVIATION, 5.0)
+        deviation = records_meta.get(schema.META_AGE_DEVIATION, age_histogram.DEFAULT_DEVIATION)
     return model_spec.ModelSpec(
         type=cfg.type, range_mode=cfg.range_mode, predict_gender=cfg.predict_gender,
         img_dim=cfg.img_dim, age_deviation=float(deviation), base_model=cfg.base_model,
