@@ -210,9 +210,16 @@ class FaceDetector(tf.Module):
         pixels, scale_y, scale_x = self._detection_image(image, height, width)
         normalized = networks.normalize(pixels)
 
-        boxes, scores = self._propose(normalized)
-        boxes, scores = self._refine(normalized, boxes)
-        boxes, landmarks, scores = self._output(normalized, boxes)
+        def cascade():
+            boxes, _ = self._propose(normalized)
+            boxes, _ = self._refine(normalized, boxes)
+            return self._output(normalized, boxes)
+
+        # An image smaller than PNet's window holds no face (and an empty one would fail
+        # in crop_and_resize).
+        boxes, landmarks, scores = tf.cond(
+            tf.reduce_min(tf.shape(pixels)[:2]) >= networks.PNET_CELL, cascade,
+            lambda: (tf.zeros([0, 4]), tf.zeros([0, 5, 2]), tf.zeros([0])))
 
         # Back to the input's pixel grid (identity when no downscale happened).
         unscale = tf.stack([scale_x, scale_y, scale_x, scale_y])
@@ -253,33 +260,41 @@ class FaceDetector(tf.Module):
         """PNet over the pyramid -> squared proposals [N, 4] and their scores, N <= max_rnet_inputs."""
         c = self.config
         shape = tf.shape(normalized)
-        height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+        # Sizes and scales in float64, as the package computes them (a scaled size is
+        # truncated, so float32 rounding could shift a level by a pixel).
+        height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
         shorter = tf.minimum(height, width)
-        # The package's level count, from the shorter side of the detection image.
+        # The package's level count, from the shorter side of the detection image...
         count = tf.round(tf.math.log(shorter / networks.PNET_CELL)
                          / math.log(1.0 / c.scale_factor) - 1.0)
-        first = networks.PNET_CELL / c.min_face_size
-        all_boxes, all_scores = [], []
-        for k in range(c.levels):
-            scale = first * c.scale_factor ** k
-            level_h = tf.floor(height * scale)  # the package truncates the scaled size
-            level_w = tf.floor(width * scale)
-            exists = tf.logical_and(k < count, tf.minimum(level_h, level_w) >= networks.PNET_CELL)
-            level_boxes, level_scores = tf.cond(
-                exists,
-                lambda s=scale, h=level_h, w=level_w: self._level(normalized, s, h, w),
-                lambda: (tf.zeros([0, 4]), tf.zeros([0])))
-            all_boxes.append(level_boxes)
-            all_scores.append(level_scores)
-        (boxes,), scores = _by_score([tf.concat(all_boxes, 0)], tf.concat(all_scores, 0),
+        scales = ((networks.PNET_CELL / c.min_face_size)
+                  * c.scale_factor ** tf.range(c.levels, dtype=tf.float64))
+        # ...minus levels under PNet's window (sizes shrink with k: the valid ones are a prefix).
+        valid = tf.logical_and(tf.range(c.levels, dtype=tf.float64) < count,
+                               tf.floor(shorter * scales) >= networks.PNET_CELL)
+        levels = tf.reduce_sum(tf.cast(valid, tf.int32))
+
+        # One loop body for every level keeps the graph (and its tracing) small.
+        def body(k, found_boxes, found_scores):
+            scale = scales[k]
+            size = tf.cast(tf.floor(tf.stack([height, width]) * scale), tf.int32)
+            level_boxes, level_scores = self._level(normalized, tf.cast(scale, tf.float32), size)
+            return k + 1, found_boxes.write(k, level_boxes), found_scores.write(k, level_scores)
+
+        empty = dict(dtype=tf.float32, size=levels, infer_shape=False)
+        _, found_boxes, found_scores = tf.while_loop(
+            lambda k, *_: k < levels, body,
+            (tf.constant(0), tf.TensorArray(element_shape=[None, 4], **empty),
+             tf.TensorArray(element_shape=[None], **empty)))
+        boxes = tf.reshape(found_boxes.concat(), [-1, 4])
+        (boxes,), scores = _by_score([boxes], tf.reshape(found_scores.concat(), [-1]),
                                      c.max_rnet_inputs)
         keep = suppress(boxes, c.nms_pyramid)
         return square(tf.boolean_mask(boxes, keep)), tf.boolean_mask(scores, keep)
 
-    def _level(self, normalized, scale, height, width):
+    def _level(self, normalized, scale, size):
         """One pyramid level: PNet windows over the threshold, suppressed, in image pixels."""
         c = self.config
-        size = tf.cast(tf.stack([height, width]), tf.int32)
         resized = tf.image.resize(normalized[None], size, method="area")
         probability, offsets = self.pnet(resized)
         probability, offsets = probability[0], offsets[0]
