@@ -54,7 +54,8 @@ class Crops:
 
     `in_split(split, order)` yields (path, pixels) of the crops in `split` (None: every
     split), visiting `order` (indices into `paths`, default: all in order); undecodable
-    files are skipped. A file whose split is known is not decoded again for another split.
+    files are skipped. Splits are remembered (pixels are not): a later pass decodes only
+    the files it yields.
     """
 
     def __init__(self, paths, fractions=None):
