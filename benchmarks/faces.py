@@ -106,11 +106,11 @@ def stage_functions(detector):
         pixels, _, _ = detector._detection_image(image, shape[0], shape[1])
         return networks.normalize(pixels)
 
-    @tf.function(input_signature=spec)
+    @tf.function(input_signature=spec, autograph=False)
     def pyramid(image):
         return tf.shape(detector._propose(prepared(image))[0])[0]
 
-    @tf.function(input_signature=spec)
+    @tf.function(input_signature=spec, autograph=False)
     def refine(image):
         normalized = prepared(image)
         return tf.shape(detector._refine(normalized, detector._propose(normalized)[0])[0])[0]

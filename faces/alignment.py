@@ -63,6 +63,7 @@ def output_points(template, output_size):
     return tf.convert_to_tensor(template, tf.float32) * float(output_size) - 0.5
 
 
+@tf.autograph.experimental.do_not_convert
 def align(image, landmarks, output_size, template=None, *, antialias=True, fill_value=0.0):
     """Aligned crops float32 [N, output_size, output_size, 3] (pixel values as in `image`).
 

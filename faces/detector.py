@@ -148,9 +148,24 @@ def calibrate(boxes, offsets):
     return boxes + offsets * tf.stack([w, h, w, h], axis=-1)
 
 
+def patches(normalized, boxes, size):
+    """Patches [N, size, size, 3] of `boxes` (image pixels), outside the image = 0 (grey)."""
+    shape = tf.cast(tf.shape(normalized), tf.float32)
+    # Divided by the image size (not size - 1) exactly as the mtcnn package does.
+    relative = box_ops.to_tf_image(boxes) / tf.stack([shape[0], shape[1], shape[0], shape[1]])
+    return tf.image.crop_and_resize(normalized[None], relative,
+                                    tf.zeros([tf.shape(boxes)[0]], tf.int32), [size, size])
+
+
 def _by_score(tensors, scores, limit=None):
-    """`tensors` and `scores` reordered by score, highest first, the first `limit` kept."""
-    order = tf.argsort(scores, direction="DESCENDING", stable=True)
+    """`tensors` and `scores` reordered by score, highest first, the first `limit` kept.
+
+    Equal scores (common: probabilities saturate at 1.0 in float32) keep the package's
+    order, later rows first (it sorts ascending and reverses); which of two tied windows
+    comes first decides which one survives suppression.
+    """
+    n = tf.shape(scores)[0]
+    order = n - 1 - tf.argsort(tf.reverse(scores, [0]), direction="DESCENDING", stable=True)
     if limit is not None:
         order = order[:limit]
     return [tf.gather(t, order) for t in tensors], tf.gather(scores, order)
@@ -174,11 +189,14 @@ class FaceDetector(tf.Module):
         self.onet = networks.ONet(weights.get(networks.ONET))
         self._max_pixels = max_pixels
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")])
+        # autograph=False: the graph code uses explicit tf.cond / tf.while_loop only.
+        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image")],
+                     autograph=False)
         def detect(image):
             return self.detect_graph(image)
 
-        @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="image_bytes")])
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="image_bytes")],
+                     autograph=False)
         def detect_bytes(image_bytes):
             return self.detect_graph(preprocessing.decode_rgb(image_bytes, self._max_pixels))
 
@@ -200,9 +218,10 @@ class FaceDetector(tf.Module):
 
     # -- the graph ---------------------------------------------------------------------
 
+    @tf.autograph.experimental.do_not_convert
     def detect_graph(self, image):
-        """The cascade on uint8 [H, W, 3] as graph ops (callable inside any tf.function);
-        returns the dict of the module docstring."""
+        """The cascade on uint8 [H, W, 3] as graph ops (callable inside any tf.function:
+        autograph leaves it as it is); returns the dict of the module docstring."""
         c = self.config
         image = tf.ensure_shape(tf.convert_to_tensor(image, tf.uint8), [None, None, 3])
         shape = tf.shape(image)
@@ -299,8 +318,11 @@ class FaceDetector(tf.Module):
         probability, offsets = self.pnet(resized)
         probability, offsets = probability[0], offsets[0]
         cells_w = tf.shape(probability)[1]
-        flat = tf.reshape(probability, [-1])
+        # Highest first, ties in reverse raster order as the package sorts them (top_k puts
+        # the lower index first among equals: so it runs on the reversed grid).
+        flat = tf.reverse(tf.reshape(probability, [-1]), [0])
         scores, index = tf.math.top_k(flat, tf.minimum(c.max_level_candidates, tf.size(flat)))
+        index = tf.size(flat) - 1 - index
         over = scores > c.pnet_threshold
         scores, index = tf.boolean_mask(scores, over), tf.boolean_mask(index, over)
         offsets = tf.gather(tf.reshape(offsets, [-1, 4]), index)
@@ -314,19 +336,10 @@ class FaceDetector(tf.Module):
         keep = suppress(boxes, c.nms_level)
         return tf.boolean_mask(boxes, keep), tf.boolean_mask(scores, keep)
 
-    @staticmethod
-    def _patches(normalized, boxes, size):
-        """Patches [N, size, size, 3] of `boxes` (image pixels), outside the image = 0 (grey)."""
-        shape = tf.cast(tf.shape(normalized), tf.float32)
-        # Divided by the image size (not size - 1) exactly as the mtcnn package does.
-        relative = box_ops.to_tf_image(boxes) / tf.stack([shape[0], shape[1], shape[0], shape[1]])
-        return tf.image.crop_and_resize(normalized[None], relative,
-                                        tf.zeros([tf.shape(boxes)[0]], tf.int32), [size, size])
-
     def _refine(self, normalized, boxes):
         """RNet -> calibrated, suppressed, squared boxes and scores, N <= max_onet_inputs."""
         c = self.config
-        probability, offsets = self.rnet(self._patches(normalized, boxes, networks.RNET_SIZE))
+        probability, offsets = self.rnet(patches(normalized, boxes, networks.RNET_SIZE))
         boxes = calibrate(boxes, offsets)
         over = probability > c.rnet_threshold
         (boxes,), scores = _by_score(_masked([boxes], over), tf.boolean_mask(probability, over))
@@ -339,7 +352,7 @@ class FaceDetector(tf.Module):
         """ONet -> final boxes, landmarks [N, 5, 2] and scores, highest score first."""
         c = self.config
         probability, offsets, points = self.onet(
-            self._patches(normalized, boxes, networks.ONET_SIZE))
+            patches(normalized, boxes, networks.ONET_SIZE))
         # Landmarks are fractions of the box ONet saw (before its own calibration).
         w = boxes[:, 2:3] - boxes[:, 0:1] + 1.0
         h = boxes[:, 3:4] - boxes[:, 1:2] + 1.0

@@ -87,6 +87,44 @@ def _checked(name, weights, source):
     return weights
 
 
+def _conv(x, params):
+    kernel, bias = params
+    return tf.nn.conv2d(x, kernel, strides=1, padding="VALID") + bias
+
+
+def _prelu(x, params):
+    (alpha,) = params
+    # x for x > 0, alpha * x below. alpha is per channel and outside [0, 1] for some
+    # channels, so max(x, alpha * x) would be wrong; of the exact forms this one (3
+    # elementwise ops) measured fastest on CPU, where PNet's PReLUs cost half as much
+    # as its convolutions.
+    return x + (alpha - 1.0) * tf.minimum(x, 0.0)
+
+
+def _dense(x, params):
+    kernel, bias = params
+    return tf.matmul(x, kernel) + bias
+
+
+def _face_probability(logits):
+    # softmax(l)[1] of a 2-way classifier, without materialising both classes.
+    return tf.sigmoid(logits[..., 1] - logits[..., 0])
+
+
+def _if_any(x, network, widths):
+    """`network(x)`, or empty outputs of `widths` for a batch of 0 patches: TF's CPU
+    convolution returns a wrongly shaped tensor for an empty batch."""
+    return tf.cond(tf.shape(x)[0] > 0, lambda: network(x),
+                   lambda: tuple(tf.zeros([0, *w]) for w in widths))
+
+
+def _flatten_caffe(x):
+    # The dense weights expect the Caffe (channel, width, height) flattening order.
+    # Static feature size: a batch of 0 patches must still reshape.
+    x = tf.transpose(x, [0, 2, 1, 3])
+    return tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]])
+
+
 class _Network(tf.Module):
     """Variables for one network, grouped per layer in the package's order."""
 
@@ -103,44 +141,6 @@ class _Network(tf.Module):
                 for j, w in enumerate(weights[i:i + n])))
             i += n
 
-    @staticmethod
-    def _conv(x, params):
-        kernel, bias = params
-        return tf.nn.conv2d(x, kernel, strides=1, padding="VALID") + bias
-
-    @staticmethod
-    def _prelu(x, params):
-        (alpha,) = params
-        # x for x > 0, alpha * x below. alpha is per channel and outside [0, 1] for some
-        # channels, so max(x, alpha * x) would be wrong; of the exact forms this one (3
-        # elementwise ops) measured fastest on CPU, where PNet's PReLUs cost half as much
-        # as its convolutions.
-        return x + (alpha - 1.0) * tf.minimum(x, 0.0)
-
-    @staticmethod
-    def _dense(x, params):
-        kernel, bias = params
-        return tf.matmul(x, kernel) + bias
-
-    @staticmethod
-    def _face_probability(logits):
-        # softmax(l)[1] of a 2-way classifier, without materialising both classes.
-        return tf.sigmoid(logits[..., 1] - logits[..., 0])
-
-    @staticmethod
-    def _if_any(x, network, widths):
-        """`network(x)`, or empty outputs of `widths` for a batch of 0 patches: TF's CPU
-        convolution returns a wrongly shaped tensor for an empty batch."""
-        return tf.cond(tf.shape(x)[0] > 0, lambda: network(x),
-                       lambda: tuple(tf.zeros([0, *w]) for w in widths))
-
-    @staticmethod
-    def _flatten_caffe(x):
-        # The dense weights expect the Caffe (channel, width, height) flattening order.
-        # Static feature size: a batch of 0 patches must still reshape.
-        x = tf.transpose(x, [0, 2, 1, 3])
-        return tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]])
-
 
 class PNet(_Network):
     """Proposal network, fully convolutional: [1, H, W, 3] -> probability [1, h, w], offsets
@@ -151,14 +151,14 @@ class PNet(_Network):
 
     def __call__(self, x):
         conv1, prelu1, conv2, prelu2, conv3, prelu3, reg, cls = self._layers
-        x = self._prelu(self._conv(x, conv1), prelu1)
+        x = _prelu(_conv(x, conv1), prelu1)
         x = tf.nn.max_pool2d(x, 2, 2, "SAME")
-        x = self._prelu(self._conv(x, conv2), prelu2)
-        x = self._prelu(self._conv(x, conv3), prelu3)
+        x = _prelu(_conv(x, conv2), prelu2)
+        x = _prelu(_conv(x, conv3), prelu3)
         # Both 1x1 heads as one convolution: one pass over the largest activations.
-        heads = self._conv(x, (tf.concat([reg[0], cls[0]], axis=-1),
+        heads = _conv(x, (tf.concat([reg[0], cls[0]], axis=-1),
                                tf.concat([reg[1], cls[1]], axis=-1)))
-        return self._face_probability(heads[..., 4:]), heads[..., :4]
+        return _face_probability(heads[..., 4:]), heads[..., :4]
 
 
 class RNet(_Network):
@@ -168,17 +168,17 @@ class RNet(_Network):
         super().__init__(RNET, weights)
 
     def __call__(self, x):
-        return self._if_any(x, self._run, ([], [4]))
+        return _if_any(x, self._run, ([], [4]))
 
     def _run(self, x):
         conv1, prelu1, conv2, prelu2, conv3, prelu3, fc4, prelu4, reg, cls = self._layers
-        x = self._prelu(self._conv(x, conv1), prelu1)
+        x = _prelu(_conv(x, conv1), prelu1)
         x = tf.nn.max_pool2d(x, 3, 2, "SAME")
-        x = self._prelu(self._conv(x, conv2), prelu2)
+        x = _prelu(_conv(x, conv2), prelu2)
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
-        x = self._prelu(self._conv(x, conv3), prelu3)
-        x = self._prelu(self._dense(self._flatten_caffe(x), fc4), prelu4)
-        return self._face_probability(self._dense(x, cls)), self._dense(x, reg)
+        x = _prelu(_conv(x, conv3), prelu3)
+        x = _prelu(_dense(_flatten_caffe(x), fc4), prelu4)
+        return _face_probability(_dense(x, cls)), _dense(x, reg)
 
 
 class ONet(_Network):
@@ -189,18 +189,18 @@ class ONet(_Network):
         super().__init__(ONET, weights)
 
     def __call__(self, x):
-        return self._if_any(x, self._run, ([], [4], [10]))
+        return _if_any(x, self._run, ([], [4], [10]))
 
     def _run(self, x):
         (conv1, prelu1, conv2, prelu2, conv3, prelu3, conv4, prelu4, fc5, prelu5,
          reg, points, cls) = self._layers
-        x = self._prelu(self._conv(x, conv1), prelu1)
+        x = _prelu(_conv(x, conv1), prelu1)
         x = tf.nn.max_pool2d(x, 3, 2, "SAME")
-        x = self._prelu(self._conv(x, conv2), prelu2)
+        x = _prelu(_conv(x, conv2), prelu2)
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
-        x = self._prelu(self._conv(x, conv3), prelu3)
+        x = _prelu(_conv(x, conv3), prelu3)
         x = tf.nn.max_pool2d(x, 2, 2, "SAME")
-        x = self._prelu(self._conv(x, conv4), prelu4)
-        x = self._prelu(self._dense(self._flatten_caffe(x), fc5), prelu5)
-        return (self._face_probability(self._dense(x, cls)), self._dense(x, reg),
-                self._dense(x, points))
+        x = _prelu(_conv(x, conv4), prelu4)
+        x = _prelu(_dense(_flatten_caffe(x), fc5), prelu5)
+        return (_face_probability(_dense(x, cls)), _dense(x, reg),
+                _dense(x, points))

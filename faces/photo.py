@@ -31,6 +31,7 @@ S is `output_size`: the records' 160 or the model's 128 (the template is normali
 both give the same framing). Crops are aligned on the template of `faces.template`.
 """
 import collections
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -69,12 +70,13 @@ class PhotoFaces(tf.Module):
 
         image_spec = tf.TensorSpec([None, None, 3], tf.uint8, name="image")
         bytes_spec = tf.TensorSpec([], tf.string, name="image_bytes")
-        self.faces = tf.function(self.faces_graph, input_signature=[image_spec])
-        self.faces_bytes = tf.function(lambda b: self.faces_graph(self._decode(b)),
-                                       input_signature=[bytes_spec])
-        self.best_face = tf.function(self.best_face_graph, input_signature=[image_spec])
-        self.best_face_bytes = tf.function(lambda b: self.best_face_graph(self._decode(b)),
-                                           input_signature=[bytes_spec])
+        graph = functools.partial(tf.function, autograph=False)  # explicit control flow only
+        self.faces = graph(self.faces_graph, input_signature=[image_spec])
+        self.faces_bytes = graph(lambda b: self.faces_graph(self._decode(b)),
+                                 input_signature=[bytes_spec])
+        self.best_face = graph(self.best_face_graph, input_signature=[image_spec])
+        self.best_face_bytes = graph(lambda b: self.best_face_graph(self._decode(b)),
+                                     input_signature=[bytes_spec])
 
     def _decode(self, image_bytes):
         return preprocessing.decode_rgb(image_bytes, self._max_pixels)
@@ -83,6 +85,7 @@ class PhotoFaces(tf.Module):
         return alignment.align(image, landmarks, self.output_size, self.template_points,
                                antialias=self.antialias)
 
+    @tf.autograph.experimental.do_not_convert
     def faces_graph(self, image):
         """Every face: the detector's outputs plus `crops` [num_faces, S, S, 3]."""
         found = self.detector.detect_graph(image)
@@ -90,6 +93,7 @@ class PhotoFaces(tf.Module):
         out[CROPS] = self._align(image, found[detector_lib.LANDMARKS][:found[NUM_FACES]])
         return out
 
+    @tf.autograph.experimental.do_not_convert
     def best_face_graph(self, image):
         """One face (see the module docstring), fixed shapes."""
         found = self.detector.detect_graph(image)

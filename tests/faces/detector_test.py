@@ -26,14 +26,17 @@ def test_agrees_with_the_mtcnn_package(detector, reference, photos, utk_dir):
     crops = sorted(os.listdir(utk_dir))[::6000]
     images = [p.image for p in photos(2, seed=21, faces_per_photo=(3, 4))]
     images += [np.asarray(Image.open(os.path.join(utk_dir, c)).convert("RGB")) for c in crops]
-    matched = 0
+    ious = []
     for image in images:
         a = reference_lib.compare(detector.find(image), reference.find(image))
         assert a.ours_only == 0 and a.theirs_only == 0, a
         assert np.all(a.ious >= 0.9), a
         assert np.all(a.landmark_error <= 3.0), a
-        matched += a.matched
-    assert matched >= 9  # the photos hold 6-8 faces and the crops one each
+        ious += a.ious.tolist()
+    assert len(ious) >= 9  # the photos hold 6-8 faces and the crops one each
+    # Same arithmetic, not just the same faces: a window off by one pixel in PNet's box
+    # decoding gave a median IoU of 0.95.
+    assert np.median(ious) > 0.99
 
 
 def test_output_contract(detector, photos):
