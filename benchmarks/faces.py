@@ -30,7 +30,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _percentiles(values, qs=(50, 90)):
-    return [float(np.percentile(values, q)) for q in qs] if len(values) else [float("nan")] * len(qs)
+    if not len(values):
+        return [float("nan")] * len(qs)
+    return [float(np.percentile(values, q)) for q in qs]
 
 
 def _timed(fn, inputs, warmup=3):

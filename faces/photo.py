@@ -22,6 +22,7 @@ Owns the composition detect -> choose -> align and its output contract. `PhotoFa
     score      float32 []          its detection score (0 when none)
     num_faces  int32 []            how many faces the photo holds (up to max_faces)
 
+  `best_face_spec` gives their `tf.TensorSpec`s (tf.map_fn's fn_output_signature).
   The face chosen is the largest box (`select="largest"`, the default: the subject of a
   selfie or portrait) or the highest score (`select="score"`).
 - `best(image_or_bytes)`: Python convenience for the records job -> `BestFace` of numpy
@@ -115,6 +116,15 @@ class PhotoFaces(tf.Module):
         return {FOUND: has, CROP: tf.ensure_shape(crop, [size, size, 3]),
                 BOX: zero(boxes[index]), LANDMARKS: zero(landmarks),
                 SCORE: zero(found[detector_lib.SCORES][index]), NUM_FACES: n}
+
+    @property
+    def best_face_spec(self):
+        """`tf.TensorSpec`s of `best_face_graph`'s outputs: `tf.map_fn`'s fn_output_signature
+        for a batch of photos."""
+        size = self.output_size
+        return {FOUND: tf.TensorSpec([], tf.bool), CROP: tf.TensorSpec([size, size, 3]),
+                BOX: tf.TensorSpec([4]), LANDMARKS: tf.TensorSpec([5, 2]),
+                SCORE: tf.TensorSpec([]), NUM_FACES: tf.TensorSpec([], tf.int32)}
 
     def best(self, image):
         """Python: encoded bytes or uint8 pixels -> `BestFace` (numpy; crop uint8) or None."""

@@ -19,7 +19,7 @@ import collections
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from faces import utkface
 

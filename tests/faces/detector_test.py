@@ -1,4 +1,5 @@
 """The TF detector: agreement with the mtcnn package, the output contract, hostile photos."""
+import json
 import os
 import subprocess
 import sys
@@ -211,8 +212,6 @@ def test_a_huge_photo_costs_bounded_memory(photos, tools, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tools.REPO, capture_output=True,
                             text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out[D.NUM_FACES] == 1
     box = np.asarray(out[D.BOXES][0])

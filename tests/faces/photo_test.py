@@ -1,8 +1,8 @@
 """Photo -> aligned faces: every face, the best face, in Python and in a SavedModel."""
-from PIL import Image
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from faces import boxes as box_ops
 from faces import photo as photo_lib
@@ -61,6 +61,30 @@ def test_best_face_picks_the_largest_or_the_most_confident(detector, photos, too
     by_score = photo_lib.PhotoFaces(128, detector=detector, select="score").best(photo.image)
     np.testing.assert_allclose(by_score.box, found.boxes[0], atol=1e-3)
     assert by_score.score == pytest.approx(found.scores.max())
+
+
+def test_best_face_maps_over_a_batch_of_encoded_photos(faces160, photos, tools):
+    """The records job's pattern: one tf.function over a batch, tf.map_fn of best_face_graph
+    (fixed output shapes), photos without a face included."""
+    from agegender import preprocessing
+
+    batch = [tools.encode(p.image) for p in photos(2, seed=44, faces_per_photo=(1, 2))]
+    batch.insert(1, tools.encode(tools.noise_photo(6)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    def best_faces(datas):
+        return tf.map_fn(lambda d: faces160.best_face_graph(preprocessing.decode_rgb(d)), datas,
+                         fn_output_signature=faces160.best_face_spec)
+
+    outputs = faces160.best_face.get_concrete_function().structured_outputs
+    assert faces160.best_face_spec == {k: tf.TensorSpec(v.shape, v.dtype)
+                                       for k, v in outputs.items()}
+    out = best_faces(tf.constant(batch))
+    assert out[photo_lib.FOUND].numpy().tolist() == [True, False, True]
+    assert out[photo_lib.CROP].shape == (3, 160, 160, 3)
+    for i in (0, 2):
+        one = faces160.best(batch[i])
+        np.testing.assert_allclose(out[photo_lib.BOX][i], one.box, atol=1e-3)
 
 
 def test_bad_settings_are_refused(detector):

@@ -3,7 +3,6 @@ import io
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from faces import utkface
