@@ -4,13 +4,14 @@ Owns the template's file format, the default template shipped in this package
 (`utkface_template.json`), and the command that computes one:
 
     python -m faces.template --input=../shared/data/utkface/UTKFace --output=template.json \\
-        [--split=train] [--limit=N]
+        [--split=train] [--split_fractions=0.8,0.1,0.1] [--limit=N]
 
-For every crop of the records' `--split` (the split `pipeline.transforms.split_of` gives the
-crop's decoded pixels, for the records job's default `--split_fractions`; `--split=all`
-takes every crop), the detector (`faces.detector`, default settings) runs on the crop and
-the landmarks of its largest face are taken in the crop's normalised coordinates
-((x + 0.5) / width, (y + 0.5) / height: pixel centres). The template is their mean; the file
+For every crop in the records' split `--split` (the split `pipeline.transforms.split_of`
+gives the crop's decoded pixels; `--split_fractions` are the records job's `--split`
+fractions, its default when omitted; `--split=all` takes every crop), the detector
+(`faces.detector`, default settings) runs on the crop and the landmarks of its largest face
+are taken in the crop's normalised coordinates ((x + 0.5) / width, (y + 0.5) / height:
+pixel centres). The template is their mean; the file
 also records the spread (standard deviation, median), how many crops were used, how many had
 no face found, and what was skipped. Only train crops by default: the template is part of
 the model's input pipeline, so it must not be learnt from the faces it is evaluated on.
