@@ -7,7 +7,9 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*",
-                                    "evaluation*"]),
+                                    "evaluation*", "faces*"]),
+    # The alignment template faces.template computed from the training crops.
+    package_data={"faces": ["*.json"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",
@@ -22,6 +24,11 @@ setup(
         # The maintained LiteRT runtime (tflite-runtime is abandoned): export.export_litert
         # checks its files with it, evaluation runs them. Wheels for CPython 3.11 x86_64.
         "ai-edge-litert>=2.3,<3",
+        # faces.networks reads MTCNN's weights from this package (MIT); they are joblib
+        # pickles compressed with lz4. Pinned: the weights' layout is this version's.
+        "mtcnn==1.0.0",
+        "joblib>=1.3",
+        "lz4>=4.0",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10"],
