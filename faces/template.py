@@ -6,7 +6,7 @@ Owns the template's file format, the default template shipped in this package
     python -m faces.template --input=../shared/data/utkface/UTKFace --output=template.json \\
         [--split=train] [--split_fractions=0.8,0.1,0.1] [--limit=N]
 
-For every crop in the records' split `--split` (the split `pipeline.transforms.split_of`
+For every crop in the records' split `--split` (the split `agegender.splits.split_of`
 gives the crop's decoded pixels; `--split_fractions` are the records job's `--split`
 fractions, its default when omitted; `--split=all` takes every crop), the detector
 (`faces.detector`, default settings) runs on the crop and the landmarks of its largest face
@@ -89,11 +89,12 @@ def _largest(detections):
 
 def compute(paths, *, split="train", fractions=None, limit=None, detector=None, log=None):
     """The template dict (the file's content) from the crops in `paths`."""
+    from agegender import splits
     from faces import detector as detector_lib
     from faces import utkface
 
     detector = detector or detector_lib.FaceDetector()
-    fractions = fractions or utkface.default_fractions()
+    fractions = fractions or splits.default_fractions()
     crops = utkface.Crops(paths, fractions)
     wanted = None if split == "all" else split
     points, no_face = [], []

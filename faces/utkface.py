@@ -2,27 +2,16 @@
 
 Owns how `faces.template` (train split) and `faces.synthetic` (test split) list crops and
 learn which split of the records each one lands in. The split is not chosen here: it is
-`pipeline.transforms.split_of` applied to the SHA-256 of the crop's decoded RGB pixels, the
-pixels `agegender.preprocessing.decode_rgb` gives (TensorFlow's decoder: another JPEG
-decoder's pixels can differ by one level and hash differently), exactly as the records job
-hashes them. So "train" here is the records' train split for the same `--split` fractions.
+`agegender.splits` applied to the crop's decoded RGB pixels (`preprocessing.decode_rgb`),
+exactly as the records job places them. So "train" here is the records' train split for the same `--split` fractions.
 """
 import glob
-import hashlib
 import os
 
-import numpy as np
+from agegender import splits
 
 SHARED_UTKFACE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "..", "shared", "data", "utkface", "UTKFace")
-
-
-def default_fractions():
-    """(split, fraction) pairs of the records job's default --split."""
-    from agegender import schema
-    from pipeline import build_records
-
-    return tuple(zip(schema.SPLITS, build_records.DEFAULT_SPLIT))
 
 
 def list_files(spec):
@@ -43,10 +32,7 @@ def decode(data):
 
 def split_of_pixels(pixels, fractions=None):
     """The records' split of an image from its decoded pixels (uint8 [H, W, 3])."""
-    from pipeline import transforms
-
-    sha256 = hashlib.sha256(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()).hexdigest()
-    return transforms.split_of(sha256, fractions or default_fractions())
+    return splits.split_of(splits.pixel_hash(pixels), fractions or splits.default_fractions())
 
 
 class Crops:
@@ -60,7 +46,7 @@ class Crops:
 
     def __init__(self, paths, fractions=None):
         self.paths = list(paths)
-        self.fractions = fractions or default_fractions()
+        self.fractions = fractions or splits.default_fractions()
         self._split = {}  # path -> split, or None when undecodable
 
     def in_split(self, split=None, order=None):

@@ -21,13 +21,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions, WorkerOptions)
 
-from agegender import age_histogram, image_header, names, schema
+from agegender import age_histogram, image_header, names, schema, splits
 from agegender import image_sources as sources
 from pipeline import publish, transforms, writer
 
 DEFAULT_IMAGE_SIZE = 160  # the trainer's default input is 128 px: room for crop augmentation
 DEFAULT_AGE_DEVIATION = age_histogram.DEFAULT_DEVIATION
-DEFAULT_SPLIT = (0.8, 0.1, 0.1)
+DEFAULT_SPLIT = splits.DEFAULT_FRACTIONS
 DEFAULT_JPEG_QUALITY = 95
 # Member bytes of all archives together that are handed to other workers undecoded (and so
 # held in memory between steps, several copies); later members are converted where they are
@@ -74,7 +74,7 @@ def _one(_):
 
 # Faces travel as plain tuples (see transforms.Face): [0] is the sha256, [-1] the example.
 def _with_split(face, fractions):
-    return transforms.split_of(face[0], fractions), face
+    return splits.split_of(face[0], fractions), face
 
 
 def _split_size(keyed):
@@ -91,7 +91,7 @@ def _sum_pairs(pairs):
 
 def _with_shard(keyed, plan):
     split, face = keyed
-    return (split, transforms.shard_of(face[0], plan[split])), face
+    return (split, splits.shard_of(face[0], plan[split])), face
 
 
 def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,

@@ -5,6 +5,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from agegender import splits as splits_lib
 from faces import utkface
 
 
@@ -24,10 +25,10 @@ def test_split_is_the_records_jobs_split():
     make.setup()
     datas = [_image(i, fmt) for i in range(12) for fmt in ("JPEG", "PNG")]
     converted = make._converted(datas)
-    fractions = utkface.default_fractions()
+    fractions = splits_lib.default_fractions()
     splits = set()
     for data, (sha256, _) in zip(datas, converted):
-        expected = transforms.split_of(sha256, fractions)
+        expected = splits_lib.split_of(sha256, fractions)
         assert utkface.split_of_pixels(utkface.decode(data)) == expected
         splits.add(expected)
     assert len(splits) >= 2  # 24 images: not all in one split
