@@ -6,7 +6,10 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*"]),
+    packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*",
+                                    "evaluation*", "faces*"]),
+    # The alignment template faces.template computed from the training crops.
+    package_data={"faces": ["*.json"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",
@@ -18,6 +21,14 @@ setup(
         "grpcio>=1.60",
         "matplotlib>=3.8",
         "tensorboard>=2.21,<2.22",  # the trainer's TensorBoard logs
+        # The maintained LiteRT runtime (tflite-runtime is abandoned): export.export_litert
+        # checks its files with it, evaluation runs them. Wheels for CPython 3.11 x86_64.
+        "ai-edge-litert>=2.3,<3",
+        # faces.networks reads MTCNN's weights from this package (MIT); they are joblib
+        # pickles compressed with lz4. Pinned: the weights' layout is this version's.
+        "mtcnn==1.0.0",
+        "joblib>=1.3",
+        "lz4>=4.0",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10"],

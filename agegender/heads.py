@@ -8,7 +8,11 @@ An age head owns everything that depends on how the model states an age:
   loss()          the training loss
   true_age()      the age in years read back from a target (training metrics)
   ages()          the age in years from the model's output (every prediction path)
-  serving_outputs()  what the export adds to `age` (the distribution, the ranges)
+  serving_outputs()  what the export adds to `age`: the distribution or the ranges, and
+                  the spread of the answer (`age_std`, 50% and 80% intervals) for heads
+                  that predict a distribution, after the model's calibration temperature
+  describe()      the output and how to read an age from it, as JSON for other runtimes
+                  (the LiteRT file's metadata: an app computes the age itself)
 
 Kinds: `DistributionHead` (softmax over one-year bins, squared Earth Mover's Distance, the
 expected value), `RangeHead` (the same over 5-year ranges), `RegressionHead` (one scaled
@@ -24,6 +28,23 @@ from agegender import schema
 
 AGE = "age"  # years, float32 [N]: what every signature returns whatever the head
 GENDER = "gender"
+AGE_STD = "age_std"  # years, float32 [N]: standard deviation of the predicted distribution
+# Nominal coverage of the exported intervals `age_interval_50`, `age_interval_80`: float32
+# [N, 2] (first, last year), the central interval of the calibrated distribution.
+INTERVALS = (0.5, 0.8)
+
+
+def interval_output(coverage):
+    return f"age_interval_{round(coverage * 100)}"
+
+
+def apply_temperature(probs, temperature):
+    """softmax(log(p) / T): T > 1 widens a distribution, T < 1 sharpens it (calibration)."""
+    tf = _tf()
+    probs = tf.cast(probs, tf.float32)
+    if temperature == 1.0:
+        return probs
+    return tf.nn.softmax(tf.math.log(probs + 1e-12) / temperature, axis=-1)
 
 REGRESSION_SCALE = 100.0
 AGE_RANGE_WIDTH = 5
@@ -72,8 +93,20 @@ class AgeHead:
     def target(self, age, histogram):
         raise NotImplementedError
 
-    def loss(self):
-        return _keras_loss(squared_emd)
+    def loss(self, mean_weight=0.0):
+        """Squared EMD; with `mean_weight`, plus that weight times the L1 distance between
+        the distributions' means in units of REGRESSION_SCALE years (a DLDL-v2 style
+        expectation term: the mean is what `ages()` answers)."""
+        if not mean_weight:
+            return _keras_loss(squared_emd)
+        tf = _tf()
+        values = tf.constant(self.class_ages(), tf.float32)
+
+        def squared_emd_and_mean_l1(y_true, y_pred):
+            y_true, y_pred = tf.cast(y_true, tf.float32), tf.cast(y_pred, tf.float32)
+            gap = tf.abs(tf.linalg.matvec(y_pred, values) - tf.linalg.matvec(y_true, values))
+            return squared_emd(y_true, y_pred) + mean_weight * gap / REGRESSION_SCALE
+        return squared_emd_and_mean_l1
 
     def true_age(self, target):
         raise NotImplementedError
@@ -81,9 +114,43 @@ class AgeHead:
     def ages(self, output):
         raise NotImplementedError
 
-    def serving_outputs(self, output):
-        """{name: float32 tensor} the signatures return besides `age`."""
-        return {self.output: _tf().cast(output, _tf().float32)}
+    def serving_outputs(self, output, temperature=1.0):
+        """{name: float32 tensor} the signatures return besides `age`: the raw output and
+        its spread (`spread_outputs`)."""
+        return {self.output: _tf().cast(output, _tf().float32),
+                **self.spread_outputs(output, temperature)}
+
+    # Distribution heads: the years each class stands for, and the first/last year it holds.
+    def class_ages(self):
+        raise NotImplementedError
+
+    def class_bounds(self):
+        raise NotImplementedError
+
+    def spread_outputs(self, output, temperature=1.0):
+        """`age_std` and the central intervals of the distribution after the calibration
+        temperature. The point estimate `age` stays the raw distribution's mean."""
+        tf = _tf()
+        probs = apply_temperature(output, temperature)
+        values = tf.constant(self.class_ages(), tf.float32)
+        mean = tf.linalg.matvec(probs, values)
+        var = tf.linalg.matvec(probs, tf.square(values)) - tf.square(mean)
+        out = {AGE_STD: tf.sqrt(tf.maximum(var, 0.0))}
+        cdf = tf.cumsum(probs, axis=-1)
+        cdf = cdf / cdf[:, -1:]
+        first, last = (tf.constant(b, tf.float32) for b in self.class_bounds())
+        for coverage in INTERVALS:
+            # First class whose CDF reaches each tail's level (tiny slack for rounding).
+            low = tf.argmax(cdf >= (1.0 - coverage) / 2 - 1e-6, axis=-1)
+            high = tf.argmax(cdf >= (1.0 + coverage) / 2 - 1e-6, axis=-1)
+            out[interval_output(coverage)] = tf.stack(
+                [tf.gather(first, low), tf.gather(last, high)], axis=-1)
+        return out
+
+    def describe(self):
+        """JSON-able: this output's shape and meaning, and how `ages()` reads an age from it,
+        for code outside Python (a phone app reading a LiteRT model's raw outputs)."""
+        raise NotImplementedError
 
 
 class DistributionHead(AgeHead):
@@ -104,6 +171,18 @@ class DistributionHead(AgeHead):
         tf = _tf()
         probs = tf.cast(output, tf.float32)
         return tf.linalg.matvec(probs, tf.range(probs.shape[-1], dtype=tf.float32))
+
+    def class_ages(self):
+        return np.arange(self.units, dtype=np.float32)
+
+    def class_bounds(self):
+        return self.class_ages(), self.class_ages()
+
+    def describe(self):
+        return {"output": self.output, "shape": [self.units], "kind": self.kind,
+                "meaning": f"softmax probabilities of the ages 0..{schema.MAX_AGE_BIN} in "
+                           f"one-year bins; the last bin holds {schema.MAX_AGE_BIN} and above",
+                "age": "sum(p[i] * bin_ages[i])", "bin_ages": list(range(self.units))}
 
 
 def age_to_range(age):
@@ -143,6 +222,21 @@ class RangeHead(AgeHead):
         return tf.linalg.matvec(tf.cast(output, tf.float32),
                                 tf.constant(range_midpoints(), tf.float32))
 
+    def class_ages(self):
+        return range_midpoints().astype(np.float32)
+
+    def class_bounds(self):
+        starts = np.arange(self.units, dtype=np.float32) * AGE_RANGE_WIDTH
+        return starts, starts + AGE_RANGE_WIDTH - 1
+
+    def describe(self):
+        return {"output": self.output, "shape": [self.units], "kind": self.kind,
+                "meaning": f"softmax probabilities of {AGE_RANGE_WIDTH}-year age ranges "
+                           f"0-{AGE_RANGE_WIDTH - 1}, {AGE_RANGE_WIDTH}-{2 * AGE_RANGE_WIDTH - 1}"
+                           f", ...; the last holds {schema.MAX_AGE_BIN} and above",
+                "age": "sum(p[i] * bin_ages[i]) (bin_ages: each range's centre)",
+                "bin_ages": range_midpoints().tolist()}
+
 
 class RegressionHead(AgeHead):
     """One value, age / REGRESSION_SCALE, shape [N, 1]; L1 loss."""
@@ -159,8 +253,9 @@ class RegressionHead(AgeHead):
         tf = _tf()
         return tf.reshape(tf.cast(age, tf.float32) / REGRESSION_SCALE, [-1, 1])
 
-    def loss(self):
-        # L1 on the scaled age: robust to UTKFace's noisy labels, and it is the metric.
+    def loss(self, mean_weight=0.0):
+        # L1 on the scaled age: robust to UTKFace's noisy labels, and it is the metric (the
+        # output is its own mean: no extra term).
         return _keras().losses.MeanAbsoluteError(name="scaled_age_l1")
 
     def true_age(self, target):
@@ -171,8 +266,14 @@ class RegressionHead(AgeHead):
         tf = _tf()
         return tf.reshape(tf.cast(output, tf.float32), [-1]) * REGRESSION_SCALE
 
-    def serving_outputs(self, output):
-        return {}  # `age` says it all
+    def serving_outputs(self, output, temperature=1.0):
+        # One value and no distribution: no spread to export (BUILD_NOTES.md, uncertainty).
+        return {}
+
+    def describe(self):
+        return {"output": self.output, "shape": [self.units], "kind": self.kind,
+                "meaning": f"age in years divided by {REGRESSION_SCALE:g}",
+                "age": "age_scaled[0] * scale", "scale": REGRESSION_SCALE}
 
 
 class GenderHead:
@@ -198,9 +299,14 @@ class GenderHead:
         probs = np.asarray(output)
         return probs.argmax(-1), probs.max(-1)
 
-    def serving_outputs(self, output):
+    def describe(self):
+        return {"output": self.output, "shape": [len(schema.GENDERS)],
+                "meaning": "softmax probabilities of the genders, in the order of classes",
+                "classes": list(schema.GENDERS), "letters": list(schema.GENDER_LETTERS)}
+
+    def serving_outputs(self, output, temperature=1.0):
         tf = _tf()
-        probs = tf.cast(output, tf.float32)
+        probs = apply_temperature(output, temperature)
         return {self.probability_output: probs,
                 self.output: tf.gather(tf.constant(schema.GENDER_LETTERS),
                                        tf.argmax(probs, axis=-1))}
@@ -235,10 +341,13 @@ def ages_from_outputs(outputs, spec):
 
 def serving_outputs(outputs, spec):
     """The signatures' outputs from a model's raw output dict: `age` in years, then each
-    head's own (distribution or ranges, gender letter and probabilities)."""
+    head's own (distribution or ranges with the spread, gender letter and probabilities),
+    calibrated with the spec's temperatures."""
     result = {AGE: ages_from_outputs(outputs, spec)}
+    temperatures = {GENDER: spec.gender_temperature}
     for head in for_spec(spec):
-        result.update(head.serving_outputs(outputs[head.output]))
+        temperature = temperatures.get(head.output, spec.age_temperature)
+        result.update(head.serving_outputs(outputs[head.output], temperature))
     return result
 
 

@@ -80,15 +80,85 @@ def per_race_gender(true_age, pred_age, race, true_gender, pred_gender=None):
     return out
 
 
-def full_report(true_age, pred_age, race=None, true_gender=None, pred_gender=None):
-    """Everything above in one JSON-ready dict."""
+def per_predicted_decade(true_age, pred_age):
+    """Like `per_decade`, grouped by the decade of the *predicted* age: what a user sees
+    (a model that answers "70" for everyone over 60 looks fine per true decade)."""
+    true_age = np.asarray(true_age, np.float64)
+    pred_age = np.asarray(pred_age, np.float64)
+    decades = np.clip(np.floor(pred_age / 10), 0, 10).astype(int)
+    out = {}
+    for d in sorted(set(decades.tolist())):
+        m = decades == d
+        err = pred_age[m] - true_age[m]
+        out[decade_name(d)] = {"count": int(m.sum()), "mae": float(np.abs(err).mean()),
+                               "mean_signed_error": float(err.mean())}
+    return out
+
+
+CONFIDENT_FRACTIONS = (0.5, 0.8, 1.0)
+
+
+def uncertainty(true_age, pred_age, age_std=None, intervals=None):
+    """How honest the spread is: the share of true ages inside each interval
+    ({nominal coverage: (low [N], high [N])}) and its mean width, and the MAE on the most
+    confident 50/80/100% of the faces (smallest std first: abstaining on hard faces)."""
+    true_age = np.asarray(true_age, np.float64)
+    pred_age = np.asarray(pred_age, np.float64)
+    out = {}
+    for nominal, (low, high) in sorted((intervals or {}).items()):
+        low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+        out[f"interval_{round(nominal * 100)}"] = {
+            "nominal": nominal, "coverage": float(((low <= true_age) & (true_age <= high)).mean()),
+            "mean_width_years": float((high - low + 1).mean())}
+    if age_std is not None:
+        order = np.argsort(np.asarray(age_std, np.float64), kind="stable")
+        err = np.abs(pred_age - true_age)[order]
+        out["mae_most_confident"] = {
+            f"{round(f * 100)}%": float(err[:max(1, int(round(f * len(err))))].mean())
+            for f in CONFIDENT_FRACTIONS}
+        out["mean_age_std"] = float(np.mean(age_std))
+    return out
+
+
+def gender_calibration(true_gender, gender_probability, bins=10):
+    """Reliability of the gender probability over faces of known gender: per confidence bin
+    the mean confidence and the accuracy, and the expected calibration error (ECE)."""
+    true_gender = np.asarray(true_gender)
+    probs = np.asarray(gender_probability, np.float64)
+    known = true_gender >= 0
+    if not known.any():
+        return None
+    confidence = probs[known].max(-1)
+    correct = probs[known].argmax(-1) == true_gender[known]
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if not m.any():
+            continue
+        conf, acc = float(confidence[m].mean()), float(correct[m].mean())
+        ece += m.mean() * abs(conf - acc)
+        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(m.sum()),
+                     "confidence": conf, "accuracy": acc})
+    return {"ece": float(ece), "bins": rows}
+
+
+def full_report(true_age, pred_age, race=None, true_gender=None, pred_gender=None,
+                age_std=None, age_intervals=None, gender_probability=None):
+    """Everything above in one JSON-ready dict (the uncertainty parts when given)."""
     n = len(true_age)
     race = np.full(n, schema.UNKNOWN) if race is None else np.asarray(race)
     true_gender = np.full(n, schema.UNKNOWN) if true_gender is None else np.asarray(true_gender)
     report = age_metrics(true_age, pred_age)
     report["per_decade"] = per_decade(true_age, pred_age)
+    report["per_predicted_decade"] = per_predicted_decade(true_age, pred_age)
     report["gender_accuracy"] = (None if pred_gender is None
                                  else gender_accuracy(true_gender, pred_gender))
     report["per_race_gender"] = per_race_gender(true_age, pred_age, race, true_gender,
                                                 pred_gender)
+    if age_std is not None or age_intervals:
+        report["uncertainty"] = uncertainty(true_age, pred_age, age_std, age_intervals)
+    if gender_probability is not None:
+        report["gender_calibration"] = gender_calibration(true_gender, gender_probability)
     return report

@@ -104,8 +104,8 @@ def parse_examples(serialized):
     return tf.io.parse_example(serialized, FEATURE_SPEC)
 
 
-# The records directory (written by pipeline.build_records, read by the trainer and the
-# evaluation tool) is TFDS-compatible: dataset_info.json, features.json and shards named
+# The records directory (written by pipeline.build_records, read through agegender.records
+# by the trainer, the evaluation and the benchmarks) is TFDS-compatible: dataset_info.json, features.json and shards named
 #   {DATASET_NAME}-{split}.tfrecord-{shard:05d}-of-{num_shards:05d}
 # plus REPORT_FILE, whose "metadata" object holds META_* values (age deviation, image size).
 REPORT_FILE = "report.json"
@@ -120,16 +120,3 @@ def shard_prefix(records_dir, split):
 def shard_pattern(records_dir, split):
     """Glob matching every shard of one split."""
     return shard_prefix(records_dir, split) + "-*-of-*"
-
-
-def read_metadata(records_dir):
-    """The writer's metadata (`report.json` -> "metadata"); clear error when it is missing."""
-    import json
-
-    path = f"{str(records_dir).rstrip('/')}/{REPORT_FILE}"
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(
-            f"{path} not found: is {records_dir!r} a records directory written by "
-            f"`python -m pipeline.build_records`?")
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f).get("metadata", {})

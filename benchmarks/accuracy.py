@@ -20,21 +20,19 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from agegender import metrics as metrics_lib
-from agegender import names, schema
-from trainer import eval_report, evaluate
+from agegender import names, records, schema
+from evaluation import evaluate
+from evaluation import report as report_lib
+from evaluation.runners import SavedModelRunner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_sources(records_dir, split):
-    files = sorted(tf.io.gfile.glob(schema.shard_pattern(records_dir, split)))
-    ids = []
-    for batch in tf.data.TFRecordDataset(files).batch(1024).map(schema.parse_examples):
-        ids += [s.decode() for s in batch[schema.IMAGE_SOURCE_ID].numpy()]
-    return sorted(ids)
+    return sorted(e[schema.IMAGE_SOURCE_ID].decode()
+                  for e in records.iter_examples(records_dir, split))
 
 
 def link_images(data, sources, out_dir):
@@ -88,10 +86,12 @@ def main():
     paths = link_images(args.data, sources, os.path.join(args.out, "images"))
     print(f"{len(paths)} {args.split}-split images", flush=True)
 
-    runner = evaluate.ModelRunner(args.model)
+    runner = SavedModelRunner(args.model)
     start = time.time()
     skipped = evaluate.Skipped()
-    items = evaluate.iter_images(os.path.join(args.out, "images"), skipped=skipped)
+    # The directory holds links to the original files (never copies): follow them.
+    items = evaluate.iter_images(os.path.join(args.out, "images"), skipped=skipped,
+                                 follow_symlinks=True)
     predictions, skipped = evaluate.evaluate(runner, items, args.batch_size, total=len(paths),
                                              skipped=skipped)
     ours = evaluate.build_report(predictions, skipped, runner.model_dir,
@@ -106,7 +106,7 @@ def main():
         print(f"peer skipped: {args.peer_python} not found (see this file's docstring)")
     html = evaluate.write_outputs(ours, predictions, os.path.join(args.out, "ours"), peer)
 
-    print(eval_report.format_summary(ours, peer))
+    print(report_lib.format_summary(ours, peer))
     if peer:
         print(f"\n{'decade':<8}{'n':>6}{'ours MAE':>10}{'peer MAE':>10}{'ours/peer':>11}")
         for decade, cell in ours["per_decade"].items():

@@ -62,7 +62,9 @@ def _cpu_seconds():
 def run_pipeline(data, out_dir, beam_args):
     from pipeline import build_records
 
-    return build_records.main([f"--input={data}", f"--output_dir={out_dir}", *beam_args])
+    # --follow_symlinks: a --limit slice is a directory of links (the job skips links by default).
+    return build_records.main([f"--input={data}", f"--output_dir={out_dir}", "--follow_symlinks",
+                               *beam_args])
 
 
 def _median_us(fn, args_list, repeat):

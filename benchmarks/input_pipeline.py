@@ -68,7 +68,7 @@ def write_records(data_dir, out_dir, limit, size=160):
 
 
 def bench_tf_data(records_dir, img_dim, batch_size, batches, cache):
-    from agegender import model_spec
+    from agegender import model_spec, records
     from trainer import input_pipeline
 
     config = input_pipeline.InputConfig.from_records(
@@ -82,7 +82,7 @@ def bench_tf_data(records_dir, img_dim, batch_size, batches, cache):
     warmup = 10
     if cache:
         # Fill the cache with one full pass first; then time reads from it.
-        steps = input_pipeline.count_records(records_dir, "train") // batch_size
+        steps = records.count(records_dir, "train") // batch_size
         for _ in range(steps + warmup):
             next(it)
     else:

@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from agegender import serving_contract as contract
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SHARED = os.path.join(ROOT, "..", "shared")
 DEFAULT_WEIGHTS = os.path.join(
@@ -244,7 +246,7 @@ def main(argv=None):
         direct_fn = None
         if "direct" in modes:
             loaded = tf.saved_model.load(os.path.join(model_base, "1"))
-            direct_fn = loaded.signatures["serving_default"]
+            direct_fn = loaded.signatures[contract.SERVING_DEFAULT]
         for kind in sorted({_kind(m) for m in modes if m != "direct"}):
             servers[kind] = ServerProcess(model_base, kind_flags[kind])
             print(f"server {kind}: serving.server defaults + {' '.join(kind_flags[kind])}",

@@ -36,12 +36,12 @@ def main(argv=None):
 
     import tensorflow as tf
 
-    from agegender import model_spec, schema
+    from agegender import model_spec, records
     from trainer import flags as trainer_flags
     from trainer import input_pipeline, task
     from trainer import model as model_lib
 
-    meta = schema.read_metadata(args.records_dir)
+    meta = records.metadata(args.records_dir)
     spec = model_spec.ModelSpec(img_dim=args.img_dim, predict_gender=True,
                                 base_model=args.base_model, alpha=args.alpha,
                                 age_deviation=meta.get("age_deviation", 5.0))

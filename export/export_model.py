@@ -29,32 +29,30 @@ Usage:
 From the trainer: `export.export_model.export_saved_model(job_dir, export_base)`.
 """
 import argparse
+import dataclasses
 import logging
 import os
-import shutil
 import socket
 import sys
-import tempfile
 import time
+import uuid
 
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, model_layout, preprocessing, schema
+from agegender import heads, image_header, inference, model_layout, preprocessing, schema
 from agegender import job_dir as job_dir_lib
+from agegender import serving_contract as contract
 
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 
-SIG_DEFAULT = "serving_default"
-SIG_IMAGES = "predict_images"
-SIG_EXAMPLES = "serve_tf_examples"
+SIG_DEFAULT = contract.SERVING_DEFAULT
+SIG_IMAGES = contract.PREDICT_IMAGES
+SIG_EXAMPLES = contract.SERVE_TF_EXAMPLES
+IMAGE_BYTES, KEY, IMAGES, EXAMPLES = (contract.IMAGE_BYTES, contract.KEY, contract.IMAGES,
+                                      contract.EXAMPLES)
 
-IMAGE_BYTES = "image_bytes"
-KEY = "key"
-IMAGES = "images"
-EXAMPLES = "examples"
-
-OUT_KEY = "key"
+OUT_KEY = contract.KEY
 
 
 class ExportError(Exception):
@@ -112,7 +110,7 @@ class ServingModule(tf.Module):
         self.serve_tf_examples = serve_tf_examples
 
     def _predict(self, pixels):
-        raw = self.model(pixels, training=False)
+        raw = inference.raw_outputs(self.model, pixels, self.spec)
         return heads.serving_outputs(raw, self.spec)
 
     def signatures(self):
@@ -157,8 +155,8 @@ def warmup_requests(model_name, images, img_dim):
 
 
 def write_warmup(saved_model_dir, logs):
-    path = os.path.join(saved_model_dir, model_layout.WARMUP_PATH)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = model_layout.join(saved_model_dir, model_layout.WARMUP_PATH)
+    tf.io.gfile.makedirs(model_layout.join(saved_model_dir, model_layout.WARMUP_DIR))
     with tf.io.TFRecordWriter(path) as writer:
         for entry in logs:
             writer.write(entry.SerializeToString())
@@ -166,7 +164,7 @@ def write_warmup(saved_model_dir, logs):
 
 
 def export_saved_model(job_dir=None, export_base=None, version=None, *, model=None, spec=None,
-                       model_name="age", warmup_images=None,
+                       model_name=contract.DEFAULT_MODEL_NAME, warmup_images=None,
                        max_image_pixels=image_header.DEFAULT_MAX_PIXELS):
     """Exports a SavedModel version; returns its directory.
 
@@ -186,31 +184,36 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
         model, spec = load_trained_model(job_dir)
     elif spec is None:
         raise ExportError("an in-memory model needs its ModelSpec")
-    os.makedirs(export_base, exist_ok=True)
+    tf.io.gfile.makedirs(export_base)
     if version is None:
         # Every numeric directory counts, servable or not: a version is never overwritten.
         version = (model_layout.versions(export_base, servable_only=False) or [0])[-1] + 1
     version = int(version)
     if version < 1:
         raise ExportError(f"version must be a positive integer, got {version}")
-    final_dir = os.path.join(export_base, str(version))
-    if os.path.exists(final_dir):
+    final_dir = model_layout.version_dir(export_base, version)
+    if tf.io.gfile.exists(final_dir):
         raise ExportError(f"version {version} already exists at {final_dir}; versions are never "
                           f"overwritten (omit --version to use the next free one)")
 
     remove_stale_temp_dirs(export_base)
     module = ServingModule(model, spec, max_image_pixels)
-    tmp_dir = tempfile.mkdtemp(prefix=_temp_prefix(version), dir=export_base)
-    os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private; a server may run as another user
+    tmp_dir = model_layout.join(export_base, _temp_name(version))
+    tf.io.gfile.makedirs(tmp_dir)
+    if os.path.isdir(tmp_dir):
+        os.chmod(tmp_dir, 0o755)  # a server may run as another user
     try:
         tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
         images = warmup_images or [synthetic_jpeg(seed=i) for i in range(2)]
         write_warmup(tmp_dir, warmup_requests(model_name, images, spec.img_dim))
-        if os.path.exists(final_dir):  # someone else took this version meanwhile
+        if tf.io.gfile.exists(final_dir):  # someone else took this version meanwhile
             raise ExportError(f"version {version} appeared at {final_dir} during the export")
-        os.rename(tmp_dir, final_dir)
+        # Atomic on a local filesystem; on object stores (gs://) a rename copies object by
+        # object, so TF Serving may briefly see a partial version there (BUILD_NOTES.md).
+        tf.io.gfile.rename(tmp_dir, final_dir)
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if tf.io.gfile.exists(tmp_dir):
+            tf.io.gfile.rmtree(tmp_dir)
         raise
     return final_dir
 
@@ -220,8 +223,8 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
 _TEMP_PREFIX = ".tmp-"
 
 
-def _temp_prefix(version):
-    return f"{_TEMP_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}-"
+def _temp_name(version):
+    return f"{_TEMP_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _pid_alive(pid):
@@ -242,20 +245,25 @@ def remove_stale_temp_dirs(export_base, legacy_age_seconds=24 * 3600):
     """
     removed = []
     host = socket.gethostname()
-    for name in os.listdir(export_base):
-        path = os.path.join(export_base, name)
-        if not name.startswith(_TEMP_PREFIX) or not os.path.isdir(path):
+    for name in tf.io.gfile.listdir(export_base):
+        name = name.rstrip("/")
+        path = model_layout.join(export_base, name)
+        if not name.startswith(_TEMP_PREFIX) or not tf.io.gfile.isdir(path):
             continue
         parts = name[len(_TEMP_PREFIX):].split("-")
         pid = parts[-2] if len(parts) >= 4 else None
         if pid is not None and pid.isdigit() and "-".join(parts[1:-2]) == host:
             stale = not _pid_alive(int(pid))
         elif pid is None:
-            stale = time.time() - os.stat(path).st_mtime > legacy_age_seconds
+            try:
+                age = time.time() - tf.io.gfile.stat(path).mtime_nsec / 1e9
+            except tf.errors.OpError:  # object stores have no directory times
+                age = 0
+            stale = age > legacy_age_seconds
         else:
             stale = False
         if stale:
-            shutil.rmtree(path, ignore_errors=True)
+            tf.io.gfile.rmtree(path)
             removed.append(path)
     if removed:
         logging.getLogger(__name__).info("removed %d stale export temp dir(s): %s",
@@ -270,9 +278,13 @@ def main(argv=None):
     parser.add_argument("--export_base", required=True, help="model base path, e.g. models/age")
     parser.add_argument("--version", type=int, default=None,
                         help="version number (default: newest existing + 1, else 1)")
-    parser.add_argument("--model_name", default="age", help="model name in the warmup requests")
+    parser.add_argument("--model_name", default=contract.DEFAULT_MODEL_NAME,
+                        help="model name in the warmup requests")
     parser.add_argument("--warmup_images", nargs="*", default=None,
                         help="JPEG/PNG files for the warmup requests (default: synthetic images)")
+    parser.add_argument("--test_time_flip", choices=("spec", "true", "false"), default="spec",
+                        help="average each face with its mirror image in the signatures "
+                             "(default: as the model's spec says)")
     parser.add_argument("--max_image_pixels", type=int,
                         default=image_header.DEFAULT_MAX_PIXELS,
                         help="the signatures refuse encoded images whose header declares more "
@@ -282,7 +294,10 @@ def main(argv=None):
     if args.warmup_images:
         images = [tf.io.gfile.GFile(p, "rb").read() for p in args.warmup_images]
     try:
-        path = export_saved_model(args.job_dir, args.export_base, args.version,
+        model, spec = load_trained_model(args.job_dir)
+        if args.test_time_flip != "spec":
+            spec = dataclasses.replace(spec, test_time_flip=args.test_time_flip == "true")
+        path = export_saved_model(None, args.export_base, args.version, model=model, spec=spec,
                                   model_name=args.model_name, warmup_images=images,
                                   max_image_pixels=args.max_image_pixels)
     except ExportError as e:

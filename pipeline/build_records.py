@@ -2,10 +2,14 @@
 
     python -m pipeline.build_records --input=<dir | glob | archive> --output_dir=DIR \
         [--image_size=160] [--age_deviation=5] [--split=0.8,0.1,0.1] [--labels_csv=CSV] \
-        [--keep_duplicates] [any Beam pipeline option, e.g. --runner=DataflowRunner ...]
+        [--keep_duplicates] [--max_image_pixels=50000000] [--follow_symlinks] \
+        [--archive_spread_mb=128] [any Beam pipeline option, e.g. --runner=DataflowRunner ...]
 
 Every flag this module does not know is handed to Beam (`parse_known_args`). Without a
 `--runner` the job runs on the DirectRunner with one worker process per local core.
+
+The records are written into a staging directory beside --output_dir and switched into place
+when complete, under a lock that refuses a second run into the same directory (`publish`).
 """
 import argparse
 import dataclasses
@@ -17,13 +21,18 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions, WorkerOptions)
 
-from agegender import names, schema
-from pipeline import sources, transforms, writer
+from agegender import age_histogram, image_header, names, schema, splits
+from agegender import image_sources as sources
+from pipeline import publish, transforms, writer
 
 DEFAULT_IMAGE_SIZE = 160  # the trainer's default input is 128 px: room for crop augmentation
-DEFAULT_AGE_DEVIATION = 5.0
-DEFAULT_SPLIT = (0.8, 0.1, 0.1)
+DEFAULT_AGE_DEVIATION = age_histogram.DEFAULT_DEVIATION
+DEFAULT_SPLIT = splits.DEFAULT_FRACTIONS
 DEFAULT_JPEG_QUALITY = 95
+# Member bytes of all archives together that are handed to other workers undecoded (and so
+# held in memory between steps, several copies); later members are converted where they are
+# read. The shared UTKFace set (93 MB) fits whole, so it is still converted on every core.
+DEFAULT_ARCHIVE_SPREAD_MB = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +48,8 @@ class BuildOptions:
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     target_shard_mb: float = writer.DEFAULT_TARGET_SHARD_MB
     min_shards: int = writer.DEFAULT_MIN_SHARDS
+    max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS
+    follow_symlinks: bool = False
 
     @property
     def fractions(self):
@@ -52,7 +63,8 @@ class BuildOptions:
             "options": {"keep_duplicates": self.keep_duplicates, "min_age": self.min_age,
                         "max_age": self.max_age, "jpeg_quality": self.jpeg_quality,
                         "target_shard_mb": self.target_shard_mb, "min_shards": self.min_shards,
-                        **(extra or {})},
+                        "max_image_pixels": self.max_image_pixels,
+                        "follow_symlinks": self.follow_symlinks, **(extra or {})},
         }
 
 
@@ -62,7 +74,7 @@ def _one(_):
 
 # Faces travel as plain tuples (see transforms.Face): [0] is the sha256, [-1] the example.
 def _with_split(face, fractions):
-    return transforms.split_of(face[0], fractions), face
+    return splits.split_of(face[0], fractions), face
 
 
 def _split_size(keyed):
@@ -79,18 +91,25 @@ def _sum_pairs(pairs):
 
 def _with_shard(keyed, plan):
     split, face = keyed
-    return (split, transforms.shard_of(face[0], plan[split])), face
+    return (split, splits.shard_of(face[0], plan[split])), face
 
 
-def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None):
+def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
+                   archive_spread_bytes=DEFAULT_ARCHIVE_SPREAD_MB << 20):
     """Adds the whole job to pipeline `p`; returns the PCollection holding the report dict.
 
     inputs: `sources.InputFile`s (from `sources.list_inputs`); options: `BuildOptions`;
-    labels_csv_rows: `names.read_labels_csv(...)` output, or None to label from file names.
+    labels_csv_rows: `names.read_labels_csv(...)` output, or None to label from file names;
+    archive_spread_bytes: archive member bytes, over all archives, spread to other workers
+    undecoded (see transforms.ReadArchive; it bounds memory and never changes a record).
     """
     files = [f for f in inputs if not f.is_archive]
     archives = [f for f in inputs if f.is_archive]
-    data, source_skips = [], []
+    make_record = transforms.MakeRecord(
+        image_size=options.image_size, age_deviation=options.age_deviation,
+        jpeg_quality=options.jpeg_quality, labels_csv_rows=labels_csv_rows,
+        min_age=options.min_age, max_age=options.max_age, max_pixels=options.max_image_pixels)
+    data, source_skips, archive_faces = [], [], []
     # Inputs are counted where they are known, before any shuffle: the listed files, and
     # archive members as the archive is read. finalize checks inputs = written + skipped.
     input_counts = [p | "CountFiles" >> beam.Create([len(files)])]
@@ -99,19 +118,24 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None):
         # reading and decoding over all workers.
         read = (p | "ListFiles" >> beam.Create(files)
                 | "SpreadFiles" >> beam.Reshuffle()
-                | "ReadFiles" >> beam.ParDo(transforms.ReadFile()).with_outputs(
+                | "ReadFiles" >> beam.ParDo(transforms.ReadFile(options.follow_symlinks)).with_outputs(
                     transforms.SKIPPED, main="data"))
         data.append(read.data)
         source_skips.append(read[transforms.SKIPPED])
     if archives:
-        # An archive is one sequential stream: read by one worker, then its members spread.
+        # An archive is one sequential stream: read by one worker, then its members spread
+        # (up to each archive's equal share of the budget; the rest is converted in place).
+        read_archive = transforms.ReadArchive(
+            make_record, archive_spread_bytes // len(archives), options.follow_symlinks)
         members = (p | "ListArchives" >> beam.Create(archives)
-                   | "ReadArchives" >> beam.ParDo(transforms.ReadArchive()).with_outputs(
-                       transforms.SKIPPED, main="data"))
+                   | "ReadArchives" >> beam.ParDo(read_archive).with_outputs(
+                       transforms.SKIPPED, transforms.FACES, main="data"))
         data.append(members.data | "SpreadMembers" >> beam.Reshuffle())
         source_skips.append(members[transforms.SKIPPED])
+        archive_faces.append(members[transforms.FACES])
         input_counts.append(
             (members.data | "OneMember" >> beam.Map(_one),
+             members[transforms.FACES] | "OneMemberFace" >> beam.Map(_one),
              members[transforms.SKIPPED] | "OneMemberSkip" >> beam.Map(_one))
             | "MemberOnes" >> beam.Flatten()
             | "CountMembers" >> beam.CombineGlobally(sum))
@@ -122,13 +146,11 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None):
     batches = data | "Batch" >> beam.BatchElements(
         min_batch_size=transforms.MAX_BATCH_WEIGHT, max_batch_size=transforms.MAX_BATCH_WEIGHT,
         element_size_fn=transforms.batch_weight)
-    made = batches | "MakeRecords" >> beam.ParDo(transforms.MakeRecord(
-        image_size=options.image_size, age_deviation=options.age_deviation,
-        jpeg_quality=options.jpeg_quality, labels_csv_rows=labels_csv_rows,
-        min_age=options.min_age, max_age=options.max_age)).with_outputs(
-            transforms.SKIPPED, main="faces")
+    made = batches | "MakeRecords" >> beam.ParDo(make_record).with_outputs(
+        transforms.SKIPPED, main="faces")
+    faces = [made.faces, *archive_faces] | "AllFaces" >> beam.Flatten()
 
-    by_split = made.faces | "AssignSplit" >> beam.Map(_with_split, options.fractions)
+    by_split = faces | "AssignSplit" >> beam.Map(_with_split, options.fractions)
     sizes = (by_split | "SizeOf" >> beam.Map(_split_size)
              | "SplitSizes" >> beam.CombinePerKey(_sum_pairs)
              | "SizesDict" >> beam.combiners.ToDict())
@@ -197,6 +219,17 @@ def _parser():
                     help="about this many MB per shard (default %(default)s)")
     ap.add_argument("--min_shards", type=int, default=writer.DEFAULT_MIN_SHARDS,
                     help="at least this many shards per split, if it has that many images")
+    ap.add_argument("--max_image_pixels", type=int, default=image_header.DEFAULT_MAX_PIXELS,
+                    help="skip (image_too_large) an image whose header declares more pixels, "
+                         "before decoding it; 0: no limit (default %(default)s)")
+    ap.add_argument("--follow_symlinks", action="store_true",
+                    help="follow symbolic links in a local --input (to regular files and "
+                         "directories only); by default they are skipped as not_a_regular_file")
+    ap.add_argument("--archive_spread_mb", type=float, default=DEFAULT_ARCHIVE_SPREAD_MB,
+                    help="archive member MB (all archives together) spread to other workers "
+                         "before decoding; later members are converted by the worker reading "
+                         "the archive. Bounds memory; never changes the records "
+                         "(default %(default)s)")
     return ap
 
 
@@ -241,11 +274,16 @@ def print_summary(report, seconds=None, out=sys.stdout):
 def main(argv=None):
     args, beam_args = _parser().parse_known_args(argv)
     if args.image_size <= 0 or not 1 <= args.jpeg_quality <= 100 or args.min_shards < 1 \
-            or args.target_shard_mb <= 0 or args.age_deviation < 0:
+            or args.target_shard_mb <= 0 or args.age_deviation < 0 \
+            or args.max_image_pixels < 0 or args.archive_spread_mb < 0:
         return _error("--image_size, --min_shards and --target_shard_mb must be > 0, "
-                      "--age_deviation >= 0, --jpeg_quality in 1..100")
+                      "--age_deviation, --max_image_pixels and --archive_spread_mb >= 0, "
+                      "--jpeg_quality in 1..100")
+    if not sources.is_valid_name(args.output_dir):
+        return _error(f"--output_dir {sources.printable_name(args.output_dir)!r} is not valid "
+                      "UTF-8: choose another name")
     try:
-        inputs = sources.list_inputs(args.input)
+        inputs = sources.list_inputs(args.input, args.follow_symlinks)
     except sources.InputError as e:
         return _error(str(e))
     csv_rows = None
@@ -258,15 +296,27 @@ def main(argv=None):
         output_dir=args.output_dir.rstrip("/"), image_size=args.image_size,
         age_deviation=args.age_deviation, split=args.split, keep_duplicates=args.keep_duplicates,
         min_age=args.min_age, max_age=args.max_age, jpeg_quality=args.jpeg_quality,
-        target_shard_mb=args.target_shard_mb, min_shards=args.min_shards)
+        target_shard_mb=args.target_shard_mb, min_shards=args.min_shards,
+        max_image_pixels=args.max_image_pixels, follow_symlinks=args.follow_symlinks)
 
     import tensorflow as tf
 
-    tf.io.gfile.makedirs(options.output_dir)
     start = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        build_pipeline(p, inputs, options, csv_rows,
-                       report_extra={"input": args.input, "labels_csv": args.labels_csv})
+    try:
+        with publish.Publication(options.output_dir) as output:
+            try:
+                with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+                    build_pipeline(
+                        p, inputs, dataclasses.replace(options, output_dir=output.staging),
+                        csv_rows, report_extra={"input": args.input, "labels_csv": args.labels_csv},
+                        archive_spread_bytes=int(args.archive_spread_mb * (1 << 20)))
+            except BaseException:
+                print(f"build_records: the run failed; {options.output_dir} is unchanged (a "
+                      f"report, if the run wrote one, is kept in {output.staging})", file=sys.stderr)
+                raise
+            output.publish()
+    except (publish.OutputDirBusy, publish.OutputDirError) as e:
+        return _error(str(e))
     seconds = time.perf_counter() - start
     with tf.io.gfile.GFile(f"{options.output_dir}/{schema.REPORT_FILE}") as f:
         report = json.load(f)

@@ -1,30 +1,31 @@
 """Per-image work and the rules that place an image: label, decode, hash, split, dedup.
 
-- `ReadFile` / `ReadArchive`: listed inputs -> `(source_id, bytes)`.
+- `ReadFile` / `ReadArchive`: listed inputs -> `(source_id, bytes)` (an archive's members
+  past its share of the spread budget are converted where they are read: `Face`s).
 - `MakeRecord`: a batch of `(source_id, bytes)` -> `Face`s (label from the name or the
-  labels CSV, decoded pixels hashed, resized, re-encoded as JPEG, serialized
-  `tf.train.Example`); `batch_weight` sizes the batches.
-- `split_of` / `shard_of`: where a face goes, from its pixel hash only.
+  labels CSV, image header checked against the pixel limit, decoded pixels hashed, resized,
+  re-encoded as JPEG, serialized `tf.train.Example`); `batch_weight` sizes the batches by
+  encoded and decoded size.
+- where a face goes comes from its pixel hash only (`agegender.splits`).
 - `DedupShard`: one shard's faces -> the ones to write, sorted; copies -> skips.
 
 Every DoFn sends an input it cannot use to the `SKIPPED` output as a `sources.Skip`, so one bad
 file never stops the job and the report can account for every input.
 """
 import collections
-import hashlib
 
 import apache_beam as beam
 
-from agegender import age_histogram, names, preprocessing, schema
-from pipeline import sources
-from pipeline.sources import Skip
+from agegender import age_histogram, image_header, names, preprocessing, schema
+from agegender import image_sources as sources
+from agegender import splits as splits_lib
+from agegender.image_sources import Skip
 
 SKIPPED = "skipped"
+FACES = "faces"  # ReadArchive's members converted in place
 
-# Skip reasons owned by this module (names.LabelError.reason codes and sources' reasons
-# are used as they are).
-EMPTY_FILE = "empty_file"
-UNDECODABLE = "undecodable"
+# Skip reasons of the dedup, owned by this module (the others are the image source's,
+# `agegender.image_sources`, and the labels', `agegender.names`).
 DUPLICATE = "duplicate"
 CONFLICTING_LABELS = "conflicting_labels"
 
@@ -39,50 +40,84 @@ def _skip(source_id, reason, detail):
     return beam.pvalue.TaggedOutput(SKIPPED, Skip(source_id, reason, detail))
 
 
-def _short(error, limit=200):
-    """The useful last line of a (TF) error message, bounded for the report."""
-    text = getattr(error, "message", None) or str(error)
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:limit]
-
-
 class ReadFile(beam.DoFn):
-    """`sources.InputFile` (a plain file) -> `(source_id, bytes)`."""
+    """`sources.InputFile` (a plain file) -> `(source_id, bytes)` (`sources.read_input`)."""
+
+    def __init__(self, follow_symlinks=False):
+        self._follow = follow_symlinks
 
     def process(self, item):
-        if item.size is not None and item.size > sources.MAX_INPUT_BYTES:
-            yield _skip(item.source_id, sources.FILE_TOO_LARGE, f"{item.size} bytes")
-            return
-        try:
-            data = sources.read_file(item.path)
-        except Exception as e:  # any filesystem's error: report it, keep going
-            yield _skip(item.source_id, sources.UNREADABLE, _short(e))
-            return
-        yield item.source_id, data
+        data = sources.read_input(item, self._follow)
+        if isinstance(data, Skip):
+            yield beam.pvalue.TaggedOutput(SKIPPED, data)
+        else:
+            yield item.source_id, data
 
 
 class ReadArchive(beam.DoFn):
-    """`sources.InputFile` (an archive) -> `(member_name, bytes)` per member, in place."""
+    """`sources.InputFile` (an archive) -> its members, read in place.
+
+    Members go out as `(member_name, bytes)`, to be spread over the workers and converted
+    there, until this archive's `spread_bytes` are used; every member after that is converted
+    right here by `make_record` and goes out as a `Face` (tagged FACES) or a skip. Why: what
+    goes to the other workers is held in memory between the steps (every member of the
+    archive at once, several copies of each), and an archive's members can add up to far more
+    than it weighs (a 1.4 MB tar.gz can hold 24 members of 60 MB); converted faces are small.
+    Either way a member becomes the same record (`MakeRecord` is batch-invariant).
+    """
+
+    def __init__(self, make_record, spread_bytes, follow_symlinks=False):
+        self._make = make_record
+        self._spread_bytes = spread_bytes
+        self._follow = follow_symlinks
+        self._make_ready = False
 
     def process(self, item):
-        for out in sources.iter_archive(item):
+        if item.skip is not None:
+            yield beam.pvalue.TaggedOutput(SKIPPED, item.skip)
+            return
+        spread, batch, weight = 0, [], 0
+        for out in sources.iter_archive(item, self._follow):
             if isinstance(out, Skip):
                 yield beam.pvalue.TaggedOutput(SKIPPED, out)
-            else:
+            elif spread + len(out[1]) <= self._spread_bytes:
+                spread += len(out[1])
                 yield out
+            else:
+                if batch and weight + batch_weight(out) > MAX_BATCH_WEIGHT:
+                    yield from self._convert(batch)
+                    batch, weight = [], 0
+                batch.append(out)
+                weight += batch_weight(out)
+        if batch:
+            yield from self._convert(batch)
+
+    def _convert(self, batch):
+        if not self._make_ready:  # TF set-up only for an archive that needs it
+            self._make.setup()
+            self._make_ready = True
+        for out in self._make.process(batch):
+            yield out if isinstance(out, beam.pvalue.TaggedOutput) else \
+                beam.pvalue.TaggedOutput(FACES, out)
 
 
 def batch_weight(element):
     """`(source_id, bytes)` -> its weight in a `beam.BatchElements` batch.
 
-    One per started 64 KiB of encoded bytes, so a batch of small faces holds dozens of images
-    while a batch of multi-megabyte photos stays a few images (decoded pixels of a whole
-    batch are in memory at once).
+    One per started 64 KiB of encoded bytes or per started 256 KiB of decoded pixels,
+    whichever is more (the header says how many pixels an image decodes to; a 60 KB PNG can
+    decode to 50 megapixels). A batch of small faces holds dozens of images, while a
+    multi-megapixel photo travels alone: the decoded pixels of a whole batch are in memory at
+    once, so a batch holds about MAX_BATCH_WEIGHT x 256 KiB of them, or one large image.
     """
-    return 1 + len(element[1]) // BATCH_WEIGHT_BYTES
+    data = element[1]
+    size = image_header.read_size(data)
+    decoded = size.pixels * 3 if size is not None else 0  # decoded as RGB
+    return 1 + max(len(data) // BATCH_WEIGHT_BYTES, decoded // BATCH_WEIGHT_DECODED_BYTES)
 
 
 BATCH_WEIGHT_BYTES = 64 * 1024
+BATCH_WEIGHT_DECODED_BYTES = 256 * 1024
 MAX_BATCH_WEIGHT = 64
 
 
@@ -96,24 +131,29 @@ class MakeRecord(beam.DoFn):
     Each image goes through exactly the ops it would go through alone, so batching never
     changes a record's bytes; if an image in the batch cannot be decoded, the batch is
     converted again one image at a time so that only that image is skipped.
+
+    Before any decoder sees an image, the image source's checks run
+    (`agegender.image_sources.check`: empty, labels, the header's pixel limit), the same
+    the evaluation runs; the decode op checks the limit in the graph as well.
     """
 
     def __init__(self, *, image_size, age_deviation, jpeg_quality=95, labels_csv_rows=None,
-                 min_age=names.DEFAULT_MIN_AGE, max_age=names.DEFAULT_MAX_AGE):
+                 min_age=names.DEFAULT_MIN_AGE, max_age=names.DEFAULT_MAX_AGE,
+                 max_pixels=image_header.DEFAULT_MAX_PIXELS):
         self._image_size = int(image_size)
+        self._max_pixels = max_pixels
         self._deviation = float(age_deviation)
         self._quality = int(jpeg_quality)
-        self._csv = labels_csv_rows
-        self._min_age, self._max_age = min_age, max_age
+        self._labeller = sources.Labeller(labels_csv_rows, min_age, max_age)
         self._convert_one = self._convert_batch = None
 
     def setup(self):
         import tensorflow as tf
 
-        size, quality = self._image_size, self._quality
+        size, quality, max_pixels = self._image_size, self._quality, self._max_pixels
 
         def convert(data):
-            pixels = preprocessing.decode_rgb(data)
+            pixels = preprocessing.decode_rgb(data, max_pixels)
             resized = preprocessing.to_uint8(preprocessing.resize_square(pixels, size))
             return pixels, tf.io.encode_jpeg(resized, quality=quality)
 
@@ -135,12 +175,6 @@ class MakeRecord(beam.DoFn):
         self._tf = tf
         self._convert_one, self._convert_batch = convert_one, convert_batch
 
-    def labels(self, source_id):
-        if self._csv is None:
-            return names.parse_name(source_id, self._min_age, self._max_age)
-        name = names.basename(source_id)
-        return names.labels_from_csv_row(name, self._csv.get(name), self._min_age, self._max_age)
-
     def _converted(self, datas):
         """Encoded images -> [(sha256 of the decoded pixels, JPEG bytes) or a TF error]."""
         if len(datas) > 1:
@@ -151,7 +185,7 @@ class MakeRecord(beam.DoFn):
             else:
                 values, splits = pixels.values.numpy(), pixels.row_splits.numpy()
                 view = memoryview(values)
-                return [(hashlib.sha256(view[splits[i]:splits[i + 1]]).hexdigest(), jpeg)
+                return [(splits_lib.pixel_hash(view[splits[i]:splits[i + 1]]), jpeg)
                         for i, jpeg in enumerate(jpegs.numpy())]
         results = []
         for data in datas:
@@ -160,24 +194,22 @@ class MakeRecord(beam.DoFn):
             except self._tf.errors.OpError as e:  # not an image, truncated, unsupported...
                 results.append(e)
             else:
-                results.append((hashlib.sha256(pixels.numpy().tobytes()).hexdigest(),
+                results.append((splits_lib.pixel_hash(pixels.numpy()),
                                 jpeg.numpy()))
         return results
 
     def process(self, batch):
         labelled = []
         for source_id, data in batch:
-            if not data:
-                yield _skip(source_id, EMPTY_FILE, "0 bytes")
-                continue
-            try:
-                labelled.append((source_id, self.labels(source_id), data))
-            except names.LabelError as e:
-                yield _skip(source_id, e.reason, str(e))
+            result = sources.check(source_id, data, self._labeller, self._max_pixels)
+            if isinstance(result, Skip):
+                yield beam.pvalue.TaggedOutput(SKIPPED, result)
+            else:
+                labelled.append((source_id, result, data))
         converted = self._converted([data for _, _, data in labelled])
         for (source_id, labels, _), result in zip(labelled, converted):
             if isinstance(result, Exception):
-                yield _skip(source_id, UNDECODABLE, _short(result))
+                yield _skip(source_id, sources.UNDECODABLE, sources.short_error(result))
                 continue
             # The dedup key hashes the decoded input pixels (schema: image/sha256), so
             # re-encoded or renamed copies of one picture are still found.
@@ -192,30 +224,6 @@ class MakeRecord(beam.DoFn):
                    example.SerializeToString(deterministic=True))  # a Face, as a plain tuple
 
 
-def split_of(sha256, fractions):
-    """The split of an image from its pixel hash: identical pixels -> same split, always.
-
-    `fractions` is a sequence of (split, fraction). The first 64 bits of the SHA-256 are a
-    uniform number in [0, 1); `shard_of` uses the next 64, which are independent of these.
-    """
-    u = int(sha256[:16], 16) / 2.0 ** 64
-    cumulative = 0.0
-    last = None
-    for split, fraction in fractions:
-        if fraction <= 0:
-            continue
-        cumulative += fraction
-        last = split
-        if u < cumulative:
-            return split
-    return last  # rounding: fractions that sum to 0.9999999
-
-
-def shard_of(sha256, num_shards):
-    """The shard of an image within its split (copies of one image share a shard)."""
-    return int(sha256[16:32], 16) % num_shards
-
-
 def resolve_copies(faces, keep_all=False):
     """Faces with identical pixels -> (faces to write, skips), deterministically.
 
@@ -226,7 +234,6 @@ def resolve_copies(faces, keep_all=False):
     faces = sorted(faces, key=lambda f: f.source_id)
     if len(faces) == 1:
         return faces, []
-    ids = ", ".join(f.source_id for f in faces)
     if len({(f.age, f.gender) for f in faces}) > 1:
         labels = "; ".join(f"{f.source_id}: age {f.age} gender {f.gender}" for f in faces)
         return [], [Skip(f.source_id, CONFLICTING_LABELS,

@@ -15,6 +15,7 @@ import collections
 import json
 import math
 import posixpath
+import re
 import uuid
 
 import apache_beam as beam
@@ -28,6 +29,19 @@ DEFAULT_MIN_SHARDS = 4
 
 # TFDS's default template; it spells the same names as schema.shard_prefix.
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+
+
+# Files of a records directory besides the shards (TFDS's write_metadata writes three), in
+# the order `publish` moves them where it cannot switch directories: what readers check
+# (dataset_info.json for TFDS, report.json for the trainer) last.
+METADATA_FILES = ("features.json", "metadata.json", "dataset_info.json", schema.REPORT_FILE)
+_SHARD_NAME = re.compile(re.escape(schema.DATASET_NAME) + r"-[\w.-]+" + re.escape(schema.SHARD_SUFFIX)
+                         + r"-\d{5}-of-\d{5}")
+
+
+def owns(name):
+    """Whether a file name in a records directory is one this job writes (see publish)."""
+    return name in METADATA_FILES or name == TMP_DIR or bool(_SHARD_NAME.fullmatch(name))
 
 
 def shard_path(output_dir, split, shard, num_shards):

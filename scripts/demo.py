@@ -7,7 +7,6 @@ Every step is a real command a user could run by hand (printed before it runs); 
 first failure stops the demo and names the failing step. The server is always stopped.
 """
 import argparse
-import glob
 import os
 import shutil
 import signal
@@ -79,7 +78,9 @@ class Demo:
 
     def build_records(self):
         shutil.rmtree(self.records, ignore_errors=True)
-        self.run_cmd([sys.executable, "-m", "pipeline.build_records",
+        # --follow_symlinks: a --limit slice is a directory of links to the shared faces (the
+        # job skips links by default).
+        self.run_cmd([sys.executable, "-m", "pipeline.build_records", "--follow_symlinks",
                       f"--input={self.input_dir()}", f"--output_dir={self.records}"])
 
     def train(self):
@@ -121,15 +122,14 @@ class Demo:
 
     def sample_images(self):
         """A few test-split faces (never seen in training), as the original files."""
-        import tensorflow as tf
+        import itertools
 
-        from agegender import schema
+        from agegender import records, schema
 
         data = os.path.join(self.out, "data_slice") if self.args.limit else self.args.data
-        shards = sorted(tf.io.gfile.glob(schema.shard_pattern(self.records, "test")))
         picks = []
-        for raw in tf.data.TFRecordDataset(shards).take(200):
-            source = schema.parse_examples(raw)[schema.IMAGE_SOURCE_ID].numpy().decode()
+        for example in itertools.islice(records.iter_examples(self.records, "test"), 200):
+            source = example[schema.IMAGE_SOURCE_ID].decode()
             path = os.path.join(data, source)
             if os.path.isfile(path):
                 picks.append(path)
@@ -146,7 +146,7 @@ class Demo:
                       *self.sample_images()])
 
     def evaluate(self):
-        self.run_cmd([sys.executable, "-m", "trainer.evaluate", f"--model={self.models}",
+        self.run_cmd([sys.executable, "-m", "evaluation.evaluate", f"--model={self.models}",
                       f"--records_dir={self.records}", "--split=test",
                       f"--output_dir={self.report}"])
 

@@ -18,10 +18,9 @@ def _series(history, key):
 def plot_learning_curves(history, mae_key, path):
     """Loss, age MAE (years) and, when present, gender accuracy per epoch, both phases.
 
-    `mae_key`: the history key of the training age MAE (trainer.metrics.monitor_key).
+    `mae_key`: the history key of the training age MAE (trainer.keras_metrics.monitor_key).
     """
-    mae = mae_key
-    panels = [("loss", "loss"), (mae, "age MAE (years)")]
+    panels = [("loss", "loss"), (mae_key, "age MAE (years)")]
     if any("gender_accuracy" in h for h in history):
         panels.append(("gender_accuracy", "gender accuracy"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))

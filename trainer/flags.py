@@ -2,8 +2,9 @@
 
 `define_flags(flag_values)` is called by `trainer.task.main` on the global `absl.flags.FLAGS`
 (so `--flagfile` and `--helpfull` work through `absl.app.run`). Nothing is defined at import
-time: other modules of the package (e.g. `trainer.evaluate`) define flags of their own with
-the same names, and tests build private `FlagValues` with `parse(argv)`.
+time, the style of every absl program here (`evaluation.evaluate` too): programs with
+flags of the same names can be imported together, and tests build private `FlagValues` with
+`parse(argv)`.
 """
 import os
 
@@ -51,6 +52,9 @@ def define_flags(fv=flags.FLAGS):
                        "Label deviation in years; recomputed in-graph when it differs from "
                        "the records' metadata. Default: the records' value.", **d)
     flags.DEFINE_float("gender_loss_weight", 1.0, "Weight of the gender loss.", **d)
+    flags.DEFINE_float("age_mean_loss_weight", 0.0,
+                       "Distribution heads: add this weight times |mean of the predicted "
+                       "distribution - true age| / 100 to the EMD loss (0: EMD only).", **d)
     # Schedule.
     flags.DEFINE_integer("batch_size", 64, "Global batch size.", **d)
     flags.DEFINE_integer("epochs", 10, "Epochs with the backbone frozen (head training).", **d)
@@ -65,6 +69,9 @@ def define_flags(fv=flags.FLAGS):
                        "Learning rate of the fine-tune phase. Default: --learning_rate / 10.",
                        **d)
     flags.DEFINE_float("weight_decay", 0.0, "AdamW weight decay (0: Adam).", **d)
+    flags.DEFINE_float("ema_momentum", 0.0,
+                       "Keep an exponential moving average of the weights with this momentum "
+                       "(e.g. 0.999) and end each phase on it; 0: off.", **d)
     flags.DEFINE_enum("lr_scheduler", "reduce_lr_on_plateau", list(LR_SCHEDULERS),
                       "Learning-rate schedule within each phase.", **d)
     flags.DEFINE_float("min_learning_rate", 1e-6, "Floor of the schedules.", **d)
@@ -77,9 +84,19 @@ def define_flags(fv=flags.FLAGS):
                          "Cap the steps per epoch (default: one pass over the train split).",
                          **d)
     flags.DEFINE_integer("validation_steps", None, "Cap the validation steps.", **d)
+    flags.DEFINE_bool("test_time_flip", False,
+                      "Average the outputs over each face and its mirror image wherever the "
+                      "model predicts (eval.json, predict mode, the exported signatures).", **d)
+    flags.DEFINE_bool("calibrate", True,
+                      "After training, fit the temperatures of the age spread and the gender "
+                      "probability on the validation split (stored in model_spec.json).", **d)
     flags.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0: all).",
                          **d)
-    flags.DEFINE_integer("seed", 1, "Random seed.", **d)
+    flags.DEFINE_integer("seed", None,
+                         "Random seed. Given, the run is reproducible: the same flags on the "
+                         "same records give the same weights and metrics (op determinism, "
+                         "deterministic input order and augmentation; somewhat slower). "
+                         "Default: a random seed, logged.", **d)
     # Augmentation.
     aug = input_pipeline.AugmentConfig()
     flags.DEFINE_bool("augment", aug.enabled, "Flip, shift/zoom, brightness/contrast, blur.",
@@ -94,6 +111,10 @@ def define_flags(fv=flags.FLAGS):
                        "Share of training images blurred.", **d)
     flags.DEFINE_list("blur_scale", _pair(aug.blur_scale),
                       "min,max size (fraction of the side) a blurred image passes through.", **d)
+    flags.DEFINE_float("degrade_probability", aug.degrade_probability,
+                       "Share of training images given one photo degradation (grayscale, "
+                       "sepia, faded colour, JPEG artefacts, low resolution, side light).",
+                       **d)
     flags.DEFINE_float("source_margin", aug.source_margin,
                        "The training frame is up to img_dim times this, so crops take real "
                        "pixels (records of 160 px give 128 px inputs a 1.25 margin).", **d)
@@ -143,7 +164,7 @@ def augment_config(fv):
         enabled=fv.augment, crop_fraction=_floats(fv, "crop_fraction"), max_shift=fv.max_shift,
         brightness=fv.brightness, contrast=_floats(fv, "contrast"),
         blur_probability=fv.blur_probability, blur_scale=_floats(fv, "blur_scale"),
-        source_margin=fv.source_margin)
+        source_margin=fv.source_margin, degrade_probability=fv.degrade_probability)
 
 
 def parse(argv):

@@ -14,49 +14,11 @@
 """
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
-from agegender import age_histogram, heads, preprocessing, schema
+from agegender import age_histogram, degradations, heads, preprocessing, records, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
-PARSE_BATCH = 256  # records per vectorized parse_example call
-
-
-class RecordsNotFoundError(FileNotFoundError):
-    pass
-
-
-def split_files(records_dir, split):
-    """The shard files of one split, sorted; a clear error when there are none."""
-    pattern = schema.shard_pattern(records_dir, split)
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise RecordsNotFoundError(
-            f"no {split!r} records in {records_dir!r} (looked for {pattern}): build them "
-            f"with `python -m pipeline.build_records --output_dir={records_dir}`")
-    return files
-
-
-class RecordsCorruptError(ValueError):
-    """A shard that is not a readable TFRecord file (bad length or CRC, truncated)."""
-
-
-def count_records(records_dir, split):
-    """Number of records in a split. Reads every shard once (no parsing), which also checks
-    each record's CRCs, so a corrupt or truncated shard is named here instead of failing
-    later as a bare DataLossError in the middle of training."""
-    total = 0
-    for path in split_files(records_dir, split):
-        ds = tf.data.TFRecordDataset(path, buffer_size=1 << 20)
-        try:
-            total += int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
-        except tf.errors.DataLossError as e:
-            reason = (e.message or "").strip().splitlines()[0] if e.message else "unreadable"
-            raise RecordsCorruptError(
-                f"{path} is not a valid TFRecord file ({reason}); rebuild {records_dir!r} with "
-                f"`python -m pipeline.build_records`") from None
-    return total
 
 
 class Decoder:
@@ -79,6 +41,9 @@ class AugmentConfig:
     blur_scale: tuple = (0.35, 0.7)  # blur = down to this fraction of the side and back up
     # The training frame is at most img_dim * source_margin, so crops take real pixels.
     source_margin: float = 1.25
+    # Share of images given one of the photo degradations users' pictures carry
+    # (agegender.degradations: grayscale, sepia, faded, JPEG, low resolution, side light).
+    degrade_probability: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +56,9 @@ class InputConfig:
     shuffle_buffer: int = 4096
     seed: int = None
     num_workers: int = 1
+    # Same order and same augmentation every run (with a seed): a little slower, since
+    # parallel steps wait for each other. `--seed` turns it on (trainer.task).
+    deterministic: bool = False
     augment: AugmentConfig = AugmentConfig()
     records_age_deviation: float = None  # the records' label deviation (metadata)
     records_image_size: int = None  # the records' image side (metadata)
@@ -98,7 +66,7 @@ class InputConfig:
     @classmethod
     def from_records(cls, records_dir, **kwargs):
         """A config whose records_* fields come from the records' own metadata."""
-        meta = schema.read_metadata(records_dir)
+        meta = records.metadata(records_dir)
         return cls(records_dir=records_dir,
                    records_age_deviation=meta.get(schema.META_AGE_DEVIATION),
                    records_image_size=meta.get(schema.META_IMAGE_SIZE), **kwargs)
@@ -142,9 +110,9 @@ class Parser:
 
     @staticmethod
     def _decode_fast(image_bytes):
-        """Training decode: JPEG (what the records hold) with the fast integer IDCT, 1.4x
-        faster than the accurate one; its pixels differ by a level or two, noise next to
-        the augmentation. Other formats go through the shared decoder."""
+        """Training decode: JPEG (what the records hold) with the fast integer IDCT, faster
+        than the accurate one (BUILD_NOTES.md); its pixels differ by a level or two, noise
+        next to the augmentation. Other formats go through the shared decoder."""
         return tf.cond(
             tf.io.is_jpeg(image_bytes),
             lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_FAST"),
@@ -170,32 +138,39 @@ class Parser:
         return dict(self._labels(features), image=image)
 
     # -- per batch ---------------------------------------------------------------------
-    def augment_batch(self, batch):
+    def augment_batch(self, batch, seed=None):
         """Crop/shift with flip, brightness/contrast and blur, per image, in batched ops.
+
+        `seed`: int64 [2] for the stateless random ops, so the augmentation of a batch
+        depends only on it (the reader gives each batch one from a seeded stream; parallel
+        map calls cannot change which batch gets which numbers); None draws one.
 
         Input: uint8 images at `source_dim`; output float32 at `img_dim` in 0..255. Every op
         works on the whole batch (a per-image op costs one dispatch per image on CPU), and
-        each is chosen for its CPU cost: crop_and_resize for geometry and flip (a projective
-        transform was 8x slower, a tf.where flip as slow as the crop), a down-and-up resize
-        of a slice for the blur (a depthwise conv cost more than everything else together).
+        each is chosen for its CPU cost (measured alternatives in BUILD_NOTES.md):
+        crop_and_resize for geometry and flip, a down-and-up resize of a slice for the blur.
         """
         img_dim = self.spec.img_dim
         aug = self.augment
         images = batch["image"]
         n = tf.shape(images)[0]
+        if seed is None:
+            seed = tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64)
+        seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, num=16)))
+
+        def uniform(shape, low=0.0, high=1.0):
+            return tf.random.stateless_uniform(shape, next(seeds), low, high)
 
         # Random crop (scale and shift), resized to the input: faces in the records are
         # aligned and centred, so the jitter is small; it teaches tolerance to the face
         # detector's imprecision. The centre crop of the full frame is what eval sees.
-        frac = tf.random.uniform([n], *aug.crop_fraction)
+        frac = uniform([n], *aug.crop_fraction)
         slack = 1.0 - frac
-        y0 = tf.clip_by_value(slack / 2 + tf.random.uniform([n], -1, 1) * aug.max_shift,
-                              0.0, slack)
-        x0 = tf.clip_by_value(slack / 2 + tf.random.uniform([n], -1, 1) * aug.max_shift,
-                              0.0, slack)
+        y0 = tf.clip_by_value(slack / 2 + uniform([n], -1, 1) * aug.max_shift, 0.0, slack)
+        x0 = tf.clip_by_value(slack / 2 + uniform([n], -1, 1) * aug.max_shift, 0.0, slack)
         # Horizontal flip for free: a box whose x1 > x2 samples the mirrored crop. A face's
         # age and gender do not depend on its side.
-        flip = tf.random.uniform([n]) < 0.5
+        flip = uniform([n]) < 0.5
         left, right = tf.where(flip, x0 + frac, x0), tf.where(flip, x0, x0 + frac)
         boxes = tf.stack([y0, left, y0 + frac, right], axis=1)
         images = tf.image.crop_and_resize(images, boxes, tf.range(n), [img_dim, img_dim])
@@ -203,8 +178,8 @@ class Parser:
         # Brightness and contrast (photos come from every camera and light), folded into
         # one multiply-add per pixel: (x - mean) * c + mean + d = x * c + (mean (1 - c) + d).
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-        factor = tf.random.uniform([n, 1, 1, 1], *aug.contrast)
-        delta = tf.random.uniform([n, 1, 1, 1], -aug.brightness, aug.brightness)
+        factor = uniform([n, 1, 1, 1], *aug.contrast)
+        delta = uniform([n, 1, 1, 1], -aug.brightness, aug.brightness)
         images = images * factor + (mean * (1.0 - factor) + delta)
 
         # Blur a share of the images (the original's low-resolution jitter): down- and
@@ -213,15 +188,39 @@ class Parser:
         # blur for the whole batch and selecting.
         if aug.blur_probability > 0:
             k = tf.cast(tf.round(tf.cast(n, tf.float32) * aug.blur_probability), tf.int32)
-            small = tf.cast(tf.round(img_dim * tf.random.uniform([], *aug.blur_scale)),
-                            tf.int32)
+            small = tf.cast(tf.round(img_dim * uniform([], *aug.blur_scale)), tf.int32)
             blurred = tf.image.resize(tf.image.resize(images[:k], [small, small],
                                                       antialias=True), [img_dim, img_dim])
             images = tf.concat([blurred, images[k:]], axis=0)
 
+        if aug.degrade_probability > 0:
+            images = self._degrade(tf.clip_by_value(images, 0.0, 255.0), uniform, n)
+
         batch = dict(batch)
         batch["image"] = tf.clip_by_value(images, 0.0, 255.0)
         return batch
+
+    def _degrade(self, images, uniform, n):
+        """One photo degradation for a `degrade_probability` share of the images, each kind
+        equally likely, each with a random strength. Computed for the whole batch and
+        selected per image: the ops are cheap next to a training step."""
+        kinds = 6
+        kind = tf.cast(tf.floor(uniform([n]) * kinds), tf.int32)
+        kind = tf.where(uniform([n]) < self.augment.degrade_probability, kind, -1)
+        side = tf.cast(tf.round(uniform([], 24.0, 64.0)), tf.int32)
+        quality = tf.cast(tf.round(uniform([], 10.0, 40.0)), tf.int32)
+        options = [
+            degradations.grayscale(images),
+            degradations.sepia(images),
+            degradations.faded(images, uniform([n], 0.3, 0.9)),
+            degradations.jpeg(images, quality),
+            degradations.low_resolution(images, side),
+            degradations.uneven_light(images, uniform([n], 0.2, 0.7),
+                                      uniform([n], 0.0, 6.2832)),
+        ]
+        for k, degraded in enumerate(options):
+            images = tf.where(tf.reshape(kind == k, [-1, 1, 1, 1]), degraded, images)
+        return images
 
     def targets_fn(self, batch):
         """Batch dict -> (images, y, sample_weight), dicts keyed by the model's outputs."""
@@ -246,7 +245,7 @@ class InputReader:
 
     def __init__(self, config, split, parser):
         self.config = config
-        self.files = split_files(config.records_dir, split)
+        self.files = records.split_files(config.records_dir, split)
         self.parser = parser
         self.decoder = Decoder()
 
@@ -258,18 +257,24 @@ class InputReader:
         return files.interleave(
             lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
             cycle_length=min(len(self.files), 16), block_length=16,
-            num_parallel_calls=AUTOTUNE, deterministic=not is_training)
+            num_parallel_calls=AUTOTUNE, deterministic=self._deterministic(is_training))
+
+    def _deterministic(self, is_training):
+        """Evaluation always keeps the order; training only when asked (with a seed): not
+        waiting for a slow element is faster."""
+        return not is_training or self.config.deterministic
 
     def decoded(self, is_training):
         """Per-image dicts (image + labels), decoded, before caching and batching."""
         ds = self._records(is_training)
         if is_training and not self.config.cache:
-            # Shuffle the serialized records: ~10 KB each, 20x smaller than decoded images.
-            ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed, reshuffle_each_iteration=True)
-        ds = ds.batch(PARSE_BATCH).map(self.decoder.decode, num_parallel_calls=AUTOTUNE)
+            # Shuffle the serialized records: far smaller than decoded images.
+            ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed,
+                            reshuffle_each_iteration=True)
+        ds = ds.batch(records.PARSE_BATCH).map(self.decoder.decode, num_parallel_calls=AUTOTUNE)
         ds = ds.unbatch()
         ds = ds.map(self.parser.parse_fn(is_training), num_parallel_calls=AUTOTUNE,
-                    deterministic=not is_training)
+                    deterministic=self._deterministic(is_training))
         return ds
 
     def dataset(self, is_training, targets=True):
@@ -281,20 +286,25 @@ class InputReader:
                 ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed,
                                 reshuffle_each_iteration=True)
         # Fixed batch shapes in training (XLA, TPU, and no tiny last batch in BatchNorm).
+        deterministic = self._deterministic(is_training)
         ds = ds.batch(self.config.batch_size, drop_remainder=is_training,
-                      num_parallel_calls=AUTOTUNE, deterministic=not is_training)
+                      num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         if is_training and self.parser.augment.enabled:
-            ds = ds.map(self.parser.augment_batch, num_parallel_calls=AUTOTUNE,
-                        deterministic=False)
+            # One seed per batch from a seeded stream (see augment_batch).
+            seeds = tf.data.Dataset.random(seed=self.config.seed).batch(2)
+            ds = tf.data.Dataset.zip(ds, seeds).map(
+                self.parser.augment_batch, num_parallel_calls=AUTOTUNE,
+                deterministic=deterministic)
         if targets:
             ds = ds.map(self.parser.targets_fn, num_parallel_calls=AUTOTUNE,
-                        deterministic=not is_training)
+                        deterministic=deterministic)
         options = tf.data.Options()
-        options.deterministic = not is_training
+        options.deterministic = deterministic
         options.experimental_optimization.map_parallelization = True
         # Multi-worker: each worker reads its own files when there are enough of them,
         # otherwise every worker reads all records and keeps its share of them.
         options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.FILE if len(self.files) >= self.config.num_workers
+            tf.data.experimental.AutoShardPolicy.FILE
+            if len(self.files) >= self.config.num_workers
             else tf.data.experimental.AutoShardPolicy.DATA)
         return ds.with_options(options).prefetch(AUTOTUNE)

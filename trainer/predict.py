@@ -11,7 +11,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, prediction_line, preprocessing, schema
+from agegender import heads, image_header, inference, prediction_line, preprocessing, schema
 from agegender import job_dir as job_dir_lib
 from agegender import metrics as metrics_lib
 from trainer import input_pipeline
@@ -24,18 +24,9 @@ def load(job_dir):
     return job_dir_lib.load(job_dir)
 
 
-def _predict_fn(model):
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-
-def outputs_to_predictions(outputs, spec):
-    """(ages [N] float, genders [N] int or None, gender probability of the argmax or None)."""
-    ages = np.asarray(heads.ages_from_outputs(outputs, spec))
-    gender = heads.gender_head(spec)
-    if gender is not None and gender.output in outputs:
-        classes, probability = gender.predictions(outputs[gender.output])
-        return ages, classes, probability
-    return ages, None, None
+def _predict_fn(model, spec):
+    """The model's raw outputs as every prediction path computes them (agegender.inference)."""
+    return tf.function(lambda x: inference.raw_outputs(model, x, spec), reduce_retracing=True)
 
 
 def _is_image(name):
@@ -51,7 +42,7 @@ def predict_dir(job_dir, sample_dir, batch_size=32, out=print,
     Each image's header is read first: an image over `max_pixels` (a decompression bomb) or
     bytes that are no image are skipped with a warning, never decoded."""
     model, spec = load(job_dir)
-    predict = _predict_fn(model)
+    predict = _predict_fn(model, spec)
     files = sorted(f for f in tf.io.gfile.listdir(sample_dir)
                    if _is_image(f) and not tf.io.gfile.isdir(os.path.join(sample_dir, f)))
     if not files:
@@ -73,18 +64,23 @@ def predict_dir(job_dir, sample_dir, batch_size=32, out=print,
                 logging.warning("skipping %s: not a decodable image", name)
         if not images:
             continue
-        outputs = {k: v.numpy() for k, v in predict(tf.stack(images)).items()}
-        ages, genders, gprobs = outputs_to_predictions(outputs, spec)
+        raw = {k: v.numpy() for k, v in predict(tf.stack(images)).items()}
+        # The signatures' outputs: calibrated spread and gender probability included.
+        served = {k: np.asarray(v) for k, v in heads.serving_outputs(raw, spec).items()}
+        probs = served.get(heads.GenderHead.probability_output)
+        interval = served.get(heads.interval_output(0.8))
         for i, name in enumerate(chunk):
             labels = prediction_line.true_labels(name)
+            gender = None if probs is None else int(probs[i].argmax())
             line = prediction_line.prediction_line(
-                name, ages[i], None if genders is None else int(genders[i]),
-                None if genders is None else float(gprobs[i]))
+                name, served[heads.AGE][i], gender,
+                None if probs is None else float(probs[i].max()),
+                age_std=served[heads.AGE_STD][i] if heads.AGE_STD in served else None,
+                interval=None if interval is None else interval[i])
             out(line)
-            results.append({"file": name, "predicted_age": float(ages[i]),
+            results.append({"file": name, "predicted_age": float(served[heads.AGE][i]),
                             "true_age": labels.age if labels else None,
-                            "predicted_gender": (None if genders is None
-                                                 else int(genders[i]))})
+                            "predicted_gender": gender})
     known = [r for r in results if r["true_age"] is not None]
     if known:
         mae = float(np.mean([abs(r["predicted_age"] - r["true_age"]) for r in known]))
@@ -92,32 +88,49 @@ def predict_dir(job_dir, sample_dir, batch_size=32, out=print,
     return results
 
 
-def evaluate_split(model, spec, records_dir, split="test", batch_size=64, limit=0):
-    """agegender.metrics.full_report of `model` on a records split (deterministic order)."""
+def split_outputs(model, spec, records_dir, split, batch_size=64, limit=0):
+    """The model's raw outputs on a records split (deterministic order, evaluation
+    preprocessing) and the labels: ({output: ndarray}, {feature: ndarray})."""
     config = input_pipeline.InputConfig(records_dir, batch_size=batch_size,
                                         augment=input_pipeline.AugmentConfig(enabled=False))
     reader = input_pipeline.InputReader(config, split, input_pipeline.Parser.for_config(
         spec, config))
-    ds = reader.dataset(is_training=False, targets=False)
-    predict = _predict_fn(model)
-    true_age, race, true_gender, pred_age, pred_gender = [], [], [], [], []
+    predict = _predict_fn(model, spec)
+    outputs, labels = {}, {k: [] for k in (schema.AGE, schema.RACE, schema.GENDER)}
     seen = 0
-    for batch in ds:
-        outputs = {k: v.numpy() for k, v in predict(batch["image"]).items()}
-        ages, genders, _ = outputs_to_predictions(outputs, spec)
-        pred_age.append(ages)
-        if genders is not None:
-            pred_gender.append(genders)
-        true_age.append(batch[schema.AGE].numpy())
-        race.append(batch[schema.RACE].numpy())
-        true_gender.append(batch[schema.GENDER].numpy())
-        seen += len(ages)
+    for batch in reader.dataset(is_training=False, targets=False):
+        for k, v in predict(batch["image"]).items():
+            outputs.setdefault(k, []).append(v.numpy())
+        for k in labels:
+            labels[k].append(batch[k].numpy())
+        seen += len(batch[schema.AGE])
         if limit and seen >= limit:
             break
-    cat = lambda xs: np.concatenate(xs)[:limit] if limit else np.concatenate(xs)  # noqa: E731
-    report = metrics_lib.full_report(
-        cat(true_age), cat(pred_age), race=cat(race), true_gender=cat(true_gender),
-        pred_gender=cat(pred_gender) if pred_gender else None)
+    end = limit or None
+    return ({k: np.concatenate(v)[:end] for k, v in outputs.items()},
+            {k: np.concatenate(v)[:end] for k, v in labels.items()})
+
+
+def report_from_outputs(outputs, labels, spec):
+    """agegender.metrics.full_report from raw outputs, through the heads' serving outputs
+    (the same numbers the exported signatures give, spread and calibration included)."""
+    served = {k: np.asarray(v) for k, v in heads.serving_outputs(outputs, spec).items()}
+    gender = heads.gender_head(spec)
+    intervals = {c: (served[heads.interval_output(c)][:, 0], served[heads.interval_output(c)][:, 1])
+                 for c in heads.INTERVALS if heads.interval_output(c) in served}
+    probability = served.get(gender.probability_output) if gender else None
+    return metrics_lib.full_report(
+        labels[schema.AGE], served[heads.AGE], race=labels[schema.RACE],
+        true_gender=labels[schema.GENDER],
+        pred_gender=None if probability is None else probability.argmax(-1),
+        age_std=served.get(heads.AGE_STD), age_intervals=intervals,
+        gender_probability=probability)
+
+
+def evaluate_split(model, spec, records_dir, split="test", batch_size=64, limit=0):
+    """agegender.metrics.full_report of `model` on a records split (deterministic order)."""
+    outputs, labels = split_outputs(model, spec, records_dir, split, batch_size, limit)
+    report = report_from_outputs(outputs, labels, spec)
     report["split"] = split
     return report
 

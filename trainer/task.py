@@ -15,6 +15,7 @@ finder and exits. See `trainer.flags` (or --helpfull) for every flag.
 import dataclasses
 import importlib.util
 import os
+import random
 import shutil
 import sys
 import time
@@ -24,11 +25,12 @@ import keras
 import tensorflow as tf
 
 from agegender import job_dir as job_dir_lib
-from agegender import model_spec, schema
+from agegender import age_histogram, model_spec, records, schema
+from trainer import calibration
 from trainer import callbacks as callbacks_lib
 from trainer import curves, distribution, input_pipeline, predict
 from trainer import flags as trainer_flags
-from trainer import metrics as metrics_lib
+from trainer import keras_metrics
 from trainer import model as model_lib
 
 
@@ -39,22 +41,25 @@ class ConfigError(ValueError):
 def build_spec(cfg, records_meta):
     deviation = cfg.age_deviation
     if deviation is None:
-        deviation = records_meta.get(schema.META_AGE_DEVIATION, 5.0)
+        deviation = records_meta.get(schema.META_AGE_DEVIATION, age_histogram.DEFAULT_DEVIATION)
     return model_spec.ModelSpec(
         type=cfg.type, range_mode=cfg.range_mode, predict_gender=cfg.predict_gender,
         img_dim=cfg.img_dim, age_deviation=float(deviation), base_model=cfg.base_model,
-        alpha=cfg.alpha)
+        alpha=cfg.alpha, test_time_flip=cfg.test_time_flip)
 
 
 def compile_model(model, spec, cfg, learning_rate, run_eagerly=False):
+    # EMA: Keras keeps the moving average and swaps it into the model when fit() ends.
+    ema = dict(use_ema=True, ema_momentum=cfg.ema_momentum) if cfg.ema_momentum else {}
     if cfg.weight_decay:
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay, **ema)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate, **ema)
     # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer itself.
     model.compile(optimizer=optimizer, jit_compile=cfg.jit_compile,
                   steps_per_execution=cfg.steps_per_execution, run_eagerly=run_eagerly,
-                  **metrics_lib.compile_args(spec, cfg.gender_loss_weight))
+                  **keras_metrics.compile_args(spec, cfg.gender_loss_weight,
+                                               cfg.age_mean_loss_weight))
 
 
 def _verbose(cfg):
@@ -76,7 +81,7 @@ def _scheduler_callbacks(cfg, spec, first, end, lr, steps_per_epoch):
     """(callbacks, plateau callback or None) for the phase's learning-rate schedule."""
     if cfg.lr_scheduler == "reduce_lr_on_plateau":
         plateau = keras.callbacks.ReduceLROnPlateau(
-            monitor=metrics_lib.monitor_key(spec), factor=0.3, patience=2,
+            monitor=keras_metrics.monitor_key(spec), factor=0.3, patience=2,
             min_lr=cfg.min_learning_rate, mode="min", verbose=1)
         return [plateau], plateau
     if cfg.lr_scheduler == "cyclic":
@@ -128,21 +133,34 @@ class Run:
     model: object = None
 
 
+def set_seed(seed):
+    """Seeds Python, NumPy and TensorFlow; a given seed also turns on op determinism (every
+    op the same result for the same inputs; an op without a deterministic kernel raises).
+    Returns the seed used (a random one, logged, when none is given)."""
+    if seed is None:
+        seed = random.SystemRandom().randrange(1 << 31)
+        logging.info("Random seed %d (pass --seed for a reproducible run)", seed)
+    else:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(seed)
+    return seed
+
+
 def prepare(cfg):
     """Checks the records, derives the model spec, sets up devices, precision and seeds."""
     if not cfg.records_dir or not cfg.job_dir:
         raise app.UsageError("--records_dir and --job_dir are required to train")
     # Fail fast, before building anything, on a records dir without train shards.
-    input_pipeline.split_files(cfg.records_dir, "train")
-    meta = schema.read_metadata(cfg.records_dir)
+    records.split_files(cfg.records_dir, "train")
+    meta = records.metadata(cfg.records_dir)
     spec = build_spec(cfg, meta)
     strategy = distribution.make_strategy(cfg.distribution, cfg.tpu)
     distribution.set_precision(distribution.resolve_precision(cfg.mixed_precision, strategy))
-    keras.utils.set_random_seed(cfg.seed)
+    seed = set_seed(cfg.seed)
     out_dir, writer = _worker_dir(cfg.job_dir)
     inputs = input_pipeline.InputConfig.from_records(
         cfg.records_dir, batch_size=cfg.batch_size, cache=cfg.cache,
-        shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+        shuffle_buffer=cfg.shuffle_buffer, seed=seed, deterministic=cfg.seed is not None,
         num_workers=distribution.num_workers(), augment=trainer_flags.augment_config(cfg))
     run = Run(cfg=cfg, spec=spec, strategy=strategy, out_dir=out_dir, writer=writer,
               inputs=inputs)
@@ -155,11 +173,11 @@ def prepare(cfg):
 def make_datasets(run):
     """The repeated training dataset, the validation dataset, and the epoch length."""
     cfg, config = run.cfg, run.inputs
-    n_train = input_pipeline.count_records(cfg.records_dir, "train")
-    has_validation = bool(tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "validation")))
+    n_train = records.count(cfg.records_dir, "train")
+    has_validation = records.has_split(cfg.records_dir, "validation")
     for split in ("validation", "test"):  # read at the end of an epoch / of the run: check now
-        if tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, split)):
-            input_pipeline.count_records(cfg.records_dir, split)
+        if records.has_split(cfg.records_dir, split):
+            records.count(cfg.records_dir, split)
     run.steps_per_epoch = n_train // config.batch_size
     if run.steps_per_epoch == 0:
         raise ConfigError(f"{n_train} train records: fewer than one batch of "
@@ -232,6 +250,18 @@ def run_phase(run, state, phase, first, end, lr):
         ])
 
 
+def calibrate(run):
+    """Fits the spread's temperatures on the validation split (trainer.calibration) and
+    puts them in the spec that is saved with the model."""
+    cfg = run.cfg
+    if not cfg.calibrate or run.val_ds is None or not run.writer:
+        return  # only the chief writes the spec
+    outputs, labels = predict.split_outputs(run.model, run.spec, cfg.records_dir,
+                                            "validation", cfg.batch_size)
+    run.spec, found = calibration.calibrate(run.spec, outputs, labels)
+    logging.info("Calibration on %d validation images: %s", len(labels[schema.AGE]), found)
+
+
 def write_outputs(run, state):
     """model.keras + model_spec.json, history, curves and the test split's eval.json (chief
     only; other workers remove their scratch dir). Returns the eval report or None."""
@@ -248,14 +278,17 @@ def write_outputs(run, state):
     job_dir_lib.save(out_dir, run.model, run.spec)
     job_dir_lib.write_json(out_dir, job_dir_lib.HISTORY_FILE, state.history)
     curves.plot_learning_curves(state.history,
-                                metrics_lib.monitor_key(run.spec, validation=False),
+                                keras_metrics.monitor_key(run.spec, validation=False),
                                 job_dir_lib.path(out_dir, job_dir_lib.CURVES_FILE))
-    if not tf.io.gfile.glob(schema.shard_pattern(cfg.records_dir, "test")):
+    if not records.has_split(cfg.records_dir, "test"):
         return None
     report = predict.write_eval(out_dir, cfg.records_dir, "test", cfg.batch_size,
                                 cfg.eval_limit)
+    coverage = {k: round(v["coverage"], 3) for k, v in report.get("uncertainty", {}).items()
+                if k.startswith("interval_")}
     print(f"Test split: MAE {report['mae']:.2f} years, CS@5 {report['cs@5']:.3f}, "
-          f"gender accuracy {report['gender_accuracy']}")
+          f"gender accuracy {report['gender_accuracy']}"
+          + (f", interval coverage {coverage}" if coverage else ""))
     return report
 
 
@@ -270,6 +303,7 @@ def train(cfg):
     state = callbacks_lib.TrainState(job_dir_lib.path(run.out_dir, job_dir_lib.STATE_FILE))
     for phase, first, end, lr in _phase_plan(cfg):
         run_phase(run, state, phase, first, end, lr)
+    calibrate(run)
     report = write_outputs(run, state)
     print(f"Done in {time.time() - started:.0f} s: {run.out_dir}")
     return report
@@ -295,7 +329,7 @@ def _main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         run(flags.FLAGS)
-    except (FileNotFoundError, ConfigError, input_pipeline.RecordsCorruptError) as e:
+    except (FileNotFoundError, ConfigError, records.RecordsCorruptError) as e:
         # Configuration and data errors: one clear line, no traceback.
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)

@@ -37,3 +37,32 @@ def test_full_report_and_errors():
     assert metrics.age_metrics([], []) == {"count": 0}
     with pytest.raises(ValueError):
         metrics.age_metrics([1, 2], [1])
+
+
+def test_uncertainty_hand_computed():
+    true = [20, 30, 40, 50]
+    pred = [21, 33, 40, 60]
+    std = [1.0, 4.0, 2.0, 9.0]
+    intervals = {0.5: ([20, 31, 39, 55], [22, 35, 41, 65]),
+                 0.8: ([19, 28, 37, 45], [23, 38, 43, 75])}
+    u = metrics.uncertainty(true, pred, std, intervals)
+    assert u["interval_50"]["coverage"] == pytest.approx(2 / 4)  # 30 and 50 fall outside
+    assert u["interval_80"]["coverage"] == pytest.approx(1.0)
+    assert u["interval_50"]["mean_width_years"] == pytest.approx((3 + 5 + 3 + 11) / 4)
+    # Most confident first: std 1 (err 1), 2 (err 0), 4 (err 3), 9 (err 10).
+    assert u["mae_most_confident"] == pytest.approx({"50%": 0.5, "80%": 4 / 3, "100%": 3.5})
+
+
+def test_per_predicted_decade_and_gender_calibration():
+    by_pred = metrics.per_predicted_decade([65, 75, 30], [62, 68, 41])
+    assert by_pred["60-69"] == pytest.approx({"count": 2, "mae": 5.0, "mean_signed_error": -5.0})
+    assert by_pred["40-49"]["count"] == 1
+    probs = np.array([[0.9, 0.1], [0.95, 0.05], [0.3, 0.7], [0.4, 0.6]])
+    cal = metrics.gender_calibration([0, 1, 1, -1], probs, bins=5)
+    # Known: conf 0.9 right(0), 0.95 wrong (true 1), 0.7 right -> bins [0.9,1.0) x2, [0.7,0.8)
+    assert sum(b["count"] for b in cal["bins"]) == 3
+    assert cal["ece"] == pytest.approx((2 / 3) * abs(0.925 - 0.5) + (1 / 3) * abs(0.7 - 1.0))
+    report = metrics.full_report([20, 30], [22, 29], true_gender=[0, 1], pred_gender=[0, 1],
+                                 age_std=[1, 2], gender_probability=probs[:2])
+    assert "uncertainty" in report and "gender_calibration" in report
+    assert "uncertainty" not in metrics.full_report([20], [21])

@@ -223,3 +223,17 @@ def test_stale_temp_dirs_of_killed_exports_are_removed(job_dirs, tmp_path):
     assert not stale.exists()
     assert live.exists() and other_host.exists()
     assert model_layout.versions(str(base)) == [1]
+
+
+def test_test_time_flip_in_the_signatures(job_dirs, face_images, tmp_path):
+    """--test_time_flip=true: serving_default answers the mean of the face and its mirror."""
+    base = tmp_path / "flip"
+    assert em.main([f"--job_dir={job_dirs['clf_gender']}", f"--export_base={base}",
+                    "--test_time_flip=true"]) == 0
+    model, spec = em.load_trained_model(job_dirs["clf_gender"])
+    pixels = preprocessing.model_input_batch(tf.constant(face_images), spec.img_dim)
+    both = [model(p, training=False) for p in (pixels, tf.reverse(pixels, axis=[2]))]
+    want = (both[0]["age_distribution"] + both[1]["age_distribution"]) / 2
+    sig = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
+    out = sig(image_bytes=tf.constant(face_images), key=tf.constant([""] * len(face_images)))
+    np.testing.assert_allclose(out["age_distribution"], want, atol=TOL)

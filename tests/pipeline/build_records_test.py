@@ -10,8 +10,9 @@ import zipfile
 import pytest
 import tensorflow as tf
 
-from agegender import schema
-from pipeline import build_records, sources, transforms
+from agegender import image_header, records, schema
+from agegender import image_sources as sources
+from pipeline import build_records, transforms
 
 
 def _read_all_splits_with_tfds(output_dir):
@@ -52,7 +53,7 @@ def test_every_bad_input_is_reported_and_nothing_else_is_lost(bad_inputs, tmp_pa
     meta = report["metadata"]
     assert meta[schema.META_AGE_DEVIATION] == 5.0 and meta[schema.META_IMAGE_SIZE] == 160
     assert meta["splits"] == {"train": 0.8, "validation": 0.1, "test": 0.1}
-    assert schema.read_metadata(out) == meta
+    assert records.metadata(out) == meta
     assert sum(counts["gender"].values()) == counts["written"]
     assert counts["race"]["unknown"] == 2  # the race-missing name and the seed's name
     assert counts["age_decade"]["0-9"] >= 1 and counts["age_decade"]["100+"] == 1
@@ -80,7 +81,7 @@ def test_keep_duplicates_keeps_every_copy_in_one_split(bad_inputs, tmp_path, too
             by_sha.setdefault(r[schema.IMAGE_SHA256], set()).add(split)
     copies = [s for s, splits in by_sha.items() if len(splits) > 1]
     assert copies == []  # no image (or copy of one) in two splits
-    assert schema.read_metadata(out)[schema.META_AGE_DEVIATION] == 2.0
+    assert records.metadata(out)[schema.META_AGE_DEVIATION] == 2.0
 
 
 @pytest.mark.slow
@@ -237,3 +238,176 @@ def test_labels_csv_for_other_datasets(tmp_path, tools):
     assert report["metadata"]["options"]["labels_csv"] == str(csv)
     rc, _ = tools.run_build(str(src), str(tmp_path / "out2"), f"--labels_csv={tmp_path / 'nope.csv'}")
     assert rc == 2
+
+
+# -- hostile inputs: every one is a counted skip and the job still writes its report --------
+
+def _faces(directory, tools, n=20):
+    names = [f"{20 + i}_{i % 2}_{i % 5}_20170101000000{i:03d}.jpg" for i in range(n)]
+    for i, name in enumerate(names):
+        tools.write(str(directory), name, tools.image_bytes(i))
+    return names
+
+
+def _report(out):
+    with open(os.path.join(out, schema.REPORT_FILE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_a_decompression_bomb_is_skipped_before_decoding(tmp_path, tools):
+    """A 48 KB PNG declaring 20000x20000 (1.2 GB decoded) among 20 faces, in a memory cap."""
+    src = tmp_path / "faces"
+    _faces(src, tools)
+    bomb = "30_1_0_20170101000000999.png"
+    tools.write(str(src), bomb, tools.png_header_bomb(20000, 20000))
+    out = str(tmp_path / "records")
+    result = tools.run_cli_limited([f"--input={src}", f"--output_dir={out}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _report(out)
+    assert report["counts"]["written"] == 20
+    assert tools.skipped_by_source(report) == {bomb: sources.IMAGE_TOO_LARGE}
+    assert "20000x20000" in report["skipped"][0]["detail"]
+    assert report["metadata"]["options"]["max_image_pixels"] == image_header.DEFAULT_MAX_PIXELS
+
+
+@pytest.mark.slow
+def test_max_image_pixels_is_a_flag(tmp_path, tools):
+    src = tmp_path / "faces"
+    names = _faces(src, tools, n=4)
+    tools.write(str(src), "40_0_0_20170101000000100.jpg", tools.image_bytes(100, size=(30, 20)))
+    rc, report = tools.run_build(str(src), str(tmp_path / "out"), "--max_image_pixels=1000")
+    assert rc == 0
+    # The faces are 48x40 = 1920 pixels, the last one 600.
+    assert tools.skipped_by_source(report) == {n: sources.IMAGE_TOO_LARGE for n in names}
+    assert report["counts"]["written"] == 1
+    assert report["metadata"]["options"]["max_image_pixels"] == 1000
+
+
+@pytest.mark.slow
+def test_images_small_on_disk_but_large_decoded_are_not_batched_together(tmp_path, tools):
+    """16 PNGs of 2 KB that decode to 48 MB each: one batch would hold 0.8 GB of pixels."""
+    src = tmp_path / "faces"
+    names = [f"{20 + i}_0_0_20170101000000{i:03d}.png" for i in range(16)]
+    for i, name in enumerate(names):
+        tools.write(str(src), name, tools.png_header_bomb(4000, 4000, mark=i))
+    out = str(tmp_path / "records")
+    result = tools.run_cli_limited([f"--input={src}", f"--output_dir={out}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _report(out)
+    assert report["counts"]["written"] == 16 and report["counts"]["skipped"] == 0
+
+
+def test_file_names_that_are_not_utf8_are_skipped_not_fatal(tmp_path, tools):
+    src = os.fsencode(str(tmp_path / "faces"))
+    good = _faces(os.fsdecode(src), tools, n=6)
+    bad = [b"\xff\xfe_1_0_x.jpg", b"31_0_0_20170101000000001\xe9.jpg", b"back\\slash\xff.jpg",
+           b"sub\xff/32_0_0_20170101000000002.jpg"]
+    for i, name in enumerate(bad):
+        os.makedirs(os.path.dirname(os.path.join(src, name)), exist_ok=True)
+        with open(os.path.join(src, name), "wb") as f:
+            f.write(tools.image_bytes(50 + i))
+    with tarfile.open(os.path.join(src, b"in.tar"), "w") as tar:  # tar names are bytes too
+        for name, data in ((b"33_0_0_\xfe.jpg", tools.image_bytes(60)),
+                           (b"34_0_0_20170101000000003.jpg", tools.image_bytes(61))):
+            info = tarfile.TarInfo(os.fsdecode(name))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = str(tmp_path / "records")
+    rc, report = tools.run_build(os.fsdecode(src), out)
+    assert rc == 0
+    assert report["counts"]["inputs"] == len(good) + len(bad) + 2
+    assert report["counts"]["written"] == len(good) + 1
+    # Shown with \x escapes (backslashes doubled): one text per name, no two names alike.
+    assert tools.skipped_by_source(report) == {
+        "\\xff\\xfe_1_0_x.jpg": sources.BAD_FILE_NAME,
+        "31_0_0_20170101000000001\\xe9.jpg": sources.BAD_FILE_NAME,
+        "back\\\\slash\\xff.jpg": sources.BAD_FILE_NAME,
+        "sub\\xff/32_0_0_20170101000000002.jpg": sources.BAD_FILE_NAME,
+        "33_0_0_\\xfe.jpg": sources.BAD_FILE_NAME}
+
+
+def _tar_of_large_members(path, tools, count, mb):
+    """A tar.gz of `count` faces padded with zeros to `mb` MB each: small on disk, large read."""
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for i in range(count):
+            face = tools.image_bytes(i)
+            data = face + bytes(mb * 2 ** 20 - len(face))  # a JPEG decoder stops at its end
+            info = tarfile.TarInfo(f"{20 + i}_0_0_20170101000000{i:03d}.jpg")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.slow
+def test_an_archive_expanding_to_gigabytes_is_read_in_bounded_memory(tmp_path, tools):
+    """12 members of 60 MB (each under the per-file cap) from a few MB of tar.gz."""
+    path = str(tmp_path / "big.tar.gz")
+    _tar_of_large_members(path, tools, 12, 60)
+    out = str(tmp_path / "records")
+    # 2 GiB: a healthy run with the default --archive_spread_mb peaks at ~1.55 GB RSS (two
+    # members spread, the rest converted one at a time); holding all 720 MB of members
+    # between steps, as before, needs several times that.
+    result = tools.run_cli_limited([f"--input={path}", f"--output_dir={out}"], data_limit=2 << 30)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _report(out)
+    assert report["counts"]["inputs"] == 12 == report["counts"]["written"]
+
+
+@pytest.mark.slow
+def test_archive_members_converted_in_place_give_the_same_records(tmp_path, tools):
+    """--archive_spread_mb changes where members are converted, never the records."""
+    src = tmp_path / "faces"
+    _faces(src, tools, n=30)
+    tools.write(str(src), "bad_name.jpg", tools.image_bytes(99))
+    tools.write(str(src), "35_0_0_20170101000000500.png", tools.png_header_bomb(20000, 20000))
+    tgz = str(tmp_path / "faces.tar.gz")
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(str(src), arcname=".")
+    runs = {}
+    for spread in ("128", "0.05", "0"):  # all spread, some, none
+        out = str(tmp_path / f"out-{spread}")
+        rc, report = tools.run_build(tgz, out, f"--archive_spread_mb={spread}")
+        assert rc == 0
+        runs[spread] = (tools.shard_files(out), report)
+    assert runs["0"][1]["counts"]["inputs"] == 32 and runs["0"][1]["counts"]["written"] == 30
+    for spread in ("0.05", "0"):
+        assert runs[spread][0] == runs["128"][0]
+        assert runs[spread][1] == runs["128"][1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("follow", [False, True])
+def test_links_and_special_files_in_the_input_are_never_read(tmp_path, tools, follow):
+    """A face outside the input, /etc/passwd, /dev/zero and a FIFO, behind or as entries.
+
+    In a child with a memory limit and a timeout: reading /dev/zero exhausts memory and
+    opening the FIFO waits forever.
+    """
+    src, outside = tmp_path / "faces", tmp_path / "outside"
+    good = _faces(src, tools, n=6)
+    tools.write(str(outside), "50_0_0_20170101000000050.jpg", tools.image_bytes(50))
+    tools.write(str(outside / "dir"), "51_0_0_20170101000000051.jpg", tools.image_bytes(51))
+    os.symlink(outside / "50_0_0_20170101000000050.jpg", src / "52_0_0_20170101000000052.jpg")
+    os.symlink("/etc/passwd", src / "53_0_0_20170101000000053.jpg")
+    os.symlink("/dev/zero", src / "54_0_0_20170101000000054.jpg")
+    os.symlink(outside / "dir", src / "linked")
+    os.mkfifo(src / "55_0_0_20170101000000055.jpg")
+    out = str(tmp_path / "records")
+    flags = ["--follow_symlinks"] if follow else []
+    result = tools.run_cli_limited([f"--input={src}", f"--output_dir={out}", *flags], timeout=120)
+    assert result.returncode == 0, (result.returncode, (result.stderr or "")[-3000:])
+    report = _report(out)
+    written = {r[schema.IMAGE_SOURCE_ID].decode()
+               for split in schema.SPLITS for r in tools.read_records(out, split)}
+    never = {"54_0_0_20170101000000054.jpg": sources.NOT_A_REGULAR_FILE,
+             "55_0_0_20170101000000055.jpg": sources.NOT_A_REGULAR_FILE}
+    if follow:
+        assert written == {*good, "52_0_0_20170101000000052.jpg", "linked/51_0_0_20170101000000051.jpg"}
+        assert tools.skipped_by_source(report) == {
+            **never, "53_0_0_20170101000000053.jpg": sources.UNDECODABLE}
+    else:
+        assert written == set(good)
+        assert tools.skipped_by_source(report) == {
+            **never, **{name: sources.NOT_A_REGULAR_FILE for name in (
+                "52_0_0_20170101000000052.jpg", "53_0_0_20170101000000053.jpg", "linked")}}
+    assert report["metadata"]["options"]["follow_symlinks"] is follow

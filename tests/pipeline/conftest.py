@@ -3,14 +3,19 @@ import glob
 import io
 import json
 import os
+import resource
+import subprocess
+import sys
 import types
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from agegender import image_sources as sources
 from agegender import names, schema
-from pipeline import build_records, sources, transforms
+from pipeline import build_records, transforms
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED_UTK = os.path.join(REPO, "..", "shared", "data", "utkface", "UTKFace")
@@ -48,6 +53,56 @@ def run_build(input_spec, output_dir, *extra):
         with open(report_path) as f:
             report = json.load(f)
     return rc, report
+
+
+# Memory probes run the job in a child process with RLIMIT_DATA (heap and private mappings)
+# at this size, so a regression fails the test instead of taking CI down. A healthy run of
+# the job on a few small images needs about 0.6 GiB of it (TF and Beam loaded); RLIMIT_AS
+# would not do: TF maps over 2.5 GiB of address space it never touches.
+CHILD_DATA_LIMIT = int(1.5 * 2 ** 30)
+# Thread pools sized by the core count would otherwise make the need grow with the machine.
+CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_NUM_INTRAOP_THREADS": "2",
+             "TF_NUM_INTEROP_THREADS": "2", "OMP_NUM_THREADS": "2"}
+
+
+def run_cli_limited(argv, data_limit=CHILD_DATA_LIMIT, timeout=240, prelude=""):
+    """Runs build_records.main(argv) (in-process runner) in a child under a memory limit.
+
+    prelude: Python run in the child first (e.g. to make it stop at a given point).
+    Returns the CompletedProcess; a run killed by the timeout has returncode None.
+    """
+    def limit():
+        resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
+
+    script = (f"import sys\n{prelude}\nfrom pipeline import build_records\n"
+              f"sys.exit(build_records.main({[*argv, *IN_PROCESS]!r}))\n")
+    try:
+        return subprocess.run([sys.executable, "-c", script], cwd=REPO, preexec_fn=limit,
+                              env={**os.environ, "PYTHONPATH": REPO, **CHILD_ENV},
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(e.cmd, None, e.stdout, e.stderr)
+
+
+def png_header_bomb(width, height, mark=0):
+    """A valid 1-bit grayscale PNG of width x height, all black but for one pixel row `mark`.
+
+    A few kilobytes per 10 megapixels (zero rows compress ~1000:1), but decoded to RGB it
+    is width x height x 3 bytes.
+    """
+    def chunk(kind, data):
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))
+
+    row_bytes = (width + 7) // 8
+    z = zlib.compressobj(9)
+    zero_row, idat = b"\0" * (1 + row_bytes), []
+    for y in range(height):
+        idat.append(z.compress(zero_row if y != mark else b"\0" + b"\xff" * row_bytes))
+    idat.append(z.flush())
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(idat))
+            + chunk(b"IEND", b""))
 
 
 def shard_files(output_dir):
@@ -91,9 +146,9 @@ def bad_inputs(tmp_path):
     for i, name in enumerate(GOOD):
         add(name, image_bytes(i), None)
     good = image_bytes(100)
-    add(f"30_0_0_{DATE}100.jpg.chip.jpg", b"", transforms.EMPTY_FILE)
-    add(f"31_0_0_{DATE}101.jpg.chip.jpg", good[:len(good) // 2], transforms.UNDECODABLE)
-    add(f"32_0_0_{DATE}102.jpg", b"this is a text file, not a picture\n", transforms.UNDECODABLE)
+    add(f"30_0_0_{DATE}100.jpg.chip.jpg", b"", sources.EMPTY_FILE)
+    add(f"31_0_0_{DATE}101.jpg.chip.jpg", good[:len(good) // 2], sources.UNDECODABLE)
+    add(f"32_0_0_{DATE}102.jpg", b"this is a text file, not a picture\n", sources.UNDECODABLE)
     add(f"33_1_2_{DATE}103.png", image_bytes(103, mode="RGBA", fmt="PNG"), None)
     add(f"34_0_3_{DATE}104.jpg", image_bytes(104, mode="L"), None)
     add(f"35_1_4_{DATE}105.jpg", image_bytes(105, mode="CMYK"), None)
@@ -147,4 +202,5 @@ def tools():
     return types.SimpleNamespace(
         image_bytes=image_bytes, write=write, run_build=run_build, shard_files=shard_files,
         read_records=read_records, skipped_by_source=skipped_by_source,
-        real_subset=real_subset, IN_PROCESS=IN_PROCESS, REPO=REPO)
+        real_subset=real_subset, IN_PROCESS=IN_PROCESS, REPO=REPO,
+        run_cli_limited=run_cli_limited, png_header_bomb=png_header_bomb)

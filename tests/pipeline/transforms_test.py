@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agegender import age_histogram, names, preprocessing, schema
+from agegender import age_histogram, image_sources, names, preprocessing, schema
+from agegender.image_sources import Skip
 from pipeline import transforms
-from pipeline.sources import Skip
 from pipeline.transforms import Face
 
 FRACTIONS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
@@ -52,9 +52,9 @@ def test_any_image_format_becomes_rgb_jpeg(make, tools, mode, fmt):
 def test_bad_bytes_and_bad_names_are_skips_with_reasons(make, tools):
     good = tools.image_bytes(3)
     cases = {
-        ("30_0_0_20170101000000001.jpg", b""): transforms.EMPTY_FILE,
-        ("30_0_0_20170101000000001.jpg", good[:len(good) // 2]): transforms.UNDECODABLE,
-        ("30_0_0_20170101000000001.jpg", b"plain text"): transforms.UNDECODABLE,
+        ("30_0_0_20170101000000001.jpg", b""): image_sources.EMPTY_FILE,
+        ("30_0_0_20170101000000001.jpg", good[:len(good) // 2]): image_sources.UNDECODABLE,
+        ("30_0_0_20170101000000001.jpg", b"plain text"): image_sources.UNDECODABLE,
         ("face.jpg", good): names.BAD_NAME,
         ("x_0_0_20170101000000001.jpg", good): names.BAD_AGE,
         ("30_3_0_20170101000000001.jpg", good): names.BAD_GENDER,
@@ -85,16 +85,33 @@ def test_a_bad_image_in_a_batch_is_skipped_alone(make, tools):
              good[2], good[3]]
     out = list(make.process(batch))
     skips = {o.value.source_id: o.value.reason for o in out if hasattr(o, "tag")}
-    assert skips == {truncated[0]: transforms.UNDECODABLE, "36_0_0_x.jpg": transforms.EMPTY_FILE,
+    assert skips == {truncated[0]: image_sources.UNDECODABLE, "36_0_0_x.jpg": image_sources.EMPTY_FILE,
                      "nolabel.jpg": names.BAD_NAME}
     faces = [o for o in out if not hasattr(o, "tag")]
     assert faces == [f for element in good for f in make.process([element])]
 
 
-def test_batch_weight_bounds_the_pixels_of_a_batch():
+def test_batch_weight_bounds_the_pixels_of_a_batch(tools):
     assert transforms.batch_weight(("a", b"x" * 1000)) == 1
     big = transforms.batch_weight(("b", b"x" * (8 << 20)))  # an 8 MB photo
     assert big > transforms.MAX_BATCH_WEIGHT  # travels alone
+    assert transforms.batch_weight(("c", tools.image_bytes(1, size=(200, 200)))) == 1  # a face
+    # 2 KB on disk, 48 MB of pixels decoded: it travels alone too.
+    small_file = tools.png_header_bomb(4000, 4000)
+    assert len(small_file) < 4096
+    assert transforms.batch_weight(("d", small_file)) > transforms.MAX_BATCH_WEIGHT
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_before_decoding(tools):
+    fn = transforms.MakeRecord(image_size=16, age_deviation=0, max_pixels=10_000)
+    fn.setup()
+    name = "30_0_0_20170101000000001.png"
+    out = _run(fn, name, tools.png_header_bomb(20000, 20000))
+    assert (out.tag, out.value.reason) == (transforms.SKIPPED, image_sources.IMAGE_TOO_LARGE)
+    assert "20000x20000" in out.value.detail and "10,000" in out.value.detail
+    assert isinstance(_run(fn, name, tools.image_bytes(1, size=(100, 100))), Face)  # 10,000: fine
+    out = _run(fn, name, tools.image_bytes(1, size=(101, 100)))
+    assert out.value.reason == image_sources.IMAGE_TOO_LARGE
 
 
 def test_labels_csv_replaces_name_parsing(tools):
@@ -110,23 +127,6 @@ def test_labels_csv_replaces_name_parsing(tools):
 
 def _sha(i):
     return hashlib.sha256(str(i).encode()).hexdigest()
-
-
-def test_split_is_a_function_of_the_hash_with_the_right_proportions():
-    shas = [_sha(i) for i in range(20000)]
-    splits = [transforms.split_of(s, FRACTIONS) for s in shas]
-    assert splits == [transforms.split_of(s, FRACTIONS) for s in shas]
-    share = {k: splits.count(k) / len(splits) for k, _ in FRACTIONS}
-    assert share["train"] == pytest.approx(0.8, abs=0.01)
-    assert share["validation"] == pytest.approx(0.1, abs=0.01)
-    no_test = (("train", 0.9), ("validation", 0.1), ("test", 0.0))
-    assert "test" not in {transforms.split_of(s, no_test) for s in shas[:2000]}
-
-
-def test_shard_is_in_range_and_spread():
-    shards = [transforms.shard_of(_sha(i), 7) for i in range(7000)]
-    assert set(shards) == set(range(7))
-    assert min(shards.count(k) for k in range(7)) > 850
 
 
 def _face(source_id, age=30, gender=0, race=0, sha="a" * 64):

@@ -1,6 +1,6 @@
 """Shard planning and the report (pure parts of the writer)."""
+from agegender.image_sources import Skip
 from pipeline import writer
-from pipeline.sources import Skip
 
 FRACTIONS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
 MB = 1024 * 1024

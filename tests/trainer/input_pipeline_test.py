@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agegender import heads, model_spec, preprocessing, schema
+from agegender import heads, model_spec, preprocessing, records, schema
 from trainer import input_pipeline
 
 
@@ -25,7 +25,7 @@ def test_training_batches(tiny_records):
     assert set(sw) == {heads.DistributionHead.output, heads.GENDER}
     # drop_remainder: every training batch is full; 96 records -> 12 batches.
     assert sum(1 for _ in ds) == 12
-    assert input_pipeline.count_records(tiny_records, "train") == 96
+    assert records.count(tiny_records, "train") == 96
 
 
 def test_evaluation_is_deterministic_and_uses_model_input(tiny_records):
@@ -36,7 +36,7 @@ def test_evaluation_is_deterministic_and_uses_model_input(tiny_records):
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     # Same pixels as the export's preprocessing of the same record bytes.
-    raw = next(iter(tf.data.TFRecordDataset(input_pipeline.split_files(tiny_records, "test"))))
+    raw = next(iter(tf.data.TFRecordDataset(records.split_files(tiny_records, "test"))))
     first = schema.parse_examples(raw[None])[schema.IMAGE_ENCODED][0]
     np.testing.assert_allclose(a[0][0], preprocessing.model_input(first, 32).numpy(),
                                atol=1e-4)
@@ -75,6 +75,26 @@ def test_memory_cache_gives_the_same_records(tiny_records):
 
 
 def test_empty_records_dir_clear_error(tmp_path):
-    with pytest.raises(input_pipeline.RecordsNotFoundError,
+    with pytest.raises(records.RecordsNotFoundError,
                        match=r"no 'train' records in .*pipeline.build_records"):
-        input_pipeline.split_files(tmp_path, "train")
+        records.split_files(tmp_path, "train")
+
+
+def test_photo_degradations_in_augmentation(tiny_records):
+    """degrade_probability 1: every image gets one degradation; 0: the same batch as
+    without the option (the degradations draw from their own seeds)."""
+    reader = _reader(tiny_records, augment=True)
+    batch = next(iter(reader.decoded(is_training=True).batch(8)))
+    seed = tf.constant([3, 4], tf.int64)
+    spec = model_spec.ModelSpec(img_dim=32)
+
+    def augmented(p):
+        parser = input_pipeline.Parser(spec, augment=input_pipeline.AugmentConfig(
+            degrade_probability=p), records_image_size=40)
+        return parser.augment_batch(batch, seed)["image"].numpy()
+    plain, degraded = augmented(0.0), augmented(1.0)
+    assert degraded.shape == plain.shape == (8, 32, 32, 3)
+    assert 0.0 <= degraded.min() and degraded.max() <= 255.0
+    changed = np.abs(degraded - plain).reshape(8, -1).mean(-1) > 0.5
+    assert changed.all()
+    np.testing.assert_array_equal(augmented(0.0), plain)  # same seed, same batch

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from agegender import heads, model_spec
+from agegender import heads, model_spec, records
 from agegender import job_dir as job_dir_lib
 from trainer import flags as trainer_flags
 from trainer import input_pipeline, task
@@ -35,8 +35,11 @@ def _outputs_of(job_dir):
 
 
 @pytest.mark.parametrize("extra,outputs", [
-    # classification + gender + plateau scheduler + fine-tune phase + relabel
-    (["--predict_gender", "--fine_tune_epochs=1", "--fine_tune_at=120", "--age_deviation=3"],
+    # classification + gender + plateau scheduler + fine-tune phase + relabel + EMA + mean
+    # loss term + photo degradations + test-time flip
+    (["--predict_gender", "--fine_tune_epochs=1", "--fine_tune_at=120", "--age_deviation=3",
+      "--ema_momentum=0.9", "--age_mean_loss_weight=1.0", "--degrade_probability=0.5",
+      "--test_time_flip"],
      {heads.DistributionHead.output, heads.GENDER}),
     # regression + cosine + memory cache + AdamW
     (["--type=regression", "--lr_scheduler=cosine", "--cache=memory", "--weight_decay=1e-4"],
@@ -106,6 +109,7 @@ def test_load_predicts_directory(tiny_records, tmp_path, tiny_run_args, capsys, 
                    f"--test_sample_dir={samples}")
     out = capsys.readouterr().out
     assert "Predicted age:" in out and "true age: 34" in out and "true age: unknown" in out
+    assert " ± " in out and "(80%: " in out  # the calibrated spread
     assert "predicted gender:" in out and "true gender: female" in out
     assert len(results) == 2
     assert "20000x20000" in caplog.text and "over the limit" in caplog.text
@@ -118,7 +122,7 @@ def test_load_predicts_directory(tiny_records, tmp_path, tiny_run_args, capsys, 
 def test_clear_errors(tmp_path, tiny_records, tiny_run_args):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(input_pipeline.RecordsNotFoundError, match="no 'train' records"):
+    with pytest.raises(records.RecordsNotFoundError, match="no 'train' records"):
         _run(empty, tmp_path / "j1", tiny_run_args)
     with pytest.raises(FileNotFoundError, match="no such file"):
         _run(tiny_records, tmp_path / "j2", tiny_run_args, f"--weights={tmp_path}/missing.h5")
@@ -132,11 +136,11 @@ def test_corrupt_shard_is_named_before_training(tmp_path, tiny_records, tiny_run
     run): the run stops at once and names the file, instead of a DataLossError traceback."""
     import shutil
 
-    records = tmp_path / "records"
-    shutil.copytree(tiny_records, records)
-    shard = sorted(records.glob("*-test.tfrecord-*"))[0]
+    copy = tmp_path / "records"
+    shutil.copytree(tiny_records, copy)
+    shard = sorted(copy.glob("*-test.tfrecord-*"))[0]
     shard.write_bytes(np.random.default_rng(0).bytes(5000))
-    with pytest.raises(input_pipeline.RecordsCorruptError,
-                       match=f"{shard.name} is not a valid TFRecord file"):
-        _run(records, tmp_path / "job", tiny_run_args)
+    with pytest.raises(records.RecordsCorruptError,
+                       match=f"{shard.name} is not a valid records shard"):
+        _run(copy, tmp_path / "job", tiny_run_args)
     assert not (tmp_path / "job" / "train_state.json").exists()

@@ -1,6 +1,6 @@
 """The evaluation report: plots a person would rather look at than read, and one HTML page.
 
-Input is the `metrics.json` dict written by `trainer.evaluate` (plus the raw per-image
+Input is the `metrics.json` dict written by `evaluation.evaluate` (plus the raw per-image
 predictions for the scatter plot). Output: PNG figures and a self-contained
 `report.html` (figures embedded as base64, no external files or scripts), optionally
 side by side with a second model's metrics (`--compare`).
@@ -15,10 +15,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from agegender import metrics as metrics_lib  # noqa: E402
-
-PLOTS = ("scatter", "mae_per_decade", "cs_curve", "race_gender")
 
 
 def _label(m, default):
@@ -27,7 +26,10 @@ def _label(m, default):
 
 def _save(fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    with tf.io.gfile.GFile(path, "wb") as f:  # gs:// output dirs too
+        f.write(buf.getvalue())
     plt.close(fig)
     return path
 
@@ -97,8 +99,24 @@ def plot_race_gender(reports, path):
     return _save(fig, path)
 
 
+def plot_gender_reliability(reports, path):
+    """Confidence vs accuracy per bin of the gender probability (the diagonal is honest)."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([0.5, 1.0], [0.5, 1.0], color="black", lw=1, label="calibrated")
+    for m, label in reports:
+        cal = m.get("gender_calibration") or {}
+        rows = cal.get("bins", [])
+        if rows:
+            ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], "-o",
+                    label=f"{label} (ECE {cal['ece']:.3f})")
+    ax.set(xlabel="predicted probability of the predicted gender", ylabel="accuracy",
+           title="Gender reliability", xlim=(0.5, 1.0), ylim=(0.0, 1.02))
+    ax.legend()
+    return _save(fig, path)
+
+
 def write_plots(report, predictions, output_dir, compare=None):
-    """Writes the four PNGs; returns {plot name: path}."""
+    """Writes the PNGs; returns {plot name: path}."""
     reports = [(report, _label(report, "this model"))]
     if compare is not None:
         reports.append((compare, _label(compare, "compared")))
@@ -110,6 +128,9 @@ def write_plots(report, predictions, output_dir, compare=None):
         "cs_curve": plot_cs_curve(reports, os.path.join(output_dir, "cs_curve.png")),
         "race_gender": plot_race_gender(reports, os.path.join(output_dir, "race_gender.png")),
     }
+    if report.get("gender_calibration"):
+        paths["gender_reliability"] = plot_gender_reliability(
+            reports, os.path.join(output_dir, "gender_reliability.png"))
     return paths
 
 
@@ -143,9 +164,31 @@ def summary_rows(report, compare=None):
 
 
 def _img(path, alt):
-    with open(path, "rb") as f:
+    with tf.io.gfile.GFile(path, "rb") as f:
         data = base64.b64encode(f.read()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _uncertainty_section(report, plot_paths):
+    """Bias by predicted decade, and how honest the spread and the gender probability are."""
+    parts = ["<h2>Per predicted decade</h2>",
+             "<p>Faces grouped by the age the model gave: a bias here is what a user sees.</p>",
+             _table(["predicted decade", "count", "MAE", "mean signed error (bias)"],
+                    [[d, c["count"], c["mae"], c["mean_signed_error"]]
+                     for d, c in report.get("per_predicted_decade", {}).items()])]
+    u = report.get("uncertainty")
+    if u:
+        parts += ["<h2>Uncertainty</h2>",
+                  _table(["interval", "nominal coverage", "observed coverage",
+                          "mean width (years)"],
+                         [[k, v["nominal"], v["coverage"], v["mean_width_years"]]
+                          for k, v in u.items() if k.startswith("interval_")])]
+        if "mae_most_confident" in u:
+            parts.append(_table(["most confident share of faces", "MAE"],
+                                list(u["mae_most_confident"].items())))
+    if "gender_reliability" in plot_paths:
+        parts.append(_img(plot_paths["gender_reliability"], "gender reliability"))
+    return parts
 
 
 def write_html(report, plot_paths, output_dir, compare=None):
@@ -181,6 +224,7 @@ def write_html(report, plot_paths, output_dir, compare=None):
                                      + ([compare.get(f"cs@{k}")] if compare else [])
                                      for k in metrics_lib.CS_THRESHOLDS]),
               "<h2>Race x gender</h2>", _img(plot_paths["race_gender"], "race x gender")]
+    parts += _uncertainty_section(report, plot_paths)
     rg_rows = [[cell_name, c["count"], c["mae"], c.get("gender_accuracy")]
                for cell_name, c in report.get("per_race_gender", {}).items()]
     parts.append(_table(["group", "count", "MAE", "gender accuracy"], rg_rows))
@@ -193,7 +237,7 @@ def write_html(report, plot_paths, output_dir, compare=None):
                             [[e["source"], e["reason"], e.get("detail", "")] for e in examples]))
     parts.append("</body></html>")
     path = os.path.join(output_dir, "report.html")
-    with open(path, "w", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(path, "w") as f:
         f.write("\n".join(parts))
     return path
 

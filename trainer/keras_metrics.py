@@ -42,14 +42,15 @@ class AgeError(keras.metrics.Mean):
                 "dtype": self.dtype}
 
 
-def compile_args(spec, gender_loss_weight=1.0):
+def compile_args(spec, gender_loss_weight=1.0, age_mean_loss_weight=0.0):
     """loss, loss_weights, metrics and weighted_metrics for `model.compile`, per head.
 
     Gender accuracy is a weighted metric: records of unknown gender carry sample weight 0.
     """
     spec_json = spec.to_json()
     age, gender = heads.age_head(spec), heads.gender_head(spec)
-    args = {"loss": {age.output: age.loss()}, "loss_weights": {age.output: 1.0},
+    args = {"loss": {age.output: age.loss(age_mean_loss_weight)},
+            "loss_weights": {age.output: 1.0},
             "metrics": {age.output: [AgeError(spec_json, name=AGE_MAE),
                                      AgeError(spec_json, within=5.0, name=AGE_CS5)]},
             "weighted_metrics": {}}

@@ -1,4 +1,4 @@
-"""trainer.evaluate on a fake SavedModel whose answers are known in advance.
+"""evaluation.evaluate (and its alias trainer.evaluate) on a fake SavedModel whose answers are known in advance.
 
 The fake model reads the age it should predict from the image itself (the red channel of a
 solid-colour PNG) and the gender from the green channel, so every metric has a
@@ -17,7 +17,7 @@ import tensorflow as tf
 from PIL import Image
 
 from agegender import preprocessing, schema
-from trainer import evaluate
+from evaluation import evaluate, runners
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,7 +31,12 @@ class _FakeAgeModel(tf.Module):
         pixels = preprocessing.model_input_batch(image_bytes, 8)
         age = tf.reduce_mean(pixels[..., 0], axis=[1, 2])
         female = tf.reduce_mean(pixels[..., 1], axis=[1, 2]) > 128
-        return {"age": age, "gender": tf.where(female, "F", "M"), "key": key}
+        p_female = tf.where(female, 0.9, 0.2)
+        # The spread: intervals of +-1 and +-3 years around the answer, std = age / 10.
+        return {"age": age, "gender": tf.where(female, "F", "M"), "key": key,
+                "gender_probability": tf.stack([1 - p_female, p_female], axis=-1),
+                "age_std": age / 10, "age_interval_50": tf.stack([age - 1, age + 1], -1),
+                "age_interval_80": tf.stack([age - 3, age + 3], -1)}
 
 
 def _png(red, green):
@@ -68,8 +73,8 @@ def image_dir(tmp_path):
     return d
 
 
-def _run(argv):
-    return subprocess.run([sys.executable, "-m", "trainer.evaluate", *argv], cwd=ROOT,
+def _run(argv, module="evaluation.evaluate"):
+    return subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
@@ -92,12 +97,22 @@ def test_metrics_equal_hand_computed_values(model_base, image_dir, tmp_path):
     assert m["per_race_gender"]["Black x female"]["gender_accuracy"] == 0.0
     assert m["skipped"]["by_reason"] == {"bad_gender": 1, "bad_name": 1, "empty_file": 1,
                                          "undecodable": 1}
+    # Errors 2, 0, -6, 1, 0, 10 against intervals of +-1 and +-3 years.
+    assert m["uncertainty"]["interval_50"]["coverage"] == pytest.approx(3 / 6)
+    assert m["uncertainty"]["interval_80"]["coverage"] == pytest.approx(4 / 6)
+    # Most confident = smallest std = youngest predictions: 8 (err 0), 22 (2), 30 (0).
+    assert m["uncertainty"]["mae_most_confident"]["50%"] == pytest.approx(2 / 3, abs=1e-4)
+    assert m["per_predicted_decade"]["70-79"]["mean_signed_error"] == pytest.approx(10.0)
+    assert m["gender_calibration"]["ece"] >= 0
+    header = (out / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert {"age_std", "age_interval_80_low", "prob_female"} <= set(header)
     for name in ("scatter.png", "mae_per_decade.png", "cs_curve.png", "race_gender.png",
-                 "report.html"):
+                 "gender_reliability.png", "report.html"):
         assert (out / name).stat().st_size > 2000, name
     assert len((out / "predictions.csv").read_text().splitlines()) == 1 + 6
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<img" in html and "src=\"http" not in html
+    assert "Uncertainty" in html and "Per predicted decade" in html
     assert "MAE per age decade" not in result.stderr and "mae" in result.stdout
     assert f"report: {out}" in result.stdout
 
@@ -105,7 +120,7 @@ def test_metrics_equal_hand_computed_values(model_base, image_dir, tmp_path):
 def test_compare_and_archive_input(model_base, image_dir, tmp_path):
     first = tmp_path / "first"
     assert _run([f"--model={model_base}/1", f"--input={image_dir}", f"--output_dir={first}",
-                 "--name=baseline"]).returncode == 0
+                 "--name=baseline"], module="trainer.evaluate").returncode == 0  # the alias
     archive = tmp_path / "faces.zip"
     with zipfile.ZipFile(archive, "w") as z:
         for p in sorted(image_dir.iterdir()):
@@ -145,9 +160,9 @@ def test_clear_errors(tmp_path, model_base):
     result = _run([f"--model={tmp_path}/nothing", f"--input={tmp_path}", f"--output_dir={tmp_path}/o"])
     assert result.returncode == 2 and "does not exist" in result.stderr
     result = _run([f"--model={model_base}", f"--records_dir={tmp_path}", f"--output_dir={tmp_path}/o"])
-    assert result.returncode == 2 and "no test shards" in result.stderr
+    assert result.returncode == 2 and "no 'test' records in" in result.stderr
     with pytest.raises(evaluate.EvaluationError):
-        evaluate.resolve_saved_model(str(tmp_path))
+        runners.resolve_saved_model(str(tmp_path))
 
 
 def test_bombs_are_skipped_and_corrupt_shards_named(model_base, tmp_path, png_bomb):

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from agegender import age_histogram, heads, model_spec, schema
 from trainer import input_pipeline
-from trainer import metrics as metrics_lib
+from trainer import keras_metrics
 
 
 def _spec(**kw):
@@ -19,27 +19,27 @@ def test_age_error_metrics_classification():
     y_pred = np.zeros((2, 101), np.float32)
     y_pred[0, 23] = 1.0
     y_pred[1, 30] = y_pred[1, 60] = 0.5  # expected value 45
-    mae = metrics_lib.AgeError(spec.to_json())
+    mae = keras_metrics.AgeError(spec.to_json())
     mae.update_state(y_true, y_pred)
     assert float(mae.result()) == pytest.approx((3 + 5) / 2, abs=1e-4)
-    cs5 = metrics_lib.AgeError(spec.to_json(), within=5.0)
+    cs5 = keras_metrics.AgeError(spec.to_json(), within=5.0)
     cs5.update_state(y_true, y_pred)
     assert float(cs5.result()) == pytest.approx(1.0)  # 3 and 5 are both within 5
-    cs2 = metrics_lib.AgeError(spec.to_json(), within=2.0)
+    cs2 = keras_metrics.AgeError(spec.to_json(), within=2.0)
     cs2.update_state(y_true, y_pred)
     assert float(cs2.result()) == pytest.approx(0.0)
 
 
 def test_age_error_metrics_regression_and_range():
     spec = _spec(type="regression")
-    mae = metrics_lib.AgeError(spec.to_json())
+    mae = keras_metrics.AgeError(spec.to_json())
     mae.update_state(np.array([[0.30], [0.50]]), np.array([[0.33], [0.40]]))
     assert float(mae.result()) == pytest.approx((3 + 10) / 2, abs=1e-3)
 
     spec = _spec(range_mode=True)
     y_true = np.eye(heads.NUM_AGE_RANGES, dtype=np.float32)[[4]]  # 20-24, midpoint 22
     y_pred = np.eye(heads.NUM_AGE_RANGES, dtype=np.float32)[[6]]  # 30-34, midpoint 32
-    mae = metrics_lib.AgeError(spec.to_json())
+    mae = keras_metrics.AgeError(spec.to_json())
     mae.update_state(y_true, y_pred)
     assert float(mae.result()) == pytest.approx(10.0)
 

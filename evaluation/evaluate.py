@@ -1,0 +1,267 @@
+"""Evaluation of an exported model on any labelled face folder, archive or records split.
+
+    python -m evaluation.evaluate --model=models/age[/<version>] --input=<dir | glob | archive> \
+        --output_dir=reports/utk [--labels_csv=...] [--batch_size=64] [--compare=other/metrics.json]
+    python -m evaluation.evaluate --model=models/age --records_dir=records/utk_face --split=test \
+        --output_dir=reports/utk_test
+    python -m evaluation.evaluate --model=models/age.tflite ...   (a LiteRT file, same report)
+
+Images go through the SavedModel's own `serving_default` signature (encoded bytes in), so
+what is measured is what TF Serving would answer; a `.tflite` --model runs on the LiteRT
+runtime with the same preprocessing function (`evaluation.runners.LiteRTRunner`). Writes
+`metrics.json`, `predictions.csv`, four PNG plots and a self-contained `report.html` to
+--output_dir, and prints a summary table.
+"""
+import collections
+import csv
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+import numpy as np
+import tensorflow as tf
+
+from agegender import heads, image_header, image_sources, names, records, schema
+from agegender import metrics as metrics_lib
+from evaluation import report as report_lib
+from evaluation.runners import EvaluationError, runner_for
+
+def define_flags(fv=flags.FLAGS):
+    """Defines the evaluation's flags on `fv` (at run time, as every absl program here does,
+    so modules can be imported together and tests can parse private FlagValues)."""
+    d = dict(flag_values=fv)
+    flags.DEFINE_string("model", None, "Exported model: a TF Serving base path (newest version "
+                        "is used), one version directory holding saved_model.pb, or a "
+                        ".tflite file from export.export_litert.", **d)
+    flags.DEFINE_string("input", None, "Labelled images: a directory, a glob, or a "
+                        ".zip/.tar/.tar.gz archive, with UTKFace or seed file names, or "
+                        "--labels_csv.", **d)
+    flags.DEFINE_string("labels_csv", None, "CSV file,age[,gender][,race] for --input images "
+                        "whose names carry no labels.", **d)
+    flags.DEFINE_string("records_dir", None, "Evaluate a split of a records directory instead.",
+                        **d)
+    flags.DEFINE_enum("split", "test", list(schema.SPLITS), "Split of --records_dir.", **d)
+    flags.DEFINE_string("output_dir", None, "Where metrics.json, the plots and report.html go.",
+                        **d)
+    flags.DEFINE_integer("batch_size", 64, "Images per model call.", lower_bound=1, **d)
+    flags.DEFINE_string("compare", None, "Another metrics.json to show side by side.", **d)
+    flags.DEFINE_string("name", None, "Name of this model in the report (default: the model "
+                        "path).", **d)
+    flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0: all).",
+                         lower_bound=0, **d)
+    flags.DEFINE_bool("follow_symlinks", False,
+                      "Follow symbolic links in --input (as the records job's flag; by "
+                      "default links are skipped as not_a_regular_file, never read).", **d)
+    flags.DEFINE_integer("max_image_pixels", image_header.DEFAULT_MAX_PIXELS,
+                         "Skip (as image_too_large) images whose header declares more pixels: "
+                         "decompression bombs are never decoded. 0: no limit.", lower_bound=0,
+                         **d)
+    return fv
+
+
+Item = collections.namedtuple("Item", "source data labels")
+
+
+def iter_images(input_spec, labels_csv=None, skipped=None,
+                max_pixels=image_header.DEFAULT_MAX_PIXELS, follow_symlinks=False):
+    """Yields Item(source, bytes, Labels) for labelled images; records the rest in `skipped`.
+
+    The records job's image source (`agegender.image_sources`): the same formats, archives,
+    safety rules and per-image checks (labels, the header's pixel limit before any decode),
+    with the same skip reasons."""
+    csv_rows = None
+    if labels_csv:
+        with tf.io.gfile.GFile(labels_csv) as f:
+            csv_rows = names.read_labels_csv(f.read())
+    try:
+        for out in image_sources.iter_labelled(input_spec, image_sources.Labeller(csv_rows),
+                                               follow_symlinks, max_pixels):
+            if isinstance(out, image_sources.Skip):
+                skipped.add(out.source_id, out.reason, out.detail)
+            else:
+                yield Item(out.source_id, out.data, out.labels)
+    except image_sources.InputError as e:
+        raise EvaluationError(str(e)) from e
+
+
+def iter_records(records_dir, split):
+    """Yields Item(source, bytes, Labels) from one split of a records directory."""
+    for example in records.iter_examples(records_dir, split):
+        yield Item(example[schema.IMAGE_SOURCE_ID].decode("utf-8"),
+                   example[schema.IMAGE_ENCODED],
+                   names.Labels(int(example[schema.AGE]), int(example[schema.GENDER]),
+                                int(example[schema.RACE])))
+
+
+class Skipped:
+    """Every input not evaluated, with its reason."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, source, reason, detail=""):
+        self.items.append({"source": source, "reason": reason, "detail": detail})
+
+    def to_json(self):
+        by_reason = collections.Counter(i["reason"] for i in self.items)
+        return {"count": len(self.items), "by_reason": dict(sorted(by_reason.items())),
+                "examples": self.items}
+
+
+def _batches(items, size, limit):
+    batch = []
+    for n, item in enumerate(items):
+        if limit and n >= limit:
+            break
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None):
+    """Runs the model over `items`; returns (per-image predictions dict, skipped)."""
+    skipped = skipped or Skipped()
+    rows = collections.defaultdict(list)
+    progress = tf.keras.utils.Progbar(total, unit_name="image",
+                                      stateful_metrics=["mae"],
+                                      verbose=1 if sys.stdout.isatty() else 2)
+    done = 0
+    for batch in _batches(items, batch_size, limit):
+        outputs, ok = runner.predict([item.data for item in batch])
+        for item, good in zip(batch, ok):
+            if not good:
+                skipped.add(item.source, image_sources.UNDECODABLE,
+                            "the model's image_bytes input rejected it")
+        kept = [item for item, good in zip(batch, ok) if good]
+        rows["source"] += [item.source for item in kept]
+        rows["true_age"] += [item.labels.age for item in kept]
+        rows["gender"] += [item.labels.gender for item in kept]
+        rows["race"] += [item.labels.race for item in kept]
+        if kept:
+            _add_outputs(rows, outputs)
+        done += len(batch)
+        if total is None or done < total:
+            progress.update(done, [("mae", _mae(rows))])
+    progress.update(done, [("mae", _mae(rows))], finalize=True)
+    return {k: np.asarray(v) for k, v in rows.items()}, skipped
+
+
+def _mae(rows):
+    err = np.abs(np.subtract(rows["pred_age"], rows["true_age"]))
+    return float(err.mean()) if err.size else 0.0
+
+
+def _add_outputs(rows, outputs):
+    """One batch's signature outputs -> the per-image columns (spread ones when the model
+    exports them)."""
+    rows["pred_age"] += outputs[heads.AGE].astype(float).tolist()
+    if heads.GENDER in outputs:
+        rows["pred_gender"] += [schema.GENDER_LETTERS.index(g.decode())
+                                for g in outputs[heads.GENDER]]
+    if heads.GenderHead.probability_output in outputs:
+        rows["prob_female"] += outputs[heads.GenderHead.probability_output][:, 1].tolist()
+    if heads.AGE_STD in outputs:
+        rows["age_std"] += outputs[heads.AGE_STD].astype(float).tolist()
+    for coverage in heads.INTERVALS:
+        name = heads.interval_output(coverage)
+        if name in outputs:
+            rows[f"{name}_low"] += outputs[name][:, 0].astype(float).tolist()
+            rows[f"{name}_high"] += outputs[name][:, 1].astype(float).tolist()
+
+
+def build_report(predictions, skipped, model_dir, data, name=None):
+    if not len(predictions.get("true_age", [])):
+        raise EvaluationError(f"no image could be evaluated ({skipped.to_json()['by_reason']})")
+    intervals = {c: (predictions[f"{heads.interval_output(c)}_low"],
+                     predictions[f"{heads.interval_output(c)}_high"])
+                 for c in heads.INTERVALS if f"{heads.interval_output(c)}_low" in predictions}
+    prob_female = predictions.get("prob_female")
+    report = metrics_lib.full_report(
+        predictions["true_age"], predictions["pred_age"], race=predictions["race"],
+        true_gender=predictions["gender"], pred_gender=predictions.get("pred_gender"),
+        age_std=predictions.get("age_std"), age_intervals=intervals,
+        gender_probability=(None if prob_female is None
+                            else np.stack([1 - prob_female, prob_female], axis=-1)))
+    if not name:
+        base, version = os.path.split(os.path.normpath(model_dir))
+        name = f"{os.path.basename(base)} v{version}" if version.isdigit() else version
+    report.update(name=name, model=model_dir, data=data,
+                  skipped=skipped.to_json())
+    return report
+
+
+def write_outputs(report, predictions, output_dir, compare=None):
+    tf.io.gfile.makedirs(output_dir)
+    with tf.io.gfile.GFile(os.path.join(output_dir, "metrics.json"), "w") as f:
+        f.write(json.dumps(report, indent=2))
+    with tf.io.gfile.GFile(os.path.join(output_dir, "predictions.csv"), "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        cols = [c for c in ("source", "true_age", "pred_age", "gender", "pred_gender", "race",
+                            "prob_female", "age_std", "age_interval_50_low",
+                            "age_interval_50_high", "age_interval_80_low",
+                            "age_interval_80_high")
+                if c in predictions]
+        writer.writerow(cols)
+        for i in range(len(predictions["source"])):
+            writer.writerow([predictions[c][i] for c in cols])
+    plots = report_lib.write_plots(report, predictions, output_dir, compare)
+    return report_lib.write_html(report, plots, output_dir, compare)
+
+
+def run(cfg):
+    """Runs an evaluation configured by parsed flags; returns the exit code."""
+    if not cfg.model or not cfg.output_dir:
+        raise app.UsageError("--model and --output_dir are required")
+    if bool(cfg.input) == bool(cfg.records_dir):
+        raise app.UsageError("give exactly one of --input (images) or --records_dir (records)")
+    try:
+        compare = None
+        if cfg.compare:
+            with tf.io.gfile.GFile(cfg.compare) as f:
+                compare = json.load(f)
+        runner = runner_for(cfg.model, cfg.max_image_pixels)
+        print(f"model: {runner.model_path}", flush=True)
+        skipped = Skipped()
+        if cfg.records_dir:
+            items = iter_records(cfg.records_dir, cfg.split)
+            total = records.expected_count(cfg.records_dir, cfg.split)
+            data = f"{cfg.records_dir} ({cfg.split} split)"
+        else:
+            items = iter_images(cfg.input, cfg.labels_csv, skipped, cfg.max_image_pixels,
+                                cfg.follow_symlinks)
+            total = None
+            data = cfg.input
+        if cfg.limit and total:
+            total = min(total, cfg.limit)
+        predictions, skipped = evaluate(runner, items, cfg.batch_size, cfg.limit, total,
+                                        skipped)
+        report = build_report(predictions, skipped, runner.model_path, data, cfg.name)
+        html_path = write_outputs(report, predictions, cfg.output_dir, compare)
+    except (EvaluationError, FileNotFoundError, ValueError) as e:  # incl. records' errors
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report_lib.format_summary(report, compare))
+    if skipped.items:
+        print(f"skipped {len(skipped.items)} input(s): {skipped.to_json()['by_reason']}")
+    print(f"report: {html_path}")
+    return 0
+
+
+def _main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    sys.exit(run(flags.FLAGS))
+
+
+def main():
+    define_flags(flags.FLAGS)
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Calling a model on batches of encoded images, as the evaluation does.
+
+`SavedModelRunner` calls the exported SavedModel's own `serving_default` signature
+(encoded bytes in), so what is measured is what TF Serving would answer. `LiteRTRunner`
+calls a LiteRT file (`export.export_litert`) on the `ai_edge_litert` runtime, with the
+pixels of `agegender.preprocessing.model_input` (the function the SavedModel's signature
+runs), and turns its raw outputs into the SavedModel's output dict with `agegender.heads`.
+`runner_for(path)` picks one by the path. A runner returns {output name: ndarray} per
+batch; `predict` isolates an undecodable image so that it alone is skipped.
+"""
+import numpy as np
+import tensorflow as tf
+
+from agegender import heads, inference, model_layout, preprocessing
+from agegender import serving_contract as contract
+
+LITERT_SUFFIX = ".tflite"
+
+
+class EvaluationError(Exception):
+    """A problem with the arguments or the model that stops the evaluation."""
+
+
+def resolve_saved_model(path):
+    """A version directory, or the newest numeric version under a TF Serving base path."""
+    if model_layout.is_saved_model_dir(path):
+        return path
+    if not tf.io.gfile.isdir(path):
+        raise EvaluationError(f"--model {path!r} does not exist")
+    version = model_layout.newest_version(path)
+    if version is None:
+        raise EvaluationError(f"--model {path!r} holds no saved_model.pb and no numeric version "
+                              "directory with one (export with `python -m export.export_model`)")
+    return model_layout.version_dir(path, version)
+
+
+class _Runner:
+    model_path = None
+
+    def __call__(self, image_bytes):
+        raise NotImplementedError
+
+    def predict(self, image_bytes):
+        """Like __call__, but an undecodable image fails alone: returns (outputs, ok mask)."""
+        try:
+            out = self(image_bytes)
+            return out, np.ones(len(image_bytes), bool)
+        except tf.errors.InvalidArgumentError:
+            # One bad image fails the whole batch: retry one by one to find it.
+            rows, ok = [], np.zeros(len(image_bytes), bool)
+            for i, data in enumerate(image_bytes):
+                try:
+                    rows.append(self([data]))
+                    ok[i] = True
+                except tf.errors.InvalidArgumentError:
+                    pass
+            if not rows:
+                return {}, ok
+            return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}, ok
+
+
+class SavedModelRunner(_Runner):
+    """Calls the SavedModel's serving_default signature on batches of encoded images."""
+
+    def __init__(self, model_dir):
+        self.model_dir = self.model_path = resolve_saved_model(model_dir)
+        self._loaded = tf.saved_model.load(self.model_dir)
+        if contract.SERVING_DEFAULT not in self._loaded.signatures:
+            raise EvaluationError(f"{self.model_dir} has no serving_default signature")
+        self._fn = self._loaded.signatures[contract.SERVING_DEFAULT]
+        _, kwargs = self._fn.structured_input_signature
+        if contract.IMAGE_BYTES not in kwargs:
+            raise EvaluationError(f"{self.model_dir}: serving_default takes {sorted(kwargs)}, "
+                                  "expected an `image_bytes` input")
+        self._needs_key = contract.KEY in kwargs
+
+    def __call__(self, image_bytes):
+        """{output: np.ndarray} for a list of encoded images; raises InvalidArgumentError."""
+        inputs = {contract.IMAGE_BYTES: tf.constant(image_bytes, tf.string)}
+        if self._needs_key:
+            inputs[contract.KEY] = tf.constant([str(i) for i in range(len(image_bytes))])
+        return {k: v.numpy() for k, v in self._fn(**inputs).items()}
+
+
+class LiteRTRunner(_Runner):
+    """Calls a LiteRT file's `serving_default` (one image per invocation) on encoded images.
+
+    The file's metadata (`export.export_litert.read_metadata`) gives the model's spec: the
+    input size and the heads that turn the raw outputs into `age`, `age_distribution` /
+    `age_range`, `gender` and `gender_probability`, exactly as the SavedModel does.
+    `max_image_pixels`: images declaring more are refused before decoding, as the
+    SavedModel's signature does.
+    """
+
+    def __init__(self, model_path, num_threads=None, max_image_pixels=None):
+        from export import export_litert
+        from export.export_model import ExportError
+
+        if not tf.io.gfile.exists(model_path):
+            raise EvaluationError(f"--model {model_path!r} does not exist")
+        try:
+            self._model = export_litert.LiteRTModel(model_path, num_threads=num_threads)
+            metadata = export_litert.read_metadata(self._model.content)
+        except (ExportError, ValueError, RuntimeError) as e:
+            raise EvaluationError(f"{model_path}: not a usable LiteRT model ({e})") from None
+        if metadata is None:
+            raise EvaluationError(f"{model_path} carries no agegender metadata: export it with "
+                                  "`python -m export.export_litert`")
+        self.model_path = self.model_dir = model_path
+        self.metadata = metadata
+        self.spec = export_litert.spec_from_metadata(metadata)
+        self._limits = () if max_image_pixels is None else (max_image_pixels,)
+
+    def __call__(self, image_bytes):
+        """{output: np.ndarray} for a list of encoded images; raises InvalidArgumentError."""
+        dim = self.spec.img_dim
+        pixels = np.stack([preprocessing.model_input(tf.constant(b), dim, *self._limits).numpy()
+                           for b in image_bytes])
+        # The forward pass every path uses (test-time flip when the spec says so).
+        raw = inference.raw_outputs(lambda x, training=False: self._model(np.asarray(x)),
+                                    tf.constant(pixels), self.spec)
+        return {k: v.numpy() for k, v in heads.serving_outputs(raw, self.spec).items()}
+
+
+def runner_for(path, max_image_pixels=None):
+    """A LiteRTRunner for a .tflite file, else a SavedModelRunner."""
+    if str(path).endswith(LITERT_SUFFIX):
+        return LiteRTRunner(path, max_image_pixels=max_image_pixels)
+    return SavedModelRunner(path)
