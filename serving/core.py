@@ -21,13 +21,14 @@ import contextlib
 import threading
 
 from agegender import image_header
+from agegender import serving_contract as contract
 from serving import batching
 from serving.errors import ServingError, invalid
 
 
 def is_image_input(name, array):
     """Inputs the server checks image headers of: string tensors named *image_bytes."""
-    return name.endswith("image_bytes") and array.dtype == object
+    return name.endswith(contract.IMAGE_BYTES) and array.dtype == object
 
 
 DEFAULT_MAX_INFLIGHT_REQUEST_BYTES = 32 << 20
@@ -75,7 +76,7 @@ class ServingCore:
 
     def predict(self, model, signature_name, inputs, output_filter=()):
         """Runs one validated request; returns {output name: ndarray}."""
-        signature_name = signature_name or "serving_default"
+        signature_name = signature_name or contract.SERVING_DEFAULT
         sd = model.signature_def(signature_name)
         batching.task_size(inputs, self.max_batch_size)
         for name, array in inputs.items():

@@ -10,6 +10,7 @@ from concurrent import futures
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
+from agegender import serving_contract as contract
 from serving import core as core_lib
 from serving import tensor_codec
 from serving.errors import ServingError, invalid
@@ -48,7 +49,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_guard
     def Predict(self, request, context):
         model = self.core.model(request.model_spec.name, _version(request.model_spec))
-        signature_name = request.model_spec.signature_name or "serving_default"
+        signature_name = request.model_spec.signature_name or contract.SERVING_DEFAULT
         sd = model.signature_def(signature_name)
         with self.core.admit(request.ByteSize()):
             inputs = tensor_codec.predict_inputs_from_protos(
@@ -91,7 +92,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 class GrpcServer:
-    def __init__(self, core, host="127.0.0.1", port=8500, max_request_bytes=16 << 20,
+    def __init__(self, core, host="127.0.0.1", port=contract.DEFAULT_GRPC_PORT,
+                 max_request_bytes=contract.DEFAULT_MAX_REQUEST_BYTES,
                  max_workers=32):
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),

@@ -20,11 +20,12 @@ import time
 import tensorflow as tf
 
 from agegender import model_layout
+from agegender import serving_contract as contract
 from serving.errors import ServingError, invalid, not_found
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
 
 # ModelVersionStatus.State names (tensorflow_serving/apis/get_model_status.proto).
 LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"

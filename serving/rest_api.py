@@ -43,6 +43,7 @@ from http.server import BaseHTTPRequestHandler
 
 from google.protobuf import json_format
 
+from agegender import serving_contract as contract
 from serving import core as core_lib
 from serving import tensor_codec
 from serving.errors import ServingError, invalid, not_found
@@ -316,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _predict(self, name, version, body):
         data = tensor_codec.parse_json_body(body)
         model = self.core.model(name, version)
-        signature_name = data.get("signature_name") or "serving_default"
+        signature_name = data.get("signature_name") or contract.SERVING_DEFAULT
         if not isinstance(signature_name, str):
             raise invalid("'signature_name' must be a string")
         sd = model.signature_def(signature_name)
@@ -340,7 +341,8 @@ def default_num_threads():
 class RestServer:
     """The REST endpoint: a connection loop thread and `num_threads` request threads."""
 
-    def __init__(self, core, host="127.0.0.1", port=8501, max_request_bytes=16 << 20,
+    def __init__(self, core, host="127.0.0.1", port=contract.DEFAULT_REST_PORT,
+                 max_request_bytes=contract.DEFAULT_MAX_REQUEST_BYTES,
                  max_connections=DEFAULT_MAX_CONNECTIONS, num_threads=None,
                  header_timeout=DEFAULT_HEADER_TIMEOUT, idle_timeout=DEFAULT_IDLE_TIMEOUT,
                  min_body_rate=DEFAULT_MIN_BODY_RATE):

@@ -18,6 +18,7 @@ import sys
 import threading
 
 from agegender import image_header
+from agegender import serving_contract as contract
 from serving import core as core_lib
 from serving import rest_api
 from serving.batching import BatchingQueue
@@ -40,12 +41,13 @@ DEFAULT_NUM_BATCH_THREADS = os.cpu_count() or 1  # TF Serving's advice for CPU: 
 class ModelServer:
     """Model store + (optional) batching queue + gRPC and REST endpoints."""
 
-    def __init__(self, model_base_path, model_name="age", host="127.0.0.1", grpc_port=0,
-                 rest_port=0, enable_batching=True, max_batch_size=16,
+    def __init__(self, model_base_path, model_name=contract.DEFAULT_MODEL_NAME, host="127.0.0.1",
+                 grpc_port=0, rest_port=0, enable_batching=True, max_batch_size=16,
                  batch_timeout_micros=2000, max_enqueued_batches=1024,
                  num_batch_threads=DEFAULT_NUM_BATCH_THREADS,
                  batch_wait_when_idle=False,
-                 file_system_poll_wait_seconds=1.0, max_request_bytes=16 << 20,
+                 file_system_poll_wait_seconds=1.0,
+                 max_request_bytes=contract.DEFAULT_MAX_REQUEST_BYTES,
                  request_timeout=30.0, enable_rest=True, enable_grpc=True, warmup=True,
                  rest_api_max_connections=DEFAULT_MAX_CONNECTIONS, rest_api_num_threads=None,
                  rest_api_header_timeout=rest_api.DEFAULT_HEADER_TIMEOUT,
@@ -153,10 +155,11 @@ def set_tf_threads(intra_op, inter_op):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model_base_path", required=True, help="directory of numeric versions")
-    p.add_argument("--model_name", default="age")
+    p.add_argument("--model_name", default=contract.DEFAULT_MODEL_NAME)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    p.add_argument("--port", type=int, default=8500, help="gRPC port")
-    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: no REST)")
+    p.add_argument("--port", type=int, default=contract.DEFAULT_GRPC_PORT, help="gRPC port")
+    p.add_argument("--rest_api_port", type=int, default=contract.DEFAULT_REST_PORT,
+                   help="REST port (0: no REST)")
     p.add_argument("--enable_batching", type=_bool, default=True)
     p.add_argument("--max_batch_size", type=_at_least(1, "a batch size"), default=16)
     p.add_argument("--batch_timeout_micros", type=_at_least(0, "a timeout"), default=2000)
@@ -172,7 +175,7 @@ def main(argv=None):
                    help="queued requests beyond this get UNAVAILABLE")
     p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                    help="how often to look for new versions (0: never)")
-    p.add_argument("--max_request_bytes", type=int, default=16 << 20,
+    p.add_argument("--max_request_bytes", type=int, default=contract.DEFAULT_MAX_REQUEST_BYTES,
                    help="largest accepted request (REST body / gRPC message); a gRPC tensor "
                         "may not declare more elements than this either")
     p.add_argument("--max_inflight_request_bytes", type=_at_least(1, "a byte count"),

@@ -327,7 +327,8 @@ def test_status_is_not_available_while_batch_threads_are_stuck(model_base, image
         got = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request,
                                                                               timeout=10)
         channel.close()
-        assert got.model_version_status[0].state != get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        assert got.model_version_status[0].state != available
         blocker.release.set()
         stuck.join(10)
         assert rest.status()["model_version_status"][0]["state"] == "AVAILABLE"

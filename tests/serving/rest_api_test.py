@@ -29,6 +29,12 @@ def test_model_status_like_the_docs(rest):
     assert status == 404 and "error" in body
 
 
+# The outputs of the test model's serving_default (agegender.heads for a classification
+# head with gender, plus the echoed key).
+SERVING_OUTPUTS = {"age", "age_distribution", "age_std", "age_interval_50", "age_interval_80",
+                   "gender", "gender_probability", "key"}
+
+
 def test_metadata(rest):
     status, body = rest.request("GET", "/v1/models/age/metadata")
     assert status == 200
@@ -38,8 +44,7 @@ def test_metadata(rest):
     default = sigs["serving_default"]
     assert set(default["inputs"]) == {"image_bytes", "key"}
     assert default["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
-    assert {"age", "age_distribution", "gender", "gender_probability", "key"} == set(
-        default["outputs"])
+    assert set(default["outputs"]) == SERVING_OUTPUTS
     assert default["method_name"] == "tensorflow/serving/predict"
     assert rest.request("GET", "/v1/models/age/versions/1/metadata")[0] == 200
 
@@ -74,7 +79,7 @@ def test_predict_columnar_format(rest, images, reference):
     status, out = rest.request("POST", "/v1/models/age:predict", body)
     assert status == 200, out
     outputs = out["outputs"]
-    assert set(outputs) == {"age", "age_distribution", "gender", "gender_probability", "key"}
+    assert set(outputs) == SERVING_OUTPUTS
     np.testing.assert_allclose(outputs["age"], reference(images)["age"], atol=TOL)
     assert np.asarray(outputs["age_distribution"]).shape == (len(images), 101)
 
