@@ -61,7 +61,7 @@ import tensorflow as tf
 
 from agegender import heads, preprocessing, records, schema
 from agegender import serving_contract as contract
-from export.export_model import ExportError, load_trained_model, synthetic_jpeg
+from export.export_model import ExportError, model_to_export, synthetic_jpeg
 
 SIGNATURE = contract.SERVING_DEFAULT
 INPUT = "pixels"
@@ -497,12 +497,7 @@ def export_litert(job_dir=None, output=None, quantization=DEFAULT_QUANTIZATION, 
         raise ExportError("--check_images must be at least 1")
     if int8_float_layers < 0:
         raise ExportError("--int8_float_layers must be 0 or more")
-    if model is None:
-        if job_dir is None:
-            raise ExportError("give a job_dir or a model and its spec")
-        model, spec = load_trained_model(job_dir)
-    elif spec is None:
-        raise ExportError("an in-memory model needs its ModelSpec")
+    model, spec = model_to_export(job_dir, model, spec)
     tolerance = tolerance or TOLERANCES[quantization]
 
     # Held-out images for the check first: a records problem shows before the slow part.
@@ -595,6 +590,12 @@ def _write_atomically(output, content, metadata):
                 tf.io.gfile.remove(tmp)
 
 
+# The check's thresholds a user may override: flag -> (Tolerance field, its unit).
+_THRESHOLD_FLAGS = {"max_mean_age_difference": ("mean_age", "years"),
+                    "max_age_difference": ("max_age", "years, one image"),
+                    "min_gender_agreement": ("gender_agreement", "share of images")}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -616,16 +617,12 @@ def main(argv=None):
     parser.add_argument("--int8_float_layers", type=int, default=DEFAULT_INT8_FLOAT_LAYERS,
                         help="int8: keep this many layers in float, those whose int8 error "
                              "on the representative images is largest (default %(default)s)")
-    parser.add_argument("--max_mean_age_difference", type=float, default=None,
-                        help="override the mode's check threshold (years)")
-    parser.add_argument("--max_age_difference", type=float, default=None,
-                        help="override the mode's check threshold (years, one image)")
-    parser.add_argument("--min_gender_agreement", type=float, default=None,
-                        help="override the mode's check threshold (share of images)")
+    for flag, (_, unit) in _THRESHOLD_FLAGS.items():
+        parser.add_argument(f"--{flag}", type=float, default=None,
+                            help=f"override the mode's check threshold ({unit})")
     args = parser.parse_args(argv)
     tolerance = None
-    overrides = {"mean_age": args.max_mean_age_difference, "max_age": args.max_age_difference,
-                 "gender_agreement": args.min_gender_agreement}
+    overrides = {field: getattr(args, flag) for flag, (field, _) in _THRESHOLD_FLAGS.items()}
     if any(v is not None for v in overrides.values()):
         tolerance = dataclasses.replace(TOLERANCES[args.quantization],
                                         **{k: v for k, v in overrides.items() if v is not None})

@@ -205,20 +205,20 @@ class RestClient:
         return self._check(*self.request("GET", self._path(model_name, version)))
 
 
-def predict_grpc(server, images, model_name=MODEL, keys=None, version=None, timeout=10.0):
-    client = GrpcClient(server, timeout)
+def _predict_once(client_class, server, timeout, *args):
+    client = client_class(server, timeout)
     try:
-        return client.predict(images, model_name, keys, version)
+        return client.predict(*args)
     finally:
         client.close()
+
+
+def predict_grpc(server, images, model_name=MODEL, keys=None, version=None, timeout=10.0):
+    return _predict_once(GrpcClient, server, timeout, images, model_name, keys, version)
 
 
 def predict_rest(server, images, model_name=MODEL, keys=None, version=None, timeout=10.0):
-    client = RestClient(server, timeout)
-    try:
-        return client.predict(images, model_name, keys, version)
-    finally:
-        client.close()
+    return _predict_once(RestClient, server, timeout, images, model_name, keys, version)
 
 
 def format_prediction(path, prediction):

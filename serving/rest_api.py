@@ -29,6 +29,7 @@ Connections, so that a slow or idle client cannot take the API away from others:
   are answered in order.
 """
 import collections
+import dataclasses
 import errno
 import logging
 import os
@@ -181,8 +182,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.conn = conn
         self.request = self.connection = conn.sock
         self.client_address = conn.address
-        self.rfile = _Reader(conn, time.monotonic() + server.header_timeout)
-        self.wfile = _Writer(conn.sock, server.header_timeout, server.min_body_rate)
+        limits = server.limits
+        self.rfile = _Reader(conn, time.monotonic() + limits.header_timeout)
+        self.wfile = _Writer(conn.sock, limits.header_timeout, limits.min_body_rate)
         self.close_connection = True
         self.command = None
         self.request_version = self.default_request_version
@@ -288,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = length.strip()
         if not _DECIMAL.fullmatch(length):
             raise invalid(f"Content-Length {length[:40]!r} is not a decimal number")
-        limit = self.server.max_request_bytes
+        limit = self.server.limits.max_request_bytes
         # Count digits before int(): a 60,000-digit number would exceed Python's int()
         # digit limit (4300), and any number of more digits than the limit's is larger.
         if len(length.lstrip("0")) > len(str(limit)) or int(length) > limit:
@@ -298,7 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self, length):
         """The body, or None when the client went away or sent it too slowly (answered)."""
-        seconds = self.server.header_timeout + length / self.server.min_body_rate
+        limits = self.server.limits
+        seconds = limits.header_timeout + length / limits.min_body_rate
         self.rfile.deadline = time.monotonic() + seconds
         try:
             body = self.rfile.read(length)
@@ -306,8 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send(408, {"error": f"the request body of {length} bytes did not arrive "
                                       f"within {seconds:.0f} s (at least "
-                                      f"{self.server.min_body_rate} bytes/s after "
-                                      f"{self.server.header_timeout:g} s)"})
+                                      f"{limits.min_body_rate} bytes/s after "
+                                      f"{limits.header_timeout:g} s)"})
             return None
         if len(body) < length:  # the client closed the connection mid-body
             self.close_connection = True
@@ -338,6 +341,23 @@ def default_num_threads():
     return max(32, 4 * (os.cpu_count() or 1))
 
 
+@dataclasses.dataclass(frozen=True)
+class RestLimits:
+    """What one REST endpoint allows its clients (the server's --rest_api_* flags)."""
+    max_request_bytes: int = contract.DEFAULT_MAX_REQUEST_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    num_threads: int = 32
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    min_body_rate: float = DEFAULT_MIN_BODY_RATE
+
+    def __post_init__(self):
+        if self.max_connections < 1 or self.num_threads < 1:
+            raise ValueError("max_connections and num_threads must be >= 1")
+        if self.header_timeout <= 0 or self.idle_timeout <= 0 or self.min_body_rate <= 0:
+            raise ValueError("timeouts and the minimum body rate must be > 0")
+
+
 class RestServer:
     """The REST endpoint: a connection loop thread and `num_threads` request threads."""
 
@@ -346,18 +366,11 @@ class RestServer:
                  max_connections=DEFAULT_MAX_CONNECTIONS, num_threads=None,
                  header_timeout=DEFAULT_HEADER_TIMEOUT, idle_timeout=DEFAULT_IDLE_TIMEOUT,
                  min_body_rate=DEFAULT_MIN_BODY_RATE):
-        num_threads = default_num_threads() if num_threads is None else num_threads
-        if max_connections < 1 or num_threads < 1:
-            raise ValueError("max_connections and num_threads must be >= 1")
-        if header_timeout <= 0 or idle_timeout <= 0 or min_body_rate <= 0:
-            raise ValueError("timeouts and the minimum body rate must be > 0")
         self.core = core
-        self.max_request_bytes = max_request_bytes
-        self.max_connections = max_connections
-        self.num_threads = num_threads
-        self.header_timeout = header_timeout
-        self.idle_timeout = idle_timeout
-        self.min_body_rate = min_body_rate
+        self.limits = RestLimits(
+            max_request_bytes, max_connections,
+            default_num_threads() if num_threads is None else num_threads,
+            header_timeout, idle_timeout, min_body_rate)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=1024)
         self._listener.setblocking(False)
@@ -381,7 +394,7 @@ class RestServer:
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._threads = [threading.Thread(target=self._loop, name="rest-loop", daemon=True)]
         self._threads += [threading.Thread(target=self._worker, name=f"rest-{i}", daemon=True)
-                          for i in range(self.num_threads)]
+                          for i in range(self.limits.num_threads)]
         for thread in self._threads:
             thread.start()
         return self
@@ -389,7 +402,7 @@ class RestServer:
     def stop(self):
         self._stopping.set()
         self._wake()
-        for _ in range(self.num_threads):
+        for _ in range(self.limits.num_threads):
             self._requests.put(None)
         with self._busy_lock:
             busy = list(self._busy)
@@ -453,7 +466,7 @@ class RestServer:
                     log.warning("accept failed: %s", e)
                 return
             now = time.monotonic()
-            if self._open >= self.max_connections and not self._evict_one():
+            if self._open >= self.limits.max_connections and not self._evict_one():
                 self._refuse(sock)
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -529,10 +542,10 @@ class RestServer:
                     self._release(conn)
                     self._close(conn)
             elif conn.started is not None:
-                if now - conn.started > self.header_timeout:
+                if now - conn.started > self.limits.header_timeout:
                     self._answer_and_close(conn, 408, f"the request headers did not arrive "
-                                                      f"within {self.header_timeout:g} s")
-            elif now - conn.since > self.idle_timeout:
+                                                      f"within {self.limits.header_timeout:g} s")
+            elif now - conn.since > self.limits.idle_timeout:
                 self._release(conn)
                 self._close(conn)
 
@@ -581,7 +594,7 @@ class RestServer:
         try:
             sock.setblocking(False)
             sock.send(_json_response(503, {
-                "error": f"the server has {self.max_connections} open connections, its "
+                "error": f"the server has {self.limits.max_connections} open connections, its "
                          "limit (--rest_api_max_connections), all busy; retry later"},
                 close=True))
             sock.shutdown(socket.SHUT_WR)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from export import export_model, testing
+from serving.server_process import ServerProcess
 
 UTK_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "utkface",
                        "UTKFace")
@@ -95,66 +96,15 @@ def _limit_memory():
     resource.setrlimit(resource.RLIMIT_DATA, (CHILD_MEMORY_LIMIT, CHILD_MEMORY_LIMIT))
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ChildServer:
-    """`python -m serving.server` (of the `serving` package under test) in a child process
-    with CHILD_MEMORY_LIMIT; stopped by its pid."""
+class ChildServer(ServerProcess):
+    """`python -m serving.server` in a child process with CHILD_MEMORY_LIMIT, started."""
 
     def __init__(self, model_base, log_path, flags=()):
-        import subprocess
-        import sys
-
-        import serving
-
-        root = os.path.dirname(os.path.dirname(os.path.abspath(serving.__file__)))
-        self.grpc_port, self.rest_port = _free_port(), _free_port()
-        path = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(path))
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", f"--model_base_path={model_base}",
-             "--model_name=age", f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}",
-             *flags],
-            cwd=root, env=env, stdout=subprocess.PIPE, stderr=self._log, text=True,
-            preexec_fn=_limit_memory)
-        line = self.proc.stdout.readline()  # the server prints one line once it serves
-        if "serving model" not in line:
-            self.stop()
-            raise RuntimeError(f"the child server did not start: {line!r}\n{self.log()}")
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def memory(self):
-        """{VmHWM, VmData, VmRSS: kB} of the child."""
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        return {k: int(fields[k].split()[0]) for k in ("VmHWM", "VmData", "VmRSS")}
+        super().__init__(model_base, flags=flags, log_path=log_path, preexec_fn=_limit_memory)
+        self.start(timeout=300)
 
     def log(self):
-        with open(self.log_path) as f:
-            return f.read()[-4000:]
-
-    def stop(self):
-        import subprocess
-
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        self._log.close()
+        return self.output()
 
 
 @pytest.fixture(scope="session")
