@@ -7,7 +7,9 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*",
-                                    "evaluation*"]),
+                                    "evaluation*", "web*"]),
+    # The web page (web/static) ships inside the package: no build step, nothing fetched.
+    package_data={"web": ["static/*.html", "static/*.css", "static/*.js"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",
@@ -21,6 +23,8 @@ setup(
         "tensorboard>=2.21,<2.22",  # the trainer's TensorBoard logs
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10",
+                 # tests/web drive the system's headless Chromium through /usr/bin/chromedriver
+                 "selenium>=4.20"],
     },
 )
