@@ -16,7 +16,8 @@ It must not be a new way to hurt the model server, so everything is bounded: the
 pixels (`--max_image_pixels`, from the header), open connections (`--max_connections`, one
 thread each; beyond, 503 at once), idle keep-alive connections (`--idle_timeout`),
 predictions in flight to the model server (`--max_concurrent_predictions`; a photo waits for
-a slot within its own `--timeout`, then gets 503), and each forward (`--timeout`).
+a slot at most half its `--timeout`, then gets 503), and each photo (`--timeout`, the wait
+for a slot included).
 Binds 127.0.0.1 unless `--host` says otherwise.
 """
 import argparse
@@ -107,6 +108,14 @@ def make_handler(app):
             if err.status >= 500:
                 log.warning("%s %s -> %d %s", self.command, self.path, err.status, err.message)
             self._json(err.status, {"error": err.message})
+
+        def send_error(self, code, message=None, explain=None):
+            """http.server's own refusals (malformed request line or headers, unknown method)
+            in the same JSON shape, always with a status line."""
+            self.close_connection = True
+            if self.request_version == "HTTP/0.9":
+                self.request_version = "HTTP/1.0"
+            self._json(code, {"error": message or self.responses.get(code, ("error",))[0]})
 
         def _path(self):
             return self.path.split("?", 1)[0]
@@ -278,9 +287,10 @@ class WebApp:
         if size.format not in ACCEPTED_FORMATS:
             raise _HttpError(415, f"a {size.format.upper()} image: send a JPEG or PNG photo")
         deadline = time.monotonic() + self.timeout
-        # Bounded concurrency toward the model server: a photo waits for a slot only within
-        # its own timeout, so a crowd of uploads is turned away instead of queueing there.
-        if not self._slots.acquire(timeout=self.timeout):
+        # Bounded concurrency toward the model server: a photo waits for a slot at most half
+        # its timeout (the other half is the model's), so a crowd of uploads is turned away
+        # instead of queueing there.
+        if not self._slots.acquire(timeout=self.timeout / 2):
             raise _HttpError(503, f"busy: the model server already has the page's "
                                   f"{self.max_concurrent_predictions} photos in flight; retry shortly")
         try:
