@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 
-from agegender import image_header
+from agegender import arg_types, image_header
 from agegender import serving_contract as contract
 from serving import core as core_lib
 from serving import rest_api
@@ -107,38 +107,10 @@ class ModelServer:
         self.stop()
 
 
-def _bool(text):
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def _at_least(minimum, what):
-    """An argparse type: an integer >= minimum, else a clear usage error."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {text!r}")
-        return value
-    return parse
-
-
-_threads = _at_least(0, "a thread count")
-
-
-def _positive_seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
+_bool = arg_types.boolean
+_at_least = arg_types.at_least
+_threads = arg_types.at_least(0, "a thread count")
+_positive_seconds = arg_types.positive(float, "a number of seconds")
 
 
 def set_tf_threads(intra_op, inter_op):

@@ -31,7 +31,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from agegender import image_header
+from agegender import arg_types, image_header
 from web import backend as backend_lib
 
 log = logging.getLogger("web.app")
@@ -315,16 +315,7 @@ class WebApp:
         self.stop()
 
 
-def _positive(kind, what):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or value <= 0:
-            raise argparse.ArgumentTypeError(f"expected {what} > 0, got {text!r}")
-        return value
-    return parse
+_positive = arg_types.positive
 
 
 def main(argv=None):
