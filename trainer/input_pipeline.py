@@ -290,11 +290,13 @@ class InputReader:
         ds = ds.batch(self.config.batch_size, drop_remainder=is_training,
                       num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         if is_training and self.parser.augment.enabled:
-            # One seed per batch from a seeded stream (see augment_batch).
-            seeds = tf.data.Dataset.random(seed=self.config.seed).batch(2)
-            ds = tf.data.Dataset.zip(ds, seeds).map(
-                self.parser.augment_batch, num_parallel_calls=AUTOTUNE,
-                deterministic=deterministic)
+            if self.config.deterministic:
+                # One seed per batch from a seeded stream (see augment_batch), so parallel
+                # map calls cannot change which batch gets which random numbers.
+                seeds = tf.data.Dataset.random(seed=self.config.seed).batch(2)
+                ds = tf.data.Dataset.zip(ds, seeds)
+            ds = ds.map(self.parser.augment_batch, num_parallel_calls=AUTOTUNE,
+                        deterministic=deterministic)
         if targets:
             ds = ds.map(self.parser.targets_fn, num_parallel_calls=AUTOTUNE,
                         deterministic=deterministic)
@@ -303,8 +305,10 @@ class InputReader:
         options.experimental_optimization.map_parallelization = True
         # Multi-worker: each worker reads its own files when there are enough of them,
         # otherwise every worker reads all records and keeps its share of them.
+        # A seeded run zips in a random stream, which file sharding cannot walk through:
+        # there too, every worker reads all records and keeps its share.
+        by_file = len(self.files) >= self.config.num_workers and not self.config.deterministic
         options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.FILE
-            if len(self.files) >= self.config.num_workers
+            tf.data.experimental.AutoShardPolicy.FILE if by_file
             else tf.data.experimental.AutoShardPolicy.DATA)
         return ds.with_options(options).prefetch(AUTOTUNE)
