@@ -159,7 +159,8 @@ def prepare(cfg):
     seed = set_seed(cfg.seed)
     out_dir, writer = _worker_dir(cfg.job_dir)
     inputs = input_pipeline.InputConfig.from_records(
-        cfg.records_dir, batch_size=cfg.batch_size, cache=cfg.cache,
+        cfg.records_dir, rare_age_weight_power=cfg.rare_age_weight_power,
+        batch_size=cfg.batch_size, cache=cfg.cache,
         shuffle_buffer=cfg.shuffle_buffer, seed=seed, deterministic=cfg.seed is not None,
         num_workers=distribution.num_workers(), augment=trainer_flags.augment_config(cfg))
     run = Run(cfg=cfg, spec=spec, strategy=strategy, out_dir=out_dir, writer=writer,
