@@ -14,6 +14,7 @@ finder and exits. See `trainer.flags` (or --helpfull) for every flag.
 """
 import dataclasses
 import importlib.util
+import math
 import os
 import random
 import shutil
@@ -176,9 +177,8 @@ def make_datasets(run):
     cfg, config = run.cfg, run.inputs
     n_train = records.count(cfg.records_dir, "train")
     has_validation = records.has_split(cfg.records_dir, "validation")
-    for split in ("validation", "test"):  # read at the end of an epoch / of the run: check now
-        if records.has_split(cfg.records_dir, split):
-            records.count(cfg.records_dir, split)
+    counts = {split: records.count(cfg.records_dir, split)  # read later: check them now
+              for split in ("validation", "test") if records.has_split(cfg.records_dir, split)}
     run.steps_per_epoch = n_train // config.batch_size
     if run.steps_per_epoch == 0:
         raise ConfigError(f"{n_train} train records: fewer than one batch of "
@@ -192,6 +192,12 @@ def make_datasets(run):
     if has_validation:
         run.val_ds = input_pipeline.InputReader(config, "validation", parser).dataset(
             is_training=False)
+        # The dataset states its length: unknown, Keras finds the end of the data by running
+        # out of it and warns "Your input ran out of data" in every run. (Each worker of a
+        # multi-worker run sees its own share: there the length is left unknown.)
+        if distribution.num_workers() <= 1:  # 0 outside a cluster
+            batches = math.ceil(counts["validation"] / config.batch_size)
+            run.val_ds = run.val_ds.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def build(run):
