@@ -79,7 +79,7 @@ class _Task:
 class BatchingQueue:
     """Merges concurrent `submit` calls into batches; counters in `stats` (for tests/ops)."""
 
-    def __init__(self, max_batch_size=16, batch_timeout=0.002, max_enqueued=1024,
+    def __init__(self, max_batch_size=16, batch_timeout=0.002, max_enqueued=1000,
                  num_batch_threads=1, wait_when_idle=False, stuck_after=30.0):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")

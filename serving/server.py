@@ -43,7 +43,7 @@ class ModelServer:
 
     def __init__(self, model_base_path, model_name=contract.DEFAULT_MODEL_NAME, host="127.0.0.1",
                  grpc_port=0, rest_port=0, enable_batching=True, max_batch_size=16,
-                 batch_timeout_micros=2000, max_enqueued_batches=1024,
+                 batch_timeout_micros=2000, max_enqueued_batches=1000,
                  num_batch_threads=DEFAULT_NUM_BATCH_THREADS,
                  batch_wait_when_idle=False,
                  file_system_poll_wait_seconds=1.0,
@@ -141,7 +141,8 @@ FLAGS = (
     ("--batch_wait_when_idle", _bool, False,
      "wait batch_timeout_micros for a fuller batch even when no batch is running (TF "
      "Serving's behaviour; default: an idle model runs what is queued at once)"),
-    ("--max_enqueued_batches", int, 1024, "queued requests beyond this get UNAVAILABLE"),
+    ("--max_enqueued_batches", int, 1000,
+     "queued requests beyond this get UNAVAILABLE (TF Serving counts queued batches)"),
     ("--file_system_poll_wait_seconds", float, 1.0,
      "how often to look for new versions (0: never)"),
     ("--max_request_bytes", int, contract.DEFAULT_MAX_REQUEST_BYTES,
