@@ -19,6 +19,10 @@ package's `MTCNN().detect_faces`:
    for each detector, and for ours by stage (PNet pyramid; + RNet; + ONet = detect;
    + alignment of the faces = `faces.photo.PhotoFaces.faces`).
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import os
 import sys
@@ -26,7 +30,7 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from agegender import console
 
 
 def _percentiles(values, qs=(50, 90)):
@@ -131,6 +135,7 @@ def main(argv=None):
                         help="our detector's min_face_size values to compare")
     parser.add_argument("--no_reference", action="store_true",
                         help="skip the mtcnn package (recall and latency of ours only)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
     from faces import detector as detector_lib

@@ -28,6 +28,10 @@ Usage:
   python -m export.export_model --job_dir=runs/exp1 --export_base=models/age [--version=N]
 From the trainer: `export.export_model.export_saved_model(job_dir, export_base)`.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import dataclasses
 import logging
@@ -40,7 +44,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, inference, model_layout, preprocessing, schema
+from agegender import console, heads, image_header, inference, model_layout, preprocessing, schema
 from agegender import job_dir as job_dir_lib
 from agegender import serving_contract as contract
 
@@ -295,6 +299,7 @@ def main(argv=None):
                         default=image_header.DEFAULT_MAX_PIXELS,
                         help="the signatures refuse encoded images whose header declares more "
                              "pixels (decompression bombs; 0: no limit; default %(default)s)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     images = None
     if args.warmup_images:

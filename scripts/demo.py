@@ -16,6 +16,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run as a script: the project's packages come from the checkout
 
+from agegender import console  # noqa: E402
+
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    console.quiet()
+
 from agegender import serving_contract  # noqa: E402
 from serving.server_process import ServerProcess, ServerProcessError  # noqa: E402
 
@@ -51,7 +56,8 @@ class Demo:
 
     def run_cmd(self, cmd):
         print("$ " + " ".join(cmd), flush=True)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        # The commands inherit the quiet (or verbose) choice: agegender.console.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         result = subprocess.run(cmd, cwd=ROOT, env=env)
         if result.returncode != 0:
             raise StepFailed(f"command exited with status {result.returncode}")
@@ -165,6 +171,7 @@ def main():
     parser.add_argument("--limit", type=int, default=0,
                         help="use only this many images (a spread-out slice; 0: all)")
     parser.add_argument("--queries", type=int, default=5, help="images sent to the server")
+    console.add_verbose_flag(parser, also=" of every step")
     args = parser.parse_args()
     if not args.data and os.path.isdir(SHARED_UTK):
         args.data = SHARED_UTK

@@ -11,6 +11,10 @@ and the server's message; a server that is down gives code UNAVAILABLE (gRPC) or
 CLI (like the original project's predict mode):
   python -m serving.client --server=localhost:8500 --protocol=grpc --model_name=age IMAGE...
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import base64
 import http.client
@@ -20,7 +24,7 @@ import sys
 
 import numpy as np
 
-from agegender import prediction_line, schema
+from agegender import console, prediction_line, schema
 from agegender import serving_contract as contract
 
 DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
@@ -244,6 +248,7 @@ def main(argv=None):
     p.add_argument("--model_version", type=int, default=None)
     p.add_argument("--batch_size", type=int, default=16, help="images per request")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
     server = args.server or (f"localhost:{contract.DEFAULT_GRPC_PORT}" if args.protocol == "grpc"
                              else f"localhost:{contract.DEFAULT_REST_PORT}")

@@ -12,6 +12,10 @@ resume after a crash (rerun the same command), and the outputs in --job_dir:
 images, with --records_dir it (re)writes eval.json. `--lr_find` runs the learning-rate
 finder and exits. See `trainer.flags` (or --helpfull) for every flag.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import dataclasses
 import importlib.util
 import math
