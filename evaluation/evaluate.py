@@ -12,6 +12,10 @@ runtime with the same preprocessing function (`evaluation.runners.LiteRTRunner`)
 `metrics.json`, `predictions.csv`, four PNG plots and a self-contained `report.html` to
 --output_dir, and prints a summary table.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import collections
 import csv
 import json
@@ -22,7 +26,7 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, image_sources, names, records, schema
+from agegender import console, heads, image_header, image_sources, names, records, schema
 from agegender import metrics as metrics_lib
 from evaluation import report as report_lib
 from evaluation.runners import EvaluationError, runner_for
@@ -57,6 +61,10 @@ def define_flags(fv=flags.FLAGS):
                          "Skip (as image_too_large) images whose header declares more pixels: "
                          "decompression bombs are never decoded. 0: no limit.", lower_bound=0,
                          **d)
+    flags.DEFINE_float("progress_seconds", console.PROGRESS_SECONDS,
+                       "When stdout is not a terminal (a log), print the images evaluated so "
+                       "far this often, on stderr; 0: never. A terminal shows Keras' progress "
+                       "bar instead.", lower_bound=0, **d)
     return fv
 
 
@@ -122,13 +130,18 @@ def _batches(items, size, limit):
         yield batch
 
 
-def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None):
+def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None,
+             progress_seconds=console.PROGRESS_SECONDS):
     """Runs the model over `items`; returns (per-image predictions dict, skipped)."""
     skipped = skipped or Skipped()
     rows = collections.defaultdict(list)
+    terminal = sys.stdout.isatty()
     progress = tf.keras.utils.Progbar(total, unit_name="image",
                                       stateful_metrics=["mae"],
-                                      verbose=1 if sys.stdout.isatty() else 2)
+                                      verbose=1 if terminal else 2)
+    # Keras' verbose=2 prints the last line only: in a log, a line every few seconds.
+    so_far = console.Progress("evaluation", "images evaluated", total=total,
+                              every=0 if terminal else progress_seconds)
     done = 0
     for batch in _batches(items, batch_size, limit):
         outputs, ok = runner.predict([item.data for item in batch])
@@ -144,6 +157,7 @@ def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None):
         if kept:
             _add_outputs(rows, outputs)
         done += len(batch)
+        so_far.add(len(batch))
         if total is None or done < total:
             progress.update(done, [("mae", _mae(rows))])
     progress.update(done, [("mae", _mae(rows))], finalize=True)
@@ -238,7 +252,7 @@ def run(cfg):
         if cfg.limit and total:
             total = min(total, cfg.limit)
         predictions, skipped = evaluate(runner, items, cfg.batch_size, cfg.limit, total,
-                                        skipped)
+                                        skipped, cfg.progress_seconds)
         report = build_report(predictions, skipped, runner.model_path, data, cfg.name)
         html_path = write_outputs(report, predictions, cfg.output_dir, compare)
     except (EvaluationError, FileNotFoundError, ValueError) as e:  # incl. records' errors
