@@ -177,7 +177,8 @@ class _StderrFilter:
 class Progress:
     """A sign of life for a long step: "<what>: <count>[ of <total>] <unit> so far (<rate>/s)"
     on stderr, at most every `every` seconds (the first `every` seconds after the start, so a
-    short step prints none). Few enough lines for a log; stdout keeps the results."""
+    short step prints none) and never once `total` is reached (the step's own summary says
+    that). Few enough lines for a log; stdout keeps the results."""
 
     def __init__(self, what, unit, total=None, every=PROGRESS_SECONDS, out=None,
                  clock=time.monotonic):
@@ -190,7 +191,8 @@ class Progress:
     def add(self, n=1):
         self.count += n
         now = self._clock()
-        if self.every > 0 and now - self._last >= self.every:
+        done = self.total is not None and self.count >= self.total
+        if self.every > 0 and not done and now - self._last >= self.every:
             self._last = now
             rate = self.count / max(now - self._start, 1e-9)
             total = f" of {self.total}" if self.total else ""

@@ -143,6 +143,9 @@ def test_progress_shows_the_total_and_zero_seconds_means_never():
     clock.now += 2
     progress.add(64)
     assert out.getvalue() == "evaluation: 64 of 300 images evaluated so far (32/s)\n"
+    clock.now += 10
+    progress.add(236)  # done: the step's summary follows, no "300 of 300 so far"
+    assert out.getvalue().count("\n") == 1
     out = io.StringIO()
     silent = console.Progress("x", "y", every=0, out=out, clock=clock)
     clock.now += 1000
