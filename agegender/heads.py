@@ -280,9 +280,10 @@ class GenderHead:
     """Softmax over `schema.GENDERS` (0 male, 1 female)."""
     output = GENDER
     probability_output = "gender_probability"
+    units = len(schema.GENDERS)
 
     def output_layer(self, name=None):
-        return _keras().layers.Dense(len(schema.GENDERS), activation="softmax",
+        return _keras().layers.Dense(self.units, activation="softmax",
                                      dtype="float32", name=name or self.output)
 
     def target(self, gender):
@@ -337,6 +338,13 @@ def ages_from_outputs(outputs, spec):
     """Age in years [N] (float32 tensor) from a model's output dict."""
     head = age_head(spec)
     return head.ages(outputs[head.output])
+
+
+def empty_raw_outputs(spec):
+    """The model's raw output dict for a batch of 0 images (each head's output, 0 rows):
+    `serving_outputs` of it has every signature output, empty (a photo without a face)."""
+    tf = _tf()
+    return {head.output: tf.zeros([0, head.units], tf.float32) for head in for_spec(spec)}
 
 
 def serving_outputs(outputs, spec):

@@ -43,6 +43,9 @@ RACES = ("White", "Black", "Asian", "Indian", "Others")  # index = label
 # dataset_info metadata), read back by the trainer.
 META_AGE_DEVIATION = "age_deviation"
 META_IMAGE_SIZE = "image_size"
+# Present only for records built with --align_faces: how each face was detected and aligned
+# (`faces.photo.describe`: the template's points and sha256, the face chosen, the detector).
+META_FACE_ALIGNMENT = "face_alignment"
 
 FEATURE_SPEC = {
     IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),

@@ -45,7 +45,8 @@ def build_spec(cfg, records_meta):
     return model_spec.ModelSpec(
         type=cfg.type, range_mode=cfg.range_mode, predict_gender=cfg.predict_gender,
         img_dim=cfg.img_dim, age_deviation=float(deviation), base_model=cfg.base_model,
-        alpha=cfg.alpha, test_time_flip=cfg.test_time_flip)
+        alpha=cfg.alpha, test_time_flip=cfg.test_time_flip,
+        face_alignment=records_meta.get(schema.META_FACE_ALIGNMENT))
 
 
 def compile_model(model, spec, cfg, learning_rate, run_eagerly=False):
