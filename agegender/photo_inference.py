@@ -5,9 +5,7 @@ one forward pass (`agegender.inference.raw_outputs`) and the heads' outputs
 (`agegender.heads.serving_outputs`), per face, as the dense padded tensors of the
 `predict_photo` signature (`agegender.serving_contract`). The export's signature and trainer
 predict mode (`--photos`) both run `PhotoPredictor`, so a photo gets the same answer in
-process and over the wire. And the other way round, for every reader of those outputs
-(clients, predict mode, the evaluation): `photo_faces(outputs)` -> per photo, its faces as
-dicts, padding dropped; `largest_face(faces)`: the face a photo's label belongs to.
+process and over the wire. Reading the answers: `agegender.photo_answers`.
 
 Which template the faces are aligned on: the spec's `face_alignment` (the records were
 built with --align_faces, `faces.photo.describe`), else the shipped template
@@ -28,10 +26,6 @@ from agegender import serving_contract as contract
 # the rest are `faces.detector.DetectorConfig`'s defaults.
 DEFAULT_MIN_FACE_SIZE = 20.0  # the mtcnn package's default, in pixels of the photo
                               # (of its 1024-pixel-side downscale for larger photos)
-
-# Per-face field names in `photo_faces` where the output's name is a plural.
-_FACE_FIELDS = {contract.BOXES: "box", contract.FACE_SCORES: "score"}
-
 
 def template_points(spec):
     """The [5, 2] template the model's training faces were framed like, or None (the
@@ -162,57 +156,3 @@ def _with_blank_row(values):
     blank = (tf.fill(shape, tf.constant("", tf.string)) if values.dtype == tf.string
              else tf.zeros(shape, values.dtype))
     return tf.concat([values, blank], 0)
-
-
-def photo_faces(outputs):
-    """`predict_photo` outputs ({name: array or nested list}, from the signature, gRPC or
-    REST) -> one dict per photo: {"key", "num_faces", "faces": [face, ...]}, padding
-    dropped. A face holds "box" [x1, y1, x2, y2], "score", "landmarks" and every per-face
-    output under its own name ("age", "gender", "gender_probability", "age_std", ...), as
-    plain Python values (strings decoded)."""
-    num_faces = np.asarray(outputs[contract.NUM_FACES]).reshape(-1).astype(int)
-    keys = outputs.get(contract.KEY)
-    per_face = {name: np.asarray(values, dtype=object if _is_text(values) else None)
-                for name, values in outputs.items()
-                if name not in (contract.NUM_FACES, contract.KEY)}
-    photos = []
-    for i, n in enumerate(num_faces):
-        faces = []
-        for j in range(n):
-            faces.append({_FACE_FIELDS.get(name, name): _plain(values[i][j])
-                          for name, values in per_face.items()})
-        key = None if keys is None else _plain(np.asarray(keys, dtype=object).reshape(-1)[i])
-        photos.append({"key": key, "num_faces": int(n), "faces": faces})
-    return photos
-
-
-def _is_text(values):
-    first = values
-    while isinstance(first, (list, tuple, np.ndarray)) and len(first):
-        first = first[0]
-    return isinstance(first, (bytes, str))
-
-
-def _plain(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            return [_plain(v) for v in value.tolist()]
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def box_area(box):
-    x1, y1, x2, y2 = box
-    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
-
-
-def largest_face(faces):
-    """Index of the largest face (box area) of a `photo_faces` face list, None if empty:
-    the face a labelled photo's label belongs to (the subject of a portrait)."""
-    if not faces:
-        return None
-    return int(np.argmax([box_area(face["box"]) for face in faces]))

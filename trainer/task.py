@@ -9,7 +9,8 @@ resume after a crash (rerun the same command), and the outputs in --job_dir:
   learning_curves.png    model.keras + model_spec.json            eval.json (test split)
 
 `--load` skips training: with --test_sample_dir it prints predictions for a directory of
-images, with --records_dir it (re)writes eval.json. `--lr_find` runs the learning-rate
+images (face crops; with --photos ordinary photos, one line per face found, and
+--draw_dir=DIR draws them), with --records_dir it (re)writes eval.json. `--lr_find` runs the learning-rate
 finder and exits. See `trainer.flags` (or --helpfull) for every flag.
 """
 import dataclasses
@@ -315,6 +316,12 @@ def run(cfg):
     if cfg.load:
         if not cfg.job_dir:
             raise app.UsageError("--load needs --job_dir")
+        if cfg.test_sample_dir and cfg.photos:
+            return predict.predict_photos(cfg.job_dir, cfg.test_sample_dir,
+                                          max_pixels=cfg.max_image_pixels,
+                                          draw_dir=cfg.draw_dir)
+        if cfg.draw_dir:
+            raise app.UsageError("--draw_dir needs --photos")
         if cfg.test_sample_dir:
             return predict.predict_dir(cfg.job_dir, cfg.test_sample_dir, cfg.batch_size,
                                        max_pixels=cfg.max_image_pixels)
