@@ -13,6 +13,7 @@ from agegender import heads, model_layout, preprocessing, schema
 from agegender import job_dir as job_dir_lib
 from agegender import model_spec as ms
 from export import export_model as em
+from export import testing
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOL = 1e-4
@@ -158,7 +159,9 @@ def test_cli_export_and_saved_model_cli(job_dirs, tmp_path):
     assert show.returncode == 0, show.stderr
     for name in ("signature_def['serving_default']", "signature_def['predict_images']",
                  "signature_def['serve_tf_examples']", "inputs['image_bytes']", "inputs['key']",
-                 "outputs['age_range']", "outputs['gender']", "outputs['gender_probability']"):
+                 "outputs['age_range']", "outputs['gender']", "outputs['gender_probability']",
+                 "signature_def['predict_photo']", "outputs['num_faces']", "outputs['boxes']",
+                 "outputs['landmarks']", "outputs['face_scores']"):
         assert name in show.stdout
 
 
@@ -197,7 +200,7 @@ def test_signatures_refuse_decompression_bombs(job_dirs, exported, face_images, 
         sigs["serve_tf_examples"](examples=tf.constant([example.SerializeToString()]))
     # A lower limit set at export refuses a normal image too.
     small = em.export_saved_model(job_dirs["clf_gender"], str(tmp_path / "small"),
-                                  max_image_pixels=10)
+                                  max_image_pixels=10, photo_signature=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="limit of 10 pixels"):
         tf.saved_model.load(small).signatures["serving_default"](
             image_bytes=tf.constant(face_images[:1]), key=tf.constant(["a"]))
@@ -218,7 +221,7 @@ def test_stale_temp_dirs_of_killed_exports_are_removed(job_dirs, tmp_path):
     other_host = base / f".tmp-1-elsewhere-{dead}-ghi789"
     for d in (stale, live, other_host):
         (d / "variables").mkdir(parents=True)
-    path = em.export_saved_model(job_dirs["clf_gender"], str(base))
+    path = em.export_saved_model(job_dirs["clf_gender"], str(base), photo_signature=False)
     assert path == str(base / "1")
     assert not stale.exists()
     assert live.exists() and other_host.exists()
@@ -229,7 +232,7 @@ def test_test_time_flip_in_the_signatures(job_dirs, face_images, tmp_path):
     """--test_time_flip=true: serving_default answers the mean of the face and its mirror."""
     base = tmp_path / "flip"
     assert em.main([f"--job_dir={job_dirs['clf_gender']}", f"--export_base={base}",
-                    "--test_time_flip=true"]) == 0
+                    "--test_time_flip=true", "--no_photo_signature"]) == 0
     model, spec = em.load_trained_model(job_dirs["clf_gender"])
     pixels = preprocessing.model_input_batch(tf.constant(face_images), spec.img_dim)
     both = [model(p, training=False) for p in (pixels, tf.reverse(pixels, axis=[2]))]
@@ -237,3 +240,108 @@ def test_test_time_flip_in_the_signatures(job_dirs, face_images, tmp_path):
     sig = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
     out = sig(image_bytes=tf.constant(face_images), key=tf.constant([""] * len(face_images)))
     np.testing.assert_allclose(out["age_distribution"], want, atol=TOL)
+
+
+def _graph_ops(saved_model_dir):
+    from tensorflow.python.saved_model import loader_impl
+
+    graph = loader_impl.parse_saved_model(saved_model_dir).meta_graphs[0].graph_def
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    return ops
+
+
+@pytest.mark.parametrize("variant", sorted(testing.VARIANTS))
+def test_predict_photo_outputs_per_head(variant, exported, photo_tools):
+    """Dense padded outputs per face, named as serving_default's plus the photo's own; a
+    photo without a face is an answer (num_faces 0), not an error."""
+    from agegender import serving_contract as contract
+
+    sigs = tf.saved_model.load(exported[variant]).signatures
+    photo = photo_tools.encode(photo_tools.plain())
+    out = sigs[contract.PREDICT_PHOTO](image_bytes=tf.constant([photo, photo]),
+                                       key=tf.constant(["a", "b"]))
+    crops = sigs[contract.SERVING_DEFAULT](image_bytes=tf.constant([photo]),
+                                           key=tf.constant(["a"]))
+    faces = contract.DEFAULT_MAX_FACES
+    assert set(out) == set(crops) | set(contract.PHOTO_OUTPUTS)
+    assert out[contract.NUM_FACES].numpy().tolist() == [0, 0]
+    assert out[contract.BOXES].shape == (2, faces, 4)
+    assert out[contract.LANDMARKS].shape == (2, faces, 5, 2)
+    for name, value in crops.items():
+        if name != contract.KEY:
+            assert out[name].shape == (2, faces, *value.shape[1:]), name
+            assert out[name].dtype == value.dtype, name
+    assert out[contract.KEY].numpy().tolist() == [b"a", b"b"]
+    # Graph: TF's own ops only (TF Serving runs no Python and loads no custom op library).
+    from tensorflow.python.framework import op_def_registry
+
+    ops = _graph_ops(exported[variant])
+    assert {"ImageProjectiveTransformV3", "CropAndResize", "DecodeImage"} <= ops
+    assert not {op for op in ops if op_def_registry.get(op) is None}
+    assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & ops
+
+
+def test_predict_photo_answers_as_in_process(job_dirs, exported, synthetic_photos, photo_tools):
+    """The SavedModel's predict_photo gives what `photo_inference.PhotoPredictor` gives in
+    process, on photos with faces (several, 40 px) and the template is recorded beside it."""
+    from agegender import photo_inference
+    from faces import template as template_lib
+
+    photos = [photo_tools.encode(p.image) for p in
+              synthetic_photos(1, 1, faces_per_photo=(3, 3), face_sizes=(70, 150))
+              + synthetic_photos(1, 0, faces_per_photo=(1, 1), face_sizes=(40, 40),
+                                 max_rotation=5)]
+    model, spec = em.load_trained_model(job_dirs["clf_gender"])
+    want = photo_inference.PhotoPredictor(model, spec).predict_fn()(
+        tf.constant(photos), tf.constant([], tf.string))
+    sig = tf.saved_model.load(exported["clf_gender"]).signatures["predict_photo"]
+    got = sig(image_bytes=tf.constant(photos), key=tf.constant([], tf.string))
+    assert got["num_faces"].numpy().tolist() == [3, 1]
+    for name in want:
+        if want[name].dtype == tf.string:
+            assert (got[name].numpy() == want[name].numpy()).all(), name
+        else:
+            np.testing.assert_allclose(got[name], want[name], atol=1e-3, err_msg=name)
+    info = em.read_face_alignment(exported["clf_gender"])
+    assert info["template_sha256"] == template_lib.fingerprint(template_lib.load().points)
+    assert info["max_faces"] == 16 and info["detector"]["min_face_size"] == 20
+
+
+def test_the_training_datas_template_is_baked_in_and_recorded(job_dirs, tmp_path, photo_tools,
+                                                              synthetic_photos):
+    """A spec whose records were aligned (face_alignment) exports that template: recorded in
+    assets.extra and used by the graph (the crops differ from the shipped template's)."""
+    import dataclasses
+
+    from faces import template as template_lib
+
+    model, spec = em.load_trained_model(job_dirs["clf_gender"])
+    points = (np.asarray(template_lib.load().points, np.float64) * 0.8 + 0.1).round(5).tolist()
+    aligned = dataclasses.replace(spec, face_alignment={
+        "template": points, "template_sha256": template_lib.fingerprint(points)})
+    path = em.export_saved_model(export_base=str(tmp_path / "aligned"), model=model,
+                                 spec=aligned, max_faces=2, min_face_size=40)
+    info = em.read_face_alignment(path)
+    assert info["template"] == points and info["max_faces"] == 2
+    assert info["template_sha256"] == template_lib.fingerprint(points)
+    assert info["detector"]["min_face_size"] == 40
+    photo = photo_tools.encode(synthetic_photos(1, 2, faces_per_photo=(1, 1),
+                                                face_sizes=(120, 160))[0].image)
+    plain = em.export_saved_model(export_base=str(tmp_path / "plain"), model=model, spec=spec,
+                                  max_faces=2, min_face_size=40)
+    ages = [tf.saved_model.load(p).signatures["predict_photo"](
+        image_bytes=tf.constant([photo]), key=tf.constant([], tf.string))["age_distribution"]
+        for p in (path, plain)]
+    assert ages[0].shape == (1, 2, 101)
+    assert np.abs(ages[0][0, 0] - ages[1][0, 0]).max() > 1e-4  # another crop, another answer
+
+
+def test_no_photo_signature_and_bad_photo_options(job_dirs, tmp_path):
+    path = em.export_saved_model(job_dirs["regression"], str(tmp_path / "a"),
+                                 photo_signature=False)
+    assert "predict_photo" not in tf.saved_model.load(path).signatures
+    assert em.read_face_alignment(path) is None
+    with pytest.raises(em.ExportError, match="min_face_size"):
+        em.export_saved_model(job_dirs["regression"], str(tmp_path / "b"), min_face_size=5)
