@@ -187,8 +187,8 @@ def test_export_of_the_trainers_model(tmp_path, face_images):
 
 def test_signatures_refuse_decompression_bombs(job_dirs, exported, face_images, tmp_path,
                                                png_bomb):
-    """A PNG declaring 20000x20000 fails in the graph before decoding, in both byte signatures;
-    the limit is an export option."""
+    """A PNG declaring 20000x20000 fails in the graph before decoding, in every byte
+    signature; the limit is an export option."""
     bomb = png_bomb
     sigs = tf.saved_model.load(exported["clf_gender"]).signatures
     with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
@@ -198,6 +198,9 @@ def test_signatures_refuse_decompression_bombs(job_dirs, exported, face_images, 
                                   sha256="0", age=1, histogram=[0.0] * schema.NUM_AGE_BINS)
     with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
         sigs["serve_tf_examples"](examples=tf.constant([example.SerializeToString()]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+        sigs["predict_photo"](image_bytes=tf.constant([face_images[0], bomb]),
+                              key=tf.constant([], tf.string))
     # A lower limit set at export refuses a normal image too.
     small = em.export_saved_model(job_dirs["clf_gender"], str(tmp_path / "small"),
                                   max_image_pixels=10, photo_signature=False)
