@@ -81,6 +81,7 @@ def save(photo, draw_dir, source, taken=None):
         path = os.path.join(draw_dir, f"{stem}-{n}{ext}")
     if taken is not None:
         taken.add(path)
-    options = {"quality": 92} if ext.lower() in (".jpg", ".jpeg") else {}
+    # Full-resolution colour (no 4:2:0 subsampling): thin coloured lines stay sharp.
+    options = {"quality": 92, "subsampling": 0} if ext.lower() in (".jpg", ".jpeg") else {}
     photo.save(path, **options)
     return path
