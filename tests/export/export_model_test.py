@@ -348,3 +348,47 @@ def test_no_photo_signature_and_bad_photo_options(job_dirs, tmp_path):
     assert em.read_face_alignment(path) is None
     with pytest.raises(em.ExportError, match="min_face_size"):
         em.export_saved_model(job_dirs["regression"], str(tmp_path / "b"), min_face_size=5)
+
+
+@pytest.mark.slow
+def test_predict_photo_on_a_huge_photo_is_bounded(exported, synthetic_photos, tmp_path):
+    """A 6000x4000 photo (24 MP, under the pixel limit) with one face: found, in a child
+    process whose address space is capped at what a 640x427 photo needed plus 512 MB.
+    Detection runs on a 1024-pixel downscale and each face's footprint is area-downscaled
+    before alignment, so the decoded photo (72 MB) is the only full-size copy (measured: the
+    huge photo adds 0.28 GB of address space, 0.11 GB resident, to the small one's peak)."""
+    import json
+    import textwrap
+
+    from PIL import Image
+
+    face = Image.open(synthetic_photos(1, 31, faces_per_photo=(1, 1))[0].sources[0])
+    canvas = Image.new("RGB", (6000, 4000), (90, 120, 150))
+    canvas.paste(face.convert("RGB").resize((900, 900), Image.BICUBIC), (3700, 1500))
+    huge, small = tmp_path / "huge.jpg", tmp_path / "small.jpg"
+    canvas.save(huge, "JPEG", quality=85)
+    canvas.resize((640, 427)).save(small, "JPEG")
+    script = textwrap.dedent(f"""
+        import json, resource
+        import tensorflow as tf
+        sig = tf.saved_model.load({exported["clf_gender"]!r}).signatures["predict_photo"]
+        none = tf.constant([], tf.string)
+        sig(image_bytes=tf.constant([open({str(small)!r}, "rb").read()]), key=none)
+        peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmPeak")][0]
+        limit = peak * 1024 + (512 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        out = sig(image_bytes=tf.constant([open({str(huge)!r}, "rb").read()]), key=none)
+        after = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmPeak")][0]
+        print(json.dumps({{"num_faces": int(out["num_faces"][0]),
+                          "box": out["boxes"][0, 0].numpy().tolist(),
+                          "added_mb": (after - peak) // 1024}}))
+    """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["num_faces"] == 1
+    from faces import boxes as box_ops
+
+    assert box_ops.overlap([[3700, 1500, 4600, 2400]], [out["box"]]).numpy()[0, 0] > 0.5
