@@ -7,9 +7,11 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*",
-                                    "evaluation*", "faces*"]),
-    # The alignment template faces.template computed from the training crops.
-    package_data={"faces": ["*.json"]},
+                                    "evaluation*", "faces*", "web*"]),
+    # The alignment template faces.template computed from the training crops; the web page
+    # (web/static) ships inside the package: no build step, nothing fetched at run time.
+    package_data={"faces": ["*.json"],
+                  "web": ["static/*.html", "static/*.css", "static/*.js"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",
@@ -31,6 +33,8 @@ setup(
         "lz4>=4.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10",
+                 # tests/web drive the system's headless Chromium through /usr/bin/chromedriver
+                 "selenium>=4.20"],
     },
 )

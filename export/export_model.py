@@ -81,6 +81,17 @@ def load_trained_model(job_dir):
         raise ExportError(str(e)) from None
 
 
+def model_to_export(job_dir, model=None, spec=None):
+    """(model, spec): the in-memory pair when given, else loaded from `job_dir`."""
+    if model is None:
+        if job_dir is None:
+            raise ExportError("give a job_dir or a model and its spec")
+        return load_trained_model(job_dir)
+    if spec is None:
+        raise ExportError("an in-memory model needs its ModelSpec")
+    return model, spec
+
+
 class ServingModule(tf.Module):
     """The exported object: the Keras model plus the signature functions. `photo`: a dict
     of `photo_inference.PhotoPredictor` options (max_faces, min_face_size) for the
@@ -233,12 +244,7 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
     """
     if export_base is None:
         raise ExportError("export_base is required")
-    if model is None:
-        if job_dir is None:
-            raise ExportError("give a job_dir or a model and its spec")
-        model, spec = load_trained_model(job_dir)
-    elif spec is None:
-        raise ExportError("an in-memory model needs its ModelSpec")
+    model, spec = model_to_export(job_dir, model, spec)
     tf.io.gfile.makedirs(export_base)
     if version is None:
         # Every numeric directory counts, servable or not: a version is never overwritten.

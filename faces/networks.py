@@ -161,6 +161,14 @@ class PNet(_Network):
         return _face_probability(heads[..., 4:]), heads[..., :4]
 
 
+def _three_convs(x, layers):
+    """The trunk RNet and ONet share: conv-PReLU, 3x3 pool, conv-PReLU, 3x3 pool, conv-PReLU."""
+    conv1, prelu1, conv2, prelu2, conv3, prelu3 = layers
+    x = tf.nn.max_pool2d(_prelu(_conv(x, conv1), prelu1), 3, 2, "SAME")
+    x = tf.nn.max_pool2d(_prelu(_conv(x, conv2), prelu2), 3, 2, "VALID")
+    return _prelu(_conv(x, conv3), prelu3)
+
+
 class RNet(_Network):
     """Refinement network: patches [N, 24, 24, 3] -> probability [N], offsets [N, 4]."""
 
@@ -171,12 +179,8 @@ class RNet(_Network):
         return _if_any(x, self._run, ([], [4]))
 
     def _run(self, x):
-        conv1, prelu1, conv2, prelu2, conv3, prelu3, fc4, prelu4, reg, cls = self._layers
-        x = _prelu(_conv(x, conv1), prelu1)
-        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
-        x = _prelu(_conv(x, conv2), prelu2)
-        x = tf.nn.max_pool2d(x, 3, 2, "VALID")
-        x = _prelu(_conv(x, conv3), prelu3)
+        fc4, prelu4, reg, cls = self._layers[6:]
+        x = _three_convs(x, self._layers[:6])
         x = _prelu(_dense(_flatten_caffe(x), fc4), prelu4)
         return _face_probability(_dense(x, cls)), _dense(x, reg)
 
@@ -192,13 +196,8 @@ class ONet(_Network):
         return _if_any(x, self._run, ([], [4], [10]))
 
     def _run(self, x):
-        (conv1, prelu1, conv2, prelu2, conv3, prelu3, conv4, prelu4, fc5, prelu5,
-         reg, points, cls) = self._layers
-        x = _prelu(_conv(x, conv1), prelu1)
-        x = tf.nn.max_pool2d(x, 3, 2, "SAME")
-        x = _prelu(_conv(x, conv2), prelu2)
-        x = tf.nn.max_pool2d(x, 3, 2, "VALID")
-        x = _prelu(_conv(x, conv3), prelu3)
+        conv4, prelu4, fc5, prelu5, reg, points, cls = self._layers[6:]
+        x = _three_convs(x, self._layers[:6])
         x = tf.nn.max_pool2d(x, 2, 2, "SAME")
         x = _prelu(_conv(x, conv4), prelu4)
         x = _prelu(_dense(_flatten_caffe(x), fc5), prelu5)

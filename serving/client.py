@@ -30,6 +30,7 @@ from agegender import photo_answers, prediction_line, schema
 from agegender import serving_contract as contract
 
 DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
+MODEL = contract.DEFAULT_MODEL_NAME
 
 
 class ClientError(Exception):
@@ -62,6 +63,24 @@ def _rows(columns, n):
     return rows
 
 
+def _grpc_inputs(images, keys):
+    """The request's inputs as tensors: encoded images (and keys) as string arrays."""
+    inputs = {contract.IMAGE_BYTES: np.array(list(images), dtype=object)}
+    if keys is not None:
+        inputs[contract.KEY] = np.array([k.encode() if isinstance(k, str) else k for k in keys],
+                                        dtype=object)
+    return inputs
+
+
+def _rest_inputs(images, keys):
+    """The request's inputs in TF Serving's JSON: bytes as {"b64": ...}."""
+    inputs = {contract.IMAGE_BYTES: [{"b64": base64.b64encode(b).decode("ascii")}
+                                     for b in images]}
+    if keys is not None:
+        inputs[contract.KEY] = list(keys)
+    return inputs
+
+
 class GrpcClient:
     """PredictionService client over one gRPC channel."""
 
@@ -85,7 +104,7 @@ class GrpcClient:
         except self._grpc.RpcError as e:
             raise ClientError(e.code().name, e.details()) from None
 
-    def predict_raw(self, inputs, model_name="age", signature_name=DEFAULT_SIGNATURE,
+    def predict_raw(self, inputs, model_name=MODEL, signature_name=DEFAULT_SIGNATURE,
                     version=None):
         """{input: array-like} -> {output: ndarray} (any signature)."""
         from tensorflow_serving.apis import predict_pb2
@@ -102,22 +121,19 @@ class GrpcClient:
         response = self._call(self.stub.Predict, request)
         return {k: proto_to_array(v) for k, v in response.outputs.items()}
 
-    def predict(self, images, model_name="age", keys=None, version=None):
+    def predict(self, images, model_name=MODEL, keys=None, version=None):
         """Encoded images -> one dict of outputs per image."""
-        inputs = {"image_bytes": np.array(list(images), dtype=object)}
-        if keys is not None:
-            inputs["key"] = np.array([k.encode() if isinstance(k, str) else k for k in keys],
-                                     dtype=object)
+        inputs = _grpc_inputs(images, keys)
         out = self.predict_raw(inputs, model_name, DEFAULT_SIGNATURE, version)
-        return _rows(out, len(inputs["image_bytes"]))
+        return _rows(out, len(inputs[contract.IMAGE_BYTES]))
 
-    def predict_photos(self, photos, model_name="age", keys=None, version=None):
+    def predict_photos(self, photos, model_name=MODEL, keys=None, version=None):
         """Encoded photos -> one {"key", "num_faces", "faces"} per photo (predict_photo)."""
-        out = self.predict_raw(_photo_inputs(photos, keys), model_name, contract.PREDICT_PHOTO,
+        out = self.predict_raw(_grpc_inputs(photos, keys), model_name, contract.PREDICT_PHOTO,
                                version)
         return photo_answers.photo_faces(out)
 
-    def metadata(self, model_name="age", version=None):
+    def metadata(self, model_name=MODEL, version=None):
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -129,7 +145,7 @@ class GrpcClient:
         response.metadata["signature_def"].Unpack(sig_map)
         return response, sig_map
 
-    def status(self, model_name="age", version=None):
+    def status(self, model_name=MODEL, version=None):
         from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
         request = get_model_status_pb2.GetModelStatusRequest()
@@ -195,58 +211,44 @@ class RestClient:
         v = f"/versions/{int(version)}" if version is not None else ""
         return f"/v1/models/{model_name}{v}{suffix}"
 
-    def predict_json(self, body, model_name="age", version=None):
+    def predict_json(self, body, model_name=MODEL, version=None):
         return self._check(*self.request("POST", self._path(model_name, version, ":predict"),
                                          body))
 
-    def predict(self, images, model_name="age", keys=None, version=None):
-        images = list(images)
-        inputs = {"image_bytes": [{"b64": base64.b64encode(b).decode("ascii")} for b in images]}
-        if keys is not None:
-            inputs["key"] = list(keys)
+    def predict(self, images, model_name=MODEL, keys=None, version=None):
+        inputs = _rest_inputs(images, keys)
         out = self.predict_json({"signature_name": DEFAULT_SIGNATURE, "inputs": inputs},
                                 model_name, version)["outputs"]
-        return _rows(out, len(images))
+        return _rows(out, len(inputs[contract.IMAGE_BYTES]))
 
-    def predict_photos(self, photos, model_name="age", keys=None, version=None):
+    def predict_photos(self, photos, model_name=MODEL, keys=None, version=None):
         """Encoded photos -> one {"key", "num_faces", "faces"} per photo (predict_photo)."""
-        inputs = {contract.IMAGE_BYTES: [{"b64": base64.b64encode(b).decode("ascii")}
-                                         for b in photos]}
-        if keys is not None:
-            inputs[contract.KEY] = list(keys)
-        out = self.predict_json({"signature_name": contract.PREDICT_PHOTO, "inputs": inputs},
+        out = self.predict_json({"signature_name": contract.PREDICT_PHOTO,
+                                 "inputs": _rest_inputs(photos, keys)},
                                 model_name, version)["outputs"]
         return photo_answers.photo_faces(out)
 
-    def metadata(self, model_name="age", version=None):
+    def metadata(self, model_name=MODEL, version=None):
         return self._check(*self.request("GET", self._path(model_name, version, "/metadata")))
 
-    def status(self, model_name="age", version=None):
+    def status(self, model_name=MODEL, version=None):
         return self._check(*self.request("GET", self._path(model_name, version)))
 
 
-def _photo_inputs(photos, keys):
-    inputs = {contract.IMAGE_BYTES: np.array(list(photos), dtype=object)}
-    if keys is not None:
-        inputs[contract.KEY] = np.array([k.encode() if isinstance(k, str) else k for k in keys],
-                                        dtype=object)
-    return inputs
-
-
-def predict_grpc(server, images, model_name="age", keys=None, version=None, timeout=10.0):
-    client = GrpcClient(server, timeout)
+def _predict_once(client_class, server, timeout, *args):
+    client = client_class(server, timeout)
     try:
-        return client.predict(images, model_name, keys, version)
+        return client.predict(*args)
     finally:
         client.close()
 
 
-def predict_rest(server, images, model_name="age", keys=None, version=None, timeout=10.0):
-    client = RestClient(server, timeout)
-    try:
-        return client.predict(images, model_name, keys, version)
-    finally:
-        client.close()
+def predict_grpc(server, images, model_name=MODEL, keys=None, version=None, timeout=10.0):
+    return _predict_once(GrpcClient, server, timeout, images, model_name, keys, version)
+
+
+def predict_rest(server, images, model_name=MODEL, keys=None, version=None, timeout=10.0):
+    return _predict_once(RestClient, server, timeout, images, model_name, keys, version)
 
 
 def format_prediction(path, prediction):
@@ -305,7 +307,7 @@ def main(argv=None):
     p.add_argument("--server", default=None,
                    help="host:port (default localhost:8500 for gRPC, localhost:8501 for REST)")
     p.add_argument("--protocol", choices=("grpc", "rest"), default="grpc")
-    p.add_argument("--model_name", default="age")
+    p.add_argument("--model_name", default=MODEL)
     p.add_argument("--model_version", type=int, default=None)
     p.add_argument("--batch_size", type=int, default=16, help="images per request")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
@@ -318,7 +320,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.draw_dir and not args.photos:
         p.error("--draw_dir needs --photos")
-    server = args.server or ("localhost:8500" if args.protocol == "grpc" else "localhost:8501")
+    server = args.server or (f"localhost:{contract.DEFAULT_GRPC_PORT}" if args.protocol == "grpc"
+                             else f"localhost:{contract.DEFAULT_REST_PORT}")
     client = GrpcClient(server, args.timeout) if args.protocol == "grpc" else RestClient(
         server, args.timeout)
     status = 0
