@@ -17,6 +17,8 @@ keys to TFDS so that `tfds.builder_from_directory` reads the output of the Beam 
 """
 import tensorflow as tf
 
+from agegender import serving_contract
+
 DATASET_NAME = "utk_face"
 SPLITS = ("train", "validation", "test")
 
@@ -36,7 +38,7 @@ MAX_AGE_BIN = NUM_AGE_BINS - 1
 
 UNKNOWN = -1
 GENDERS = ("male", "female")  # index = label
-GENDER_LETTERS = ("M", "F")
+GENDER_LETTERS = serving_contract.GENDER_LETTERS  # the served `gender` output
 RACES = ("White", "Black", "Asian", "Indian", "Others")  # index = label
 
 # Keys of the metadata the writer stores beside the shards (in report.json and the TFDS

@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -339,6 +338,46 @@ def test_the_training_datas_template_is_baked_in_and_recorded(job_dirs, tmp_path
         for p in (path, plain)]
     assert ages[0].shape == (1, 2, 101)
     assert np.abs(ages[0][0, 0] - ages[1][0, 0]).max() > 1e-4  # another crop, another answer
+
+
+def test_predict_photo_answers_each_face_as_the_crop_signatures_do(job_dirs, tmp_path,
+                                                                   synthetic_photos,
+                                                                   photo_tools):
+    """With test-time flip and calibration temperatures in the spec, each face of
+    predict_photo gets what the crop signatures answer for its aligned crop: the same
+    outputs (spread and intervals included), flipped and calibrated the same way."""
+    import dataclasses
+
+    from faces import photo as photo_lib
+
+    model, spec = em.load_trained_model(job_dirs["clf_gender"])
+    tuned = dataclasses.replace(spec, test_time_flip=True, age_temperature=2.5,
+                                gender_temperature=0.4)
+    path = em.export_saved_model(export_base=str(tmp_path / "tuned"), model=model, spec=tuned,
+                                 max_faces=3)
+    sigs = tf.saved_model.load(path).signatures
+    photo = photo_tools.encode(synthetic_photos(1, 4, faces_per_photo=(2, 2),
+                                                face_sizes=(110, 150), max_rotation=5)[0].image)
+    got = sigs["predict_photo"](image_bytes=tf.constant([photo]), key=tf.constant([], tf.string))
+    assert int(got["num_faces"][0]) == 2
+    crops = photo_lib.PhotoFaces(spec.img_dim).faces_bytes(tf.constant(photo))[photo_lib.CROPS]
+    want = sigs["predict_images"](images=crops)
+    assert {"age_std", "age_interval_50", "age_interval_80"} <= set(want)
+    assert set(got) == set(want) | {"num_faces", "boxes", "landmarks", "face_scores", "key"}
+    for name, value in want.items():
+        if value.dtype == tf.string:
+            assert (got[name][0, :2].numpy() == value.numpy()).all(), name
+        else:
+            np.testing.assert_allclose(got[name][0, :2], value, rtol=0, atol=1e-6,
+                                       err_msg=name)
+    # The settings change the answers, so the comparison above covers them.
+    plain = heads.serving_outputs(model(crops, training=False), spec)
+    # The settings change the answers by far more than the tolerance above, so that
+    # comparison covers them: the flip (the raw distribution; the tiny model is nearly
+    # mirror-symmetric) and the temperatures (the spread, the gender probability).
+    for name, change in (("age_distribution", 1e-5), ("age_std", 1e-3),
+                         ("gender_probability", 1e-2)):
+        assert np.abs(plain[name] - want[name]).max() > change, name
 
 
 def test_no_photo_signature_and_bad_photo_options(job_dirs, tmp_path):
