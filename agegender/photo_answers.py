@@ -10,13 +10,12 @@ serving client, trainer predict mode, the evaluation, the benchmarks.
   "age_interval_80", ...).
 - `largest_face(faces)`: the face a labelled photo's label belongs to.
 - `gender_index(face)`, `gender_confidence(face)`: the face's gender as a class index and
-  the (calibrated) probability of that class.
+  the (calibrated) probability of that class (of one image's serving_default outputs too).
 
 NumPy only: a REST client needs no TensorFlow.
 """
 import numpy as np
 
-from agegender import heads, schema
 from agegender import serving_contract as contract
 
 # Per-face field names where the output's name is a plural.
@@ -78,12 +77,15 @@ def largest_face(faces):
 
 
 def gender_index(face):
-    """0 (male), 1 (female), or None for a model without a gender head."""
-    letter = face.get(heads.GENDER)
-    return None if not letter else schema.GENDER_LETTERS.index(letter)
+    """0 (male), 1 (female), or None for a model without a gender head. `face`: a face's
+    or one image's outputs by name (the letter as str or bytes)."""
+    letter = face.get(contract.GENDER)
+    if isinstance(letter, bytes):
+        letter = letter.decode("ascii", "replace")
+    return None if not letter else contract.GENDER_LETTERS.index(letter)
 
 
 def gender_confidence(face):
     """The probability of the face's predicted gender (calibrated), or None."""
-    probability = face.get(heads.GenderHead.probability_output)
+    probability = face.get(contract.GENDER_PROBABILITY)
     return None if probability is None else float(max(probability))

@@ -12,10 +12,16 @@ line for a photo without a face:
         predicted gender: G (p)[, true gender: G]
     <file>: no face found
 
-The labels in a photo's name belong to its largest face (`photo_inference.largest_face`),
-so only that face's line shows them. `face_label` is the short text drawn beside a face.
+The labels in a photo's name belong to its largest face (`photo_answers.largest_face`), so
+only that face's line shows them. `face_label` is the short text drawn beside a face.
+
+Every predict mode hands over the answer as the signatures name it (`answer_line` for one
+image's serving_default outputs, `photo_lines` for predict_photo's faces: both
+{output name: value}, `agegender.serving_contract`), so what is printed, and how, is read
+here only.
 """
-from agegender import heads, names, photo_answers, schema
+from agegender import names, photo_answers, schema
+from agegender import serving_contract as contract
 
 NO_FACE = "no face found"
 
@@ -50,12 +56,27 @@ def _answer(age, gender, gender_probability, age_std, interval, labels, show_tru
     return line
 
 
+def _read(answer):
+    """(age, gender index, its probability, age_std, 80% interval) of one image's or one
+    face's outputs; None for what the model does not export."""
+    std = answer.get(contract.AGE_STD)
+    return (float(answer[contract.AGE]), photo_answers.gender_index(answer),
+            photo_answers.gender_confidence(answer), None if std is None else float(std),
+            answer.get(contract.AGE_INTERVAL_80))
+
+
 def prediction_line(source, age, gender=None, gender_probability=None, age_std=None,
                     interval=None):
     """`gender` is a class index (0 male, 1 female) or None for models without that head;
     `age_std` and `interval` (first, last year) are the spread, None when not exported."""
     return f"{names.basename(source)}: " + _answer(
         age, gender, gender_probability, age_std, interval, true_labels(source), True)
+
+
+def answer_line(source, answer):
+    """The line of one image from its answer: {output name: value} of serving_default (or
+    any crop signature) for that image, values plain Python, NumPy or bytes."""
+    return prediction_line(source, *_read(answer))
 
 
 def face_line(source, index, count, box, age, gender=None, gender_probability=None,
@@ -79,20 +100,16 @@ def photo_lines(source, faces):
     if not faces:
         return [no_face_line(source)]
     largest = photo_answers.largest_face(faces)
-    interval = heads.interval_output(0.8)
-    return [face_line(source, i, len(faces), face["box"], face[heads.AGE],
-                      photo_answers.gender_index(face), photo_answers.gender_confidence(face),
-                      age_std=face.get(heads.AGE_STD), interval=face.get(interval),
-                      labelled=i == largest)
+    return [face_line(source, i, len(faces), face["box"], *_read(face), labelled=i == largest)
             for i, face in enumerate(faces)]
 
 
 def face_label(face):
     """Short text drawn beside a face (a `photo_answers.photo_faces` face): '31 ±5 F'."""
-    text = f"{face[heads.AGE]:.0f}"
-    if face.get(heads.AGE_STD) is not None:
-        text += f" ±{face[heads.AGE_STD]:.0f}"
-    gender = photo_answers.gender_index(face)
+    age, gender, _, age_std, _ = _read(face)
+    text = f"{age:.0f}"
+    if age_std is not None:
+        text += f" ±{age_std:.0f}"
     if gender is not None:
-        text += f" {schema.GENDER_LETTERS[gender]}"
+        text += f" {contract.GENDER_LETTERS[gender]}"
     return text

@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from agegender import photo_answers, prediction_line, schema
+from agegender import photo_answers, prediction_line
 from agegender import serving_contract as contract
 
 DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
@@ -251,18 +251,6 @@ def predict_rest(server, images, model_name=MODEL, keys=None, version=None, time
     return _predict_once(RestClient, server, timeout, images, model_name, keys, version)
 
 
-def format_prediction(path, prediction):
-    """One line per image, the predict-mode format shared with `trainer.task --load`."""
-    gender = prediction.get("gender")
-    if gender is None:
-        return prediction_line.prediction_line(path, prediction["age"])
-    gender = gender.decode() if isinstance(gender, bytes) else gender
-    p = prediction.get("gender_probability")
-    return prediction_line.prediction_line(
-        path, prediction["age"], schema.GENDER_LETTERS.index(gender),
-        float(max(p)) if p is not None and len(p) else None)
-
-
 def _read(paths):
     """[(path, bytes)] of the files; prints the error and returns None when one is unreadable."""
     try:
@@ -349,7 +337,7 @@ def main(argv=None):
                 status = 1
                 continue
             for path, prediction in zip(paths, predictions):
-                print(format_prediction(path, prediction))
+                print(prediction_line.answer_line(path, prediction))
     finally:
         client.close()
     return status

@@ -117,20 +117,13 @@ def predict_dir(job_dir, sample_dir, batch_size=32, out=print,
         raw = {k: v.numpy() for k, v in predict(tf.stack(images)).items()}
         # The signatures' outputs: calibrated spread and gender probability included.
         served = {k: np.asarray(v) for k, v in heads.serving_outputs(raw, spec).items()}
-        probs = served.get(heads.GenderHead.probability_output)
-        interval = served.get(heads.interval_output(0.8))
         for i, name in enumerate(chunk):
+            answer = {k: v[i] for k, v in served.items()}
+            out(prediction_line.answer_line(name, answer))
             labels = prediction_line.true_labels(name)
-            gender = None if probs is None else int(probs[i].argmax())
-            line = prediction_line.prediction_line(
-                name, served[heads.AGE][i], gender,
-                None if probs is None else float(probs[i].max()),
-                age_std=served[heads.AGE_STD][i] if heads.AGE_STD in served else None,
-                interval=None if interval is None else interval[i])
-            out(line)
-            results.append({"file": name, "predicted_age": float(served[heads.AGE][i]),
+            results.append({"file": name, "predicted_age": float(answer[heads.AGE]),
                             "true_age": labels.age if labels else None,
-                            "predicted_gender": gender})
+                            "predicted_gender": photo_answers.gender_index(answer)})
     known = [r for r in results if r["true_age"] is not None]
     if known:
         mae = float(np.mean([abs(r["predicted_age"] - r["true_age"]) for r in known]))

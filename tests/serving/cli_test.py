@@ -59,6 +59,29 @@ def test_server_refuses_impossible_settings_with_a_usage_error(model_base, flag,
     assert flag.split("=")[0] in err and "expected" in err
 
 
+def test_client_prints_the_spread_of_each_images_age(server, images, reference, tmp_path,
+                                                     capsys):
+    """`python -m serving.client` on serving_default: 'Predicted age: X ± S (80%: A-B)', the
+    model's own spread, as trainer predict mode prints it, over gRPC and REST alike."""
+    import re
+
+    from serving import client
+
+    path = tmp_path / "25_1_2_20170116174525125.jpg.chip.jpg"
+    path.write_bytes(images[0])
+    want = {k: np.asarray(v) for k, v in reference([images[0]]).items()}
+    std, (low, high) = float(want["age_std"][0]), want["age_interval_80"][0]
+    expected = (f"Predicted age: {float(want['age'][0]):.1f} ± {std:.0f} "
+                f"(80%: {low:.0f}-{high:.0f}), true age: 25, predicted gender: ")
+    for protocol, port in (("grpc", server.grpc_port), ("rest", server.rest_port)):
+        assert client.main([f"--server=127.0.0.1:{port}", f"--protocol={protocol}",
+                            str(path)]) == 0
+        (line,) = capsys.readouterr().out.splitlines()
+        assert expected in line, line
+        assert re.search(r"predicted gender: (male|female) \(\d\.\d\d\), true gender: female$",
+                         line), line
+
+
 def test_client_photos_prints_each_face_and_draws_them(server, synthetic_photos, photo_tools,
                                                        tmp_path, capsys, png_bomb):
     """`python -m serving.client --photos --draw_dir`: one line per face, "no face found",
