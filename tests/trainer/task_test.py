@@ -14,7 +14,7 @@ import pytest
 from agegender import heads, model_spec, records
 from agegender import job_dir as job_dir_lib
 from trainer import flags as trainer_flags
-from trainer import input_pipeline, task
+from trainer import task
 
 
 @pytest.fixture(autouse=True)
