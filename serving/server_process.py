@@ -5,6 +5,13 @@ ports, waits until it serves (the server prints one "serving model ..." line onc
 newest version is loaded and warmed up), keeps its output flowing (into a log file, or
 the last lines kept in memory, so it never blocks on a full pipe), and stops it with
 SIGTERM (then SIGKILL after a grace period). Production runs TF Serving itself.
+
+`data_limit` caps the child's RLIMIT_DATA (tests of hostile requests). The child sets it on
+itself before it execs the server, rather than through Popen's preexec_fn: a preexec_fn
+makes Popen fork the caller, and in a caller that runs gRPC (an in-process server, a
+client) gRPC's fork handlers restart its poller thread in the forked child, which aborts on
+the descriptors Popen closes before exec (seen as "epoll_wait error: Bad file descriptor",
+status -6, now and then).
 """
 import collections
 import os
@@ -19,6 +26,10 @@ from agegender import serving_contract as contract
 # The project root: where `python -m serving.server` finds this very package.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READY = "serving model"
+# Run as `python -c _LIMITED <limit> <argv...>`: sets RLIMIT_DATA, then becomes `python <argv>`.
+_LIMITED = ("import os, resource, sys; n = int(sys.argv[1]); "
+            "resource.setrlimit(resource.RLIMIT_DATA, (n, n)); "
+            "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
 
 
 class ServerProcessError(RuntimeError):
@@ -33,18 +44,19 @@ def free_port(host="127.0.0.1"):
 
 
 class ServerProcess:
-    """One `python -m serving.server` child; `flags` are passed as they are."""
+    """One `python -m serving.server` child; `flags` are passed as they are; `data_limit`:
+    the child's RLIMIT_DATA in bytes (None: inherited)."""
 
     def __init__(self, model_base_path, model_name=contract.DEFAULT_MODEL_NAME, flags=(), *,
-                 log_path=None, preexec_fn=None, env=None):
+                 log_path=None, data_limit=None, env=None):
         self.grpc_port, self.rest_port = free_port(), free_port()
         self.model_name = model_name
-        self.command = [sys.executable, "-m", "serving.server",
+        limit = [] if data_limit is None else ["-c", _LIMITED, str(int(data_limit))]
+        self.command = [sys.executable, *limit, "-m", "serving.server",
                         f"--model_base_path={model_base_path}", f"--model_name={model_name}",
                         "--host=127.0.0.1", f"--port={self.grpc_port}",
                         f"--rest_api_port={self.rest_port}", *flags]
         self.log_path = log_path
-        self._preexec_fn = preexec_fn
         path = [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         self._env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
                      "PYTHONPATH": os.pathsep.join(path), **(env or {})}
@@ -66,7 +78,7 @@ class ServerProcess:
         self._log = open(self.log_path, "w") if self.log_path else None
         self.proc = subprocess.Popen(
             self.command, cwd=ROOT, env=self._env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, preexec_fn=self._preexec_fn)
+            stderr=subprocess.STDOUT, text=True)
         reader = threading.Thread(target=self._read_until_ready, daemon=True)
         reader.start()
         reader.join(timeout)
