@@ -367,6 +367,25 @@ PREPROCESSING = (
     "(UTKFace: aligned, centred, the face filling most of the frame).")
 
 
+def postprocessing(spec):
+    """What the served signatures do after the forward pass, for an app to do the same with
+    the file's raw outputs (the values come from the spec; the rules from agegender.heads
+    and agegender.inference)."""
+    return {
+        "test_time_flip": bool(spec.test_time_flip),
+        "test_time_flip_rule": "when true, also run the horizontally mirrored pixels and "
+                               "average the two runs' raw outputs before anything else",
+        "age_temperature": float(spec.age_temperature),
+        "gender_temperature": float(spec.gender_temperature),
+        "calibration_rule": "the age is read from the raw distribution; its spread (standard "
+                            "deviation, central 50% and 80% intervals) from "
+                            "softmax(log(p + 1e-12) / age_temperature); the gender "
+                            "probability is softmax(log(p + 1e-12) / gender_temperature). "
+                            "Temperatures were fitted on the validation split.",
+        "intervals": [float(c) for c in heads.INTERVALS],
+    }
+
+
 def build_metadata(spec, quantization, io_details, check, representative=None,
                    job_dir=None):
     """The JSON-able metadata a developer calling the file needs (see the module doc)."""
@@ -394,6 +413,7 @@ def build_metadata(spec, quantization, io_details, check, representative=None,
                           "note": "training targets were Gaussian age histograms of this "
                                   "deviation (years) over the one-year bins"},
         "genders": list(schema.GENDERS),
+        "postprocessing": postprocessing(spec),
         "model_spec": dataclasses.asdict(spec),
         "check": check,
         "representative": representative,

@@ -19,6 +19,9 @@ the model's input pipeline, so it must not be learnt from the faces it is evalua
 File format (JSON): {"points": [[x, y] x 5] (the mean, in `detector.LANDMARK_NAMES` order),
 "std": [[x, y] x 5], "median": [[x, y] x 5], "landmarks": names, "crops": n, "no_face": k,
 "skipped": {...}, "split": ..., "input": ..., "detector": settings}.
+
+A template is named by `fingerprint(points)` (SHA-256 of the rounded points) wherever it is
+recorded: the records' report.json, the model spec, the exported model's assets.extra.
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
     from agegender import console
@@ -27,6 +30,7 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
 import argparse
 import collections
 import functools
+import hashlib
 import importlib.resources
 import json
 import os
@@ -59,6 +63,13 @@ def from_json(text, source="template"):
     if np.ptp(points[:, 0]) <= 0 or np.ptp(points[:, 1]) <= 0:
         raise TemplateError(f"{source}: the 5 points are degenerate (no extent)")
     return Template(points, std, int(data.get("crops", 0)), int(data.get("no_face", 0)), data)
+
+
+def fingerprint(points):
+    """Hex SHA-256 naming a template's points (rounded to the file's 5 decimals): what a
+    records directory, a model spec and an exported model record, so two can be compared."""
+    rounded = np.round(np.asarray(points, np.float64).reshape(5, 2), 5).tolist()
+    return hashlib.sha256(json.dumps(rounded).encode("ascii")).hexdigest()
 
 
 def to_json(data):

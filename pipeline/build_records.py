@@ -3,7 +3,8 @@
     python -m pipeline.build_records --input=<dir | glob | archive> --output_dir=DIR \
         [--image_size=160] [--age_deviation=5] [--split=0.8,0.1,0.1] [--labels_csv=CSV] \
         [--keep_duplicates] [--max_image_pixels=50000000] [--follow_symlinks] \
-        [--archive_spread_mb=128] [--progress_seconds=5] [-v] \
+        [--archive_spread_mb=128] [--align_faces [--face_select=largest|score]] \
+        [--progress_seconds=5] [-v] \
         [any Beam pipeline option, e.g. --runner=DataflowRunner ...]
 
 Every flag this module does not know is handed to Beam (`parse_known_args`). Without a
@@ -28,6 +29,7 @@ from apache_beam.options.pipeline_options import (
 
 from agegender import age_histogram, console, image_header, names, schema, splits
 from agegender import image_sources as sources
+from faces import photo as face_photo
 from pipeline import publish, transforms, writer
 
 DEFAULT_IMAGE_SIZE = 160  # the trainer's default input is 128 px: room for crop augmentation
@@ -55,13 +57,21 @@ class BuildOptions:
     min_shards: int = writer.DEFAULT_MIN_SHARDS
     max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS
     follow_symlinks: bool = False
+    align_faces: bool = False  # detect + align each input (faces.photo); no face: a skip
+    face_select: str = face_photo.LARGEST  # which face of a photo: largest box or score
 
     @property
     def fractions(self):
         return tuple(zip(schema.SPLITS, self.split))
 
     def metadata(self, extra=None):
+        # Only aligned records carry the face_alignment entry: unaligned ones keep the
+        # report of the records written before the option existed.
+        aligned = {}
+        if self.align_faces:
+            aligned = {schema.META_FACE_ALIGNMENT: face_photo.describe(select=self.face_select)}
         return {
+            **aligned,
             schema.META_AGE_DEVIATION: self.age_deviation,
             schema.META_IMAGE_SIZE: self.image_size,
             "splits": dict(self.fractions),
@@ -117,6 +127,7 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
         image_size=options.image_size, age_deviation=options.age_deviation,
         jpeg_quality=options.jpeg_quality, labels_csv_rows=labels_csv_rows,
         min_age=options.min_age, max_age=options.max_age, max_pixels=options.max_image_pixels,
+        align_faces=options.face_select if options.align_faces else None,
         progress_seconds=progress_seconds)
     data, source_skips, archive_faces = [], [], []
     # Inputs are counted where they are known, before any shuffle: the listed files, and
@@ -239,6 +250,15 @@ def _parser():
                          "before decoding; later members are converted by the worker reading "
                          "the archive. Bounds memory; never changes the records "
                          "(default %(default)s)")
+    ap.add_argument("--align_faces", action="store_true",
+                    help="treat inputs as photos: detect the faces, and write the chosen "
+                         "face aligned on the face template (faces.photo, as predict_photo "
+                         "serves) instead of the whole image; a photo without a face is "
+                         "skipped as no_face. The template is recorded in report.json")
+    ap.add_argument("--face_select", choices=(face_photo.LARGEST, face_photo.SCORE_SELECT),
+                    default=face_photo.LARGEST,
+                    help="with --align_faces: the face of a photo to write, the largest box "
+                         "or the highest detection score (default %(default)s)")
     ap.add_argument("--progress_seconds", type=float, default=console.PROGRESS_SECONDS,
                     help="each worker prints the images it processed and the records it "
                          "wrote so far this often, on stderr; 0: never (default %(default)s)")
@@ -311,7 +331,8 @@ def main(argv=None):
         age_deviation=args.age_deviation, split=args.split, keep_duplicates=args.keep_duplicates,
         min_age=args.min_age, max_age=args.max_age, jpeg_quality=args.jpeg_quality,
         target_shard_mb=args.target_shard_mb, min_shards=args.min_shards,
-        max_image_pixels=args.max_image_pixels, follow_symlinks=args.follow_symlinks)
+        max_image_pixels=args.max_image_pixels, follow_symlinks=args.follow_symlinks,
+        align_faces=args.align_faces, face_select=args.face_select)
 
     import tensorflow as tf
 

@@ -182,8 +182,8 @@ class Demo:
                              f"(log: {self.page.log_path})")
         faces = payload.get("faces", [])
         described = "; ".join(
-            f"age {face['age']:.1f}" + (f", {face['gender']}" if face.get("gender") else "")
-            for face in faces)
+            ("age ?" if face.get("age") is None else f"age {face['age']:.1f}")
+            + (f", {face['gender']}" if face.get("gender") else "") for face in faces)
         print(f"{os.path.basename(photo)}: {len(faces)} face(s) found by the page"
               + (f": {described}" if faces else ""), flush=True)
 

@@ -8,6 +8,13 @@ the last lines kept in memory, so it never blocks on a full pipe), and stops it 
 SIGTERM (then SIGKILL after a grace period). Production runs TF Serving itself.
 `ChildProcess(command, ready)` does the same for any command that prints a ready line
 (the demo's `python -m web.app`, which prints "page: <address> ...").
+
+`data_limit` caps the child's RLIMIT_DATA (tests of hostile requests). The child sets it on
+itself before it execs the server, rather than through Popen's preexec_fn: a preexec_fn
+makes Popen fork the caller, and in a caller that runs gRPC (an in-process server, a
+client) gRPC's fork handlers restart its poller thread in the forked child, which aborts on
+the descriptors Popen closes before exec (seen as "epoll_wait error: Bad file descriptor",
+status -6, now and then).
 """
 import collections
 import os
@@ -22,6 +29,10 @@ from agegender import serving_contract as contract
 # The project root: where `python -m serving.server` finds this very package.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READY = "serving model"
+# Run as `python -c _LIMITED <limit> <argv...>`: sets RLIMIT_DATA, then becomes `python <argv>`.
+_LIMITED = ("import os, resource, sys; n = int(sys.argv[1]); "
+            "resource.setrlimit(resource.RLIMIT_DATA, (n, n)); "
+            "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
 
 
 class ServerProcessError(RuntimeError):
@@ -39,12 +50,10 @@ class ChildProcess:
     """One command in a child process (cwd: the project root, which is on its PYTHONPATH)
     that prints a line holding `ready` once it serves; `name` says what it is in errors."""
 
-    def __init__(self, command, ready, *, name="the child process", log_path=None,
-                 preexec_fn=None, env=None):
+    def __init__(self, command, ready, *, name="the child process", log_path=None, env=None):
         self.command = list(command)
         self.ready, self.name = ready, name
         self.log_path = log_path
-        self._preexec_fn = preexec_fn
         path = [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         self._env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), **(env or {})}
         self.proc = None
@@ -57,7 +66,7 @@ class ChildProcess:
         self._log = open(self.log_path, "w") if self.log_path else None
         self.proc = subprocess.Popen(
             self.command, cwd=ROOT, env=self._env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, preexec_fn=self._preexec_fn)
+            stderr=subprocess.STDOUT, text=True)
         reader = threading.Thread(target=self._read_until_ready, daemon=True)
         reader.start()
         reader.join(timeout)
@@ -96,7 +105,7 @@ class ChildProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def memory(self):
-        """{VmHWM, VmData, VmRSS: kB} of the server process (Linux)."""
+        """{VmHWM, VmData, VmRSS: kB} of the child process (Linux)."""
         with open(f"/proc/{self.proc.pid}/status") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
         return {k: int(fields[k].split()[0]) for k in ("VmHWM", "VmData", "VmRSS")}
@@ -126,17 +135,20 @@ class ChildProcess:
 
 class ServerProcess(ChildProcess):
     """One `python -m serving.server` child on free loopback ports; `flags` are passed as
-    they are."""
+    they are; `data_limit`: the child's RLIMIT_DATA in bytes (None: inherited). Its log
+    level is the server's own choice (agegender.console: quiet unless AGEGENDER_VERBOSE)."""
 
     def __init__(self, model_base_path, model_name=contract.DEFAULT_MODEL_NAME, flags=(), *,
-                 log_path=None, preexec_fn=None, env=None):
+                 log_path=None, data_limit=None, env=None):
         self.grpc_port, self.rest_port = free_port(), free_port()
         self.model_name = model_name
+        limit = [] if data_limit is None else ["-c", _LIMITED, str(int(data_limit))]
         super().__init__(
-            [sys.executable, "-m", "serving.server", f"--model_base_path={model_base_path}",
-             f"--model_name={model_name}", "--host=127.0.0.1", f"--port={self.grpc_port}",
+            [sys.executable, *limit, "-m", "serving.server",
+             f"--model_base_path={model_base_path}", f"--model_name={model_name}",
+             "--host=127.0.0.1", f"--port={self.grpc_port}",
              f"--rest_api_port={self.rest_port}", *flags],
-            READY, name="the server", log_path=log_path, preexec_fn=preexec_fn, env=env)
+            READY, name="the server", log_path=log_path, env=env)
 
     @property
     def grpc_address(self):
