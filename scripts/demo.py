@@ -183,7 +183,7 @@ class Demo:
         faces = payload.get("faces", [])
         described = "; ".join(
             ("age ?" if face.get("age") is None else f"age {face['age']:.1f}")
-            + (f", {face['gender']}" if face.get("gender") else "") for face in faces)
+            + {"M": ", male", "F": ", female"}.get(face.get("gender"), "") for face in faces)
         print(f"{os.path.basename(photo)}: {len(faces)} face(s) found by the page"
               + (f": {described}" if faces else ""), flush=True)
 
