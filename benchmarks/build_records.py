@@ -13,6 +13,10 @@
 
 The machine may be shared: quote the ratios, which are measured within one run.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import glob
 import os
@@ -24,7 +28,7 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from agegender import console
 
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "utkface",
                             "UTKFace")
@@ -105,6 +109,7 @@ def main(argv=None):
     ap.add_argument("--data", default=DEFAULT_DATA, help="UTKFace directory")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
     ap.add_argument("--skip_baseline", action="store_true")
+    console.add_verbose_flag(ap)
     args, beam_args = ap.parse_known_args(argv)
 
     paths = sorted(p for p in glob.glob(os.path.join(args.data, "*")) if os.path.isfile(p))

@@ -32,6 +32,10 @@ exported SavedModel that has it):
    called directly) and over gRPC through the local server (`python -m serving.server`,
    started here on 127.0.0.1 as benchmarks/serving.py does; one request at a time).
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import os
 import sys
@@ -39,7 +43,7 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from agegender import console
 
 
 def _percentiles(values, qs=(50, 90)):
@@ -157,6 +161,7 @@ def main(argv=None):
                         help="extra flags for the local server (space separated)")
     parser.add_argument("--skip_detection", action="store_true",
                         help="only 4. and 5. (the model's sections)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
     from faces import detector as detector_lib

@@ -19,6 +19,10 @@ face found; a photo without a face is skipped as `no_face` and listed. The repor
 detection recall (photos with a face found / photos the model could read) beside the
 accuracy of the faces found.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import collections
 import csv
 import json
@@ -29,7 +33,8 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, image_sources, names, photo_answers, records, schema
+from agegender import (console, heads, image_header, image_sources, names, photo_answers,
+                       records, schema)
 from agegender import metrics as metrics_lib
 from evaluation import report as report_lib
 from evaluation import runners
@@ -70,6 +75,10 @@ def define_flags(fv=flags.FLAGS):
                          "Skip (as image_too_large) images whose header declares more pixels: "
                          "decompression bombs are never decoded. 0: no limit.", lower_bound=0,
                          **d)
+    flags.DEFINE_float("progress_seconds", console.PROGRESS_SECONDS,
+                       "When stdout is not a terminal (a log), print the images evaluated so "
+                       "far this often, on stderr; 0: never. A terminal shows Keras' progress "
+                       "bar instead.", lower_bound=0, **d)
     return fv
 
 
@@ -135,16 +144,21 @@ def _batches(items, size, limit):
         yield batch
 
 
-def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None, detection=None):
+def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None, detection=None,
+             progress_seconds=console.PROGRESS_SECONDS):
     """Runs the model over `items`; returns (per-image predictions dict, skipped).
 
     A `runners.PhotoRunner` answers photos: the largest face found is the one evaluated,
     and `detection` (a `Detection`) counts the photos with and without a face."""
     skipped = skipped or Skipped()
     rows = collections.defaultdict(list)
+    terminal = sys.stdout.isatty()
     progress = tf.keras.utils.Progbar(total, unit_name="image",
                                       stateful_metrics=["mae"],
-                                      verbose=1 if sys.stdout.isatty() else 2)
+                                      verbose=1 if terminal else 2)
+    # Keras' verbose=2 prints the last line only: in a log, a line every few seconds.
+    so_far = console.Progress("evaluation", "images evaluated", total=total,
+                              every=0 if terminal else progress_seconds)
     done = 0
     photos = isinstance(runner, runners.PhotoRunner)
     for batch in _batches(items, batch_size, limit):
@@ -164,6 +178,7 @@ def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None, de
         if kept:
             _add_outputs(rows, outputs)
         done += len(batch)
+        so_far.add(len(batch))
         if total is None or done < total:
             progress.update(done, [("mae", _mae(rows))])
     progress.update(done, [("mae", _mae(rows))], finalize=True)
@@ -317,7 +332,7 @@ def run(cfg):
             total = min(total, cfg.limit)
         detection = Detection() if cfg.photos else None
         predictions, skipped = evaluate(runner, items, cfg.batch_size, cfg.limit, total,
-                                        skipped, detection)
+                                        skipped, detection, cfg.progress_seconds)
         if detection is not None and not detection.with_face:
             raise EvaluationError(f"no face found in any of the {detection.photos} photo(s) "
                                   f"the model read ({skipped.to_json()['by_reason']})")

@@ -39,6 +39,10 @@ Usage:
       [--max_faces=16] [--min_face_size=20] [--no_photo_signature]
 From the trainer: `export.export_model.export_saved_model(job_dir, export_base)`.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import dataclasses
 import json
@@ -52,7 +56,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from agegender import (heads, image_header, inference, model_layout, photo_inference,
+from agegender import (console, heads, image_header, inference, model_layout, photo_inference,
                        preprocessing, schema)
 from agegender import job_dir as job_dir_lib
 from agegender import serving_contract as contract
@@ -368,6 +372,7 @@ def main(argv=None):
                         help="predict_photo: smallest face searched for, in pixels (of the "
                              "photo, or of its 1024-pixel-side downscale when larger); "
                              "larger is faster (default %(default)s)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     images = None
     if args.warmup_images:

@@ -23,6 +23,10 @@ File format (JSON): {"points": [[x, y] x 5] (the mean, in `detector.LANDMARK_NAM
 A template is named by `fingerprint(points)` (SHA-256 of the rounded points) wherever it is
 recorded: the records' report.json, the model spec, the exported model's assets.extra.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import collections
 import functools
@@ -33,6 +37,8 @@ import os
 import sys
 
 import numpy as np
+
+from agegender import console
 
 DEFAULT_FILE = "utkface_template.json"
 
@@ -152,6 +158,7 @@ def main(argv=None):
     parser.add_argument("--split_fractions", default=None,
                         help="the records job's --split (e.g. 0.8,0.1,0.1); default: its default")
     parser.add_argument("--limit", type=int, default=0, help="use at most N crops (0: all)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
     from agegender import schema

@@ -4,6 +4,7 @@
         [--image_size=160] [--age_deviation=5] [--split=0.8,0.1,0.1] [--labels_csv=CSV] \
         [--keep_duplicates] [--max_image_pixels=50000000] [--follow_symlinks] \
         [--archive_spread_mb=128] [--align_faces [--face_select=largest|score]] \
+        [--progress_seconds=5] [-v] \
         [any Beam pipeline option, e.g. --runner=DataflowRunner ...]
 
 Every flag this module does not know is handed to Beam (`parse_known_args`). Without a
@@ -12,6 +13,10 @@ Every flag this module does not know is handed to Beam (`parse_known_args`). Wit
 The records are written into a staging directory beside --output_dir and switched into place
 when complete, under a lock that refuses a second run into the same directory (`publish`).
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import dataclasses
 import json
@@ -22,7 +27,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions, WorkerOptions)
 
-from agegender import age_histogram, image_header, names, schema, splits
+from agegender import age_histogram, console, image_header, names, schema, splits
 from agegender import image_sources as sources
 from faces import photo as face_photo
 from pipeline import publish, transforms, writer
@@ -105,13 +110,16 @@ def _with_shard(keyed, plan):
 
 
 def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
-                   archive_spread_bytes=DEFAULT_ARCHIVE_SPREAD_MB << 20):
+                   archive_spread_bytes=DEFAULT_ARCHIVE_SPREAD_MB << 20,
+                   progress_seconds=console.PROGRESS_SECONDS):
     """Adds the whole job to pipeline `p`; returns the PCollection holding the report dict.
 
     inputs: `sources.InputFile`s (from `sources.list_inputs`); options: `BuildOptions`;
     labels_csv_rows: `names.read_labels_csv(...)` output, or None to label from file names;
     archive_spread_bytes: archive member bytes, over all archives, spread to other workers
-    undecoded (see transforms.ReadArchive; it bounds memory and never changes a record).
+    undecoded (see transforms.ReadArchive; it bounds memory and never changes a record);
+    progress_seconds: each worker prints images processed and records written so far this
+    often (`agegender.console.Progress`; 0: never).
     """
     files = [f for f in inputs if not f.is_archive]
     archives = [f for f in inputs if f.is_archive]
@@ -119,7 +127,8 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
         image_size=options.image_size, age_deviation=options.age_deviation,
         jpeg_quality=options.jpeg_quality, labels_csv_rows=labels_csv_rows,
         min_age=options.min_age, max_age=options.max_age, max_pixels=options.max_image_pixels,
-        align_faces=options.face_select if options.align_faces else None)
+        align_faces=options.face_select if options.align_faces else None,
+        progress_seconds=progress_seconds)
     data, source_skips, archive_faces = [], [], []
     # Inputs are counted where they are known, before any shuffle: the listed files, and
     # archive members as the archive is read. finalize checks inputs = written + skipped.
@@ -177,7 +186,7 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
                | "Dedup" >> beam.ParDo(transforms.DedupShard(options.keep_duplicates))
                .with_outputs(transforms.SKIPPED, main="shards"))
     written = deduped.shards | "WriteShards" >> beam.ParDo(
-        writer.WriteShard(options.output_dir), plan_side)
+        writer.WriteShard(options.output_dir, progress_seconds), plan_side)
 
     skips = ((source_skips, made[transforms.SKIPPED], deduped[transforms.SKIPPED])
              | "AllSkips" >> beam.Flatten()
@@ -250,6 +259,10 @@ def _parser():
                     default=face_photo.LARGEST,
                     help="with --align_faces: the face of a photo to write, the largest box "
                          "or the highest detection score (default %(default)s)")
+    ap.add_argument("--progress_seconds", type=float, default=console.PROGRESS_SECONDS,
+                    help="each worker prints the images it processed and the records it "
+                         "wrote so far this often, on stderr; 0: never (default %(default)s)")
+    console.add_verbose_flag(ap)
     return ap
 
 
@@ -295,10 +308,11 @@ def main(argv=None):
     args, beam_args = _parser().parse_known_args(argv)
     if args.image_size <= 0 or not 1 <= args.jpeg_quality <= 100 or args.min_shards < 1 \
             or args.target_shard_mb <= 0 or args.age_deviation < 0 \
-            or args.max_image_pixels < 0 or args.archive_spread_mb < 0:
+            or args.max_image_pixels < 0 or args.archive_spread_mb < 0 \
+            or args.progress_seconds < 0:
         return _error("--image_size, --min_shards and --target_shard_mb must be > 0, "
-                      "--age_deviation, --max_image_pixels and --archive_spread_mb >= 0, "
-                      "--jpeg_quality in 1..100")
+                      "--age_deviation, --max_image_pixels, --archive_spread_mb and "
+                      "--progress_seconds >= 0, --jpeg_quality in 1..100")
     if not sources.is_valid_name(args.output_dir):
         return _error(f"--output_dir {sources.printable_name(args.output_dir)!r} is not valid "
                       "UTF-8: choose another name")
@@ -330,7 +344,8 @@ def main(argv=None):
                     build_pipeline(
                         p, inputs, dataclasses.replace(options, output_dir=output.staging),
                         csv_rows, report_extra={"input": args.input, "labels_csv": args.labels_csv},
-                        archive_spread_bytes=int(args.archive_spread_mb * (1 << 20)))
+                        archive_spread_bytes=int(args.archive_spread_mb * (1 << 20)),
+                        progress_seconds=args.progress_seconds)
             except BaseException:
                 print(f"build_records: the run failed; {options.output_dir} is unchanged (a "
                       f"report, if the run wrote one, is kept in {output.staging})", file=sys.stderr)

@@ -13,10 +13,11 @@ Every DoFn sends an input it cannot use to the `SKIPPED` output as a `sources.Sk
 file never stops the job and the report can account for every input.
 """
 import collections
+import os
 
 import apache_beam as beam
 
-from agegender import age_histogram, image_header, names, preprocessing, schema
+from agegender import age_histogram, console, image_header, names, preprocessing, schema
 from agegender import image_sources as sources
 from agegender import splits as splits_lib
 from agegender.image_sources import Skip
@@ -146,7 +147,10 @@ class MakeRecord(beam.DoFn):
 
     def __init__(self, *, image_size, age_deviation, jpeg_quality=95, labels_csv_rows=None,
                  min_age=names.DEFAULT_MIN_AGE, max_age=names.DEFAULT_MAX_AGE,
-                 max_pixels=image_header.DEFAULT_MAX_PIXELS, align_faces=None):
+                 max_pixels=image_header.DEFAULT_MAX_PIXELS, align_faces=None,
+                 progress_seconds=console.PROGRESS_SECONDS):
+        self._progress_seconds = progress_seconds
+        self._progress = None
         self._image_size = int(image_size)
         self._max_pixels = max_pixels
         self._deviation = float(age_deviation)
@@ -201,6 +205,10 @@ class MakeRecord(beam.DoFn):
 
         self._tf = tf
         self._convert_one, self._convert_batch = convert_one, convert_batch
+        # Per worker process: the runner shows nothing while the job runs (minutes for a
+        # large folder), and its metrics come at the end.
+        self._progress = console.Progress(f"records job, worker {os.getpid()}",
+                                          "images processed", every=self._progress_seconds)
 
     def _converted(self, datas):
         """Encoded images -> [(sha256 of the decoded pixels, JPEG bytes or None when no face
@@ -228,6 +236,7 @@ class MakeRecord(beam.DoFn):
         return results
 
     def process(self, batch):
+        self._progress.add(len(batch))
         labelled = []
         for source_id, data in batch:
             result = sources.check(source_id, data, self._labeller, self._max_pixels)

@@ -17,6 +17,10 @@ CLI (like the original project's predict mode):
       "no face found" for a photo without one; DIR gets a copy of each photo with the boxes
       and ages drawn on it)
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import base64
 import http.client
@@ -26,7 +30,7 @@ import sys
 
 import numpy as np
 
-from agegender import photo_answers, prediction_line
+from agegender import console, photo_answers, prediction_line
 from agegender import serving_contract as contract
 
 DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
@@ -305,6 +309,7 @@ def main(argv=None):
     p.add_argument("--draw_dir", default=None,
                    help="with --photos: write a copy of each photo with its faces' boxes and "
                         "ages drawn on it into this directory")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
     if args.draw_dir and not args.photos:
         p.error("--draw_dir needs --photos")

@@ -13,8 +13,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import (heads, image_header, inference, photo_answers, photo_inference,
-                       prediction_line, preprocessing, schema)
+from agegender import (console, heads, image_header, inference, photo_answers, photo_inference,
+                       prediction_line, preprocessing, records, schema)
 from agegender import job_dir as job_dir_lib
 from agegender import metrics as metrics_lib
 from trainer import input_pipeline
@@ -141,12 +141,16 @@ def split_outputs(model, spec, records_dir, split, batch_size=64, limit=0):
     predict = _predict_fn(model, spec)
     outputs, labels = {}, {k: [] for k in (schema.AGE, schema.RACE, schema.GENDER)}
     seen = 0
+    total = records.expected_count(records_dir, split)
+    progress = console.Progress(f"{split} split", "images predicted",
+                                total=min(limit, total or limit) if limit else total)
     for batch in reader.dataset(is_training=False, targets=False):
         for k, v in predict(batch["image"]).items():
             outputs.setdefault(k, []).append(v.numpy())
         for k in labels:
             labels[k].append(batch[k].numpy())
         seen += len(batch[schema.AGE])
+        progress.add(len(batch[schema.AGE]))
         if limit and seen >= limit:
             break
     end = limit or None

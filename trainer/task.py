@@ -13,6 +13,10 @@ images (face crops; with --photos ordinary photos, one line per face found, and
 --draw_dir=DIR draws them), with --records_dir it (re)writes eval.json. `--lr_find` runs the learning-rate
 finder and exits. See `trainer.flags` (or --helpfull) for every flag.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import dataclasses
 import importlib.util
 import math

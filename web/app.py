@@ -20,6 +20,10 @@ a slot at most half its `--timeout`, then gets 503), and each photo (`--timeout`
 for a slot included).
 Binds 127.0.0.1 unless `--host` says otherwise.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import importlib.resources
 import json
@@ -31,7 +35,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from agegender import arg_types, image_header
+from agegender import arg_types, console, image_header
 from agegender import serving_contract as contract
 from web import backend as backend_lib
 
@@ -349,7 +353,7 @@ def main(argv=None):
     p.add_argument("--max_side", type=_positive(int, "pixels"), default=DEFAULT_MAX_SIDE,
                    help="the page downscales photos to this longer side before uploading "
                         "(default %(default)s)")
-    p.add_argument("--verbose", action="store_true")
+    console.add_verbose_flag(p, also=", and log at DEBUG level")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,6 +7,7 @@ hand-computed expected value.
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -251,3 +252,20 @@ def test_photos_need_images_and_a_saved_model(photo_model, model_base, tmp_path)
         runners.runner_for(model_base, photos=True)
     with pytest.raises(evaluate.EvaluationError, match="no face detector"):
         runners.runner_for(str(tmp_path / "m.tflite"), photos=True)
+
+
+def test_a_log_gets_images_evaluated_so_far_and_a_terminal_keras_bar(model_base, image_dir,
+                                                                      capsys, monkeypatch):
+    runner = runners.runner_for(model_base)
+    items = list(evaluate.iter_images(str(image_dir), skipped=evaluate.Skipped()))
+    assert len(items) > 4
+    # stdout is not a terminal here (captured): "so far" lines on stderr, at most every
+    # progress_seconds (here: after every batch but the last, which the summary covers).
+    evaluate.evaluate(runner, items, batch_size=2, total=len(items), progress_seconds=1e-9)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "so far" in line]
+    counts = [re.fullmatch(rf"evaluation: (\d+) of {len(items)} images evaluated so far "
+                           r"\(\d+/s\)", line)[1] for line in lines]
+    assert counts == [str(n) for n in range(2, len(items), 2)]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    evaluate.evaluate(runner, items, batch_size=2, total=len(items), progress_seconds=1e-9)
+    assert "so far" not in capsys.readouterr().err

@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -175,10 +176,16 @@ def test_cli_on_real_utkface_images_with_default_runner(tmp_path, tools):
     out = str(tmp_path / "records")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.build_records", f"--input={tgz}", f"--output_dir={out}"],
+        [sys.executable, "-m", "pipeline.build_records", f"--input={tgz}", f"--output_dir={out}",
+         "--progress_seconds=1e-6"],  # a progress line from every batch and shard
         cwd=tools.REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "written" in result.stdout
+    # The workers' progress lines reach the terminal (the runner shows nothing meanwhile).
+    assert re.search(r"^records job, worker \d+: \d+ images processed so far \(\d+/s\)$",
+                     result.stderr, re.M), result.stderr[-3000:]
+    assert re.search(r"^records job, worker \d+: \d+ records written so far", result.stderr,
+                     re.M), result.stderr[-3000:]
     report = json.load(open(os.path.join(out, schema.REPORT_FILE)))
     counts = report["counts"]
     assert counts["inputs"] == len(paths) == counts["written"] + counts["skipped"]
