@@ -113,12 +113,17 @@ class Demo:
         self.run_cmd([sys.executable, "-m", "export.export_model", f"--job_dir={self.job_dir}",
                       f"--export_base={self.models}"])
 
-    def start_server(self):
-        print("$ " + " ".join(self.server.command) + " &", flush=True)
+    @staticmethod
+    def _start(child, timeout):
+        """Starts a background child (printed as the command a user would type)."""
+        print("$ " + " ".join(child.command) + " &", flush=True)
         try:
-            self.server.start(timeout=180)
+            child.start(timeout=timeout)
         except ServerProcessError as e:
             raise StepFailed(str(e)) from None
+
+    def start_server(self):
+        self._start(self.server, 180)
         print(f"server ready: gRPC {self.server.grpc_address}, REST {self.server.rest_address} "
               f"(log: {self.server.log_path})", flush=True)
 
@@ -153,11 +158,7 @@ class Demo:
                       f"--output_dir={self.report}"])
 
     def start_page(self):
-        print("$ " + " ".join(self.page.command) + " &", flush=True)
-        try:
-            self.page.start(timeout=120)
-        except ServerProcessError as e:
-            raise StepFailed(str(e)) from None
+        self._start(self.page, 120)
         self.page_url = self.page.ready_line.split()[1]
         self.try_page(self.sample_images()[0])
 

@@ -146,9 +146,8 @@ def define_flags(fv=flags.FLAGS):
                       "With --test_sample_dir: the images are ordinary photos; find and align "
                       "the faces (as the export's predict_photo does) and print one line per "
                       "face, 'no face found' for a photo without one.", **d)
-    flags.DEFINE_string("draw_dir", None,
-                        "With --photos: write a copy of each photo with its faces' boxes and "
-                        "ages drawn on it into this directory.", **d)
+    flags.DEFINE_string("draw_dir", None, "With --photos: where copies of the photos go, "
+                        "with each face's box and age drawn on them.", **d)
     flags.DEFINE_integer("verbose", None,
                          "Keras verbosity. Default: 1 (progress bar) on a terminal, 2 (one "
                          "line per epoch) otherwise.", **d)
