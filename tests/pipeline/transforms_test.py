@@ -67,6 +67,16 @@ def test_bad_bytes_and_bad_names_are_skips_with_reasons(make, tools):
         assert out.value.detail
 
 
+def test_an_undecodable_image_is_reported_by_what_the_decoder_said(make, tools):
+    good = tools.image_bytes(3)
+    out = _run(make, "30_0_0_20170101000000001.jpg", good[:len(good) // 2])
+    assert out.value.reason == image_sources.UNDECODABLE
+    assert "Invalid JPEG data" in out.value.detail
+    # Not TF's op context, whose number depends on what the process traced before, so
+    # the report would differ between workers and runners.
+    assert "__inference" not in out.value.detail
+
+
 def test_a_batch_gives_the_same_bytes_as_one_image_at_a_time(make, tools):
     inputs = [(f"{20 + i}_{i % 2}_0_2017010100000000{i}.jpg", tools.image_bytes(10 + i, size=size))
               for i, size in enumerate([(50, 30), (30, 50), (32, 32), (200, 200), (7, 9)])]
