@@ -112,6 +112,29 @@ def test_batch_weight_bounds_the_pixels_of_a_batch(tools):
     assert transforms.batch_weight(("d", small_file)) > transforms.MAX_BATCH_WEIGHT
 
 
+def test_files_are_grouped_by_size_and_read_in_batches_bounded_by_weight(tmp_path, tools):
+    names = [f"{20 + i}_0_0_20170101000000{i:03d}.png" for i in range(6)]
+    for i, name in enumerate(names):  # 2 KB each, 48 MB of pixels each: alone in a batch
+        tools.write(str(tmp_path), name, tools.png_header_bomb(4000, 4000, mark=i))
+    faces = [f"{30 + i}_1_0_20170101000001{i:03d}.jpg" for i in range(100)]
+    for i, name in enumerate(faces):
+        tools.write(str(tmp_path), name, tools.image_bytes(i))
+    tools.write(str(tmp_path), "big.jpg", b"x" * (5 << 20))  # 5 MB: weight 81 from its size
+    files = image_sources.list_inputs(str(tmp_path))
+    groups = transforms.group_files(files)
+    assert [item for group in groups for item in group] == files  # all of them, in order
+    assert [len(g) for g in groups if any(i.source_id == "big.jpg" for i in g)] == [1]
+    assert all(sum(1 + i.size // transforms.BATCH_WEIGHT_BYTES for i in g)
+               <= transforms.MAX_BATCH_WEIGHT for g in groups if len(g) > 1)
+    read = [out for group in groups for out in transforms.ReadFiles().process(group)]
+    batches = [b for b in read if not hasattr(b, "tag")]
+    assert sorted(s for b in batches for s, _ in b) == sorted(i.source_id for i in files)
+    for batch in batches:
+        if len(batch) > 1:
+            assert sum(map(transforms.batch_weight, batch)) <= transforms.MAX_BATCH_WEIGHT
+    assert sum(len(b) == 1 and b[0][0] in names for b in batches) == len(names)
+
+
 def test_an_image_over_the_pixel_limit_is_skipped_before_decoding(tools):
     fn = transforms.MakeRecord(image_size=16, age_deviation=0, max_pixels=10_000)
     fn.setup()
