@@ -7,7 +7,11 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*",
-                                    "evaluation*"]),
+                                    "evaluation*", "faces*", "web*"]),
+    # The alignment template faces.template computed from the training crops; the web page
+    # (web/static) ships inside the package: no build step, nothing fetched at run time.
+    package_data={"faces": ["*.json"],
+                  "web": ["static/*.html", "static/*.css", "static/*.js"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",
@@ -22,6 +26,11 @@ setup(
         # The maintained LiteRT runtime (tflite-runtime is abandoned): export.export_litert
         # checks its files with it, evaluation runs them. Wheels for CPython 3.11 x86_64.
         "ai-edge-litert>=2.3,<3",
+        # faces.networks reads MTCNN's weights from this package (MIT); they are joblib
+        # pickles compressed with lz4. Pinned: the weights' layout is this version's.
+        "mtcnn==1.0.0",
+        "joblib>=1.3",
+        "lz4>=4.0",
     ],
     extras_require={
         # The records job on a Dask cluster (--runner=DaskRunner): Beam's dask extra is
@@ -29,6 +38,8 @@ setup(
         "dask": ["apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2"],
         # dask too: tests/pipeline/build_records_dask_test.py runs a real Dask cluster.
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10",
-                 "apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2"],
+                 "apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2",
+                 # tests/web drive the system's headless Chromium through /usr/bin/chromedriver
+                 "selenium>=4.20"],
     },
 )

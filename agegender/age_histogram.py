@@ -17,6 +17,9 @@ import numpy as np
 
 from agegender import schema
 
+# The label's half-width in years when nobody says otherwise (the records job's default,
+# and a spec's when the records do not say).
+DEFAULT_DEVIATION = 5.0
 # sigma = deviation / SIGMAS_PER_DEVIATION, i.e. the truncation window is +-5 sigma.
 SIGMAS_PER_DEVIATION = 5.0
 
@@ -32,7 +35,7 @@ def _normal_cdf(x):
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
-def age_histogram(age, deviation=5.0, num_bins=schema.NUM_AGE_BINS):
+def age_histogram(age, deviation=DEFAULT_DEVIATION, num_bins=schema.NUM_AGE_BINS):
     """The label distribution for one age, float32[num_bins] summing to 1."""
     _check(age, deviation)
     return _cached_histogram(float(age), float(deviation), int(num_bins)).copy()

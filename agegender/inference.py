@@ -1,7 +1,9 @@
 """How a trained model is called: the one forward pass every prediction path uses.
 
-The export's signatures, the trainer's eval.json and predict mode, and the LiteRT export
-all get a model's raw outputs here, so a test-time setting in the spec applies everywhere:
+The export's signatures, the trainer's eval.json and predict mode, and the evaluation's
+runners (the LiteRT one too: the .tflite file holds one plain pass, and its metadata's
+`postprocessing` tells an app to do the same) get a model's raw outputs here, so a
+test-time setting in the spec applies everywhere:
 
 - `ModelSpec.test_time_flip`: the outputs (softmax distributions) are averaged over the
   face and its mirror image. A face's age and gender do not depend on its side, and the

@@ -36,11 +36,7 @@ def age_metrics(true_age, pred_age):
     return out
 
 
-def per_decade(true_age, pred_age):
-    """{decade name: {count, mae, mean_signed_error}} for each decade present (100+ pooled)."""
-    true_age = np.asarray(true_age, np.float64)
-    pred_age = np.asarray(pred_age, np.float64)
-    decades = np.minimum(true_age // 10, 10).astype(int)
+def _by_decade(decades, true_age, pred_age):
     out = {}
     for d in sorted(set(decades.tolist())):
         m = decades == d
@@ -48,6 +44,13 @@ def per_decade(true_age, pred_age):
         out[decade_name(d)] = {"count": int(m.sum()), "mae": float(np.abs(err).mean()),
                                "mean_signed_error": float(err.mean())}
     return out
+
+
+def per_decade(true_age, pred_age):
+    """{decade name: {count, mae, mean_signed_error}} for each decade present (100+ pooled)."""
+    true_age = np.asarray(true_age, np.float64)
+    pred_age = np.asarray(pred_age, np.float64)
+    return _by_decade(np.minimum(true_age // 10, 10).astype(int), true_age, pred_age)
 
 
 def gender_accuracy(true_gender, pred_gender):
@@ -85,14 +88,7 @@ def per_predicted_decade(true_age, pred_age):
     (a model that answers "70" for everyone over 60 looks fine per true decade)."""
     true_age = np.asarray(true_age, np.float64)
     pred_age = np.asarray(pred_age, np.float64)
-    decades = np.clip(np.floor(pred_age / 10), 0, 10).astype(int)
-    out = {}
-    for d in sorted(set(decades.tolist())):
-        m = decades == d
-        err = pred_age[m] - true_age[m]
-        out[decade_name(d)] = {"count": int(m.sum()), "mae": float(np.abs(err).mean()),
-                               "mean_signed_error": float(err.mean())}
-    return out
+    return _by_decade(np.clip(np.floor(pred_age / 10), 0, 10).astype(int), true_age, pred_age)
 
 
 CONFIDENT_FRACTIONS = (0.5, 0.8, 1.0)

@@ -11,7 +11,7 @@ the export (which builds serving signatures from it) and the evaluation tool:
 import dataclasses
 import json
 
-from agegender import heads
+from agegender import age_histogram, heads
 
 TYPES = ("classification", "regression")
 
@@ -22,7 +22,7 @@ class ModelSpec:
     range_mode: bool = False
     predict_gender: bool = False
     img_dim: int = 128
-    age_deviation: float = 5.0
+    age_deviation: float = age_histogram.DEFAULT_DEVIATION
     base_model: str = "MobileNetV2"
     alpha: float = 1.0
     # Calibration (fitted on the validation split after training, `trainer.calibration`):

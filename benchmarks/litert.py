@@ -32,6 +32,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from agegender import serving_contract as contract
+
 TARGETS = {  # mode: (max |MAE delta| years, max size share of float32, max p50 share of float32)
     "float16": (0.05, None, None),
     "dynamic": (0.05, None, None),
@@ -112,7 +114,7 @@ def main(argv=None):
                                                 export_base=os.path.join(args.out, "saved_model"))
     sm = runners.SavedModelRunner(saved_dir)
     report, base_ages, skipped = _evaluate(sm, items, args.batch_size)
-    predict_images = sm._loaded.signatures["predict_images"]
+    predict_images = sm._loaded.signatures[contract.PREDICT_IMAGES]
     rows.append(dict(model="SavedModel", size=_dir_size(saved_dir), mae=report["mae"],
                      gender_accuracy=report.get("gender_accuracy"), count=report["count"],
                      skipped=skipped, max_age_diff=0.0,

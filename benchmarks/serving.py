@@ -17,15 +17,15 @@ import argparse
 import glob
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 import numpy as np
+
+from agegender import serving_contract as contract
+from serving.server_process import ServerProcess
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SHARED = os.path.join(ROOT, "..", "shared")
@@ -58,50 +58,6 @@ def build_job_dir(job_dir, img_dim, alpha, weights):
     os.makedirs(job_dir, exist_ok=True)
     job_dir_lib.save(job_dir, model, spec)
     return job_dir
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """`python -m serving.server` on free loopback ports; `flags` are passed as they are."""
-
-    def __init__(self, model_base, flags=()):
-        self.grpc_port, self.rest_port = _free_port(), _free_port()
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", f"--model_base_path={model_base}",
-             "--model_name=age", "--host=127.0.0.1", f"--port={self.grpc_port}",
-             f"--rest_api_port={self.rest_port}", "--file_system_poll_wait_seconds=0",
-             *flags],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 300
-        line = ""
-        while "serving model" not in line:
-            line = self.proc.stdout.readline()
-            if (not line and self.proc.poll() is not None) or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start: {line}")
-        # keep draining its output so it never blocks on a full pipe; keep the tail
-        self.tail = []
-        self._drain = threading.Thread(target=self._read, daemon=True)
-        self._drain.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.tail = (self.tail + [line.rstrip()])[-5:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def cpu_seconds(pid=None):
@@ -244,9 +200,11 @@ def main(argv=None):
         direct_fn = None
         if "direct" in modes:
             loaded = tf.saved_model.load(os.path.join(model_base, "1"))
-            direct_fn = loaded.signatures["serving_default"]
+            direct_fn = loaded.signatures[contract.SERVING_DEFAULT]
         for kind in sorted({_kind(m) for m in modes if m != "direct"}):
-            servers[kind] = ServerProcess(model_base, kind_flags[kind])
+            servers[kind] = ServerProcess(
+                model_base, flags=("--file_system_poll_wait_seconds=0", *kind_flags[kind])
+            ).start(timeout=300)
             print(f"server {kind}: serving.server defaults + {' '.join(kind_flags[kind])}",
                   flush=True)
         empty_key = tf.constant([], tf.string)
@@ -307,7 +265,7 @@ def main(argv=None):
             srv.stop()
             if getattr(srv, "_drain", None):
                 srv._drain.join(5)
-                for line in srv.tail:
+                for line in srv.output().splitlines()[-5:]:
                     if "batching:" in line:
                         print(f"server ({kind}): {line.split('batching:', 1)[1].strip()}")
         if not args.work_dir:

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from agegender import heads, inference, model_layout, preprocessing
+from agegender import serving_contract as contract
 
 LITERT_SUFFIX = ".tflite"
 
@@ -64,20 +65,20 @@ class SavedModelRunner(_Runner):
     def __init__(self, model_dir):
         self.model_dir = self.model_path = resolve_saved_model(model_dir)
         self._loaded = tf.saved_model.load(self.model_dir)
-        if "serving_default" not in self._loaded.signatures:
+        if contract.SERVING_DEFAULT not in self._loaded.signatures:
             raise EvaluationError(f"{self.model_dir} has no serving_default signature")
-        self._fn = self._loaded.signatures["serving_default"]
+        self._fn = self._loaded.signatures[contract.SERVING_DEFAULT]
         _, kwargs = self._fn.structured_input_signature
-        if "image_bytes" not in kwargs:
+        if contract.IMAGE_BYTES not in kwargs:
             raise EvaluationError(f"{self.model_dir}: serving_default takes {sorted(kwargs)}, "
                                   "expected an `image_bytes` input")
-        self._needs_key = "key" in kwargs
+        self._needs_key = contract.KEY in kwargs
 
     def __call__(self, image_bytes):
         """{output: np.ndarray} for a list of encoded images; raises InvalidArgumentError."""
-        inputs = {"image_bytes": tf.constant(image_bytes, tf.string)}
+        inputs = {contract.IMAGE_BYTES: tf.constant(image_bytes, tf.string)}
         if self._needs_key:
-            inputs["key"] = tf.constant([str(i) for i in range(len(image_bytes))])
+            inputs[contract.KEY] = tf.constant([str(i) for i in range(len(image_bytes))])
         return {k: v.numpy() for k, v in self._fn(**inputs).items()}
 
 

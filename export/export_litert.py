@@ -60,9 +60,10 @@ import numpy as np
 import tensorflow as tf
 
 from agegender import heads, preprocessing, records, schema
-from export.export_model import ExportError, load_trained_model, synthetic_jpeg
+from agegender import serving_contract as contract
+from export.export_model import ExportError, model_to_export, synthetic_jpeg
 
-SIGNATURE = "serving_default"
+SIGNATURE = contract.SERVING_DEFAULT
 INPUT = "pixels"
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 METADATA_NAME = "agegender"  # the flatbuffer's metadata entry holding the JSON
@@ -362,6 +363,25 @@ PREPROCESSING = (
     "(UTKFace: aligned, centred, the face filling most of the frame).")
 
 
+def postprocessing(spec):
+    """What the served signatures do after the forward pass, for an app to do the same with
+    the file's raw outputs (the values come from the spec; the rules from agegender.heads
+    and agegender.inference)."""
+    return {
+        "test_time_flip": bool(spec.test_time_flip),
+        "test_time_flip_rule": "when true, also run the horizontally mirrored pixels and "
+                               "average the two runs' raw outputs before anything else",
+        "age_temperature": float(spec.age_temperature),
+        "gender_temperature": float(spec.gender_temperature),
+        "calibration_rule": "the age is read from the raw distribution; its spread (standard "
+                            "deviation, central 50% and 80% intervals) from "
+                            "softmax(log(p + 1e-12) / age_temperature); the gender "
+                            "probability is softmax(log(p + 1e-12) / gender_temperature). "
+                            "Temperatures were fitted on the validation split.",
+        "intervals": [float(c) for c in heads.INTERVALS],
+    }
+
+
 def build_metadata(spec, quantization, io_details, check, representative=None,
                    job_dir=None):
     """The JSON-able metadata a developer calling the file needs (see the module doc)."""
@@ -389,6 +409,7 @@ def build_metadata(spec, quantization, io_details, check, representative=None,
                           "note": "training targets were Gaussian age histograms of this "
                                   "deviation (years) over the one-year bins"},
         "genders": list(schema.GENDERS),
+        "postprocessing": postprocessing(spec),
         "model_spec": dataclasses.asdict(spec),
         "check": check,
         "representative": representative,
@@ -496,12 +517,7 @@ def export_litert(job_dir=None, output=None, quantization=DEFAULT_QUANTIZATION, 
         raise ExportError("--check_images must be at least 1")
     if int8_float_layers < 0:
         raise ExportError("--int8_float_layers must be 0 or more")
-    if model is None:
-        if job_dir is None:
-            raise ExportError("give a job_dir or a model and its spec")
-        model, spec = load_trained_model(job_dir)
-    elif spec is None:
-        raise ExportError("an in-memory model needs its ModelSpec")
+    model, spec = model_to_export(job_dir, model, spec)
     tolerance = tolerance or TOLERANCES[quantization]
 
     # Held-out images for the check first: a records problem shows before the slow part.
@@ -594,6 +610,12 @@ def _write_atomically(output, content, metadata):
                 tf.io.gfile.remove(tmp)
 
 
+# The check's thresholds a user may override: flag -> (Tolerance field, its unit).
+_THRESHOLD_FLAGS = {"max_mean_age_difference": ("mean_age", "years"),
+                    "max_age_difference": ("max_age", "years, one image"),
+                    "min_gender_agreement": ("gender_agreement", "share of images")}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -615,16 +637,12 @@ def main(argv=None):
     parser.add_argument("--int8_float_layers", type=int, default=DEFAULT_INT8_FLOAT_LAYERS,
                         help="int8: keep this many layers in float, those whose int8 error "
                              "on the representative images is largest (default %(default)s)")
-    parser.add_argument("--max_mean_age_difference", type=float, default=None,
-                        help="override the mode's check threshold (years)")
-    parser.add_argument("--max_age_difference", type=float, default=None,
-                        help="override the mode's check threshold (years, one image)")
-    parser.add_argument("--min_gender_agreement", type=float, default=None,
-                        help="override the mode's check threshold (share of images)")
+    for flag, (_, unit) in _THRESHOLD_FLAGS.items():
+        parser.add_argument(f"--{flag}", type=float, default=None,
+                            help=f"override the mode's check threshold ({unit})")
     args = parser.parse_args(argv)
     tolerance = None
-    overrides = {"mean_age": args.max_mean_age_difference, "max_age": args.max_age_difference,
-                 "gender_agreement": args.min_gender_agreement}
+    overrides = {field: getattr(args, flag) for flag, (field, _) in _THRESHOLD_FLAGS.items()}
     if any(v is not None for v in overrides.values()):
         tolerance = dataclasses.replace(TOLERANCES[args.quantization],
                                         **{k: v for k, v in overrides.items() if v is not None})

@@ -42,19 +42,17 @@ import tensorflow as tf
 
 from agegender import heads, image_header, inference, model_layout, preprocessing, schema
 from agegender import job_dir as job_dir_lib
+from agegender import serving_contract as contract
 
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 
-SIG_DEFAULT = "serving_default"
-SIG_IMAGES = "predict_images"
-SIG_EXAMPLES = "serve_tf_examples"
+SIG_DEFAULT = contract.SERVING_DEFAULT
+SIG_IMAGES = contract.PREDICT_IMAGES
+SIG_EXAMPLES = contract.SERVE_TF_EXAMPLES
+IMAGE_BYTES, KEY, IMAGES, EXAMPLES = (contract.IMAGE_BYTES, contract.KEY, contract.IMAGES,
+                                      contract.EXAMPLES)
 
-IMAGE_BYTES = "image_bytes"
-KEY = "key"
-IMAGES = "images"
-EXAMPLES = "examples"
-
-OUT_KEY = "key"
+OUT_KEY = contract.KEY
 
 
 class ExportError(Exception):
@@ -67,6 +65,17 @@ def load_trained_model(job_dir):
         return job_dir_lib.load(job_dir)
     except job_dir_lib.JobDirError as e:
         raise ExportError(str(e)) from None
+
+
+def model_to_export(job_dir, model=None, spec=None):
+    """(model, spec): the in-memory pair when given, else loaded from `job_dir`."""
+    if model is None:
+        if job_dir is None:
+            raise ExportError("give a job_dir or a model and its spec")
+        return load_trained_model(job_dir)
+    if spec is None:
+        raise ExportError("an in-memory model needs its ModelSpec")
+    return model, spec
 
 
 class ServingModule(tf.Module):
@@ -166,7 +175,7 @@ def write_warmup(saved_model_dir, logs):
 
 
 def export_saved_model(job_dir=None, export_base=None, version=None, *, model=None, spec=None,
-                       model_name="age", warmup_images=None,
+                       model_name=contract.DEFAULT_MODEL_NAME, warmup_images=None,
                        max_image_pixels=image_header.DEFAULT_MAX_PIXELS):
     """Exports a SavedModel version; returns its directory.
 
@@ -180,12 +189,7 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
     """
     if export_base is None:
         raise ExportError("export_base is required")
-    if model is None:
-        if job_dir is None:
-            raise ExportError("give a job_dir or a model and its spec")
-        model, spec = load_trained_model(job_dir)
-    elif spec is None:
-        raise ExportError("an in-memory model needs its ModelSpec")
+    model, spec = model_to_export(job_dir, model, spec)
     tf.io.gfile.makedirs(export_base)
     if version is None:
         # Every numeric directory counts, servable or not: a version is never overwritten.
@@ -280,7 +284,8 @@ def main(argv=None):
     parser.add_argument("--export_base", required=True, help="model base path, e.g. models/age")
     parser.add_argument("--version", type=int, default=None,
                         help="version number (default: newest existing + 1, else 1)")
-    parser.add_argument("--model_name", default="age", help="model name in the warmup requests")
+    parser.add_argument("--model_name", default=contract.DEFAULT_MODEL_NAME,
+                        help="model name in the warmup requests")
     parser.add_argument("--warmup_images", nargs="*", default=None,
                         help="JPEG/PNG files for the warmup requests (default: synthetic images)")
     parser.add_argument("--test_time_flip", choices=("spec", "true", "false"), default="spec",

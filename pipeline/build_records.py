@@ -25,13 +25,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions, WorkerOptions)
 
-from agegender import image_header, names, schema
+from agegender import age_histogram, image_header, names, schema, splits
 from agegender import image_sources as sources
 from pipeline import portable, publish, transforms, writer
 
 DEFAULT_IMAGE_SIZE = 160  # the trainer's default input is 128 px: room for crop augmentation
-DEFAULT_AGE_DEVIATION = 5.0
-DEFAULT_SPLIT = (0.8, 0.1, 0.1)
+DEFAULT_AGE_DEVIATION = age_histogram.DEFAULT_DEVIATION
+DEFAULT_SPLIT = splits.DEFAULT_FRACTIONS
 DEFAULT_JPEG_QUALITY = 95
 # Member bytes of all archives together that are handed to other workers undecoded (and so
 # held in memory between steps, several copies); later members are converted where they are
@@ -78,7 +78,7 @@ MIN_PLAN_BUCKETS = 16
 
 # Faces travel as plain tuples (see transforms.Face): [0] is the sha256, [-1] the example.
 def _with_split(face, fractions):
-    return transforms.split_of(face[0], fractions), face
+    return splits.split_of(face[0], fractions), face
 
 
 def _split_size(keyed):
@@ -101,7 +101,7 @@ def _split_plan(split_size, target_shard_bytes, min_shards):
 def _with_shard(keyed, plan):
     split, face = keyed
     num_shards = plan[split]
-    return (split, transforms.shard_of(face[0], num_shards), num_shards), face
+    return (split, splits.shard_of(face[0], num_shards), num_shards), face
 
 
 # Without side inputs (see build_pipeline), a split's shard count meets its faces in a
@@ -125,7 +125,7 @@ def _with_shard_in_bucket(group):
     num_shards = next(value for is_plan, value in values if is_plan)
     for is_plan, face in values:
         if not is_plan:
-            yield (split, transforms.shard_of(face[0], num_shards), num_shards), face
+            yield (split, splits.shard_of(face[0], num_shards), num_shards), face
 
 
 def num_buckets(inputs, target_shard_bytes):

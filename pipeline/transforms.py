@@ -8,7 +8,7 @@
 - `MakeRecord`: a batch of `(source_id, bytes)` -> `Face`s (label from the name or the
   labels CSV, image header checked against the pixel limit, decoded pixels hashed, resized,
   re-encoded as JPEG, serialized `tf.train.Example`).
-- `split_of` / `shard_of`: where a face goes, from its pixel hash only.
+- where a face goes comes from its pixel hash only (`agegender.splits`).
 - `DedupShard`: one shard's faces -> the ones to write, sorted; copies -> skips.
 
 Every DoFn sends an input it cannot use to the `SKIPPED` output as a `sources.Skip`, so one bad
@@ -16,12 +16,12 @@ file never stops the job and the report can account for every input.
 """
 import collections
 import functools
-import hashlib
 
 import apache_beam as beam
 
 from agegender import age_histogram, image_header, names, preprocessing, schema
 from agegender import image_sources as sources
+from agegender import splits as splits_lib
 from agegender.image_sources import Skip
 
 SKIPPED = "skipped"
@@ -245,7 +245,7 @@ class MakeRecord(beam.DoFn):
             else:
                 values, splits = pixels.values.numpy(), pixels.row_splits.numpy()
                 view = memoryview(values)
-                return [(hashlib.sha256(view[splits[i]:splits[i + 1]]).hexdigest(), jpeg)
+                return [(splits_lib.pixel_hash(view[splits[i]:splits[i + 1]]), jpeg)
                         for i, jpeg in enumerate(jpegs.numpy())]
         results = []
         for data in datas:
@@ -254,7 +254,7 @@ class MakeRecord(beam.DoFn):
             except self._tf.errors.OpError as e:  # not an image, truncated, unsupported...
                 results.append(e)
             else:
-                results.append((hashlib.sha256(pixels.numpy().tobytes()).hexdigest(),
+                results.append((splits_lib.pixel_hash(pixels.numpy()),
                                 jpeg.numpy()))
         return results
 
@@ -282,30 +282,6 @@ class MakeRecord(beam.DoFn):
             # deterministic=True sorts the Features map: byte-identical records on every run.
             yield (sha256, source_id, labels.age, labels.gender, labels.race,
                    example.SerializeToString(deterministic=True))  # a Face, as a plain tuple
-
-
-def split_of(sha256, fractions):
-    """The split of an image from its pixel hash: identical pixels -> same split, always.
-
-    `fractions` is a sequence of (split, fraction). The first 64 bits of the SHA-256 are a
-    uniform number in [0, 1); `shard_of` uses the next 64, which are independent of these.
-    """
-    u = int(sha256[:16], 16) / 2.0 ** 64
-    cumulative = 0.0
-    last = None
-    for split, fraction in fractions:
-        if fraction <= 0:
-            continue
-        cumulative += fraction
-        last = split
-        if u < cumulative:
-            return split
-    return last  # rounding: fractions that sum to 0.9999999
-
-
-def shard_of(sha256, num_shards):
-    """The shard of an image within its split (copies of one image share a shard)."""
-    return int(sha256[16:32], 16) % num_shards
 
 
 def resolve_copies(faces, keep_all=False):

@@ -9,26 +9,22 @@ first failure stops the demo and names the failing step. The server is always st
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run as a script: the project's packages come from the checkout
+
+from agegender import serving_contract  # noqa: E402
+from serving.server_process import ServerProcess, ServerProcessError  # noqa: E402
+
 SHARED_UTK = os.path.join(ROOT, "..", "shared", "data", "utkface", "UTKFace")
-MODEL_NAME = "age"
+MODEL_NAME = serving_contract.DEFAULT_MODEL_NAME
 
 
 class StepFailed(Exception):
     pass
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Demo:
@@ -39,9 +35,8 @@ class Demo:
         self.job_dir = os.path.join(self.out, "run")
         self.models = os.path.join(self.out, "models", MODEL_NAME)
         self.report = os.path.join(self.out, "report")
-        self.server = None
-        self.grpc_port = _free_port()
-        self.rest_port = _free_port()
+        self.server = ServerProcess(self.models, MODEL_NAME,
+                                    log_path=os.path.join(self.out, "server.log"))
         self.steps = [
             ("records", self.build_records),
             ("train", self.train),
@@ -98,27 +93,13 @@ class Demo:
                       f"--export_base={self.models}"])
 
     def start_server(self):
-        cmd = [sys.executable, "-m", "serving.server", f"--model_base_path={self.models}",
-               f"--model_name={MODEL_NAME}", f"--port={self.grpc_port}",
-               f"--rest_api_port={self.rest_port}"]
-        print("$ " + " ".join(cmd) + " &", flush=True)
-        self.server = subprocess.Popen(cmd, cwd=ROOT,
-                                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        url = f"http://127.0.0.1:{self.rest_port}/v1/models/{MODEL_NAME}"
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if self.server.poll() is not None:
-                raise StepFailed(f"server exited with status {self.server.returncode}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if b"AVAILABLE" in r.read():
-                        print(f"server ready: gRPC 127.0.0.1:{self.grpc_port}, "
-                              f"REST 127.0.0.1:{self.rest_port}", flush=True)
-                        return
-            except OSError:
-                pass
-            time.sleep(1)
-        raise StepFailed("server not ready after 180 s")
+        print("$ " + " ".join(self.server.command) + " &", flush=True)
+        try:
+            self.server.start(timeout=180)
+        except ServerProcessError as e:
+            raise StepFailed(str(e)) from None
+        print(f"server ready: gRPC {self.server.grpc_address}, REST {self.server.rest_address} "
+              f"(log: {self.server.log_path})", flush=True)
 
     def sample_images(self):
         """A few test-split faces (never seen in training), as the original files."""
@@ -140,8 +121,8 @@ class Demo:
         return picks
 
     def query(self, protocol):
-        port = self.rest_port if protocol == "rest" else self.grpc_port
-        self.run_cmd([sys.executable, "-m", "serving.client", f"--server=127.0.0.1:{port}",
+        address = self.server.rest_address if protocol == "rest" else self.server.grpc_address
+        self.run_cmd([sys.executable, "-m", "serving.client", f"--server={address}",
                       f"--protocol={protocol}", f"--model_name={MODEL_NAME}",
                       *self.sample_images()])
 
@@ -151,14 +132,7 @@ class Demo:
                       f"--output_dir={self.report}"])
 
     def stop_server(self):
-        if self.server is None or self.server.poll() is not None:
-            return
-        self.server.send_signal(signal.SIGINT)
-        try:
-            self.server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.server.kill()
-            self.server.wait()
+        self.server.stop()
 
     def run(self):
         os.makedirs(self.out, exist_ok=True)

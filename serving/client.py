@@ -21,8 +21,10 @@ import sys
 import numpy as np
 
 from agegender import prediction_line, schema
+from agegender import serving_contract as contract
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
+MODEL = contract.DEFAULT_MODEL_NAME
 
 
 class ClientError(Exception):
@@ -78,7 +80,7 @@ class GrpcClient:
         except self._grpc.RpcError as e:
             raise ClientError(e.code().name, e.details()) from None
 
-    def predict_raw(self, inputs, model_name="age", signature_name=DEFAULT_SIGNATURE,
+    def predict_raw(self, inputs, model_name=MODEL, signature_name=DEFAULT_SIGNATURE,
                     version=None):
         """{input: array-like} -> {output: ndarray} (any signature)."""
         from tensorflow_serving.apis import predict_pb2
@@ -95,16 +97,16 @@ class GrpcClient:
         response = self._call(self.stub.Predict, request)
         return {k: proto_to_array(v) for k, v in response.outputs.items()}
 
-    def predict(self, images, model_name="age", keys=None, version=None):
+    def predict(self, images, model_name=MODEL, keys=None, version=None):
         """Encoded images -> one dict of outputs per image."""
-        inputs = {"image_bytes": np.array(list(images), dtype=object)}
+        inputs = {contract.IMAGE_BYTES: np.array(list(images), dtype=object)}
         if keys is not None:
-            inputs["key"] = np.array([k.encode() if isinstance(k, str) else k for k in keys],
+            inputs[contract.KEY] = np.array([k.encode() if isinstance(k, str) else k for k in keys],
                                      dtype=object)
         out = self.predict_raw(inputs, model_name, DEFAULT_SIGNATURE, version)
-        return _rows(out, len(inputs["image_bytes"]))
+        return _rows(out, len(inputs[contract.IMAGE_BYTES]))
 
-    def metadata(self, model_name="age", version=None):
+    def metadata(self, model_name=MODEL, version=None):
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -116,7 +118,7 @@ class GrpcClient:
         response.metadata["signature_def"].Unpack(sig_map)
         return response, sig_map
 
-    def status(self, model_name="age", version=None):
+    def status(self, model_name=MODEL, version=None):
         from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
         request = get_model_status_pb2.GetModelStatusRequest()
@@ -182,40 +184,41 @@ class RestClient:
         v = f"/versions/{int(version)}" if version is not None else ""
         return f"/v1/models/{model_name}{v}{suffix}"
 
-    def predict_json(self, body, model_name="age", version=None):
+    def predict_json(self, body, model_name=MODEL, version=None):
         return self._check(*self.request("POST", self._path(model_name, version, ":predict"),
                                          body))
 
-    def predict(self, images, model_name="age", keys=None, version=None):
+    def predict(self, images, model_name=MODEL, keys=None, version=None):
         images = list(images)
-        inputs = {"image_bytes": [{"b64": base64.b64encode(b).decode("ascii")} for b in images]}
+        inputs = {contract.IMAGE_BYTES: [{"b64": base64.b64encode(b).decode("ascii")}
+                                         for b in images]}
         if keys is not None:
-            inputs["key"] = list(keys)
+            inputs[contract.KEY] = list(keys)
         out = self.predict_json({"signature_name": DEFAULT_SIGNATURE, "inputs": inputs},
                                 model_name, version)["outputs"]
         return _rows(out, len(images))
 
-    def metadata(self, model_name="age", version=None):
+    def metadata(self, model_name=MODEL, version=None):
         return self._check(*self.request("GET", self._path(model_name, version, "/metadata")))
 
-    def status(self, model_name="age", version=None):
+    def status(self, model_name=MODEL, version=None):
         return self._check(*self.request("GET", self._path(model_name, version)))
 
 
-def predict_grpc(server, images, model_name="age", keys=None, version=None, timeout=10.0):
-    client = GrpcClient(server, timeout)
+def _predict_once(client_class, server, timeout, *args):
+    client = client_class(server, timeout)
     try:
-        return client.predict(images, model_name, keys, version)
+        return client.predict(*args)
     finally:
         client.close()
 
 
-def predict_rest(server, images, model_name="age", keys=None, version=None, timeout=10.0):
-    client = RestClient(server, timeout)
-    try:
-        return client.predict(images, model_name, keys, version)
-    finally:
-        client.close()
+def predict_grpc(server, images, model_name=MODEL, keys=None, version=None, timeout=10.0):
+    return _predict_once(GrpcClient, server, timeout, images, model_name, keys, version)
+
+
+def predict_rest(server, images, model_name=MODEL, keys=None, version=None, timeout=10.0):
+    return _predict_once(RestClient, server, timeout, images, model_name, keys, version)
 
 
 def format_prediction(path, prediction):
@@ -237,12 +240,13 @@ def main(argv=None):
     p.add_argument("--server", default=None,
                    help="host:port (default localhost:8500 for gRPC, localhost:8501 for REST)")
     p.add_argument("--protocol", choices=("grpc", "rest"), default="grpc")
-    p.add_argument("--model_name", default="age")
+    p.add_argument("--model_name", default=MODEL)
     p.add_argument("--model_version", type=int, default=None)
     p.add_argument("--batch_size", type=int, default=16, help="images per request")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     args = p.parse_args(argv)
-    server = args.server or ("localhost:8500" if args.protocol == "grpc" else "localhost:8501")
+    server = args.server or (f"localhost:{contract.DEFAULT_GRPC_PORT}" if args.protocol == "grpc"
+                             else f"localhost:{contract.DEFAULT_REST_PORT}")
     client = GrpcClient(server, args.timeout) if args.protocol == "grpc" else RestClient(
         server, args.timeout)
     status = 0

@@ -1,66 +1,158 @@
 """The protocol-independent serving core that the REST and gRPC front ends share.
 
 Owns request semantics once for both protocols: resolving model name/version/signature,
-per-request validation before batching (e.g. image bytes that are not an image are
-rejected here, with a clear INVALID_ARGUMENT, before they can reach a batch), output
-filtering, and routing through the batching queue (or straight to the model when
-batching is off).
+the per-request limits checked before anything reaches a batch (the task size of
+`batching.task_size`, and every encoded image's header against `--max_image_pixels` via
+`agegender.image_header`, so bytes that are not an image, or an image that would decode to
+gigabytes, get a clear INVALID_ARGUMENT naming the input and row), output filtering,
+routing through the batching queue (or straight to the model when batching is off), saying
+which row an undecodable image is in when the model refuses a request, and the status
+response, which reports the served version as not AVAILABLE while its batch threads
+cannot answer.
+
+Memory: one request's rows are bounded by the task size and its tensors by
+--max_request_bytes, but a request decodes to several times its size (a JSON array of
+numbers to ~10x: a Python float per number), so many large requests at once could still
+take gigabytes. `admit` bounds the bytes of requests being decoded and run at once
+(--max_inflight_request_bytes, shared by REST and gRPC); a request that does not fit waits
+for room, up to the request timeout, then gets UNAVAILABLE.
 """
-from serving.errors import invalid
+import contextlib
+import threading
 
-# Leading bytes of the formats tf.io.decode_image reads (JPEG, PNG, GIF, BMP, WebP).
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+from agegender import image_header
+from agegender import serving_contract as contract
+from serving import batching
+from serving.errors import ServingError, invalid
 
 
-def looks_like_image(data):
-    return data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+def is_image_input(name, array):
+    """Inputs the server checks image headers of: string tensors named *image_bytes."""
+    return name.endswith(contract.IMAGE_BYTES) and array.dtype == object
+
+
+DEFAULT_MAX_INFLIGHT_REQUEST_BYTES = 32 << 20
 
 
 class ServingCore:
-    def __init__(self, store, batcher=None, request_timeout=30.0):
+    def __init__(self, store, batcher=None, request_timeout=30.0, max_batch_size=16,
+                 max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
+                 max_inflight_request_bytes=DEFAULT_MAX_INFLIGHT_REQUEST_BYTES):
         self.store = store
         self.batcher = batcher
         self.request_timeout = request_timeout
+        # Rows per request: the batcher's max_batch_size when batching is on; with batching
+        # off, the same flag still bounds what one request makes the model allocate.
+        self.max_batch_size = batcher.max_batch_size if batcher is not None else max_batch_size
+        self.max_image_pixels = max_image_pixels
+        self.max_inflight_request_bytes = max_inflight_request_bytes
+        self._inflight = 0
+        self._inflight_cv = threading.Condition()
+
+    @contextlib.contextmanager
+    def admit(self, nbytes):
+        """Holds `nbytes` of the in-flight budget while a request is decoded and run.
+
+        A request larger than the whole budget runs when nothing else is in flight."""
+        limit = self.max_inflight_request_bytes
+        with self._inflight_cv:
+            if not self._inflight_cv.wait_for(
+                    lambda: self._inflight == 0 or self._inflight + nbytes <= limit,
+                    timeout=self.request_timeout):
+                raise ServingError(
+                    "UNAVAILABLE", f"the server is decoding {self._inflight} bytes of other "
+                    f"requests, its limit being {limit} (--max_inflight_request_bytes); retry "
+                    "later")
+            self._inflight += nbytes
+        try:
+            yield
+        finally:
+            with self._inflight_cv:
+                self._inflight -= nbytes
+                self._inflight_cv.notify_all()
 
     def model(self, name, version=None):
         return self.store.get(name, version)
 
     def predict(self, model, signature_name, inputs, output_filter=()):
         """Runs one validated request; returns {output name: ndarray}."""
-        signature_name = signature_name or "serving_default"
+        signature_name = signature_name or contract.SERVING_DEFAULT
         sd = model.signature_def(signature_name)
+        batching.task_size(inputs, self.max_batch_size)
         for name, array in inputs.items():
-            if name.endswith("image_bytes") and array.dtype == object:
+            if is_image_input(name, array):
                 for i, value in enumerate(array.reshape(-1)):
-                    if not looks_like_image(value):
-                        raise invalid(f"input '{name}'[{i}] is not a JPEG/PNG/GIF/BMP/WebP image "
-                                      f"({len(value)} bytes starting {value[:8]!r})")
+                    try:
+                        image_header.check(value, self.max_image_pixels)
+                    except ValueError as e:  # NotAnImage, ImageTooLarge
+                        raise invalid(f"input '{name}'[{i}]: {e}") from None
         unknown = sorted(set(output_filter) - set(sd.outputs))
         if unknown:
             raise invalid(f"output_filter {unknown} not in the signature's outputs "
                           f"{sorted(sd.outputs)}")
-        if self.batcher is not None:
-            outputs = self.batcher.submit(model, signature_name, inputs,
-                                          timeout=self.request_timeout)
-        else:
-            outputs = model.run(signature_name, inputs)
+        try:
+            if self.batcher is not None:
+                outputs = self.batcher.submit(model, signature_name, inputs,
+                                              timeout=self.request_timeout)
+            else:
+                outputs = model.run(signature_name, inputs)
+        except ServingError as e:
+            if e.code == "INVALID_ARGUMENT":
+                raise self._which_image(inputs, e) from None
+            raise
         if output_filter:
             outputs = {k: v for k, v in outputs.items() if k in set(output_filter)}
         return outputs
 
+    def _which_image(self, inputs, error):
+        """The model refused the request: if an image does not decode, say which one.
 
-def status_response(store, name, version=None):
-    """GetModelStatusResponse for a model (all known versions, or one)."""
-    from tensorflow_serving.apis import get_model_status_pb2
+        Only on this failure path, and one image at a time (each already within the pixel
+        limit), so it costs nothing on success and its memory is one image's.
+        """
+        import tensorflow as tf
 
-    response = get_model_status_pb2.GetModelStatusResponse()
-    for v, state, code, message in store.statuses(name, version):
-        entry = response.model_version_status.add()
-        entry.version = v
-        entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
-        entry.status.error_code = _error_code(code)
-        entry.status.error_message = message
-    return response
+        from agegender import preprocessing
+
+        for name, array in inputs.items():
+            if not is_image_input(name, array):
+                continue
+            for i, value in enumerate(array.reshape(-1)):
+                try:
+                    preprocessing.decode_rgb(tf.constant(value), max_pixels=0)
+                except tf.errors.OpError as e:
+                    from serving.model_store import op_error_text
+
+                    fmt = (image_header.sniff_format(value) or "image").upper()
+                    return invalid(f"input '{name}'[{i}]: {op_error_text(e.message)} "
+                                   f"(a truncated or corrupt {fmt} of {len(value)} bytes)")
+        return error
+
+    def health(self):
+        """None when predictions are being answered, else why not."""
+        return self.batcher.health() if self.batcher is not None else None
+
+    def status_response(self, name, version=None):
+        """GetModelStatusResponse for a model (all known versions, or one).
+
+        The served version is AVAILABLE only while predictions can be answered: when every
+        batch thread is stuck, it is reported as UNKNOWN with error UNAVAILABLE and why,
+        so a health check that looks for AVAILABLE sees the server is not serving.
+        """
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        statuses = self.store.statuses(name, version)
+        problem = self.health()
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for v, state, code, message in statuses:
+            if state == "AVAILABLE" and problem:
+                state, code, message = "UNKNOWN", "UNAVAILABLE", problem
+            entry = response.model_version_status.add()
+            entry.version = v
+            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
+            entry.status.error_code = _error_code(code)
+            entry.status.error_message = message
+        return response
 
 
 def _error_code(name):

@@ -10,6 +10,7 @@ from concurrent import futures
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
+from agegender import serving_contract as contract
 from serving import core as core_lib
 from serving import tensor_codec
 from serving.errors import ServingError, invalid
@@ -41,23 +42,27 @@ def _guard(method):
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, core):
+    def __init__(self, core, max_request_bytes=None):
         self.core = core
+        self.max_request_bytes = max_request_bytes
 
     @_guard
     def Predict(self, request, context):
         model = self.core.model(request.model_spec.name, _version(request.model_spec))
-        signature_name = request.model_spec.signature_name or "serving_default"
+        signature_name = request.model_spec.signature_name or contract.SERVING_DEFAULT
         sd = model.signature_def(signature_name)
-        inputs = tensor_codec.predict_inputs_from_protos(request.inputs, sd)
-        outputs = self.core.predict(model, signature_name, inputs, list(request.output_filter))
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = model.name
-        response.model_spec.version.value = model.version
-        response.model_spec.signature_name = signature_name
-        for name, array in outputs.items():
-            response.outputs[name].CopyFrom(tensor_codec.array_to_proto(array))
-        return response
+        with self.core.admit(request.ByteSize()):
+            inputs = tensor_codec.predict_inputs_from_protos(
+                request.inputs, sd, max_elements=self.max_request_bytes)
+            outputs = self.core.predict(model, signature_name, inputs,
+                                        list(request.output_filter))
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = model.name
+            response.model_spec.version.value = model.version
+            response.model_spec.signature_name = signature_name
+            for name, array in outputs.items():
+                response.outputs[name].CopyFrom(tensor_codec.array_to_proto(array))
+            return response
 
     @_guard
     def GetModelMetadata(self, request, context):
@@ -79,8 +84,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @_guard
     def GetModelStatus(self, request, context):
-        return core_lib.status_response(self.core.store, request.model_spec.name,
-                                        _version(request.model_spec))
+        return self.core.status_response(request.model_spec.name, _version(request.model_spec))
 
     def HandleReloadConfigRequest(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "model config reload is not supported; "
@@ -88,7 +92,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 class GrpcServer:
-    def __init__(self, core, host="127.0.0.1", port=8500, max_request_bytes=16 << 20,
+    def __init__(self, core, host="127.0.0.1", port=contract.DEFAULT_GRPC_PORT,
+                 max_request_bytes=contract.DEFAULT_MAX_REQUEST_BYTES,
                  max_workers=32):
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
@@ -96,7 +101,7 @@ class GrpcServer:
                      ("grpc.max_send_message_length", 64 << 20),
                      ("grpc.so_reuseport", 0)])
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(core), self.server)
+            PredictionServicer(core, max_request_bytes), self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), self.server)
         self.port = self.server.add_insecure_port(f"{host}:{port}")
         if not self.port:

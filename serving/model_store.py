@@ -5,7 +5,12 @@ sub-directories of `--model_base_path` holding a `saved_model.pb` are versions; 
 is loaded, warmed up (replaying `assets.extra/tf_serving_warmup_requests`) and only then
 swapped in, so requests never see a half-loaded model; the previous version is unloaded.
 A poll thread (`--file_system_poll_wait_seconds`) picks up new versions without a restart.
-A version that fails to load is reported (GetModelStatus) and the old one keeps serving.
+A version that fails to load is reported (GetModelStatus: END with the error) and the old
+one keeps serving; it is retried with a back-off (1 s doubling to 60 s), and at once when
+its files have changed and then stayed the same for one poll, because the usual cause is a
+version still being copied (`cp -r` writes saved_model.pb before variables/). TF Serving
+gives up after --max_num_load_retries (5, a minute apart); here a version is retried until
+it loads or is removed.
 """
 import logging
 import os
@@ -15,14 +20,18 @@ import time
 import tensorflow as tf
 
 from agegender import model_layout
+from agegender import serving_contract as contract
 from serving.errors import ServingError, invalid, not_found
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
 
 # ModelVersionStatus.State names (tensorflow_serving/apis/get_model_status.proto).
 LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0  # TF Serving's --load_retry_interval_micros default
 
 
 class LoadedModel:
@@ -67,9 +76,9 @@ class LoadedModel:
         try:
             outputs = self._functions[signature_name](**kwargs)
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
-            raise invalid(_first_line(e.message)) from None
+            raise invalid(op_error_text(e.message)) from None
         except tf.errors.OpError as e:
-            raise ServingError("INTERNAL", _first_line(e.message)) from None
+            raise ServingError("INTERNAL", op_error_text(e.message)) from None
         return {k: v.numpy() for k, v in outputs.items()}
 
     def warmup(self):
@@ -91,8 +100,64 @@ class LoadedModel:
         return count
 
 
-def _first_line(message):
-    return (message or "").strip().split("\n")[0]
+def op_error_text(message):
+    """What a client needs from a TensorFlow op error: the op's own message lines.
+
+    A function call's error reads "Graph execution error:", "Detected at node X defined
+    at (most recent call last):", an indented stack (or "<stack traces unavailable>"),
+    then the op's message, then "[[{{node X}}]] [Op:...]"; only the op's message says
+    what is wrong with the input.
+    """
+    useful, in_stack = [], False
+    for line in (message or "").strip().splitlines():
+        if line.startswith("Detected at node"):
+            in_stack = True
+            continue
+        if in_stack and (line[:1].isspace() or line.startswith("<stack traces")):
+            continue
+        in_stack = False
+        line = line.strip()
+        if line and line != "Graph execution error:" and not line.startswith(
+                ("[[{{node", "Node: ")):
+            useful.append(line)
+    return "; ".join(useful) or (message or "unknown TensorFlow error").strip()
+
+
+class _Failure:
+    """A version that failed to load: when to try again."""
+
+    def __init__(self, fingerprint):
+        self.attempts = 0
+        self.fingerprint = fingerprint  # of the files the failed attempt saw
+        self.last_seen = fingerprint
+        self.next_try = 0.0
+
+    def failed(self, fingerprint, now):
+        self.attempts += 1
+        self.fingerprint = self.last_seen = fingerprint
+        delay = min(RETRY_FIRST_SECONDS * 2 ** (self.attempts - 1), RETRY_MAX_SECONDS)
+        self.next_try = now + delay
+        return delay
+
+    def due(self, fingerprint, now):
+        """Back-off over, or files changed since the failure and unchanged since last poll."""
+        settled = fingerprint != self.fingerprint and fingerprint == self.last_seen
+        self.last_seen = fingerprint
+        return now >= self.next_try or settled
+
+
+def _fingerprint(path):
+    """(relative path, size, mtime) of every file under a version directory."""
+    files = []
+    for root, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            try:
+                st = os.stat(full)
+            except OSError:  # removed while we look: the next poll sees the new state
+                continue
+            files.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(files))
 
 
 class ModelStore:
@@ -106,7 +171,7 @@ class ModelStore:
         self._lock = threading.Lock()
         self._current = None
         self._status = {}  # version -> (state, error_code, error_message)
-        self._failed = set()
+        self._failures = {}  # version -> _Failure, until it loads or disappears
         self._stop = threading.Event()
         self._thread = None
         self.loads = 0
@@ -136,31 +201,46 @@ class ModelStore:
                 log.exception("polling %s failed", self.base_path)
 
     def poll_once(self):
-        """One scan: loads the newest version if it is not the one served. Returns it."""
-        versions = [v for v in model_layout.versions(self.base_path) if v not in self._failed]
-        if not versions:
-            return None
-        newest = versions[-1]
+        """One scan: serves the newest version that loads. Returns the served model."""
+        versions = model_layout.versions(self.base_path)
+        for gone in set(self._failures) - set(versions):
+            del self._failures[gone]
         current = self._current
-        if current is not None and current.version == newest:
-            return current
-        self._set_status(newest, LOADING)
-        path = os.path.join(self.base_path, str(newest))
+        now = time.monotonic()
+        for version in reversed(versions):
+            if current is not None and version == current.version:
+                return current
+            path = os.path.join(self.base_path, str(version))
+            failure = self._failures.get(version)
+            if failure is not None and not failure.due(_fingerprint(path), now):
+                continue  # still backing off: an older version may serve meanwhile
+            model = self._load(version, path)
+            if model is not None:
+                return model
+        return self._current
+
+    def _load(self, version, path):
+        fingerprint = _fingerprint(path)
+        self._set_status(version, LOADING)
         try:
             started = time.monotonic()
-            model = LoadedModel(self.name, newest, path)
+            model = LoadedModel(self.name, version, path)
             warmed = model.warmup() if self.warmup else 0
             log.info("loaded %s version %d from %s in %.1fs (%d warmup requests)", self.name,
-                     newest, path, time.monotonic() - started, warmed)
+                     version, path, time.monotonic() - started, warmed)
         except Exception as e:
-            log.error("failed to load %s version %d: %s", self.name, newest, e)
-            self._failed.add(newest)
-            self._set_status(newest, END, "UNKNOWN", f"failed to load: {e}")
+            failure = self._failures.setdefault(version, _Failure(fingerprint))
+            delay = failure.failed(fingerprint, time.monotonic())
+            message = (f"failed to load (attempt {failure.attempts}): {e}; retrying in "
+                       f"{delay:g} s, or sooner when its files change")
+            log.error("%s version %d %s", self.name, version, message)
+            self._set_status(version, END, "UNKNOWN", message)
             return None
+        self._failures.pop(version, None)
         with self._lock:
             old, self._current = self._current, model
             self.loads += 1
-        self._set_status(newest, AVAILABLE)
+        self._set_status(version, AVAILABLE)
         if old is not None:
             self._set_status(old.version, END)
         return model

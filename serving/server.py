@@ -17,6 +17,10 @@ import signal
 import sys
 import threading
 
+from agegender import arg_types, image_header
+from agegender import serving_contract as contract
+from serving import core as core_lib
+from serving import rest_api
 from serving.batching import BatchingQueue
 from serving.core import ServingCore
 from serving.grpc_api import GrpcServer
@@ -37,25 +41,37 @@ DEFAULT_NUM_BATCH_THREADS = os.cpu_count() or 1  # TF Serving's advice for CPU: 
 class ModelServer:
     """Model store + (optional) batching queue + gRPC and REST endpoints."""
 
-    def __init__(self, model_base_path, model_name="age", host="127.0.0.1", grpc_port=0,
-                 rest_port=0, enable_batching=True, max_batch_size=16,
-                 batch_timeout_micros=2000, max_enqueued_batches=1024,
+    def __init__(self, model_base_path, model_name=contract.DEFAULT_MODEL_NAME, host="127.0.0.1",
+                 grpc_port=0, rest_port=0, enable_batching=True, max_batch_size=16,
+                 batch_timeout_micros=2000, max_enqueued_batches=1000,
                  num_batch_threads=DEFAULT_NUM_BATCH_THREADS,
                  batch_wait_when_idle=False,
-                 file_system_poll_wait_seconds=1.0, max_request_bytes=16 << 20,
+                 file_system_poll_wait_seconds=1.0,
+                 max_request_bytes=contract.DEFAULT_MAX_REQUEST_BYTES,
                  request_timeout=30.0, enable_rest=True, enable_grpc=True, warmup=True,
-                 rest_api_max_connections=DEFAULT_MAX_CONNECTIONS):
+                 rest_api_max_connections=DEFAULT_MAX_CONNECTIONS, rest_api_num_threads=None,
+                 rest_api_header_timeout=rest_api.DEFAULT_HEADER_TIMEOUT,
+                 rest_api_idle_timeout=rest_api.DEFAULT_IDLE_TIMEOUT,
+                 rest_api_min_body_rate=rest_api.DEFAULT_MIN_BODY_RATE,
+                 max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
+                 max_inflight_request_bytes=core_lib.DEFAULT_MAX_INFLIGHT_REQUEST_BYTES):
         self.store = ModelStore(model_name, model_base_path, file_system_poll_wait_seconds,
                                 warmup=warmup)
         self.batcher = (BatchingQueue(max_batch_size, batch_timeout_micros / 1e6,
                                       max_enqueued_batches, num_batch_threads,
-                                      wait_when_idle=batch_wait_when_idle)
+                                      wait_when_idle=batch_wait_when_idle,
+                                      stuck_after=request_timeout)
                         if enable_batching else None)
-        self.core = ServingCore(self.store, self.batcher, request_timeout)
+        self.core = ServingCore(self.store, self.batcher, request_timeout,
+                                max_batch_size=max_batch_size, max_image_pixels=max_image_pixels,
+                                max_inflight_request_bytes=max_inflight_request_bytes)
         self._config = dict(host=host, max_request_bytes=max_request_bytes)
         self._grpc_port, self._rest_port = grpc_port, rest_port
         self._enable_grpc, self._enable_rest = enable_grpc, enable_rest
-        self._rest_max_connections = rest_api_max_connections
+        self._rest_options = dict(
+            max_connections=rest_api_max_connections, num_threads=rest_api_num_threads,
+            header_timeout=rest_api_header_timeout, idle_timeout=rest_api_idle_timeout,
+            min_body_rate=rest_api_min_body_rate)
         self.grpc = self.rest = None
 
     def start(self):
@@ -63,8 +79,7 @@ class ModelServer:
         if self._enable_grpc:
             self.grpc = GrpcServer(self.core, port=self._grpc_port, **self._config).start()
         if self._enable_rest:
-            self.rest = RestServer(self.core, port=self._rest_port,
-                                   max_connections=self._rest_max_connections,
+            self.rest = RestServer(self.core, port=self._rest_port, **self._rest_options,
                                    **self._config).start()
         return self
 
@@ -92,28 +107,10 @@ class ModelServer:
         self.stop()
 
 
-def _bool(text):
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def _at_least(minimum, what):
-    """An argparse type: an integer >= minimum, else a clear usage error."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum}, got {text!r}")
-        return value
-    return parse
-
-
-_threads = _at_least(0, "a thread count")
+_bool = arg_types.boolean
+_at_least = arg_types.at_least
+_threads = arg_types.at_least(0, "a thread count")
+_positive_seconds = arg_types.positive(float, "a number of seconds")
 
 
 def set_tf_threads(intra_op, inter_op):
@@ -127,41 +124,67 @@ def set_tf_threads(intra_op, inter_op):
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)
 
 
+# The server's flags, TF Serving's names where it has them: (flag, type, default, help).
+FLAGS = (
+    ("--model_name", str, contract.DEFAULT_MODEL_NAME, "the model's name in requests"),
+    ("--host", str, "127.0.0.1", "address to bind (default loopback only)"),
+    ("--port", int, contract.DEFAULT_GRPC_PORT, "gRPC port"),
+    ("--rest_api_port", int, contract.DEFAULT_REST_PORT, "REST port (0: no REST)"),
+    ("--enable_batching", _bool, True, "merge concurrent requests into batches"),
+    ("--max_batch_size", _at_least(1, "a batch size"), 16,
+     "rows per batch, and per request (more: INVALID_ARGUMENT, as TF Serving)"),
+    ("--batch_timeout_micros", _at_least(0, "a timeout"), 2000,
+     "how long a batch waits to fill"),
+    ("--num_batch_threads", _at_least(1, "a thread count"), DEFAULT_NUM_BATCH_THREADS,
+     "batches run concurrently (TF Serving's num_batch_threads; default: one per core, "
+     "%(default)s)"),
+    ("--batch_wait_when_idle", _bool, False,
+     "wait batch_timeout_micros for a fuller batch even when no batch is running (TF "
+     "Serving's behaviour; default: an idle model runs what is queued at once)"),
+    ("--max_enqueued_batches", int, 1000,
+     "queued requests beyond this get UNAVAILABLE (TF Serving counts queued batches)"),
+    ("--file_system_poll_wait_seconds", float, 1.0,
+     "how often to look for new versions (0: never)"),
+    ("--max_request_bytes", int, contract.DEFAULT_MAX_REQUEST_BYTES,
+     "largest accepted request (REST body / gRPC message); a gRPC tensor may not declare "
+     "more elements than this either"),
+    ("--max_inflight_request_bytes", _at_least(1, "a byte count"),
+     core_lib.DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
+     "bytes of requests (REST bodies, gRPC messages) decoded and run at once, all clients "
+     "together; more wait (default %(default)s)"),
+    ("--max_image_pixels", _at_least(0, "a pixel count"), image_header.DEFAULT_MAX_PIXELS,
+     "an image whose header declares more pixels (all frames of a GIF) is refused before "
+     "decoding (default %(default)s; 0: no limit)"),
+    ("--rest_api_max_connections", _at_least(1, "a connection count"), DEFAULT_MAX_CONNECTIONS,
+     "open REST connections at most; a new one beyond it closes the longest-idle one, or "
+     "gets 503 when all have a request in progress"),
+    ("--rest_api_num_threads", _at_least(1, "a thread count"), rest_api.default_num_threads(),
+     "REST requests received and answered at once (TF Serving's flag; default 4 per core but "
+     "at least 32: %(default)s); idle connections take no thread"),
+    ("--rest_api_header_timeout", _positive_seconds, rest_api.DEFAULT_HEADER_TIMEOUT,
+     "seconds for a request's whole headers to arrive (default %(default)s), else 408"),
+    ("--rest_api_min_body_rate", _at_least(1, "a rate in bytes/s"),
+     rest_api.DEFAULT_MIN_BODY_RATE,
+     "bytes/s a body must arrive at after the header timeout's grace (default %(default)s), "
+     "else 408"),
+    ("--rest_api_idle_timeout", _positive_seconds, rest_api.DEFAULT_IDLE_TIMEOUT,
+     "seconds an idle keep-alive connection stays open (default %(default)s)"),
+    ("--request_timeout", float, 30.0, "seconds per request"),
+    ("--enable_model_warmup", _bool, True, "replay assets.extra/tf_serving_warmup_requests"),
+    ("--tensorflow_intra_op_parallelism", _threads, DEFAULT_INTRA_OP,
+     "threads one op may use (default %(default)s; 0: TensorFlow picks, one per core, as "
+     "tensorflow_model_server does)"),
+    ("--tensorflow_inter_op_parallelism", _threads, DEFAULT_INTER_OP,
+     "ops (of one or several requests) run at once (default 0: TensorFlow picks, one per "
+     "core)"),
+)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model_base_path", required=True, help="directory of numeric versions")
-    p.add_argument("--model_name", default="age")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    p.add_argument("--port", type=int, default=8500, help="gRPC port")
-    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0: no REST)")
-    p.add_argument("--enable_batching", type=_bool, default=True)
-    p.add_argument("--max_batch_size", type=_at_least(1, "a batch size"), default=16)
-    p.add_argument("--batch_timeout_micros", type=_at_least(0, "a timeout"), default=2000)
-    p.add_argument("--num_batch_threads", type=_at_least(1, "a thread count"),
-                   default=DEFAULT_NUM_BATCH_THREADS,
-                   help="batches run concurrently (TF Serving's num_batch_threads; default: "
-                        "one per core, %(default)s)")
-    p.add_argument("--batch_wait_when_idle", type=_bool, default=False,
-                   help="wait batch_timeout_micros for a fuller batch even when no batch is "
-                        "running (TF Serving's behaviour; default: an idle model runs what is "
-                        "queued at once)")
-    p.add_argument("--max_enqueued_batches", type=int, default=1024,
-                   help="queued requests beyond this get UNAVAILABLE")
-    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
-                   help="how often to look for new versions (0: never)")
-    p.add_argument("--max_request_bytes", type=int, default=16 << 20,
-                   help="largest accepted request (REST body / gRPC message)")
-    p.add_argument("--rest_api_max_connections", type=_at_least(1, "a connection count"),
-                   default=DEFAULT_MAX_CONNECTIONS,
-                   help="open REST connections at most (one thread each); more get 503")
-    p.add_argument("--request_timeout", type=float, default=30.0, help="seconds per request")
-    p.add_argument("--enable_model_warmup", type=_bool, default=True)
-    p.add_argument("--tensorflow_intra_op_parallelism", type=_threads, default=DEFAULT_INTRA_OP,
-                   help="threads one op may use (default %(default)s; 0: TensorFlow picks, "
-                        "one per core, as tensorflow_model_server does)")
-    p.add_argument("--tensorflow_inter_op_parallelism", type=_threads, default=DEFAULT_INTER_OP,
-                   help="ops (of one or several requests) run at once (default 0: TensorFlow "
-                        "picks, one per core)")
+    for flag, kind, default, text in FLAGS:
+        p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -176,7 +199,13 @@ def main(argv=None):
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         max_request_bytes=args.max_request_bytes, request_timeout=args.request_timeout,
         enable_rest=args.rest_api_port != 0, warmup=args.enable_model_warmup,
-        rest_api_max_connections=args.rest_api_max_connections)
+        rest_api_max_connections=args.rest_api_max_connections,
+        rest_api_num_threads=args.rest_api_num_threads,
+        rest_api_header_timeout=args.rest_api_header_timeout,
+        rest_api_idle_timeout=args.rest_api_idle_timeout,
+        rest_api_min_body_rate=args.rest_api_min_body_rate,
+        max_image_pixels=args.max_image_pixels,
+        max_inflight_request_bytes=args.max_inflight_request_bytes)
     server.start()
     current = server.store._current
     print(f"serving model {args.model_name!r} version "

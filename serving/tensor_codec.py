@@ -3,7 +3,15 @@
 Owns: the REST predict JSON (row format `instances` -> `predictions`, columnar format
 `inputs` -> `outputs`, `{"b64": ...}` binary values, `_bytes` output names), TensorProto
 conversion for gRPC, and checking decoded tensors against a SignatureDef (input names,
-dtypes, ranks and fixed dimensions). Everything that fails here is INVALID_ARGUMENT.
+dtypes, ranks and fixed dimensions). Everything that fails here is INVALID_ARGUMENT, except
+a TensorProto that would expand to more elements than its request could carry (below).
+
+A TensorProto may hold fewer values than its shape has elements: TensorFlow repeats the
+last one (`tf.make_ndarray` broadcasts a single value to the declared shape), so a 100-byte
+request can declare [100000, 64, 64, 3]. Every element of a tensor that is not broadcast
+takes at least one byte of the request, so a tensor is refused (RESOURCE_EXHAUSTED) before
+it is expanded when its shape has more elements than `max_elements` (the server passes
+--max_request_bytes).
 """
 import base64
 import binascii
@@ -13,7 +21,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from serving.errors import invalid
+from serving.errors import ServingError, invalid
 
 B64 = "b64"
 _DT_STRING = tf.string.as_datatype_enum
@@ -77,12 +85,17 @@ def _contains_object(value):
 
 def check_input(array, tensor_info, name):
     """Checks an input array against its TensorInfo (rank and fixed dims)."""
+    check_shape(array.shape, tensor_info, name)
+
+
+def check_shape(shape, tensor_info, name):
+    """Checks a shape (sequence of ints) against an input's TensorInfo."""
     if tensor_info.tensor_shape.unknown_rank:
         return
     dims = [d.size for d in tensor_info.tensor_shape.dim]
-    if array.ndim != len(dims) or any(d >= 0 and d != s for d, s in zip(dims, array.shape)):
+    if len(shape) != len(dims) or any(d >= 0 and d != s for d, s in zip(dims, shape)):
         expected = "[" + ", ".join("?" if d < 0 else str(d) for d in dims) + "]"
-        raise invalid(f"input '{name}' has shape {list(array.shape)}; the signature expects "
+        raise invalid(f"input '{name}' has shape {list(shape)}; the signature expects "
                       f"{expected}")
 
 
@@ -100,6 +113,8 @@ def parse_json_body(body):
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise invalid(f"JSON Parse error: {e}") from None
+    except RecursionError:
+        raise invalid("JSON Parse error: the document is nested too deeply") from None
     if not isinstance(data, dict):
         raise invalid("the request body must be a JSON object")
     return data
@@ -107,6 +122,13 @@ def parse_json_body(body):
 
 def predict_inputs_from_json(data, signature_def):
     """Predict request JSON (parsed) -> ({input name: ndarray}, "row" | "columnar")."""
+    try:
+        return _predict_inputs_from_json(data, signature_def)
+    except RecursionError:  # nesting that json accepted but the conversion cannot follow
+        raise invalid("an input is nested too deeply for any tensor") from None
+
+
+def _predict_inputs_from_json(data, signature_def):
     has_rows, has_cols = "instances" in data, "inputs" in data
     if has_rows == has_cols:
         raise invalid("the request must have exactly one of 'instances' (row format) or "
@@ -234,9 +256,17 @@ def dumps(obj):
 
 # --- gRPC -------------------------------------------------------------------------------
 
+def proto_shape(proto):
+    """The declared shape of a TensorProto (no values are read)."""
+    return [d.size for d in proto.tensor_shape.dim]
+
+
 def proto_to_array(proto):
-    """TensorProto -> ndarray; fast paths for strings and packed numbers, else tf.make_ndarray."""
-    shape = [d.size for d in proto.tensor_shape.dim]
+    """TensorProto -> ndarray; fast paths for strings and packed numbers, else tf.make_ndarray.
+
+    Expands a proto with fewer values than elements (TensorFlow's rule): check its shape
+    first (`array_from_proto`) when it comes from a client."""
+    shape = proto_shape(proto)
     if proto.dtype == _DT_STRING and len(proto.string_val) == int(np.prod(shape)):
         out = np.empty(len(proto.string_val), dtype=object)
         out[:] = list(proto.string_val)
@@ -249,11 +279,22 @@ def proto_to_array(proto):
     return tf.make_ndarray(proto)
 
 
-def array_from_proto(proto, tensor_info, name):
+def array_from_proto(proto, tensor_info, name, max_elements=None):
     dtype = _dtype(tensor_info)
     if proto.dtype != dtype.as_datatype_enum:
         raise invalid(f"input '{name}' has dtype {tf.as_dtype(proto.dtype).name}; the signature "
                       f"expects {dtype.name}")
+    shape = proto_shape(proto)
+    if proto.tensor_shape.unknown_rank or any(d < 0 for d in shape):
+        raise invalid(f"input '{name}' has no fully defined shape: {shape}")
+    check_shape(shape, tensor_info, name)
+    elements = int(np.prod(shape, dtype=object))  # Python ints: no overflow
+    if max_elements is not None and elements > max_elements:
+        raise ServingError(
+            "RESOURCE_EXHAUSTED",
+            f"input '{name}' declares shape {shape}, {elements:,} elements, more than a "
+            f"request of at most {max_elements:,} bytes can carry (--max_request_bytes); a "
+            "TensorProto with fewer values than elements would be expanded to that size")
     try:
         array = proto_to_array(proto)
     except Exception as e:  # malformed TensorProto (size/shape mismatch, ...)
@@ -262,10 +303,11 @@ def array_from_proto(proto, tensor_info, name):
     return array
 
 
-def predict_inputs_from_protos(proto_inputs, signature_def):
+def predict_inputs_from_protos(proto_inputs, signature_def, max_elements=None):
     names = list(signature_def.inputs)
     _check_names(proto_inputs.keys(), names)
-    inputs = {n: array_from_proto(p, signature_def.inputs[n], n) for n, p in proto_inputs.items()}
+    inputs = {n: array_from_proto(p, signature_def.inputs[n], n, max_elements)
+              for n, p in proto_inputs.items()}
     missing = [n for n in _required_inputs(signature_def) if n not in inputs]
     if missing:
         raise invalid(f"missing input(s) {missing}; the signature takes {sorted(names)}")

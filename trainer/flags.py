@@ -52,6 +52,10 @@ def define_flags(fv=flags.FLAGS):
                        "Label deviation in years; recomputed in-graph when it differs from "
                        "the records' metadata. Default: the records' value.", **d)
     flags.DEFINE_float("gender_loss_weight", 1.0, "Weight of the gender loss.", **d)
+    flags.DEFINE_float("rare_age_weight_power", 0.0,
+                       "Weigh each face's age loss by (faces of its decade in the train split "
+                       "/ mean) ** -power, normalised to a mean of 1: rare ages pull harder "
+                       "(0: every face weighs 1).", **d)
     flags.DEFINE_float("age_mean_loss_weight", 0.0,
                        "Distribution heads: add this weight times |mean of the predicted "
                        "distribution - true age| / 100 to the EMD loss (0: EMD only).", **d)

@@ -14,9 +14,10 @@
 """
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
-from agegender import age_histogram, degradations, heads, preprocessing, records, schema
+from agegender import age_histogram, degradations, heads, metrics, preprocessing, records, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -62,14 +63,39 @@ class InputConfig:
     augment: AugmentConfig = AugmentConfig()
     records_age_deviation: float = None  # the records' label deviation (metadata)
     records_image_size: int = None  # the records' image side (metadata)
+    # Age loss weight per decade (0-9, ..., 90-99, 100+), or None: every face weighs 1.
+    decade_weights: tuple = None
 
     @classmethod
-    def from_records(cls, records_dir, **kwargs):
-        """A config whose records_* fields come from the records' own metadata."""
-        meta = records.metadata(records_dir)
+    def from_records(cls, records_dir, rare_age_weight_power=0.0, **kwargs):
+        """A config whose records_* fields come from the records' own report; with
+        `rare_age_weight_power` p > 0, faces of a decade holding n of the train split's
+        faces weigh (n / mean n) ** -p, normalised to a mean weight of 1 per face, so rare
+        ages (teenagers, the old) pull harder on the model."""
+        report = records.report(records_dir)
+        meta = report.get("metadata", {})
+        weights = None
+        if rare_age_weight_power:
+            counts = report.get("splits", {}).get("train", {}).get("age_decade", {})
+            weights = decade_weights(counts, rare_age_weight_power)
         return cls(records_dir=records_dir,
                    records_age_deviation=meta.get(schema.META_AGE_DEVIATION),
-                   records_image_size=meta.get(schema.META_IMAGE_SIZE), **kwargs)
+                   records_image_size=meta.get(schema.META_IMAGE_SIZE),
+                   decade_weights=weights, **kwargs)
+
+
+NUM_DECADES = 11  # 0-9 ... 90-99, 100+
+
+
+def decade_weights(counts, power):
+    """{decade name: faces} -> the weight of a face per decade index (see InputConfig)."""
+    n = np.array([counts.get(metrics.decade_name(d), 0) for d in range(NUM_DECADES)], float)
+    present = n > 0
+    if not present.any():
+        return None
+    raw = np.ones(NUM_DECADES)
+    raw[present] = (n[present] / n[present].mean()) ** -power
+    return tuple(float(w) for w in raw / ((raw * n).sum() / n.sum()))
 
 
 class Parser:
@@ -80,8 +106,9 @@ class Parser:
     """
 
     def __init__(self, spec, records_age_deviation=None, augment=AugmentConfig(),
-                 records_image_size=None):
+                 records_image_size=None, decade_weights=None):
         self.spec = spec
+        self.decade_weights = decade_weights
         # Relabel in-graph only when the wanted deviation differs from the records'.
         self.relabel = (records_age_deviation is None
                         or abs(float(records_age_deviation) - float(spec.age_deviation)) > 1e-9)
@@ -97,7 +124,7 @@ class Parser:
     @classmethod
     def for_config(cls, spec, config):
         return cls(spec, config.records_age_deviation, config.augment,
-                   config.records_image_size)
+                   config.records_image_size, config.decade_weights)
 
     # -- per image ---------------------------------------------------------------------
     def parse_fn(self, is_training):
@@ -233,7 +260,12 @@ class Parser:
             hist = batch[schema.AGE_HISTOGRAM]
         head = heads.age_head(spec)
         y = {head.output: head.target(age, hist)}
-        sw = {head.output: tf.ones([tf.shape(age)[0]], tf.float32)}
+        if self.decade_weights is None:
+            weight = tf.ones([tf.shape(age)[0]], tf.float32)
+        else:
+            decade = tf.minimum(age // 10, NUM_DECADES - 1)
+            weight = tf.gather(tf.constant(self.decade_weights, tf.float32), decade)
+        sw = {head.output: weight}
         gender = heads.gender_head(spec)
         if gender is not None:
             y[gender.output], sw[gender.output] = gender.target(batch[schema.GENDER])
@@ -290,11 +322,13 @@ class InputReader:
         ds = ds.batch(self.config.batch_size, drop_remainder=is_training,
                       num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         if is_training and self.parser.augment.enabled:
-            # One seed per batch from a seeded stream (see augment_batch).
-            seeds = tf.data.Dataset.random(seed=self.config.seed).batch(2)
-            ds = tf.data.Dataset.zip(ds, seeds).map(
-                self.parser.augment_batch, num_parallel_calls=AUTOTUNE,
-                deterministic=deterministic)
+            if self.config.deterministic:
+                # One seed per batch from a seeded stream (see augment_batch), so parallel
+                # map calls cannot change which batch gets which random numbers.
+                seeds = tf.data.Dataset.random(seed=self.config.seed).batch(2)
+                ds = tf.data.Dataset.zip(ds, seeds)
+            ds = ds.map(self.parser.augment_batch, num_parallel_calls=AUTOTUNE,
+                        deterministic=deterministic)
         if targets:
             ds = ds.map(self.parser.targets_fn, num_parallel_calls=AUTOTUNE,
                         deterministic=deterministic)
@@ -303,8 +337,10 @@ class InputReader:
         options.experimental_optimization.map_parallelization = True
         # Multi-worker: each worker reads its own files when there are enough of them,
         # otherwise every worker reads all records and keeps its share of them.
+        # A seeded run zips in a random stream, which file sharding cannot walk through:
+        # there too, every worker reads all records and keeps its share.
+        by_file = len(self.files) >= self.config.num_workers and not self.config.deterministic
         options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.FILE
-            if len(self.files) >= self.config.num_workers
+            tf.data.experimental.AutoShardPolicy.FILE if by_file
             else tf.data.experimental.AutoShardPolicy.DATA)
         return ds.with_options(options).prefetch(AUTOTUNE)

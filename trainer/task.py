@@ -14,6 +14,7 @@ finder and exits. See `trainer.flags` (or --helpfull) for every flag.
 """
 import dataclasses
 import importlib.util
+import math
 import os
 import random
 import shutil
@@ -25,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from agegender import job_dir as job_dir_lib
-from agegender import model_spec, records, schema
+from agegender import age_histogram, model_spec, records, schema
 from trainer import calibration
 from trainer import callbacks as callbacks_lib
 from trainer import curves, distribution, input_pipeline, predict
@@ -41,7 +42,7 @@ class ConfigError(ValueError):
 def build_spec(cfg, records_meta):
     deviation = cfg.age_deviation
     if deviation is None:
-        deviation = records_meta.get(schema.META_AGE_DEVIATION, 5.0)
+        deviation = records_meta.get(schema.META_AGE_DEVIATION, age_histogram.DEFAULT_DEVIATION)
     return model_spec.ModelSpec(
         type=cfg.type, range_mode=cfg.range_mode, predict_gender=cfg.predict_gender,
         img_dim=cfg.img_dim, age_deviation=float(deviation), base_model=cfg.base_model,
@@ -159,7 +160,8 @@ def prepare(cfg):
     seed = set_seed(cfg.seed)
     out_dir, writer = _worker_dir(cfg.job_dir)
     inputs = input_pipeline.InputConfig.from_records(
-        cfg.records_dir, batch_size=cfg.batch_size, cache=cfg.cache,
+        cfg.records_dir, rare_age_weight_power=cfg.rare_age_weight_power,
+        batch_size=cfg.batch_size, cache=cfg.cache,
         shuffle_buffer=cfg.shuffle_buffer, seed=seed, deterministic=cfg.seed is not None,
         num_workers=distribution.num_workers(), augment=trainer_flags.augment_config(cfg))
     run = Run(cfg=cfg, spec=spec, strategy=strategy, out_dir=out_dir, writer=writer,
@@ -175,9 +177,8 @@ def make_datasets(run):
     cfg, config = run.cfg, run.inputs
     n_train = records.count(cfg.records_dir, "train")
     has_validation = records.has_split(cfg.records_dir, "validation")
-    for split in ("validation", "test"):  # read at the end of an epoch / of the run: check now
-        if records.has_split(cfg.records_dir, split):
-            records.count(cfg.records_dir, split)
+    counts = {split: records.count(cfg.records_dir, split)  # read later: check them now
+              for split in ("validation", "test") if records.has_split(cfg.records_dir, split)}
     run.steps_per_epoch = n_train // config.batch_size
     if run.steps_per_epoch == 0:
         raise ConfigError(f"{n_train} train records: fewer than one batch of "
@@ -191,6 +192,12 @@ def make_datasets(run):
     if has_validation:
         run.val_ds = input_pipeline.InputReader(config, "validation", parser).dataset(
             is_training=False)
+        # The dataset states its length: unknown, Keras finds the end of the data by running
+        # out of it and warns "Your input ran out of data" in every run. (Each worker of a
+        # multi-worker run sees its own share: there the length is left unknown.)
+        if distribution.num_workers() <= 1:  # 0 outside a cluster
+            batches = math.ceil(counts["validation"] / config.batch_size)
+            run.val_ds = run.val_ds.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def build(run):

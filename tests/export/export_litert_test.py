@@ -1,6 +1,7 @@
 """LiteRT export: every mode round-trips on the ai_edge_litert runtime and answers like the
 Keras model; the check refuses collapsed, NaN and unconvertible models and writes nothing;
 int8 calibrates on the train split and never reads the test split; the CLI's errors."""
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agegender import heads, preprocessing, schema
+from agegender import heads, inference, preprocessing, schema
 from agegender import job_dir as job_dir_lib
 from agegender import model_spec as ms
 from export import export_litert as el
@@ -301,3 +302,50 @@ def test_cli_in_a_process(job_dirs, records, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"exported {out} (int8)" in result.stdout and "check on 8 validation" in result.stdout
     assert json.loads(out.with_name("age.tflite.json").read_text())["quantization"] == "int8"
+
+
+def test_postprocessing_in_the_metadata_reproduces_the_served_outputs(job_dirs, records,
+                                                                      tmp_path):
+    """An app that follows the metadata's `postprocessing` rules on the file's raw outputs
+    (mirror and average, temperatures for the spread and the gender probability) gets what
+    the exported signatures answer for the same pixels."""
+    job = tmp_path / "job"
+    shutil.copytree(job_dirs["clf_gender"], job)
+    model, spec = job_dir_lib.load(str(job))
+    spec = dataclasses.replace(spec, test_time_flip=True, age_temperature=0.6,
+                               gender_temperature=1.7)
+    job_dir_lib.save(str(job), model, spec)
+    out = tmp_path / "age.tflite"
+    metadata = _export(str(job), out, "none", records)
+    post = metadata["postprocessing"]
+    assert post["test_time_flip"] is True
+    assert (post["age_temperature"], post["gender_temperature"]) == (0.6, 1.7)
+
+    images = _record_images(records, "validation")[:6]
+    pixels = np.stack([preprocessing.model_input(b, 32).numpy() for b in images])
+    lite = el.LiteRTModel(str(out))
+    raw, mirrored = lite(pixels), lite(pixels[:, :, ::-1])
+    app = {k: (raw[k] + mirrored[k]) / 2 for k in raw}
+
+    def tempered(p, t):
+        z = np.log(p + 1e-12) / t
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    bins = np.asarray(metadata["outputs"]["age_distribution"]["bin_ages"], np.float64)
+    age = app["age_distribution"] @ bins
+    p = tempered(app["age_distribution"], post["age_temperature"])
+    std = np.sqrt(np.maximum(p @ bins ** 2 - (p @ bins) ** 2, 0))
+    gender = tempered(app["gender"], post["gender_temperature"])
+
+    # What every served path computes (the signatures, the evaluation's runners).
+    served = {k: np.asarray(v) for k, v in heads.serving_outputs(
+        inference.raw_outputs(model, tf.constant(pixels), spec), spec).items()}
+    np.testing.assert_allclose(age, served["age"], atol=1e-3)
+    np.testing.assert_allclose(std, served["age_std"], atol=1e-3)
+    np.testing.assert_allclose(gender, served["gender_probability"], atol=1e-4)
+    # The rules change the answer here, so a metadata that dropped them could not pass.
+    assert np.abs(std - np.sqrt(np.maximum(raw["age_distribution"] @ bins ** 2
+                                           - (raw["age_distribution"] @ bins) ** 2, 0))
+                  ).max() > 1e-2
+

@@ -162,23 +162,6 @@ def _sha(i):
     return hashlib.sha256(str(i).encode()).hexdigest()
 
 
-def test_split_is_a_function_of_the_hash_with_the_right_proportions():
-    shas = [_sha(i) for i in range(20000)]
-    splits = [transforms.split_of(s, FRACTIONS) for s in shas]
-    assert splits == [transforms.split_of(s, FRACTIONS) for s in shas]
-    share = {k: splits.count(k) / len(splits) for k, _ in FRACTIONS}
-    assert share["train"] == pytest.approx(0.8, abs=0.01)
-    assert share["validation"] == pytest.approx(0.1, abs=0.01)
-    no_test = (("train", 0.9), ("validation", 0.1), ("test", 0.0))
-    assert "test" not in {transforms.split_of(s, no_test) for s in shas[:2000]}
-
-
-def test_shard_is_in_range_and_spread():
-    shards = [transforms.shard_of(_sha(i), 7) for i in range(7000)]
-    assert set(shards) == set(range(7))
-    assert min(shards.count(k) for k in range(7)) > 850
-
-
 def _face(source_id, age=30, gender=0, race=0, sha="a" * 64):
     return Face(sha, source_id, age, gender, race, source_id.encode())
 

@@ -2,6 +2,7 @@
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -169,8 +170,6 @@ def _grpc_request(image):
 
 def test_server_merges_concurrent_grpc_clients_and_isolates_a_corrupt_jpeg(server, images,
                                                                          reference):
-    import grpc
-
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     before = dict(server.batcher.stats)
@@ -205,3 +204,135 @@ def test_two_batch_threads_run_batches_concurrently():
         queue.stop()
     assert [r["y"].tolist() for r in results] == [[0], [2], [4], [6]]
     assert time.monotonic() - started < 0.35  # two batches of two, side by side
+
+
+def test_task_size_is_checked_like_tf_serving():
+    from serving.batching import task_size
+
+    assert task_size({"a": np.zeros((3, 2)), "b": np.zeros(3)}, 4) == 3
+    for inputs, fragment in [
+            ({"a": np.zeros(2), "b": np.zeros(1)}, "must have equal 0th-dimension size: 'a' has "
+                                                   "2, 'b' has 1"),
+            ({"a": np.float32(1.0)}, "at least one dimension"),
+            ({"a": np.zeros(5)}, "Task size 5 is larger than maximum input batch size 4"),
+            ({}, "at least one input")]:
+        with pytest.raises(ServingError) as err:
+            task_size(inputs, 4)
+        assert err.value.code == "INVALID_ARGUMENT" and fragment in err.value.message
+
+
+def test_a_request_the_queue_cannot_batch_is_refused_before_it_is_queued():
+    model = FakeModel()
+    queue = BatchingQueue(max_batch_size=4, num_batch_threads=1)
+    try:
+        with pytest.raises(ServingError) as err:
+            queue.submit(model, "s", {"x": np.ones(2, np.float32), "k": np.ones(1, np.float32)},
+                         timeout=5)
+        assert err.value.code == "INVALID_ARGUMENT"
+        assert queue.submit(model, "s", {"x": np.ones(1, np.float32)}, timeout=5)["y"].tolist() == [
+            2.0]
+    finally:
+        queue.stop()
+    assert model.calls == [1]
+
+
+class UnsplittableModel(FakeModel):
+    """Returns outputs that cannot be split back per request when it gets a merged batch."""
+
+    def run(self, signature, inputs):
+        out = super().run(signature, inputs)
+        if len(inputs["x"]) > 1:
+            out["y"] = out["y"].tolist()  # a list has no .ndim: the split fails
+        return out
+
+
+def test_an_exception_inside_a_batch_fails_that_batch_and_the_thread_goes_on():
+    model = UnsplittableModel(delay=0.05)
+    queue = BatchingQueue(max_batch_size=8, batch_timeout=0.2, num_batch_threads=1,
+                          wait_when_idle=True)
+    try:
+        for _ in range(3):  # each merged batch fails; the one thread serves on every time
+            results = _concurrently([
+                (lambda i=i: queue.submit(model, "s", {"x": np.array([i], np.float32)},
+                                          timeout=5)) for i in range(2)])
+            assert all(isinstance(r, ServingError) and r.code == "INTERNAL" for r in results), (
+                results)
+        out = queue.submit(model, "s", {"x": np.array([4.0], np.float32)}, timeout=5)
+        assert out["y"].tolist() == [8.0]
+        assert queue.health() is None
+    finally:
+        queue.stop()
+    assert queue.stats["failed_batches"] == 3
+
+
+class BlockingModel:
+    def __init__(self):
+        self.release = threading.Event()
+
+    def run(self, signature, inputs):
+        self.release.wait(30)
+        return {"y": inputs["x"]}
+
+
+def test_health_says_when_every_batch_thread_is_stuck():
+    model = BlockingModel()
+    queue = BatchingQueue(max_batch_size=4, num_batch_threads=2, stuck_after=0.2)
+    try:
+        first = threading.Thread(target=queue.submit,
+                                 args=(model, "s", {"x": np.ones(1, np.float32)}))
+        first.start()
+        time.sleep(0.4)
+        assert queue.health() is None  # one of two threads stuck: batches still run
+        second = threading.Thread(target=queue.submit,
+                                  args=(model, "s", {"x": np.ones(2, np.float32)}))
+        second.start()
+        time.sleep(0.4)
+        assert "all 2 batch threads" in queue.health()
+        model.release.set()
+        first.join(10)
+        second.join(10)
+        assert queue.health() is None
+    finally:
+        model.release.set()
+        queue.stop()
+
+
+def test_status_is_not_available_while_batch_threads_are_stuck(model_base, images):
+    # Over the real APIs: a health check that reads AVAILABLE must mean predictions are
+    # being answered.
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    from serving.client import RestClient
+    from serving.server import ModelServer
+
+    srv = ModelServer(model_base, "age", grpc_port=0, rest_port=0, num_batch_threads=1,
+                      request_timeout=0.5, file_system_poll_wait_seconds=0).start()
+    blocker = BlockingModel()
+    rest = RestClient(f"127.0.0.1:{srv.rest_port}", timeout=10)
+    try:
+        assert rest.status()["model_version_status"][0]["state"] == "AVAILABLE"
+        stuck = threading.Thread(target=srv.batcher.submit,
+                                 args=(blocker, "s", {"x": np.ones(1, np.float32)}))
+        stuck.start()
+        deadline = time.monotonic() + 10
+        while (rest.status()["model_version_status"][0]["state"] == "AVAILABLE"
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
+        status = rest.status()["model_version_status"][0]
+        assert status["state"] == "UNKNOWN" and status["status"]["error_code"] == "UNAVAILABLE"
+        assert "batch threads" in status["status"]["error_message"]
+        channel = grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}")
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "age"
+        got = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request,
+                                                                              timeout=10)
+        channel.close()
+        available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        assert got.model_version_status[0].state != available
+        blocker.release.set()
+        stuck.join(10)
+        assert rest.status()["model_version_status"][0]["state"] == "AVAILABLE"
+    finally:
+        blocker.release.set()
+        rest.close()
+        srv.stop()

@@ -1,39 +1,23 @@
 """The commands as a user runs them: `python -m serving.server` and `python -m serving.client`."""
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
+
+from serving.server_process import ServerProcess
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_server_and_client_commands(model_base, images, tmp_path):
-    grpc_port, rest_port = _free_port(), _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", f"--model_base_path={model_base}",
-         "--model_name=age", f"--port={grpc_port}", f"--rest_api_port={rest_port}"],
-        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = ServerProcess(model_base).start(timeout=120)
+    grpc_port, rest_port = server.grpc_port, server.rest_port
     try:
-        line = ""
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "serving model" not in line:
-            line = server.stdout.readline()
-            if not line and server.poll() is not None:
-                break
-        assert "serving model 'age' version 1" in line, line
-        assert f"127.0.0.1:{grpc_port}" in line
+        assert "serving model 'age' version 1" in server.ready_line, server.ready_line
+        assert f"127.0.0.1:{grpc_port}" in server.ready_line
 
         face = tmp_path / "25_1_2_20170116174525125.jpg.chip.jpg"
         face.write_bytes(images[0])
@@ -55,17 +39,15 @@ def test_server_and_client_commands(model_base, images, tmp_path):
             timeout=120)
         assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        assert server.stop() == 0, server.output()  # SIGTERM: a clean shutdown
 
 
 @pytest.mark.parametrize("flag", ["--tensorflow_intra_op_parallelism=-1",
                                   "--num_batch_threads=0", "--max_batch_size=0",
-                                  "--rest_api_max_connections=0", "--num_batch_threads=two"])
+                                  "--rest_api_max_connections=0", "--num_batch_threads=two",
+                                  "--max_image_pixels=-1", "--rest_api_num_threads=0",
+                                  "--rest_api_header_timeout=0", "--rest_api_idle_timeout=x",
+                                  "--rest_api_min_body_rate=0"])
 def test_server_refuses_impossible_settings_with_a_usage_error(model_base, flag, capsys):
     from serving import server
 

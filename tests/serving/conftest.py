@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from export import export_model, testing
+from serving.server_process import ServerProcess
 
 UTK_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "utkface",
                        "UTKFace")
@@ -77,3 +78,61 @@ def grpc_client(server):
     client = GrpcClient(f"127.0.0.1:{server.grpc_port}", timeout=20)
     yield client
     client.close()
+
+
+# -- a server in a child process with a memory limit, for hostile requests ----------------
+
+# RLIMIT_DATA (private writable memory: heap, malloc arenas in use, thread stacks) of the
+# child server. A healthy server with the tiny model uses ~0.6 GB of it (VmData) after its
+# warmup and concurrent REST/gRPC predictions; 1.5 GB leaves room for that and fails on any
+# request that makes the server allocate a gigabyte (a 20000x20000 decode is 1.2 GB). Not
+# RLIMIT_AS: TensorFlow maps ~2.7 GB of address space at import, most of it never used.
+CHILD_MEMORY_LIMIT = 1536 << 20
+
+
+def _limit_memory():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_DATA, (CHILD_MEMORY_LIMIT, CHILD_MEMORY_LIMIT))
+
+
+class ChildServer(ServerProcess):
+    """`python -m serving.server` in a child process with CHILD_MEMORY_LIMIT, started."""
+
+    def __init__(self, model_base, log_path, flags=()):
+        super().__init__(model_base, flags=flags, log_path=log_path, preexec_fn=_limit_memory)
+        self.start(timeout=300)
+
+    def log(self):
+        return self.output()
+
+
+@pytest.fixture(scope="session")
+def unchecked_model_base(job_dir, tmp_path_factory):
+    """Version 1 exported without the in-graph pixel limit (like a model exported before it
+    existed), so only the server's own checks stand between a hostile request and the
+    decoder."""
+    base = str(tmp_path_factory.mktemp("unchecked") / "age")
+    export_model.export_saved_model(job_dir, base, max_image_pixels=0)
+    return base
+
+
+@pytest.fixture(scope="session")
+def limited_server(unchecked_model_base, tmp_path_factory):
+    """A server (default flags: max_batch_size 16, max_request_bytes 16 MiB) in a child
+    process that a request making it allocate a gigabyte would kill."""
+    child = ChildServer(unchecked_model_base, str(tmp_path_factory.mktemp("child") / "log"))
+    yield child
+    child.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_png():
+    """A 1x1 PNG (~70 bytes)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (1, 1), (128, 64, 32)).save(out, "PNG")
+    return out.getvalue()

@@ -127,3 +127,92 @@ def test_server_down_is_a_clear_timely_error(images):
         predict_grpc(f"127.0.0.1:{port}", images[:1], timeout=2)
     assert err.value.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
     assert time.monotonic() - started < 10
+
+
+# -- hostile input ---------------------------------------------------------------------------
+
+def test_inputs_of_different_lengths_get_invalid_argument_and_never_stop_the_batch_threads(
+        stubs, server, images):
+    predict, models = stubs
+    mismatched = _request(images[:2], key=np.array([b"only one"], dtype=object))
+    for _ in range(2 * len(server.batcher._workers) + 1):
+        with pytest.raises(grpc.RpcError) as err:
+            predict.Predict(mismatched, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert "0th-dimension" in err.value.details()
+    assert tf.make_ndarray(predict.Predict(_request(images[:1]), timeout=10)
+                           .outputs["age"]).shape == (1,)
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = "age"
+    assert models.GetModelStatus(status, timeout=10).model_version_status[0].state == (
+        get_model_status_pb2.ModelVersionStatus.AVAILABLE)
+
+
+def _broadcast_request(signature, name, dtype, shape, value_field, value):
+    """A PredictRequest whose tensor declares `shape` and holds one value (TensorFlow
+    repeats it to fill the shape)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "age"
+    request.model_spec.signature_name = signature
+    tensor = request.inputs[name]
+    tensor.dtype = dtype.as_datatype_enum
+    for d in shape:
+        tensor.tensor_shape.dim.add().size = d
+    getattr(tensor, value_field).append(value)
+    return request
+
+
+def test_a_tiny_request_declaring_a_huge_tensor_is_refused_before_it_is_expanded(
+        limited_server, images):
+    channel = grpc.insecure_channel(f"127.0.0.1:{limited_server.grpc_port}")
+    predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    try:
+        # 100 bytes on the wire, 4.9 GB as float32 once expanded
+        huge = _broadcast_request("predict_images", "images", tf.float32,
+                                  [100000, 64, 64, 3], "float_val", 1.0)
+        assert huge.ByteSize() < 100
+        with pytest.raises(grpc.RpcError) as err:
+            predict.Predict(huge, timeout=60)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+        assert "[100000, 64, 64, 3]" in err.value.details()
+        # one string repeated 100000 times: small once expanded, but far over the batch size
+        many = _broadcast_request("", "image_bytes", tf.string, [100000], "string_val",
+                                  images[0])
+        with pytest.raises(grpc.RpcError) as err:
+            predict.Predict(many, timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert "Task size 100000 is larger than maximum input batch size 16" in (
+            err.value.details())
+        assert tf.make_ndarray(predict.Predict(_request(images[:1]), timeout=60)
+                               .outputs["age"]).shape == (1,)
+    finally:
+        channel.close()
+    assert limited_server.alive(), limited_server.log()
+
+
+def test_a_decompression_bomb_gets_invalid_argument_within_bounded_memory(limited_server, images,
+                                                                        png_bomb):
+    channel = grpc.insecure_channel(f"127.0.0.1:{limited_server.grpc_port}")
+    predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            predict.Predict(_request([images[0], png_bomb]), timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        details = err.value.details()
+        assert "input 'image_bytes'[1]" in details and "20000x20000" in details, details
+        assert tf.make_ndarray(predict.Predict(_request(images[:1]), timeout=60)
+                               .outputs["age"]).shape == (1,)
+    finally:
+        channel.close()
+    assert limited_server.alive(), limited_server.log()
+
+
+def test_a_truncated_jpeg_says_which_input_and_why(stubs, images):
+    predict, _ = stubs
+    truncated = images[2][:len(images[2]) // 2]
+    with pytest.raises(grpc.RpcError) as err:
+        predict.Predict(_request([images[0], images[1], truncated]), timeout=20)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.value.details()
+    assert details.startswith("input 'image_bytes'[2]: ") and "JPEG" in details, details
+    assert "Graph execution error" not in details

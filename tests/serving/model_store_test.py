@@ -69,3 +69,45 @@ def test_server_without_any_version_answers_not_found(tmp_path, images):
         rest.close()
     finally:
         srv.stop()
+
+
+def test_a_version_copied_non_atomically_is_retried_until_it_loads(job_dir, tmp_path, images):
+    # `cp -r` writes saved_model.pb before variables/: the poller sees a version that does
+    # not load yet. It used to be marked failed for good; it must load once it is whole.
+    import shutil
+
+    base = str(tmp_path / "age")
+    export_model.export_saved_model(job_dir, base)
+    staging = str(tmp_path / "staging")
+    other = testing.make_job_dir(tmp_path / "job2", type="classification", predict_gender=True,
+                                 seed=7)
+    export_model.export_saved_model(other, staging, version=2)
+    srv = ModelServer(base, "age", grpc_port=0, rest_port=0,
+                      file_system_poll_wait_seconds=0.2).start()
+    rest = RestClient(f"127.0.0.1:{srv.rest_port}", timeout=20)
+    try:
+        first = rest.predict(images[:1])[0]["age"]
+        copy = os.path.join(base, "2")
+        os.makedirs(copy)
+        shutil.copy(os.path.join(staging, "2", "saved_model.pb"), copy)
+
+        def state(version):
+            states = {s["version"]: s for s in rest.status()["model_version_status"]}
+            return states.get(version)
+        assert _wait_for(lambda: state("2") and state("2")["status"]["error_code"] != "OK", 20)
+        assert "failed to load" in state("2")["status"]["error_message"]
+        assert state("1")["state"] == "AVAILABLE"  # the old version serves meanwhile
+        assert rest.predict(images[:1])[0]["age"] == pytest.approx(first, abs=1e-6)
+
+        for name in os.listdir(os.path.join(staging, "2")):  # the rest of the copy lands
+            source = os.path.join(staging, "2", name)
+            if os.path.isdir(source):
+                shutil.copytree(source, os.path.join(copy, name))
+            elif name != "saved_model.pb":
+                shutil.copy(source, copy)
+        assert _wait_for(lambda: state("2")["state"] == "AVAILABLE", 20), state("2")
+        assert state("2")["status"] == {"error_code": "OK", "error_message": ""}
+        assert rest.predict(images[:1])[0]["age"] != pytest.approx(first, abs=1e-6)
+    finally:
+        rest.close()
+        srv.stop()

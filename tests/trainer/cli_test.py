@@ -7,12 +7,13 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
+
+from serving.server_process import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -116,16 +117,10 @@ def test_resume_after_sigkill_in_both_phases(tiny_records, tmp_path, tiny_run_ar
     assert (job / "eval.json").exists()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_worker_multi_worker_mirrored(tiny_records, tmp_path, tiny_run_args):
     job = tmp_path / "job"
-    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     args = tiny_run_args(tiny_records, job, "--distribution=multi_worker", "--eval_limit=8",
                          "--verbose=2")
     procs = []

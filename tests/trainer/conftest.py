@@ -92,7 +92,7 @@ def tiny_args(records_dir, job_dir, *extra):
     """Flags of a tiny, fast run: MobileNetV2 0.35 at 32 px, random weights, 2 steps."""
     return [f"--records_dir={records_dir}", f"--job_dir={job_dir}", "--weights=none",
             "--alpha=0.35", "--img_dim=32", "--batch_size=8", "--epochs=1",
-            "--steps_per_epoch=2", "--validation_steps=1", "--eval_limit=16", "--verbose=0",
+            "--steps_per_epoch=2", "--eval_limit=16", "--verbose=0",
             "--shuffle_buffer=64", "--mixed_precision=float32", "--distribution=one_device",
             *extra]
 

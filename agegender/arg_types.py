@@ -1,0 +1,33 @@
+"""argparse types for the project's commands: a bad flag value is a usage error that names
+the flag and what it expects (exit 2 before anything starts), never a traceback or a
+server that cannot work. Standard library only: the web page's server imports it without
+TensorFlow."""
+import argparse
+
+
+def boolean(text):
+    """true/false, yes/no, on/off, 1/0 (TF Serving's flags take these)."""
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def at_least(minimum, what, kind=int, strict=False):
+    """A number of `kind` >= minimum (> minimum with `strict`); `what` names it in errors."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (value > minimum if strict else value >= minimum):
+            bound = f"> {minimum}" if strict else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"expected {what} {bound}, got {text!r}")
+        return value
+    return parse
+
+
+def positive(kind, what):
+    """A number of `kind` > 0."""
+    return at_least(0, what, kind, strict=True)

@@ -1,0 +1,341 @@
+"""web.app without a browser: the page's files, forwarding to the local model server on the
+fake face model, and every limit and failure as an HTTP status with a JSON error."""
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from web.app import WebApp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIMIT = 200_000
+TWO_FACES = dict(size=(400, 300), faces=[(0, 40, 50, 80), (1, 250, 120, 100)])
+
+
+@pytest.fixture(scope="module")
+def app(backend):
+    with WebApp(f"127.0.0.1:{backend.rest_port}", port=0, max_request_bytes=LIMIT,
+                timeout=20) as web_app:
+        yield web_app
+
+
+def call(app, method, path, body=None, headers=None, timeout=30):
+    """-> (status, headers, parsed JSON or raw bytes)."""
+    conn = http.client.HTTPConnection(app.host, app.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    is_json = response.getheader("Content-Type") == "application/json"
+    return response.status, response, (json.loads(raw) if is_json else raw)
+
+
+def raw_exchange(app, data, timeout=5):
+    """Sends raw bytes, returns everything the server answers before closing."""
+    with socket.create_connection((app.host, app.port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SilentBackend:
+    """A 'model server' that accepts connections and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+# --- the page's files -----------------------------------------------------------------
+
+def test_page_and_its_files_are_served_with_a_strict_policy(app):
+    status, response, html = call(app, "GET", "/")
+    assert status == 200 and response.getheader("Content-Type").startswith("text/html")
+    assert b'<input id="photos"' in html and b'<label for="photos"' in html
+    csp = response.getheader("Content-Security-Policy")
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    for path, ctype in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
+        status, response, body = call(app, "GET", path)
+        assert status == 200 and response.getheader("Content-Type").startswith(ctype)
+        assert body
+        # Nothing is fetched from elsewhere at run time: no absolute URL in the page.
+        assert not re.search(rb"(https?:)?//[a-z0-9.-]+\.[a-z]", body), path
+    assert not re.search(rb"(src|href)=\"(https?:)?//", html)
+
+
+def test_unknown_paths(app):
+    assert call(app, "GET", "/nothing")[0] == 404
+    assert call(app, "GET", "/../setup.py")[0] == 404
+    assert call(app, "GET", "/static/app.js")[0] == 404  # only the named files are served
+    status, _, body = call(app, "GET", "/api/predict")
+    assert status == 405 and "POST" in body["error"]
+    status, _, body = call(app, "POST", "/api/other", body=b"x")
+    assert status == 404 and "error" in body
+
+
+def test_config_tells_the_page_its_limits(app):
+    status, _, body = call(app, "GET", "/api/config")
+    assert status == 200
+    assert body["max_request_bytes"] == LIMIT and body["max_side"] == 1600
+    assert body["model_name"] == "age"
+
+
+# --- forwarding -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_faces_of_a_photo(app, make_photo, fmt):
+    status, _, body = call(app, "POST", "/api/predict", make_photo(**TWO_FACES, fmt=fmt),
+                           {"Content-Type": "image/jpeg"})
+    assert status == 200, body
+    faces = sorted(body["faces"], key=lambda f: f["box"][0])
+    assert len(faces) == 2  # the padded decoy is not among them
+    np.testing.assert_allclose(faces[0]["box"], [40, 50, 120, 130], atol=2)
+    np.testing.assert_allclose(faces[1]["box"], [250, 120, 350, 220], atol=2)
+    assert [f["age"] for f in faces] == [34, 61]
+    assert [f["age_std"] for f in faces] == [5, 7]
+    assert [f["gender"] for f in faces] == ["F", "M"]
+    assert [f["gender_probability"] for f in faces] == pytest.approx([0.91, 0.83])
+    assert len(faces[0]["landmarks"]) == 5
+
+
+def test_no_face(app, make_photo):
+    status, _, body = call(app, "POST", "/api/predict", make_photo())
+    assert (status, body) == (200, {"faces": []})
+
+
+# --- bad requests -----------------------------------------------------------------------
+
+def test_too_large_is_refused_before_the_body_is_read(app):
+    # Only the headers are sent: the 413 comes without the server waiting for the body.
+    answer = raw_exchange(app, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                          + str(LIMIT + 1).encode() + b"\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and b"Connection: close" in head
+    assert "too large" in json.loads(body)["error"] and str(LIMIT) in json.loads(body)["error"]
+
+
+def test_not_an_image_and_other_formats(app, png_bomb):
+    status, _, body = call(app, "POST", "/api/predict", b"shopping list: milk, eggs")
+    assert status == 415 and "not a JPEG or PNG photo" in body["error"]
+    status, _, body = call(app, "POST", "/api/predict",
+                           b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")
+    assert status == 415 and "GIF" in body["error"]
+    # 1-2 KB declaring 20000 x 20000 pixels: refused from its header, never decoded.
+    status, _, body = call(app, "POST", "/api/predict", png_bomb)
+    assert status == 413 and "pixels" in body["error"]
+
+
+def test_photo_the_model_cannot_decode_is_the_callers_fault(app, make_photo):
+    # A JPEG whose header is fine (the page's server lets it through) and whose data is cut.
+    status, _, body = call(app, "POST", "/api/predict", make_photo(**TWO_FACES)[:700])
+    assert status == 400 and "model server refused the photo" in body["error"], body
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\n\r\n", 411),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"3\r\nabc\r\n0\r\n\r\n", 411),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 411),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close"
+     b"\r\n\r\n", 400),
+    (b"GARBAGE\r\n\r\n", 400),
+])
+def test_malformed_requests(app, request_bytes, status):
+    answer = raw_exchange(app, request_bytes)
+    assert answer.startswith(f"HTTP/1.1 {status}".encode()) or answer.startswith(
+        f"HTTP/1.0 {status}".encode()), answer[:200]
+
+
+def test_body_cut_short(app):
+    with socket.create_connection((app.host, app.port), timeout=5) as s:
+        s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+                  + b"\xff\xd8\xff" + b"\0" * 10)
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(65536).startswith(b"HTTP/1.1 400")
+
+
+# --- the model server failing ------------------------------------------------------------
+
+def test_backend_down_is_a_503_with_its_address(make_photo):
+    port = free_port()  # nothing listens there
+    with WebApp(f"127.0.0.1:{port}", port=0, timeout=5) as web_app:
+        start = time.monotonic()
+        status, _, body = call(web_app, "POST", "/api/predict", make_photo(**TWO_FACES))
+        assert status == 503 and f"127.0.0.1:{port}" in body["error"]
+        assert "not reachable" in body["error"]
+        assert time.monotonic() - start < 5
+
+
+def test_unknown_model_and_model_without_predict_photo(backend, backend_factory, make_photo,
+                                                       tmp_path):
+    with WebApp(f"127.0.0.1:{backend.rest_port}", "nope", port=0) as web_app:
+        status, _, body = call(web_app, "POST", "/api/predict", make_photo())
+        assert status == 502 and "no model 'nope'" in body["error"], body
+
+    # A model exported before face detection: serving_default only.
+    import tensorflow as tf
+
+    class Old(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve(self, image_bytes):
+            return {"age": tf.zeros(tf.shape(image_bytes), tf.float32)}
+
+    old = Old()
+    tf.saved_model.save(old, str(tmp_path / "old" / "1"), signatures={"serving_default": old.serve})
+    from serving.server import ModelServer
+
+    with ModelServer(str(tmp_path / "old"), "age", grpc_port=0, rest_port=0, enable_grpc=False,
+                     file_system_poll_wait_seconds=0) as server, \
+            WebApp(f"127.0.0.1:{server.rest_port}", port=0) as web_app:
+        status, _, body = call(web_app, "POST", "/api/predict", make_photo())
+        assert status == 502 and "has no 'predict_photo' signature" in body["error"], body
+
+
+def test_backend_too_slow_is_a_504_within_the_timeout(make_photo):
+    silent = SilentBackend()
+    try:
+        with WebApp(f"127.0.0.1:{silent.port}", port=0, timeout=0.5) as web_app:
+            start = time.monotonic()
+            status, _, body = call(web_app, "POST", "/api/predict", make_photo())
+            assert status == 504 and "did not answer within 0.5 s" in body["error"]
+            assert time.monotonic() - start < 3
+    finally:
+        silent.close()
+
+
+def test_predictions_in_flight_are_bounded(make_photo):
+    silent = SilentBackend()
+    photo = make_photo()
+    try:
+        with WebApp(f"127.0.0.1:{silent.port}", port=0, timeout=1.5,
+                    max_concurrent_predictions=1) as web_app:
+            first = {}
+            thread = threading.Thread(
+                target=lambda: first.update(status=call(web_app, "POST", "/api/predict",
+                                                        photo)[0]))
+            thread.start()
+            deadline = time.monotonic() + 5
+            while not silent.accepted and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(silent.accepted) == 1  # the first photo holds the only slot
+            status, _, body = call(web_app, "POST", "/api/predict", photo)
+            assert status == 503 and "busy" in body["error"]
+            assert len(silent.accepted) == 1  # the second never reached the model server
+            thread.join(10)
+            assert first["status"] == 504
+    finally:
+        silent.close()
+
+
+# --- connections ------------------------------------------------------------------------
+
+def test_connections_are_bounded_and_idle_ones_closed(backend):
+    with WebApp(f"127.0.0.1:{backend.rest_port}", port=0, max_connections=2,
+                idle_timeout=1.0) as web_app:
+        idle = [socket.create_connection((web_app.host, web_app.port), timeout=5)
+                for _ in range(2)]
+        time.sleep(0.2)  # both accepted and holding their threads
+        third = raw_exchange(web_app, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert third.startswith(b"HTTP/1.1 503") and b"open connections" in third
+        # The idle ones are closed by the server after idle_timeout, freeing the slots.
+        start = time.monotonic()
+        for s in idle:
+            assert s.recv(1024) == b""
+            s.close()
+        assert time.monotonic() - start < 4
+        time.sleep(0.1)
+        assert call(web_app, "GET", "/")[0] == 200
+
+
+def test_stop_ends_open_keep_alive_connections(backend):
+    web_app = WebApp(f"127.0.0.1:{backend.rest_port}", port=0).start()
+    conn = http.client.HTTPConnection(web_app.host, web_app.port, timeout=5)
+    conn.request("GET", "/")
+    assert conn.getresponse().read()
+    web_app.stop()
+    conn.request("GET", "/")
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        conn.getresponse()
+    conn.close()
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+def _env():
+    return {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_cli_serves_the_page_and_forwards(backend, make_photo):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "web.app", f"--backend=127.0.0.1:{backend.rest_port}",
+         "--model_name=age", "--port=0"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.match(r"page: http://127\.0\.0\.1:(\d+)/ -> model 'age' at "
+                         rf"http://127\.0\.0\.1:{backend.rest_port}$", line.strip())
+        assert match, line + proc.stderr.read() if proc.poll() is not None else line
+        conn = http.client.HTTPConnection("127.0.0.1", int(match[1]), timeout=20)
+        conn.request("POST", "/api/predict", make_photo(**TWO_FACES))
+        response = conn.getresponse()
+        assert response.status == 200 and len(json.loads(response.read())["faces"]) == 2
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("flag, words", [
+    ("--backend=nonsense", "host:port"),
+    ("--max_request_bytes=0", "byte count > 0"),
+    ("--timeout=soon", "seconds > 0"),
+])
+def test_cli_bad_flags(flag, words):
+    result = subprocess.run([sys.executable, "-m", "web.app", flag, "--port=0"], cwd=ROOT,
+                            env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and words in result.stderr
+
+
+def test_the_page_process_does_not_load_tensorflow():
+    # The forwarding process starts in a fraction of a second and stays small because of it.
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, web.app; print('tensorflow' in sys.modules)"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
