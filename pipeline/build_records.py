@@ -27,7 +27,8 @@ from apache_beam.options.pipeline_options import (
 
 from agegender import age_histogram, image_header, names, schema, splits
 from agegender import image_sources as sources
-from pipeline import portable, publish, transforms, writer
+from pipeline import publish, transforms, writer
+from pipeline import portable
 
 DEFAULT_IMAGE_SIZE = 160  # the trainer's default input is 128 px: room for crop augmentation
 DEFAULT_AGE_DEVIATION = age_histogram.DEFAULT_DEVIATION
@@ -110,7 +111,7 @@ def _with_shard(keyed, plan):
 # faces are held at once); they never change a record.
 def _with_bucket(keyed, num_buckets):
     split, face = keyed
-    return (split, int(face[0][32:48], 16) % num_buckets), (False, face)
+    return (split, splits.bucket_of(face[0], num_buckets)), (False, face)
 
 
 def _to_buckets(split_plan, num_buckets):
@@ -172,8 +173,7 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
         image_size=options.image_size, age_deviation=options.age_deviation,
         jpeg_quality=options.jpeg_quality, labels_csv_rows=labels_csv_rows,
         min_age=options.min_age, max_age=options.max_age, max_pixels=options.max_image_pixels)
-    target_shard_bytes = int(options.target_shard_mb * 1024 * 1024)
-    batches, source_skips, archive_faces = [], [], []
+    data, source_skips, archive_faces = [], [], []
     # Inputs are counted where they are known, before any shuffle: the listed files, and
     # archive members as the archive is read. finalize checks inputs = written + skipped.
     input_counts = [p | "CountFiles" >> beam.Create([len(files)])]
@@ -184,7 +184,7 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
                 | "SpreadFiles" >> beam.Reshuffle()
                 | "ReadFiles" >> portable.ParDoWithOutputs(
                     transforms.ReadFiles(options.follow_symlinks), transforms.SKIPPED))
-        batches.append(read[portable.MAIN])
+        data.append(read[portable.MAIN])
         source_skips.append(read[transforms.SKIPPED])
     if archives:
         # An archive is one sequential stream: read by one worker, then its members spread
@@ -194,19 +194,20 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
         members = (p | "ListArchives" >> beam.Create(archives)
                    | "ReadArchives" >> portable.ParDoWithOutputs(
                        read_archive, transforms.SKIPPED, transforms.FACES))
-        batches.append(members[portable.MAIN] | "SpreadMembers" >> beam.Reshuffle())
+        data.append(members[portable.MAIN] | "SpreadMembers" >> beam.Reshuffle())
         source_skips.append(members[transforms.SKIPPED])
         archive_faces.append(members[transforms.FACES])
         input_counts += [members[portable.MAIN] | "MembersInBatch" >> beam.Map(len),
                          members[transforms.FACES] | "OneMemberFace" >> beam.Map(_one),
                          members[transforms.SKIPPED] | "OneMemberSkip" >> beam.Map(_one)]
-    batches = batches | "AllInputs" >> beam.Flatten()
+    batches = data | "AllInputs" >> beam.Flatten()
     source_skips = source_skips | "SourceSkips" >> beam.Flatten()
 
     made = batches | "MakeRecords" >> portable.ParDoWithOutputs(make_record, transforms.SKIPPED)
     faces = [made[portable.MAIN], *archive_faces] | "AllFaces" >> beam.Flatten()
 
     by_split = faces | "AssignSplit" >> beam.Map(_with_split, options.fractions)
+    target_shard_bytes = int(options.target_shard_mb * 1024 * 1024)
     # Every split with a fraction gets a shard count (an empty split: one empty shard).
     no_faces = [(split, (0, 0)) for split, fraction in options.fractions if fraction > 0]
     plan = ((by_split | "SizeOf" >> beam.Map(_split_size),

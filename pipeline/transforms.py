@@ -15,7 +15,6 @@ Every DoFn sends an input it cannot use to the `SKIPPED` output as a `sources.Sk
 file never stops the job and the report can account for every input.
 """
 import collections
-import functools
 
 import apache_beam as beam
 
@@ -169,39 +168,6 @@ class _Batches:
         return [batch] if batch else []
 
 
-@functools.lru_cache(maxsize=None)
-def _converters(size, quality, max_pixels):
-    """The TF functions of `MakeRecord`, one pair per process and settings.
-
-    Cached because tracing them costs ~0.4 s (64 faces take ~0.1 s to convert), and a runner
-    may call `setup` far more often than once per worker: the DaskRunner sets up a new DoFn
-    for every bundle (Dask partition).
-    """
-    import tensorflow as tf
-
-    def convert(data):
-        pixels = preprocessing.decode_rgb(data, max_pixels)
-        resized = preprocessing.to_uint8(preprocessing.resize_square(pixels, size))
-        return pixels, tf.io.encode_jpeg(resized, quality=quality)
-
-    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
-    def convert_one(data):
-        return convert(data)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def convert_batch(datas):
-        def flat(data):
-            pixels, jpeg = convert(data)
-            return tf.reshape(pixels, [-1]), jpeg
-        # Images differ in size: their pixels come back as one ragged row each.
-        # parallel_iterations=1: the runner already keeps every core busy with bundles.
-        return tf.map_fn(flat, datas, parallel_iterations=1, fn_output_signature=(
-            tf.RaggedTensorSpec([None], tf.uint8, ragged_rank=0),
-            tf.TensorSpec([], tf.string)))
-
-    return convert_one, convert_batch
-
-
 class MakeRecord(beam.DoFn):
     """A batch (list) of `(source_id, bytes)` -> one `Face` or one skip per input.
 
@@ -231,9 +197,30 @@ class MakeRecord(beam.DoFn):
     def setup(self):
         import tensorflow as tf
 
+        size, quality, max_pixels = self._image_size, self._quality, self._max_pixels
+
+        def convert(data):
+            pixels = preprocessing.decode_rgb(data, max_pixels)
+            resized = preprocessing.to_uint8(preprocessing.resize_square(pixels, size))
+            return pixels, tf.io.encode_jpeg(resized, quality=quality)
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+        def convert_one(data):
+            return convert(data)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def convert_batch(datas):
+            def flat(data):
+                pixels, jpeg = convert(data)
+                return tf.reshape(pixels, [-1]), jpeg
+            # Images differ in size: their pixels come back as one ragged row each.
+            # parallel_iterations=1: the runner already keeps every core busy with bundles.
+            return tf.map_fn(flat, datas, parallel_iterations=1, fn_output_signature=(
+                tf.RaggedTensorSpec([None], tf.uint8, ragged_rank=0),
+                tf.TensorSpec([], tf.string)))
+
         self._tf = tf
-        self._convert_one, self._convert_batch = _converters(
-            self._image_size, self._quality, self._max_pixels)
+        self._convert_one, self._convert_batch = convert_one, convert_batch
 
     def _converted(self, datas):
         """Encoded images -> [(sha256 of the decoded pixels, JPEG bytes) or a TF error]."""

@@ -20,6 +20,10 @@ from pipeline import build_records
 
 START_TIMEOUT = 120  # seconds for the scheduler to write its address and both workers to join
 JOB_TIMEOUT = 420
+# Should this test's process die without its cleanup (SIGKILL), the cluster still ends: the
+# scheduler after this long without a task, the workers this long after losing it.
+ORPHAN_SCHEDULER_IDLE = "600s"
+ORPHAN_WORKER_DEATH = "60s"
 
 
 def _env(tools):
@@ -63,7 +67,8 @@ def dask_cluster(tmp_path, tools):
                 start_new_session=True))
 
     try:
-        start("scheduler", "scheduler", "--port", "0", "--scheduler-file", str(scheduler_file))
+        start("scheduler", "scheduler", "--port", "0", "--scheduler-file", str(scheduler_file),
+              "--idle-timeout", ORPHAN_SCHEDULER_IDLE)
         deadline = time.monotonic() + START_TIMEOUT
         while not scheduler_file.exists() or not scheduler_file.read_text().strip():
             assert procs[0].poll() is None, (logs / "scheduler.log").read_text()[-3000:]
@@ -73,7 +78,8 @@ def dask_cluster(tmp_path, tools):
         assert address.startswith("tcp://127.0.0.1:")
         for i in (1, 2):
             start(f"worker{i}", "worker", "--scheduler-file", str(scheduler_file),
-                  "--nworkers", "1", "--nthreads", "1", "--name", f"worker{i}")
+                  "--nworkers", "1", "--nthreads", "1", "--name", f"worker{i}",
+                  "--death-timeout", ORPHAN_WORKER_DEATH)
         client = Client(address, timeout=START_TIMEOUT)
         client.wait_for_workers(2, timeout=START_TIMEOUT)
         yield address[len("tcp://"):], client
@@ -82,6 +88,8 @@ def dask_cluster(tmp_path, tools):
             client.close()
         for proc in reversed(procs):
             _stop(proc)
+        left = [proc.args for proc in procs if proc.poll() is None]
+        assert not left, f"still running after SIGKILL: {left}"
 
 
 def _run_cli(argv, tools, timeout=JOB_TIMEOUT):
@@ -165,6 +173,28 @@ def test_dask_runner_without_an_address_starts_and_stops_a_local_cluster(tmp_pat
     assert _report(dask) == direct_report
     assert direct_report["counts"]["written"] == 8 and direct_report["counts"]["skipped"] == 1
     assert _outputs(dask) == _outputs(direct)
+
+
+@pytest.mark.slow
+def test_the_shard_plan_by_group_by_key_gives_the_same_records_as_by_side_input(
+        bad_inputs, tmp_path, tools):
+    """build_pipeline(side_inputs=False), the DaskRunner's graph, on the DirectRunner."""
+    import apache_beam as beam
+
+    input_dir, expected = bad_inputs
+    inputs = sources.list_inputs(input_dir)
+    outputs = {}
+    for side_inputs in (True, False):
+        out = tmp_path / f"side_inputs_{side_inputs}"
+        out.mkdir()
+        options = build_records.BuildOptions(output_dir=str(out), min_shards=3)
+        with beam.Pipeline(options=build_records.pipeline_options(tools.IN_PROCESS)) as p:
+            build_records.build_pipeline(p, inputs, options, side_inputs=side_inputs)
+        outputs[side_inputs] = {name: (out / name).read_bytes() for name in sorted(os.listdir(out))}
+    report = json.loads(outputs[True][schema.REPORT_FILE])
+    assert report["counts"]["inputs"] == len(expected)
+    assert sum(".tfrecord-" in name for name in outputs[True]) == 3 + 2 + 3  # 2 validation images
+    assert outputs[False] == outputs[True]
 
 
 def test_dask_runner_options():

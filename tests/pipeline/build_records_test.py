@@ -411,25 +411,3 @@ def test_links_and_special_files_in_the_input_are_never_read(tmp_path, tools, fo
             **never, **{name: sources.NOT_A_REGULAR_FILE for name in (
                 "52_0_0_20170101000000052.jpg", "53_0_0_20170101000000053.jpg", "linked")}}
     assert report["metadata"]["options"]["follow_symlinks"] is follow
-
-
-@pytest.mark.slow
-def test_the_shard_plan_by_group_by_key_gives_the_same_records_as_by_side_input(
-        bad_inputs, tmp_path, tools):
-    """build_pipeline(side_inputs=False), the DaskRunner's graph, on the DirectRunner."""
-    import apache_beam as beam
-
-    input_dir, expected = bad_inputs
-    inputs = sources.list_inputs(input_dir)
-    outputs = {}
-    for side_inputs in (True, False):
-        out = tmp_path / f"side_inputs_{side_inputs}"
-        out.mkdir()
-        options = build_records.BuildOptions(output_dir=str(out), min_shards=3)
-        with beam.Pipeline(options=build_records.pipeline_options(tools.IN_PROCESS)) as p:
-            build_records.build_pipeline(p, inputs, options, side_inputs=side_inputs)
-        outputs[side_inputs] = {name: (out / name).read_bytes() for name in sorted(os.listdir(out))}
-    report = json.loads(outputs[True][schema.REPORT_FILE])
-    assert report["counts"]["inputs"] == len(expected)
-    assert sum(".tfrecord-" in name for name in outputs[True]) == 3 + 2 + 3  # 2 validation images
-    assert outputs[False] == outputs[True]
