@@ -81,7 +81,8 @@ def missing_keras_private_api():
 def work_around_keras_multi_worker(model, strategy, train_ds):
     """Lets Keras 3 `fit` run under MultiWorkerMirroredStrategy (a compiled model).
 
-    Two upstream incompatibilities (tensorflow/tensorflow#72388), both in how Keras merges
+    Two upstream incompatibilities (reported as tensorflow/tensorflow#72388, closed there
+    unfixed and sent to Keras; keras-team/keras#20585 is open), both in how Keras merges
     per-worker values, neither in the training math:
     - fit builds metrics from `strategy.reduce("MEAN", <distributed batch>)`, which raises
       "Attempt to convert a value (PerReplica...)": build them from a local batch instead
