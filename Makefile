@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 SHARED_UTK := ../shared/data/utkface/UTKFace
 DATA ?= $(if $(wildcard $(SHARED_UTK)),$(SHARED_UTK),)
 OUT ?= build/demo
+KEEP_PAGE ?=
 PYTEST_ARGS ?=
 
 .PHONY: venv demo test test-fast bench clean
@@ -20,10 +21,12 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# records -> train -> export -> local server -> REST/gRPC queries -> evaluation report.
-# DEMO_ARGS passes options through, e.g. DEMO_ARGS="--limit=2000".
+# records -> train -> export -> local server -> REST/gRPC queries -> evaluation report ->
+# the web page's address. KEEP_PAGE=1 keeps the page and the model server running until
+# Ctrl-C. DEMO_ARGS passes options through, e.g. DEMO_ARGS="--limit=2000 -v".
 demo: venv
-	$(PY) scripts/demo.py $(if $(DATA),--data="$(DATA)") --out=$(OUT) $(DEMO_ARGS)
+	$(PY) scripts/demo.py $(if $(DATA),--data="$(DATA)") --out=$(OUT) \
+		$(if $(KEEP_PAGE),--keep_page) $(DEMO_ARGS)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -5,17 +5,30 @@ TensorFlow's C++ start-up notices (oneDNN, the CUDA probing of a machine without
 "All log messages before absl::InitializeLog()..."), written to the process's stderr file
 descriptor before any Python logging setting can apply, and repeated by every Beam worker
 process ("apitools not found", "No semi_persistent_directory found", "Discarding
-unparseable args"). `quiet()` (the first thing each command's main does, before TensorFlow
-or Beam is imported) filters those lines out of file descriptor 2 itself: child processes
-inherit it, so their lines go through the same filter. Everything else passes, errors and
-the project's own INFO lines included. `--verbosity=1` (or AGEGENDER_VERBOSE=1) keeps
+unparseable args": Beam's warnings are logging records, lines like the others). `quiet()`
+(run by each command before TensorFlow or Beam is imported) filters those lines out of file
+descriptor 2 itself: child processes inherit it, so their lines go through the same filter.
+Everything else passes, errors and the project's own INFO lines included. `-v/--verbose`
+(argparse commands), `--verbosity=1` (absl commands) or AGEGENDER_VERBOSE=1 keeps
 everything. What is filtered is the list `NOISE`: known lines only, never a blanket level.
+
+Every command switches it on the same way, as the first statement of its module when run as
+a program (TensorFlow prints at import, so `main()` would be too late):
+
+    if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+        from agegender import console
+        console.quiet()
+
+argparse commands register `-v/--verbose` with `add_verbose_flag` (absl commands have
+`--verbosity`). `Progress` prints the "so far" lines of steps that take more than a few
+seconds.
 """
 import atexit
 import os
 import re
 import sys
 import threading
+import time
 
 # One pattern per known line, matched anywhere in it.
 NOISE = tuple(re.compile(p) for p in (
@@ -34,7 +47,19 @@ NOISE = tuple(re.compile(p) for p in (
     r"Discarding unparseable args",
     r"Discarding invalid overrides",
     r"Unable to register (cuDNN|cuFFT|cuBLAS)",
+    # Beam's worker processes, at start-up.
+    r"^INFO:__main__:Logging handler created\.$",
+    # TensorFlow at every checkpoint, and at the end of every tf.data iteration.
+    r"functional_saver\.py:\d+\] Sharding callback duration",
+    r"Local rendezvous is aborting with status: OUT_OF_RANGE: End of sequence",
+    # TensorFlow's graph optimizer on ops it has no cost model for (crops in tf.data).
+    r"op_level_cost_estimator\.cc:\d+\] Error in PredictCost\(\) for the op",
+    r"Input of GeneratorDatasetOp::Dataset will not be optimized",
+    # The LiteRT converter and runtime.
+    r"tf_tfl_flatbuffer_helpers\.cc:\d+\] Ignored (output_format|drop_control_dependency)",
+    r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$",
 ))
+PROGRESS_SECONDS = 5.0  # at most one progress line per step and process this often
 VERBOSE_ENV = "AGEGENDER_VERBOSE"
 
 _installed = None
@@ -44,11 +69,46 @@ def is_noise(line):
     return any(p.search(line) for p in NOISE)
 
 
+def _int(text):
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def verbose_requested(argv=None):
-    """True when the command line or the environment asks for every library's lines."""
-    argv = sys.argv[1:] if argv is None else argv
-    flags = {"-v", "--verbose", "--verbosity=1", "--verbosity=2", "--verbose=true"}
-    return os.environ.get(VERBOSE_ENV, "") not in ("", "0") or any(a in flags for a in argv)
+    """True when the command line or the environment asks for every library's lines.
+
+    Forms: AGEGENDER_VERBOSE=1; argparse commands' `-v` / `--verbose` switch; absl commands'
+    `--verbosity=N` / `-v N` (absl's short name) with N >= 1. A `--verbose` followed by a
+    number is the trainer's Keras verbosity, not this switch.
+    """
+    if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        return True
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        name, eq, value = arg.partition("=")
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if name in ("-v", "--v", "-verbosity", "--verbosity"):
+            level = _int(value if eq else following)
+            if level is not None:
+                if level >= 1:
+                    return True
+            elif name == "-v" and not eq:
+                return True  # argparse's -v
+        elif arg == "--verbose" and _int(following) is None:
+            return True
+    return False
+
+
+def add_verbose_flag(parser, also=""):
+    """Registers the switch `quiet()` reads on an argparse parser (`args.verbose`)."""
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help=f"also show the libraries' start-up notices and warnings{also} "
+             f"({VERBOSE_ENV}=1 does the same)")
 
 
 def quiet(verbose=None):
@@ -112,3 +172,29 @@ class _StderrFilter:
             pass
         os.dup2(self._real, 2)
         self._thread.join(timeout=2)
+
+
+class Progress:
+    """A sign of life for a long step: "<what>: <count>[ of <total>] <unit> so far (<rate>/s)"
+    on stderr, at most every `every` seconds (the first `every` seconds after the start, so a
+    short step prints none) and never once `total` is reached (the step's own summary says
+    that). Few enough lines for a log; stdout keeps the results."""
+
+    def __init__(self, what, unit, total=None, every=PROGRESS_SECONDS, out=None,
+                 clock=time.monotonic):
+        self.what, self.unit, self.total, self.every = what, unit, total, every
+        self.count = 0
+        self._out = out
+        self._clock = clock
+        self._start = self._last = clock()
+
+    def add(self, n=1):
+        self.count += n
+        now = self._clock()
+        done = self.total is not None and self.count >= self.total
+        if self.every > 0 and not done and now - self._last >= self.every:
+            self._last = now
+            rate = self.count / max(now - self._start, 1e-9)
+            total = f" of {self.total}" if self.total else ""
+            print(f"{self.what}: {self.count}{total} {self.unit} so far ({rate:.0f}/s)",
+                  file=self._out or sys.stderr, flush=True)

@@ -25,17 +25,14 @@ TensorFlow and Keras are imported inside the methods: the Beam job's workers imp
 import numpy as np
 
 from agegender import schema
+from agegender import serving_contract as contract
 
-AGE = "age"  # years, float32 [N]: what every signature returns whatever the head
-GENDER = "gender"
-AGE_STD = "age_std"  # years, float32 [N]: standard deviation of the predicted distribution
-# Nominal coverage of the exported intervals `age_interval_50`, `age_interval_80`: float32
-# [N, 2] (first, last year), the central interval of the calibrated distribution.
-INTERVALS = (0.5, 0.8)
-
-
-def interval_output(coverage):
-    return f"age_interval_{round(coverage * 100)}"
+# The signatures' output names are the serving contract's (clients rely on them).
+AGE = contract.AGE  # years, float32 [N]: what every signature returns whatever the head
+GENDER = contract.GENDER
+AGE_STD = contract.AGE_STD
+INTERVALS = contract.AGE_INTERVALS
+interval_output = contract.interval_output
 
 
 def apply_temperature(probs, temperature):
@@ -279,10 +276,11 @@ class RegressionHead(AgeHead):
 class GenderHead:
     """Softmax over `schema.GENDERS` (0 male, 1 female)."""
     output = GENDER
-    probability_output = "gender_probability"
+    probability_output = contract.GENDER_PROBABILITY
+    units = len(schema.GENDERS)
 
     def output_layer(self, name=None):
-        return _keras().layers.Dense(len(schema.GENDERS), activation="softmax",
+        return _keras().layers.Dense(self.units, activation="softmax",
                                      dtype="float32", name=name or self.output)
 
     def target(self, gender):
@@ -337,6 +335,13 @@ def ages_from_outputs(outputs, spec):
     """Age in years [N] (float32 tensor) from a model's output dict."""
     head = age_head(spec)
     return head.ages(outputs[head.output])
+
+
+def empty_raw_outputs(spec):
+    """The model's raw output dict for a batch of 0 images (each head's output, 0 rows):
+    `serving_outputs` of it has every signature output, empty (a photo without a face)."""
+    tf = _tf()
+    return {head.output: tf.zeros([0, head.units], tf.float32) for head in for_spec(spec)}
 
 
 def serving_outputs(outputs, spec):

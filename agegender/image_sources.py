@@ -56,6 +56,7 @@ BAD_FILE_NAME = "bad_file_name"
 EMPTY_FILE = "empty_file"
 UNDECODABLE = "undecodable"
 IMAGE_TOO_LARGE = "image_too_large"
+NO_FACE = "no_face"  # a photo the face detector found no face in (--align_faces, --photos)
 
 # A face image is kilobytes; anything this large is not one (and could be a zip bomb member).
 MAX_INPUT_BYTES = 64 * 1024 * 1024

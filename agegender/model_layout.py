@@ -1,6 +1,7 @@
 """TF Serving's model directory layout, the contract between export, serving and evaluation.
 
     <base_path>/<version>/saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests
+                                                      assets.extra/face_alignment.json
 
 `version` is a positive integer directory name. The exporter writes versions (and must
 never overwrite one), the local server serves the newest one that holds a SavedModel, and
@@ -16,6 +17,9 @@ SAVED_MODEL_FILE = "saved_model.pb"
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 WARMUP_PATH = posixpath.join(WARMUP_DIR, WARMUP_FILE)
+# How predict_photo finds and aligns faces (template points and sha256, detector settings),
+# beside the graph that bakes them in as constants (TF Serving ignores the file).
+FACE_ALIGNMENT_PATH = posixpath.join(WARMUP_DIR, "face_alignment.json")
 
 _VERSION = re.compile(r"\d+")
 

@@ -31,6 +31,12 @@ class ModelSpec:
     gender_temperature: float = 1.0
     # Inference (agegender.inference): average the outputs over the face and its mirror.
     test_time_flip: bool = False
+    # How the training faces were framed: the records' face_alignment metadata
+    # (`faces.photo.describe`: template points and sha256, face choice, detector) when they
+    # were built with --align_faces; None when they are the dataset's own crops. The
+    # export's predict_photo aligns faces on this template (None: the shipped one, learnt
+    # from those crops).
+    face_alignment: dict = None
 
     def __post_init__(self):
         if self.type not in TYPES:

@@ -17,6 +17,8 @@ keys to TFDS so that `tfds.builder_from_directory` reads the output of the Beam 
 """
 import tensorflow as tf
 
+from agegender import serving_contract
+
 DATASET_NAME = "utk_face"
 SPLITS = ("train", "validation", "test")
 
@@ -36,13 +38,16 @@ MAX_AGE_BIN = NUM_AGE_BINS - 1
 
 UNKNOWN = -1
 GENDERS = ("male", "female")  # index = label
-GENDER_LETTERS = ("M", "F")
+GENDER_LETTERS = serving_contract.GENDER_LETTERS  # the served `gender` output
 RACES = ("White", "Black", "Asian", "Indian", "Others")  # index = label
 
 # Keys of the metadata the writer stores beside the shards (in report.json and the TFDS
 # dataset_info metadata), read back by the trainer.
 META_AGE_DEVIATION = "age_deviation"
 META_IMAGE_SIZE = "image_size"
+# Present only for records built with --align_faces: how each face was detected and aligned
+# (`faces.photo.describe`: the template's points and sha256, the face chosen, the detector).
+META_FACE_ALIGNMENT = "face_alignment"
 
 FEATURE_SPEC = {
     IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),

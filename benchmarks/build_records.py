@@ -22,6 +22,10 @@
 
 The machine may be shared: quote the ratios, which are measured within one run.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import glob
 import logging
@@ -34,7 +38,7 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from agegender import console
 
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "utkface",
                             "UTKFace")
@@ -160,6 +164,7 @@ def main(argv=None):
                     help="worker processes of the local Dask cluster (default %(default)s)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each, alternating")
     ap.add_argument("--skip_baseline", action="store_true")
+    console.add_verbose_flag(ap)
     args, beam_args = ap.parse_known_args(argv)
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]
     if not runners or set(runners) - set(RUNNERS):

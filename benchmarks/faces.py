@@ -1,8 +1,10 @@
-"""Face detection: recall, false positives, agreement with the mtcnn package, latency.
+"""Face detection: recall, false positives, agreement with the mtcnn package, latency; and
+with a trained model, the photo path's accuracy and its latency over gRPC.
 
     .venv/bin/python -m benchmarks.faces [--photos=200] [--crops=100] [--latency_photos=40] \
         [--seed=0] [--data_dir=../shared/data/utkface/UTKFace] [--min_face_sizes=20,40] \
-        [--no_reference]
+        [--no_reference] [--job_dir=runs/x | --model=models/age] [--mae_photos=200] \
+        [--grpc_requests=100] [--server_flags="--tensorflow_intra_op_parallelism=0"]
 
 On synthetic photos (`faces.synthetic`: test-split UTKFace faces of 40-300 px pasted on
 varied 640x480 backgrounds, 1-4 per photo; the same photos for the same --seed), side by
@@ -18,7 +20,22 @@ package's `MTCNN().detect_faces`:
    warm-up; wall and CPU time, the machine may be shared: the load average is printed),
    for each detector, and for ours by stage (PNet pyramid; + RNet; + ONet = detect;
    + alignment of the faces = `faces.photo.PhotoFaces.faces`).
+
+With a trained model (`--job_dir`: exported here with predict_photo; or `--model`: an
+exported SavedModel that has it):
+
+4. accuracy on photos: the MAE of predict_photo's answers for the faces of --mae_photos
+   synthetic photos (a true face is answered by the detection matching it, IoU >= 0.5),
+   beside the MAE of the same faces given as the dataset's crops to serving_default, by face
+   size; and the photos' detection recall.
+5. latency of predict_photo per 640x480 photo with one face: in process (the signature
+   called directly) and over gRPC through the local server (`python -m serving.server`,
+   started here on 127.0.0.1 as benchmarks/serving.py does; one request at a time).
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import os
 import sys
@@ -26,7 +43,7 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from agegender import console
 
 
 def _percentiles(values, qs=(50, 90)):
@@ -131,6 +148,20 @@ def main(argv=None):
                         help="our detector's min_face_size values to compare")
     parser.add_argument("--no_reference", action="store_true",
                         help="skip the mtcnn package (recall and latency of ours only)")
+    parser.add_argument("--job_dir", default=None,
+                        help="a trained job dir: exported (with predict_photo) for 4. and 5.")
+    parser.add_argument("--model", default=None,
+                        help="or an exported model (base path or version dir) with "
+                             "predict_photo")
+    parser.add_argument("--mae_photos", type=int, default=200)
+    parser.add_argument("--mae_rotation", type=float, default=15.0,
+                        help="largest rotation of the faces pasted in 4.'s photos (degrees)")
+    parser.add_argument("--grpc_requests", type=int, default=100)
+    parser.add_argument("--server_flags", default="",
+                        help="extra flags for the local server (space separated)")
+    parser.add_argument("--skip_detection", action="store_true",
+                        help="only 4. and 5. (the model's sections)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
     from faces import detector as detector_lib
@@ -154,6 +185,8 @@ def main(argv=None):
             break
         crops.append(pixels)
     print(f"(photos built in {time.time() - t0:.0f} s)")
+    if args.skip_detection:
+        return model_sections(args, data_dir, single, t0)
 
     sizes = [float(s) for s in args.min_face_sizes.split(",") if s]
     ours = {s: detector_lib.FaceDetector(detector_lib.DetectorConfig(min_face_size=s))
@@ -189,8 +222,137 @@ def main(argv=None):
     if reference:
         rows.append(("mtcnn package detect_faces", reference.find))
     _latency_rows(rows, images, [_jpeg(x) for x in images])
+    return model_sections(args, data_dir, single, t0)
+
+
+def model_sections(args, data_dir, single, t0):
+    """4. and 5. when a model is given; then the closing line."""
+    if args.job_dir or args.model:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bench_faces_") as tmp:
+            model = _photo_model(args, tmp)
+            mae_table(model, data_dir, args.mae_photos, args.seed + 3, args.mae_rotation)
+            grpc_latency(model, single, args.grpc_requests, args.server_flags.split())
+    else:
+        print("\n(4. and 5. need a trained model: --job_dir or --model)")
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}; {time.time() - t0:.0f} s in all")
     return 0
+
+
+def _photo_model(args, tmp):
+    """A SavedModel version dir with predict_photo: --model, or --job_dir exported into tmp."""
+    from evaluation import runners
+    from export import export_model
+
+    if args.model:
+        return runners.resolve_saved_model(args.model)
+    start = time.time()
+    path = export_model.export_saved_model(args.job_dir, os.path.join(tmp, "age"))
+    print(f"\n(exported {args.job_dir} with predict_photo in {time.time() - start:.0f} s)")
+    return path
+
+
+def mae_table(model_dir, data_dir, count, seed, max_rotation=15.0):
+    """4. MAE of predict_photo on synthetic photos vs the same faces as crops (and the crops
+    themselves sent to predict_photo: what alignment alone changes)."""
+    import tensorflow as tf
+
+    from agegender import names, photo_answers
+    from agegender import serving_contract as contract
+    from faces import boxes as box_ops
+    from faces import synthetic
+
+    loaded = tf.saved_model.load(model_dir)
+    photo_fn = loaded.signatures[contract.PREDICT_PHOTO]
+    crop_fn = loaded.signatures[contract.SERVING_DEFAULT]
+    none = tf.constant([], tf.string)
+    rows = []  # (side, true age, photo answer or nan, crop answer, crop via predict_photo)
+    photos = list(synthetic.photos(count, seed, data_dir=data_dir, max_rotation=max_rotation))
+    for photo in photos:
+        out = photo_fn(image_bytes=tf.reshape(_jpeg(photo.image), [1]), key=none)
+        n = int(out[contract.NUM_FACES][0])
+        match = box_ops.match(photo.boxes, out[contract.BOXES][0, :n].numpy(), 0.5)
+        crops = [open(source, "rb").read() for source in photo.sources]
+        crop_ages = crop_fn(image_bytes=tf.constant(crops), key=none)["age"].numpy()
+        # The crop itself as a photo: its largest face found, aligned (nan if none).
+        as_photos = photo_answers.photo_faces(
+            {k: v.numpy() for k, v in photo_fn(image_bytes=tf.constant(crops), key=none).items()})
+        ages = out["age"][0].numpy()
+        for i, source in enumerate(photo.sources):
+            found = match.pair[i]
+            faces = as_photos[i]["faces"]
+            largest = photo_answers.largest_face(faces)
+            rows.append((float(photo.boxes[i, 2] - photo.boxes[i, 0]),
+                         names.parse_name(source).age,
+                         float(ages[found]) if found >= 0 else float("nan"),
+                         float(crop_ages[i]),
+                         float("nan") if largest is None else faces[largest]["age"]))
+    rows = np.asarray(rows)
+    print(f"\n## 4. Age MAE on {len(photos)} synthetic photos ({len(rows)} faces, 40-300 px, "
+          f"rotated up to {max_rotation:g} degrees) vs the same faces as the dataset's crops")
+    print(f"{'faces':<26} {'found':>7} {'MAE photo':>10} {'MAE crop':>9} {'photo-crop':>11}")
+    for label, mask in (("all", rows[:, 0] > 0), ("40-59 px", rows[:, 0] < 60),
+                        ("60-119 px", (rows[:, 0] >= 60) & (rows[:, 0] < 120)),
+                        (">= 120 px", rows[:, 0] >= 120)):
+        part = rows[mask]
+        found = part[~np.isnan(part[:, 2])]
+        if not len(found):
+            continue
+        photo_mae = np.abs(found[:, 2] - found[:, 1]).mean()
+        crop_mae = np.abs(found[:, 3] - found[:, 1]).mean()
+        print(f"{label:<26} {len(found):>4}/{len(part):<3}{photo_mae:>9.2f} {crop_mae:>9.2f} "
+              f"{photo_mae - crop_mae:>+11.2f}")
+    aligned = rows[~np.isnan(rows[:, 4])]
+    print("(found: faces answered by a detection with IoU >= 0.5; both MAEs over those faces; "
+          f"the crops' MAE over all {len(rows)}: {np.abs(rows[:, 3] - rows[:, 1]).mean():.2f}; "
+          f"the crops sent to predict_photo whole ({len(aligned)} with a face found): "
+          f"{np.abs(aligned[:, 4] - aligned[:, 1]).mean():.2f} vs "
+          f"{np.abs(aligned[:, 3] - aligned[:, 1]).mean():.2f} through serving_default)")
+
+
+def grpc_latency(model_dir, single, requests, server_flags):
+    """5. predict_photo per photo: in process, and over gRPC through the local server."""
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+
+    from agegender import serving_contract as contract
+    from benchmarks.serving import ServerProcess
+    from serving.client import GrpcClient
+
+    jpegs = [_jpeg(p.image).numpy() for p in single]
+    loaded = tf.saved_model.load(model_dir)
+    fn = loaded.signatures[contract.PREDICT_PHOTO]
+    none = tf.constant([], tf.string)
+    inputs = [jpegs[i % len(jpegs)] for i in range(requests)]
+    in_process = _timed(lambda b: fn(image_bytes=tf.constant([b]), key=none), inputs)
+    base = tempfile.mkdtemp(prefix="bench_faces_server_")
+    server = None
+    try:
+        shutil.copytree(model_dir, os.path.join(base, "1"))
+        server = ServerProcess(base, server_flags)
+        client = GrpcClient(f"127.0.0.1:{server.grpc_port}", timeout=60)
+        found = []
+
+        def call(b):
+            found.append(client.predict_photos([b])[0]["num_faces"])
+        over_grpc = _timed(call, inputs)
+        client.close()
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"\n## 5. predict_photo latency per 640x480 photo with one face ({requests} requests, "
+          f"one at a time, ms; server flags: {' '.join(server_flags) or 'defaults'})")
+    print(f"{'path':<40} {'wall p50':>9} {'wall p90':>9} {'CPU p50':>8}")
+    for label, (wall, cpu) in (("in process (the signature)", in_process),
+                               ("gRPC, local server", over_grpc)):
+        (w50, w90), (c50,) = _percentiles(wall), _percentiles(cpu, (50,))
+        print(f"{label:<40} {w50:>9.1f} {w90:>9.1f} {c50:>8.1f}")
+    print(f"(faces found per photo over gRPC: {np.bincount(found).tolist()} for 0, 1, ...; "
+          "CPU over gRPC is the client's only)")
 
 
 def _jpeg(pixels):

@@ -15,6 +15,10 @@ Without --records_dir (or when it has no train shards) the records are written f
 temporary directory with `agegender.schema.make_example` (160 px JPEGs, as the Beam job
 writes them by default). The machine may be shared: quote the ratio, measured in one run.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import glob
 import hashlib
@@ -27,7 +31,7 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from agegender import console
 
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "utkface",
                             "UTKFace")
@@ -135,6 +139,7 @@ def main(argv=None):
     p.add_argument("--original_samples", type=int, default=150)
     p.add_argument("--write_limit", type=int, default=6000,
                    help="images to write when the records must be made first")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
 
     from agegender import schema

@@ -23,6 +23,10 @@ SavedModel; int8: within 0.3 years, file <= 30% of the float32 file, p50 <= 60% 
 float32 LiteRT model's). Writes benchmark.json to --out. Not a test: latency depends on
 what else runs on the machine.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import json
 import os
@@ -32,6 +36,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from agegender import console
 from agegender import serving_contract as contract
 
 TARGETS = {  # mode: (max |MAE delta| years, max size share of float32, max p50 share of float32)
@@ -85,6 +90,7 @@ def main(argv=None):
     parser.add_argument("--latency_runs", type=int, default=300)
     parser.add_argument("--batch_size", type=int, default=64, help="SavedModel evaluation batch")
     parser.add_argument("--limit", type=int, default=0, help="test images (0: all)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     # Single-thread TensorFlow for the SavedModel's latency; set before TF starts its pools.
     tf.config.threading.set_intra_op_parallelism_threads(1)

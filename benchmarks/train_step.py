@@ -11,12 +11,16 @@ ratio = real / in-memory images/s; >= 0.95 means the input pipeline keeps up wit
 model (prefetch overlaps it with the step). Weights: ImageNet from --weights_dir when the
 file is there, random otherwise (the cost of a step does not depend on the values).
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from agegender import console
 
 DEFAULT_WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "weights")
 
@@ -32,6 +36,7 @@ def main(argv=None):
     p.add_argument("--fine_tune_at", type=int, default=100)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--weights_dir", default=DEFAULT_WEIGHTS)
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
 
     import tensorflow as tf

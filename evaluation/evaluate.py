@@ -5,13 +5,24 @@
     python -m evaluation.evaluate --model=models/age --records_dir=records/utk_face --split=test \
         --output_dir=reports/utk_test
     python -m evaluation.evaluate --model=models/age.tflite ...   (a LiteRT file, same report)
+    python -m evaluation.evaluate --model=models/age --input=photos/ --photos --output_dir=...
 
 Images go through the SavedModel's own `serving_default` signature (encoded bytes in), so
 what is measured is what TF Serving would answer; a `.tflite` --model runs on the LiteRT
 runtime with the same preprocessing function (`evaluation.runners.LiteRTRunner`). Writes
 `metrics.json`, `predictions.csv`, four PNG plots and a self-contained `report.html` to
 --output_dir, and prints a summary table.
+
+`--photos`: the inputs are uncropped photos, sent to the SavedModel's `predict_photo`
+signature (faces found and aligned in the graph). A photo's label belongs to its largest
+face found; a photo without a face is skipped as `no_face` and listed. The report adds the
+detection recall (photos with a face found / photos the model could read) beside the
+accuracy of the faces found.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import collections
 import csv
 import json
@@ -22,9 +33,11 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, image_sources, names, records, schema
+from agegender import (console, heads, image_header, image_sources, names, photo_answers,
+                       records, schema)
 from agegender import metrics as metrics_lib
 from evaluation import report as report_lib
+from evaluation import runners
 from evaluation.runners import EvaluationError, runner_for
 
 def define_flags(fv=flags.FLAGS):
@@ -53,10 +66,19 @@ def define_flags(fv=flags.FLAGS):
     flags.DEFINE_bool("follow_symlinks", False,
                       "Follow symbolic links in --input (as the records job's flag; by "
                       "default links are skipped as not_a_regular_file, never read).", **d)
+    flags.DEFINE_bool("photos", False,
+                      "--input holds uncropped photos: find the faces with the model's "
+                      "predict_photo signature; a photo's label belongs to its largest face, "
+                      "photos without a face are skipped as no_face and counted in the "
+                      "detection recall.", **d)
     flags.DEFINE_integer("max_image_pixels", image_header.DEFAULT_MAX_PIXELS,
                          "Skip (as image_too_large) images whose header declares more pixels: "
                          "decompression bombs are never decoded. 0: no limit.", lower_bound=0,
                          **d)
+    flags.DEFINE_float("progress_seconds", console.PROGRESS_SECONDS,
+                       "When stdout is not a terminal (a log), print the images evaluated so "
+                       "far this often, on stderr; 0: never. A terminal shows Keras' progress "
+                       "bar instead.", lower_bound=0, **d)
     return fv
 
 
@@ -122,21 +144,33 @@ def _batches(items, size, limit):
         yield batch
 
 
-def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None):
-    """Runs the model over `items`; returns (per-image predictions dict, skipped)."""
+def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None, detection=None,
+             progress_seconds=console.PROGRESS_SECONDS):
+    """Runs the model over `items`; returns (per-image predictions dict, skipped).
+
+    A `runners.PhotoRunner` answers photos: the largest face found is the one evaluated,
+    and `detection` (a `Detection`) counts the photos with and without a face."""
     skipped = skipped or Skipped()
     rows = collections.defaultdict(list)
+    terminal = sys.stdout.isatty()
     progress = tf.keras.utils.Progbar(total, unit_name="image",
                                       stateful_metrics=["mae"],
-                                      verbose=1 if sys.stdout.isatty() else 2)
+                                      verbose=1 if terminal else 2)
+    # Keras' verbose=2 prints the last line only: in a log, a line every few seconds.
+    so_far = console.Progress("evaluation", "images evaluated", total=total,
+                              every=0 if terminal else progress_seconds)
     done = 0
+    photos = isinstance(runner, runners.PhotoRunner)
     for batch in _batches(items, batch_size, limit):
-        outputs, ok = runner.predict([item.data for item in batch])
-        for item, good in zip(batch, ok):
-            if not good:
-                skipped.add(item.source, image_sources.UNDECODABLE,
-                            "the model's image_bytes input rejected it")
-        kept = [item for item, good in zip(batch, ok) if good]
+        if photos:
+            kept, outputs = _photo_batch(runner, batch, skipped, detection)
+        else:
+            outputs, ok = runner.predict([item.data for item in batch])
+            for item, good in zip(batch, ok):
+                if not good:
+                    skipped.add(item.source, image_sources.UNDECODABLE,
+                                "the model's image_bytes input rejected it")
+            kept = [item for item, good in zip(batch, ok) if good]
         rows["source"] += [item.source for item in kept]
         rows["true_age"] += [item.labels.age for item in kept]
         rows["gender"] += [item.labels.gender for item in kept]
@@ -144,10 +178,62 @@ def evaluate(runner, items, batch_size=64, limit=0, total=None, skipped=None):
         if kept:
             _add_outputs(rows, outputs)
         done += len(batch)
+        so_far.add(len(batch))
         if total is None or done < total:
             progress.update(done, [("mae", _mae(rows))])
     progress.update(done, [("mae", _mae(rows))], finalize=True)
     return {k: np.asarray(v) for k, v in rows.items()}, skipped
+
+
+class Detection:
+    """Photos the model read, and how many had a face found (--photos)."""
+
+    def __init__(self):
+        self.photos = self.with_face = self.faces = 0
+
+    def add(self, num_faces):
+        self.photos += 1
+        self.with_face += num_faces > 0
+        self.faces += num_faces
+
+    def to_json(self):
+        return {"photos": self.photos, "with_face": self.with_face,
+                "no_face": self.photos - self.with_face,
+                "recall": self.with_face / self.photos if self.photos else None,
+                "faces_found": self.faces}
+
+
+# Columns of predictions.csv that only photos have: the evaluated face and its photo.
+PHOTO_COLUMNS = ("num_faces", "face_score", "face_x1", "face_y1", "face_x2", "face_y2")
+
+
+def _photo_batch(runner, batch, skipped, detection):
+    """Photos -> (items whose largest face is evaluated, that face's outputs as a batch)."""
+    kept, faces = [], []
+    for item, answer in zip(batch, runner.predict_photos([item.data for item in batch])):
+        if isinstance(answer, Exception):
+            skipped.add(item.source, image_sources.UNDECODABLE,
+                        "the model's predict_photo input rejected it: "
+                        + image_sources.short_error(answer))
+            continue
+        if detection is not None:
+            detection.add(answer["num_faces"])
+        largest = photo_answers.largest_face(answer["faces"])
+        if largest is None:
+            skipped.add(item.source, image_sources.NO_FACE, "no face found in the photo")
+            continue
+        face = dict(answer["faces"][largest], num_faces=answer["num_faces"])
+        kept.append(item)
+        faces.append(face)
+    if not faces:
+        return kept, {}
+    outputs = {name: np.asarray([face[name] for face in faces])
+               for name in faces[0] if name not in ("box", "landmarks", "score")}
+    boxes = np.asarray([face["box"] for face in faces], float)
+    outputs["face_score"] = np.asarray([face["score"] for face in faces])
+    for i, corner in enumerate(("face_x1", "face_y1", "face_x2", "face_y2")):
+        outputs[corner] = boxes[:, i]
+    return kept, outputs
 
 
 def _mae(rows):
@@ -160,8 +246,8 @@ def _add_outputs(rows, outputs):
     exports them)."""
     rows["pred_age"] += outputs[heads.AGE].astype(float).tolist()
     if heads.GENDER in outputs:
-        rows["pred_gender"] += [schema.GENDER_LETTERS.index(g.decode())
-                                for g in outputs[heads.GENDER]]
+        rows["pred_gender"] += [schema.GENDER_LETTERS.index(
+            g.decode() if isinstance(g, bytes) else g) for g in outputs[heads.GENDER]]
     if heads.GenderHead.probability_output in outputs:
         rows["prob_female"] += outputs[heads.GenderHead.probability_output][:, 1].tolist()
     if heads.AGE_STD in outputs:
@@ -171,9 +257,12 @@ def _add_outputs(rows, outputs):
         if name in outputs:
             rows[f"{name}_low"] += outputs[name][:, 0].astype(float).tolist()
             rows[f"{name}_high"] += outputs[name][:, 1].astype(float).tolist()
+    for name in PHOTO_COLUMNS:
+        if name in outputs:
+            rows[name] += np.asarray(outputs[name]).tolist()
 
 
-def build_report(predictions, skipped, model_dir, data, name=None):
+def build_report(predictions, skipped, model_dir, data, name=None, detection=None):
     if not len(predictions.get("true_age", [])):
         raise EvaluationError(f"no image could be evaluated ({skipped.to_json()['by_reason']})")
     intervals = {c: (predictions[f"{heads.interval_output(c)}_low"],
@@ -191,6 +280,8 @@ def build_report(predictions, skipped, model_dir, data, name=None):
         name = f"{os.path.basename(base)} v{version}" if version.isdigit() else version
     report.update(name=name, model=model_dir, data=data,
                   skipped=skipped.to_json())
+    if detection is not None:
+        report["detection"] = detection.to_json()
     return report
 
 
@@ -203,7 +294,7 @@ def write_outputs(report, predictions, output_dir, compare=None):
         cols = [c for c in ("source", "true_age", "pred_age", "gender", "pred_gender", "race",
                             "prob_female", "age_std", "age_interval_50_low",
                             "age_interval_50_high", "age_interval_80_low",
-                            "age_interval_80_high")
+                            "age_interval_80_high", *PHOTO_COLUMNS)
                 if c in predictions]
         writer.writerow(cols)
         for i in range(len(predictions["source"])):
@@ -218,12 +309,14 @@ def run(cfg):
         raise app.UsageError("--model and --output_dir are required")
     if bool(cfg.input) == bool(cfg.records_dir):
         raise app.UsageError("give exactly one of --input (images) or --records_dir (records)")
+    if cfg.photos and not cfg.input:
+        raise app.UsageError("--photos evaluates the photos of --input (records hold crops)")
     try:
         compare = None
         if cfg.compare:
             with tf.io.gfile.GFile(cfg.compare) as f:
                 compare = json.load(f)
-        runner = runner_for(cfg.model, cfg.max_image_pixels)
+        runner = runner_for(cfg.model, cfg.max_image_pixels, photos=cfg.photos)
         print(f"model: {runner.model_path}", flush=True)
         skipped = Skipped()
         if cfg.records_dir:
@@ -237,15 +330,29 @@ def run(cfg):
             data = cfg.input
         if cfg.limit and total:
             total = min(total, cfg.limit)
+        detection = Detection() if cfg.photos else None
         predictions, skipped = evaluate(runner, items, cfg.batch_size, cfg.limit, total,
-                                        skipped)
-        report = build_report(predictions, skipped, runner.model_path, data, cfg.name)
+                                        skipped, detection, cfg.progress_seconds)
+        if detection is not None and not detection.with_face:
+            raise EvaluationError(f"no face found in any of the {detection.photos} photo(s) "
+                                  f"the model read ({skipped.to_json()['by_reason']})")
+        report = build_report(predictions, skipped, runner.model_path, data, cfg.name,
+                              detection)
         html_path = write_outputs(report, predictions, cfg.output_dir, compare)
     except (EvaluationError, FileNotFoundError, ValueError) as e:  # incl. records' errors
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report_lib.format_summary(report, compare))
+    if detection is not None:
+        d = report["detection"]
+        print(f"faces found in {d['with_face']} of {d['photos']} photo(s): detection recall "
+              f"{d['recall']:.3f}; the metrics above are those of each photo's largest face")
+        no_face = [i["source"] for i in skipped.items
+                   if i["reason"] == image_sources.NO_FACE]
+        if no_face:
+            print(f"no face found in: {', '.join(no_face[:20])}"
+                  + (f" and {len(no_face) - 20} more" if len(no_face) > 20 else ""))
     if skipped.items:
         print(f"skipped {len(skipped.items)} input(s): {skipped.to_json()['by_reason']}")
     print(f"report: {html_path}")

@@ -169,6 +169,21 @@ def _img(path, alt):
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _detection_section(report):
+    """Photos (--photos): how many had a face found; the metrics are of their largest face."""
+    d = report.get("detection")
+    if not d:
+        return []
+    return ["<h2>Face detection (photos)</h2>",
+            "<p>Each photo's label belongs to its largest face found; the metrics above are "
+            "those faces'. Photos without a face are listed under skipped inputs "
+            "(no_face).</p>",
+            _table(["photos read", "with a face found", "without", "detection recall",
+                    "faces found"],
+                   [[d["photos"], d["with_face"], d["no_face"], d["recall"],
+                     d["faces_found"]]])]
+
+
 def _uncertainty_section(report, plot_paths):
     """Bias by predicted decade, and how honest the spread and the gender probability are."""
     parts = ["<h2>Per predicted decade</h2>",
@@ -224,6 +239,7 @@ def write_html(report, plot_paths, output_dir, compare=None):
                                      + ([compare.get(f"cs@{k}")] if compare else [])
                                      for k in metrics_lib.CS_THRESHOLDS]),
               "<h2>Race x gender</h2>", _img(plot_paths["race_gender"], "race x gender")]
+    parts += _detection_section(report)
     parts += _uncertainty_section(report, plot_paths)
     rg_rows = [[cell_name, c["count"], c["mae"], c.get("gender_accuracy")]
                for cell_name, c in report.get("per_race_gender", {}).items()]

@@ -7,11 +7,15 @@ pixels of `agegender.preprocessing.model_input` (the function the SavedModel's s
 runs), and turns its raw outputs into the SavedModel's output dict with `agegender.heads`.
 `runner_for(path)` picks one by the path. A runner returns {output name: ndarray} per
 batch; `predict` isolates an undecodable image so that it alone is skipped.
+
+`PhotoRunner` calls the SavedModel's `predict_photo` signature on whole photos (faces found
+and aligned in the graph): `predict_photos` -> per photo its faces
+(`agegender.photo_answers`) or the error that refused it.
 """
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, inference, model_layout, preprocessing
+from agegender import heads, inference, model_layout, photo_answers, preprocessing
 from agegender import serving_contract as contract
 
 LITERT_SUFFIX = ".tflite"
@@ -122,8 +126,41 @@ class LiteRTRunner(_Runner):
         return {k: v.numpy() for k, v in heads.serving_outputs(raw, self.spec).items()}
 
 
-def runner_for(path, max_image_pixels=None):
-    """A LiteRTRunner for a .tflite file, else a SavedModelRunner."""
+class PhotoRunner:
+    """Calls the SavedModel's predict_photo signature on batches of encoded photos."""
+
+    def __init__(self, model_dir):
+        self.model_dir = self.model_path = resolve_saved_model(model_dir)
+        self._loaded = tf.saved_model.load(self.model_dir)
+        if contract.PREDICT_PHOTO not in self._loaded.signatures:
+            raise EvaluationError(
+                f"{self.model_dir} has no {contract.PREDICT_PHOTO} signature (photos need the "
+                "face detector: export the model again with `python -m export.export_model`)")
+        self._fn = self._loaded.signatures[contract.PREDICT_PHOTO]
+
+    def __call__(self, photos):
+        """Faces per photo (`photo_answers.photo_faces`); raises InvalidArgumentError."""
+        out = self._fn(**{contract.IMAGE_BYTES: tf.constant(photos, tf.string),
+                          contract.KEY: tf.constant([], tf.string)})
+        return photo_answers.photo_faces({k: v.numpy() for k, v in out.items()})
+
+    def predict_photos(self, photos):
+        """Like __call__, but a photo the signature refuses (undecodable, over the pixel
+        limit) fails alone: its entry is the `tf.errors.InvalidArgumentError`."""
+        try:
+            return self(photos)
+        except tf.errors.InvalidArgumentError as e:
+            if len(photos) == 1:
+                return [e]
+            return [answer for photo in photos for answer in self.predict_photos([photo])]
+
+
+def runner_for(path, max_image_pixels=None, photos=False):
+    """A PhotoRunner with `photos`, else a LiteRTRunner for a .tflite file, else a
+    SavedModelRunner."""
     if str(path).endswith(LITERT_SUFFIX):
+        if photos:
+            raise EvaluationError(f"{path}: a LiteRT file has no face detector; evaluate "
+                                  "photos with the SavedModel (its predict_photo signature)")
         return LiteRTRunner(path, max_image_pixels=max_image_pixels)
-    return SavedModelRunner(path)
+    return PhotoRunner(path) if photos else SavedModelRunner(path)

@@ -40,6 +40,10 @@ Usage:
       [--quantization=none|float16|dynamic|int8] [--records_dir=records/utk_face] \\
       [--representative_images=200] [--check_images=200]
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import csv
 import dataclasses
@@ -59,7 +63,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, preprocessing, records, schema
+from agegender import console, heads, preprocessing, records, schema
 from agegender import serving_contract as contract
 from export.export_model import ExportError, model_to_export, synthetic_jpeg
 
@@ -640,6 +644,7 @@ def main(argv=None):
     for flag, (_, unit) in _THRESHOLD_FLAGS.items():
         parser.add_argument(f"--{flag}", type=float, default=None,
                             help=f"override the mode's check threshold ({unit})")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     tolerance = None
     overrides = {field: getattr(args, flag) for flag, (field, _) in _THRESHOLD_FLAGS.items()}

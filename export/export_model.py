@@ -15,6 +15,13 @@ uses, so there is no train/serve skew):
   centre-cropped like an image when H, W differ from the model's size).
 - `serve_tf_examples`: `examples` string [N], serialized `tf.train.Example` records with
   `agegender.schema.FEATURE_SPEC` (TFX style), so batch scoring runs over the TFRecords.
+- `predict_photo`: `image_bytes` string [N] of whole photos (any framing and size) and an
+  optional `key`: faces are detected and aligned in the graph (`faces`, TF ops only:
+  MTCNN weights are variables of the SavedModel) and each answered like a `serving_default`
+  crop, up to `max_faces` per photo as dense padded tensors (`agegender.photo_inference`,
+  names in `agegender.serving_contract`). The faces are aligned on the template of the
+  model's training data (`ModelSpec.face_alignment`, else the shipped one), baked into the
+  graph as constants and written beside it to `assets.extra/face_alignment.json`.
 
 Encoded images whose header declares more than `max_image_pixels` pixels are refused
 before decoding (INVALID_ARGUMENT "image too large", `agegender.image_header`), so a
@@ -22,14 +29,23 @@ decompression bomb cannot exhaust the server's memory, on the real TF Serving to
 
 Outputs: `age` float [N] (years) always; `age_distribution` [N, 101] (classification),
 `age_range` [N, 21] (range mode); `gender` string "M"/"F" and `gender_probability`
-[N, 2] when the model has a gender head; `key` (serving_default only).
+[N, 2] when the model has a gender head; `key` (serving_default, predict_photo).
+predict_photo: `num_faces` int32 [N], `boxes` [N, F, 4], `landmarks` [N, F, 5, 2],
+`face_scores` [N, F], and every output above per face ([N, F, ...]; padding rows zeros and
+empty strings), F = max_faces.
 
 Usage:
-  python -m export.export_model --job_dir=runs/exp1 --export_base=models/age [--version=N]
+  python -m export.export_model --job_dir=runs/exp1 --export_base=models/age [--version=N] \
+      [--max_faces=16] [--min_face_size=20] [--no_photo_signature]
 From the trainer: `export.export_model.export_saved_model(job_dir, export_base)`.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -40,7 +56,8 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, image_header, inference, model_layout, preprocessing, schema
+from agegender import (console, heads, image_header, inference, model_layout, photo_inference,
+                       preprocessing, schema)
 from agegender import job_dir as job_dir_lib
 from agegender import serving_contract as contract
 
@@ -49,6 +66,7 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 SIG_DEFAULT = contract.SERVING_DEFAULT
 SIG_IMAGES = contract.PREDICT_IMAGES
 SIG_EXAMPLES = contract.SERVE_TF_EXAMPLES
+SIG_PHOTO = contract.PREDICT_PHOTO
 IMAGE_BYTES, KEY, IMAGES, EXAMPLES = (contract.IMAGE_BYTES, contract.KEY, contract.IMAGES,
                                       contract.EXAMPLES)
 
@@ -79,9 +97,12 @@ def model_to_export(job_dir, model=None, spec=None):
 
 
 class ServingModule(tf.Module):
-    """The exported object: the Keras model plus the three signature functions."""
+    """The exported object: the Keras model plus the signature functions. `photo`: a dict
+    of `photo_inference.PhotoPredictor` options (max_faces, min_face_size) for the
+    predict_photo signature, or None for none."""
 
-    def __init__(self, model, spec, max_image_pixels=image_header.DEFAULT_MAX_PIXELS):
+    def __init__(self, model, spec, max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
+                 photo=None):
         super().__init__()
         self.model = model
         self.spec = spec
@@ -119,14 +140,28 @@ class ServingModule(tf.Module):
         self.serving_default = serving_default
         self.predict_images = predict_images
         self.serve_tf_examples = serve_tf_examples
+        self.predict_photo = self.photo = None
+        if photo is not None:
+            self.photo = photo_inference.PhotoPredictor(model, spec, max_pixels=limit, **photo)
+
+            @tf.function(input_signature=[
+                tf.TensorSpec([None], tf.string, name=IMAGE_BYTES),
+                tf.TensorSpec([None], tf.string, name=KEY)])
+            def predict_photo(image_bytes, key=tf.constant([], tf.string)):
+                return self.photo.predict(image_bytes, key)
+
+            self.predict_photo = predict_photo
 
     def _predict(self, pixels):
         raw = inference.raw_outputs(self.model, pixels, self.spec)
         return heads.serving_outputs(raw, self.spec)
 
     def signatures(self):
-        return {SIG_DEFAULT: self.serving_default, SIG_IMAGES: self.predict_images,
-                SIG_EXAMPLES: self.serve_tf_examples}
+        found = {SIG_DEFAULT: self.serving_default, SIG_IMAGES: self.predict_images,
+                 SIG_EXAMPLES: self.serve_tf_examples}
+        if self.predict_photo is not None:
+            found[SIG_PHOTO] = self.predict_photo
+        return found
 
 
 def synthetic_jpeg(size=160, seed=0):
@@ -138,10 +173,10 @@ def synthetic_jpeg(size=160, seed=0):
     return tf.io.encode_jpeg(tf.constant(img.astype(np.uint8))).numpy()
 
 
-def warmup_requests(model_name, images, img_dim):
+def warmup_requests(model_name, images, img_dim, photo=False):
     """PredictionLog records (predict requests) for the warmup file: one per signature shape
     clients will use (serving_default with and without key, batch of 1 and of all images;
-    predict_images)."""
+    predict_images; predict_photo on one image when `photo`)."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     def log(signature, inputs):
@@ -162,6 +197,8 @@ def warmup_requests(model_name, images, img_dim):
                                         dtype=object)}),
         log(SIG_IMAGES, {IMAGES: pixels.astype(np.float32)}),
     ]
+    if photo:
+        logs.append(log(SIG_PHOTO, {IMAGE_BYTES: np.array(images[:1], dtype=object)}))
     return logs[:MAX_WARMUP_RECORDS]
 
 
@@ -174,9 +211,29 @@ def write_warmup(saved_model_dir, logs):
     return path
 
 
+def write_face_alignment(saved_model_dir, info):
+    """assets.extra/face_alignment.json: how predict_photo finds and aligns faces."""
+    tf.io.gfile.makedirs(model_layout.join(saved_model_dir, model_layout.WARMUP_DIR))
+    path = model_layout.join(saved_model_dir, model_layout.FACE_ALIGNMENT_PATH)
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(info, indent=1))
+    return path
+
+
+def read_face_alignment(saved_model_dir):
+    """The exported face_alignment.json as a dict, None for a model without predict_photo."""
+    path = model_layout.join(saved_model_dir, model_layout.FACE_ALIGNMENT_PATH)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())
+
+
 def export_saved_model(job_dir=None, export_base=None, version=None, *, model=None, spec=None,
                        model_name=contract.DEFAULT_MODEL_NAME, warmup_images=None,
-                       max_image_pixels=image_header.DEFAULT_MAX_PIXELS):
+                       max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
+                       photo_signature=True, max_faces=contract.DEFAULT_MAX_FACES,
+                       min_face_size=photo_inference.DEFAULT_MIN_FACE_SIZE):
     """Exports a SavedModel version; returns its directory.
 
     Pass `job_dir` (reads model.keras + model_spec.json) or an in-memory `model` and `spec`
@@ -185,6 +242,8 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
     beside it and renamed into place, so TF Serving never sees a half-written version.
     `warmup_images`: encoded images for the warmup file (default: synthetic JPEGs).
     `max_image_pixels`: the signatures refuse encoded images declaring more (0: no limit).
+    `photo_signature`: add predict_photo (faces found in whole photos), returning up to
+    `max_faces` faces per photo of at least `min_face_size` pixels.
     Hidden temp dirs left by an export that was killed are removed first.
     """
     if export_base is None:
@@ -202,8 +261,13 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
         raise ExportError(f"version {version} already exists at {final_dir}; versions are never "
                           f"overwritten (omit --version to use the next free one)")
 
+    if photo_signature and (int(max_faces) < 1 or float(min_face_size) < 12):
+        raise ExportError(f"max_faces {max_faces} must be >= 1 and min_face_size "
+                          f"{min_face_size} >= 12 (the detector's smallest window)")
     remove_stale_temp_dirs(export_base)
-    module = ServingModule(model, spec, max_image_pixels)
+    photo = (dict(max_faces=int(max_faces), min_face_size=float(min_face_size))
+             if photo_signature else None)
+    module = ServingModule(model, spec, max_image_pixels, photo)
     tmp_dir = model_layout.join(export_base, _temp_name(version))
     tf.io.gfile.makedirs(tmp_dir)
     if os.path.isdir(tmp_dir):
@@ -211,7 +275,10 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
     try:
         tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
         images = warmup_images or [synthetic_jpeg(seed=i) for i in range(2)]
-        write_warmup(tmp_dir, warmup_requests(model_name, images, spec.img_dim))
+        write_warmup(tmp_dir, warmup_requests(model_name, images, spec.img_dim,
+                                              photo=photo_signature))
+        if module.photo is not None:
+            write_face_alignment(tmp_dir, module.photo.describe())
         if tf.io.gfile.exists(final_dir):  # someone else took this version meanwhile
             raise ExportError(f"version {version} appeared at {final_dir} during the export")
         # Atomic on a local filesystem; on object stores (gs://) a rename copies object by
@@ -295,6 +362,17 @@ def main(argv=None):
                         default=image_header.DEFAULT_MAX_PIXELS,
                         help="the signatures refuse encoded images whose header declares more "
                              "pixels (decompression bombs; 0: no limit; default %(default)s)")
+    parser.add_argument("--no_photo_signature", action="store_true",
+                        help="leave out predict_photo (face detection in whole photos)")
+    parser.add_argument("--max_faces", type=int, default=contract.DEFAULT_MAX_FACES,
+                        help="predict_photo: faces returned per photo, highest detection "
+                             "score first (default %(default)s)")
+    parser.add_argument("--min_face_size", type=float,
+                        default=photo_inference.DEFAULT_MIN_FACE_SIZE,
+                        help="predict_photo: smallest face searched for, in pixels (of the "
+                             "photo, or of its 1024-pixel-side downscale when larger); "
+                             "larger is faster (default %(default)s)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     images = None
     if args.warmup_images:
@@ -305,7 +383,9 @@ def main(argv=None):
             spec = dataclasses.replace(spec, test_time_flip=args.test_time_flip == "true")
         path = export_saved_model(None, args.export_base, args.version, model=model, spec=spec,
                                   model_name=args.model_name, warmup_images=images,
-                                  max_image_pixels=args.max_image_pixels)
+                                  max_image_pixels=args.max_image_pixels,
+                                  photo_signature=not args.no_photo_signature,
+                                  max_faces=args.max_faces, min_face_size=args.min_face_size)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

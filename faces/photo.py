@@ -30,6 +30,11 @@ Owns the composition detect -> choose -> align and its output contract. `PhotoFa
 
 S is `output_size`: the records' 160 or the model's 128 (the template is normalised, so
 both give the same framing). Crops are aligned on the template of `faces.template`.
+
+`describe(template, select, config)` (and `PhotoFaces.describe()`) is how crops were made,
+as plain JSON: the template's points and fingerprint, the face chosen, the detector's
+settings. The records job stores it in report.json's metadata (`--align_faces`), the
+trainer copies it into the model spec, the export into the SavedModel.
 """
 import collections
 import functools
@@ -47,6 +52,18 @@ NUM_FACES = detector_lib.NUM_FACES
 LARGEST, SCORE_SELECT = "largest", "score"
 
 BestFace = collections.namedtuple("BestFace", ["crop", "box", "landmarks", "score", "num_faces"])
+
+
+def describe(template=None, select=LARGEST, config=None):
+    """How aligned crops are made, as JSON-able values: {"template": [[x, y] x 5],
+    "template_sha256", "select", "detector": settings}. `template`: a `template.Template`,
+    points, or None (the shipped one); `config`: a `DetectorConfig` (None: the defaults)."""
+    points = template_lib.load().points if template is None else getattr(
+        template, "points", template)
+    points = np.asarray(points, np.float64).reshape(5, 2)
+    return {"template": np.round(points, 5).tolist(),
+            "template_sha256": template_lib.fingerprint(points), "select": select,
+            "detector": detector_lib.settings(config or detector_lib.DetectorConfig())}
 
 
 class PhotoFaces(tf.Module):
@@ -85,6 +102,10 @@ class PhotoFaces(tf.Module):
     def _align(self, image, landmarks):
         return alignment.align(image, landmarks, self.output_size, self.template_points,
                                antialias=self.antialias)
+
+    def describe(self):
+        """`describe` of this module's template, face choice and detector settings."""
+        return describe(self.template_points.numpy(), self.select, self.detector.config)
 
     @tf.autograph.experimental.do_not_convert
     def faces_graph(self, image):

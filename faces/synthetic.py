@@ -150,3 +150,13 @@ def photos(count, seed=0, *, data_dir=None, width=640, height=480, faces_per_pho
             raise ValueError(f"{n} faces of {face_sizes} px do not fit in {width}x{height}")
         made += 1
         yield photo
+
+
+def labelled_name(photo, index, ext="jpg"):
+    """A UTKFace-style file name for `photo` carrying the labels of its largest face (the
+    face a labelled photo's label belongs to): '<age>_<gender>_<race>_photo<index>.<ext>'."""
+    from agegender import names
+
+    sides = photo.boxes[:, 2] - photo.boxes[:, 0]
+    labels = names.parse_name(photo.sources[int(np.argmax(sides))])
+    return f"{labels.age}_{labels.gender}_{labels.race}_photo{index:05d}.{ext}"

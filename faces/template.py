@@ -19,16 +19,26 @@ the model's input pipeline, so it must not be learnt from the faces it is evalua
 File format (JSON): {"points": [[x, y] x 5] (the mean, in `detector.LANDMARK_NAMES` order),
 "std": [[x, y] x 5], "median": [[x, y] x 5], "landmarks": names, "crops": n, "no_face": k,
 "skipped": {...}, "split": ..., "input": ..., "detector": settings}.
+
+A template is named by `fingerprint(points)` (SHA-256 of the rounded points) wherever it is
+recorded: the records' report.json, the model spec, the exported model's assets.extra.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import collections
 import functools
+import hashlib
 import importlib.resources
 import json
 import os
 import sys
 
 import numpy as np
+
+from agegender import console
 
 DEFAULT_FILE = "utkface_template.json"
 
@@ -53,6 +63,13 @@ def from_json(text, source="template"):
     if np.ptp(points[:, 0]) <= 0 or np.ptp(points[:, 1]) <= 0:
         raise TemplateError(f"{source}: the 5 points are degenerate (no extent)")
     return Template(points, std, int(data.get("crops", 0)), int(data.get("no_face", 0)), data)
+
+
+def fingerprint(points):
+    """Hex SHA-256 naming a template's points (rounded to the file's 5 decimals): what a
+    records directory, a model spec and an exported model record, so two can be compared."""
+    rounded = np.round(np.asarray(points, np.float64).reshape(5, 2), 5).tolist()
+    return hashlib.sha256(json.dumps(rounded).encode("ascii")).hexdigest()
 
 
 def to_json(data):
@@ -141,6 +158,7 @@ def main(argv=None):
     parser.add_argument("--split_fractions", default=None,
                         help="the records job's --split (e.g. 0.8,0.1,0.1); default: its default")
     parser.add_argument("--limit", type=int, default=0, help="use at most N crops (0: all)")
+    console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
     from agegender import schema

@@ -3,7 +3,9 @@
     python -m pipeline.build_records --input=<dir | glob | archive> --output_dir=DIR \
         [--image_size=160] [--age_deviation=5] [--split=0.8,0.1,0.1] [--labels_csv=CSV] \
         [--keep_duplicates] [--max_image_pixels=50000000] [--follow_symlinks] \
-        [--archive_spread_mb=128] [any Beam pipeline option, e.g. --runner=DataflowRunner ...]
+        [--archive_spread_mb=128] [--align_faces [--face_select=largest|score]] \
+        [--progress_seconds=5] [-v] \
+        [any Beam pipeline option, e.g. --runner=DataflowRunner ...]
 
 Every flag this module does not know is handed to Beam (`parse_known_args`). Without a
 `--runner` the job runs on the DirectRunner with one worker process per local core.
@@ -14,6 +16,10 @@ same packages installed, and --input/--output_dir must be paths every worker can
 The records are written into a staging directory beside --output_dir and switched into place
 when complete, under a lock that refuses a second run into the same directory (`publish`).
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import dataclasses
 import json
@@ -25,8 +31,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions, WorkerOptions)
 
-from agegender import age_histogram, image_header, names, schema, splits
+from agegender import age_histogram, console, image_header, names, schema, splits
 from agegender import image_sources as sources
+from faces import photo as face_photo
 from pipeline import publish, transforms, writer
 from pipeline import portable
 
@@ -55,13 +62,21 @@ class BuildOptions:
     min_shards: int = writer.DEFAULT_MIN_SHARDS
     max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS
     follow_symlinks: bool = False
+    align_faces: bool = False  # detect + align each input (faces.photo); no face: a skip
+    face_select: str = face_photo.LARGEST  # which face of a photo: largest box or score
 
     @property
     def fractions(self):
         return tuple(zip(schema.SPLITS, self.split))
 
     def metadata(self, extra=None):
+        # Only aligned records carry the face_alignment entry: unaligned ones keep the
+        # report of the records written before the option existed.
+        aligned = {}
+        if self.align_faces:
+            aligned = {schema.META_FACE_ALIGNMENT: face_photo.describe(select=self.face_select)}
         return {
+            **aligned,
             schema.META_AGE_DEVIATION: self.age_deviation,
             schema.META_IMAGE_SIZE: self.image_size,
             "splits": dict(self.fractions),
@@ -152,13 +167,16 @@ def _finalize(entries, output_dir, metadata):
 
 
 def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
-                   archive_spread_bytes=DEFAULT_ARCHIVE_SPREAD_MB << 20, side_inputs=True):
+                   archive_spread_bytes=DEFAULT_ARCHIVE_SPREAD_MB << 20,
+                   progress_seconds=console.PROGRESS_SECONDS, side_inputs=True):
     """Adds the whole job to pipeline `p`; returns the PCollection holding the report dict.
 
     inputs: `sources.InputFile`s (from `sources.list_inputs`); options: `BuildOptions`;
     labels_csv_rows: `names.read_labels_csv(...)` output, or None to label from file names;
     archive_spread_bytes: archive member bytes, over all archives, spread to other workers
     undecoded (see transforms.ReadArchive; it bounds memory and never changes a record);
+    progress_seconds: each worker prints images processed and records written so far this
+    often (`agegender.console.Progress`; 0: never).
     side_inputs: False brings the shard plan to the faces through a GroupByKey instead of a
     side input, for a runner that computes a side input again in every task reading it
     (the DaskRunner, see `pipeline.portable`); True elsewhere, where it is cheaper (one
@@ -172,7 +190,9 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
     make_record = transforms.MakeRecord(
         image_size=options.image_size, age_deviation=options.age_deviation,
         jpeg_quality=options.jpeg_quality, labels_csv_rows=labels_csv_rows,
-        min_age=options.min_age, max_age=options.max_age, max_pixels=options.max_image_pixels)
+        min_age=options.min_age, max_age=options.max_age, max_pixels=options.max_image_pixels,
+        align_faces=options.face_select if options.align_faces else None,
+        progress_seconds=progress_seconds)
     data, source_skips, archive_faces = [], [], []
     # Inputs are counted where they are known, before any shuffle: the listed files, and
     # archive members as the archive is read. finalize checks inputs = written + skipped.
@@ -230,7 +250,7 @@ def build_pipeline(p, inputs, options, labels_csv_rows=None, report_extra=None,
                | "Dedup" >> portable.ParDoWithOutputs(
                    transforms.DedupShard(options.keep_duplicates), transforms.SKIPPED))
     written = deduped[portable.MAIN] | "WriteShards" >> beam.ParDo(
-        writer.WriteShard(options.output_dir))
+        writer.WriteShard(options.output_dir, progress_seconds))
 
     skips = ((source_skips, made[transforms.SKIPPED], deduped[transforms.SKIPPED])
              | "AllSkips" >> beam.Flatten()
@@ -297,6 +317,19 @@ def _parser():
                          "before decoding; later members are converted by the worker reading "
                          "the archive. Bounds memory; never changes the records "
                          "(default %(default)s)")
+    ap.add_argument("--align_faces", action="store_true",
+                    help="treat inputs as photos: detect the faces, and write the chosen "
+                         "face aligned on the face template (faces.photo, as predict_photo "
+                         "serves) instead of the whole image; a photo without a face is "
+                         "skipped as no_face. The template is recorded in report.json")
+    ap.add_argument("--face_select", choices=(face_photo.LARGEST, face_photo.SCORE_SELECT),
+                    default=face_photo.LARGEST,
+                    help="with --align_faces: the face of a photo to write, the largest box "
+                         "or the highest detection score (default %(default)s)")
+    ap.add_argument("--progress_seconds", type=float, default=console.PROGRESS_SECONDS,
+                    help="each worker prints the images it processed and the records it "
+                         "wrote so far this often, on stderr; 0: never (default %(default)s)")
+    console.add_verbose_flag(ap)
     return ap
 
 
@@ -396,10 +429,11 @@ def main(argv=None):
     args, beam_args = _parser().parse_known_args(argv)
     if args.image_size <= 0 or not 1 <= args.jpeg_quality <= 100 or args.min_shards < 1 \
             or args.target_shard_mb <= 0 or args.age_deviation < 0 \
-            or args.max_image_pixels < 0 or args.archive_spread_mb < 0:
+            or args.max_image_pixels < 0 or args.archive_spread_mb < 0 \
+            or args.progress_seconds < 0:
         return _error("--image_size, --min_shards and --target_shard_mb must be > 0, "
-                      "--age_deviation, --max_image_pixels and --archive_spread_mb >= 0, "
-                      "--jpeg_quality in 1..100")
+                      "--age_deviation, --max_image_pixels, --archive_spread_mb and "
+                      "--progress_seconds >= 0, --jpeg_quality in 1..100")
     if not sources.is_valid_name(args.output_dir):
         return _error(f"--output_dir {sources.printable_name(args.output_dir)!r} is not valid "
                       "UTF-8: choose another name")
@@ -418,7 +452,8 @@ def main(argv=None):
         age_deviation=args.age_deviation, split=args.split, keep_duplicates=args.keep_duplicates,
         min_age=args.min_age, max_age=args.max_age, jpeg_quality=args.jpeg_quality,
         target_shard_mb=args.target_shard_mb, min_shards=args.min_shards,
-        max_image_pixels=args.max_image_pixels, follow_symlinks=args.follow_symlinks)
+        max_image_pixels=args.max_image_pixels, follow_symlinks=args.follow_symlinks,
+        align_faces=args.align_faces, face_select=args.face_select)
 
     try:
         beam_options = pipeline_options(beam_args, inputs)
@@ -442,6 +477,7 @@ def main(argv=None):
                             csv_rows,
                             report_extra={"input": args.input, "labels_csv": args.labels_csv},
                             archive_spread_bytes=int(args.archive_spread_mb * (1 << 20)),
+                            progress_seconds=args.progress_seconds,
                             side_inputs=not is_dask(beam_options))
                 finally:
                     _disconnect(p)

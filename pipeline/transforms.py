@@ -15,10 +15,11 @@ Every DoFn sends an input it cannot use to the `SKIPPED` output as a `sources.Sk
 file never stops the job and the report can account for every input.
 """
 import collections
+import os
 
 import apache_beam as beam
 
-from agegender import age_histogram, image_header, names, preprocessing, schema
+from agegender import age_histogram, console, image_header, names, preprocessing, schema
 from agegender import image_sources as sources
 from agegender import splits as splits_lib
 from agegender.image_sources import Skip
@@ -182,27 +183,57 @@ class MakeRecord(beam.DoFn):
     Before any decoder sees an image, the image source's checks run
     (`agegender.image_sources.check`: empty, labels, the header's pixel limit), the same
     the evaluation runs; the decode op checks the limit in the graph as well.
+
+    `align_faces` ("largest" or "score", None: off): each input is a photo whose face is
+    found and aligned (`faces.photo.PhotoFaces`, the code serving's predict_photo runs):
+    the chosen face's aligned crop at `image_size` is what is encoded, instead of the
+    resized image; a photo without a face is skipped as `no_face`. The dedup key is still
+    the hash of the decoded input pixels. Off, the records are byte for byte what they were
+    before the option existed.
     """
 
     def __init__(self, *, image_size, age_deviation, jpeg_quality=95, labels_csv_rows=None,
                  min_age=names.DEFAULT_MIN_AGE, max_age=names.DEFAULT_MAX_AGE,
-                 max_pixels=image_header.DEFAULT_MAX_PIXELS):
+                 max_pixels=image_header.DEFAULT_MAX_PIXELS, align_faces=None,
+                 progress_seconds=console.PROGRESS_SECONDS):
+        self._progress_seconds = progress_seconds
+        self._progress = None
         self._image_size = int(image_size)
         self._max_pixels = max_pixels
         self._deviation = float(age_deviation)
         self._quality = int(jpeg_quality)
         self._labeller = sources.Labeller(labels_csv_rows, min_age, max_age)
+        self._align = align_faces
         self._convert_one = self._convert_batch = None
+
+    def _frame(self):
+        """decoded uint8 pixels -> (found, float pixels [size, size, 3]) as TF ops."""
+        import tensorflow as tf
+
+        size = self._image_size
+        if self._align is None:
+            return lambda pixels: (tf.constant(True), preprocessing.resize_square(pixels, size))
+        from faces import photo
+
+        faces = photo.PhotoFaces(size, select=self._align, max_pixels=self._max_pixels)
+        self._faces = faces  # kept alive: its variables are captured by the graphs below
+
+        def aligned(pixels):
+            best = faces.best_face_graph(pixels)
+            return best[photo.FOUND], best[photo.CROP]
+        return aligned
 
     def setup(self):
         import tensorflow as tf
 
-        size, quality, max_pixels = self._image_size, self._quality, self._max_pixels
+        quality, max_pixels = self._quality, self._max_pixels
+        frame = self._frame()
 
         def convert(data):
             pixels = preprocessing.decode_rgb(data, max_pixels)
-            resized = preprocessing.to_uint8(preprocessing.resize_square(pixels, size))
-            return pixels, tf.io.encode_jpeg(resized, quality=quality)
+            found, framed = frame(pixels)
+            return pixels, found, tf.io.encode_jpeg(preprocessing.to_uint8(framed),
+                                                    quality=quality)
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
         def convert_one(data):
@@ -211,41 +242,48 @@ class MakeRecord(beam.DoFn):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def convert_batch(datas):
             def flat(data):
-                pixels, jpeg = convert(data)
-                return tf.reshape(pixels, [-1]), jpeg
+                pixels, found, jpeg = convert(data)
+                return tf.reshape(pixels, [-1]), found, jpeg
             # Images differ in size: their pixels come back as one ragged row each.
             # parallel_iterations=1: the runner already keeps every core busy with bundles.
             return tf.map_fn(flat, datas, parallel_iterations=1, fn_output_signature=(
                 tf.RaggedTensorSpec([None], tf.uint8, ragged_rank=0),
-                tf.TensorSpec([], tf.string)))
+                tf.TensorSpec([], tf.bool), tf.TensorSpec([], tf.string)))
 
         self._tf = tf
         self._convert_one, self._convert_batch = convert_one, convert_batch
+        # Per worker process: the runner shows nothing while the job runs (minutes for a
+        # large folder), and its metrics come at the end.
+        self._progress = console.Progress(f"records job, worker {os.getpid()}",
+                                          "images processed", every=self._progress_seconds)
 
     def _converted(self, datas):
-        """Encoded images -> [(sha256 of the decoded pixels, JPEG bytes) or a TF error]."""
+        """Encoded images -> [(sha256 of the decoded pixels, JPEG bytes or None when no face
+        was found) or a TF error]."""
         if len(datas) > 1:
             try:
-                pixels, jpegs = self._convert_batch(self._tf.constant(datas))
+                pixels, found, jpegs = self._convert_batch(self._tf.constant(datas))
             except self._tf.errors.OpError:
                 pass  # one of them is bad: find out which, one image at a time
             else:
                 values, splits = pixels.values.numpy(), pixels.row_splits.numpy()
                 view = memoryview(values)
-                return [(splits_lib.pixel_hash(view[splits[i]:splits[i + 1]]), jpeg)
-                        for i, jpeg in enumerate(jpegs.numpy())]
+                return [(splits_lib.pixel_hash(view[splits[i]:splits[i + 1]]),
+                         jpeg if has else None)
+                        for i, (has, jpeg) in enumerate(zip(found.numpy(), jpegs.numpy()))]
         results = []
         for data in datas:
             try:
-                pixels, jpeg = self._convert_one(self._tf.constant(data))
+                pixels, found, jpeg = self._convert_one(self._tf.constant(data))
             except self._tf.errors.OpError as e:  # not an image, truncated, unsupported...
                 results.append(e)
             else:
                 results.append((splits_lib.pixel_hash(pixels.numpy()),
-                                jpeg.numpy()))
+                                jpeg.numpy() if found.numpy() else None))
         return results
 
     def process(self, batch):
+        self._progress.add(len(batch))
         labelled = []
         for source_id, data in batch:
             result = sources.check(source_id, data, self._labeller, self._max_pixels)
@@ -261,6 +299,9 @@ class MakeRecord(beam.DoFn):
             # The dedup key hashes the decoded input pixels (schema: image/sha256), so
             # re-encoded or renamed copies of one picture are still found.
             sha256, jpeg = result
+            if jpeg is None:
+                yield _skip(source_id, sources.NO_FACE, "the face detector found no face")
+                continue
             example = schema.make_example(
                 encoded_jpeg=jpeg, height=self._image_size, width=self._image_size,
                 source_id=source_id, sha256=sha256, age=labels.age,

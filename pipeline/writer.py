@@ -14,13 +14,14 @@ temporary name and renames it into place: a retried bundle rewrites the same byt
 import collections
 import json
 import math
+import os
 import posixpath
 import re
 import uuid
 
 import apache_beam as beam
 
-from agegender import schema
+from agegender import console, schema
 
 NAMESPACE = "build_records"
 TMP_DIR = ".tmp-build_records"
@@ -82,8 +83,14 @@ def _race_name(race):
 class WriteShard(beam.DoFn):
     """`((split, shard, num_shards), sorted faces)` -> one shard file, and a dict describing it."""
 
-    def __init__(self, output_dir):
+    def __init__(self, output_dir, progress_seconds=console.PROGRESS_SECONDS):
         self._output_dir = str(output_dir).rstrip("/")
+        self._progress_seconds = progress_seconds
+        self._progress = None
+
+    def setup(self):
+        self._progress = console.Progress(f"records job, worker {os.getpid()}",
+                                          "records written", every=self._progress_seconds)
 
     def process(self, element):
         import tensorflow as tf
@@ -104,6 +111,7 @@ class WriteShard(beam.DoFn):
                 stats["race"][_race_name(face.race)] += 1
         tf.io.gfile.rename(tmp, final, overwrite=True)
         beam.metrics.Metrics.counter(NAMESPACE, "written").inc(len(faces))
+        self._progress.add(len(faces))
         yield {"split": split, "shard": shard, "num_shards": num_shards,
                "examples": len(faces), "bytes": tf.io.gfile.stat(final).length,
                "stats": {k: dict(v) for k, v in stats.items()}}

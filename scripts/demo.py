@@ -1,23 +1,37 @@
 """`make demo`: the whole product end to end on a folder of UTKFace images.
 
 records -> train (short CPU configuration) -> export -> local server -> REST and gRPC
-queries printing "predicted age / true age" -> evaluation report -> stop the server.
+queries printing "predicted age / true age" -> evaluation report -> the web page (one
+photo through it) -> its address, last.
 
 Every step is a real command a user could run by hand (printed before it runs); the
-first failure stops the demo and names the failing step. The server is always stopped.
+first failure stops the demo and names the failing step. The commands are quiet (their own
+lines only, agegender.console; -v shows the libraries' lines too). The server and the page
+are stopped when the demo ends, unless --keep_page: then they run until Ctrl-C.
 """
 import argparse
+import http.client
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run as a script: the project's packages come from the checkout
 
+from agegender import console  # noqa: E402
+
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    console.quiet()
+
 from agegender import serving_contract  # noqa: E402
-from serving.server_process import ServerProcess, ServerProcessError  # noqa: E402
+from serving.server_process import (  # noqa: E402
+    ChildProcess, ServerProcess, ServerProcessError)
 
 SHARED_UTK = os.path.join(ROOT, "..", "shared", "data", "utkface", "UTKFace")
 MODEL_NAME = serving_contract.DEFAULT_MODEL_NAME
@@ -37,6 +51,12 @@ class Demo:
         self.report = os.path.join(self.out, "report")
         self.server = ServerProcess(self.models, MODEL_NAME,
                                     log_path=os.path.join(self.out, "server.log"))
+        # web.app prints "page: <address> -> model ..." once it listens.
+        self.page = ChildProcess(
+            [sys.executable, "-m", "web.app", f"--backend={self.server.rest_address}",
+             f"--model_name={MODEL_NAME}", f"--port={args.page_port}"],
+            "page: ", name="the web page", log_path=os.path.join(self.out, "page.log"))
+        self.page_url = None
         self.steps = [
             ("records", self.build_records),
             ("train", self.train),
@@ -45,13 +65,14 @@ class Demo:
             ("query REST", lambda: self.query("rest")),
             ("query gRPC", lambda: self.query("grpc")),
             ("evaluate", self.evaluate),
-            ("stop server", self.stop_server),
+            ("web page", self.start_page),
         ]
         self.timings = []
 
     def run_cmd(self, cmd):
         print("$ " + " ".join(cmd), flush=True)
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        # The commands inherit the quiet (or verbose) choice: agegender.console.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         result = subprocess.run(cmd, cwd=ROOT, env=env)
         if result.returncode != 0:
             raise StepFailed(f"command exited with status {result.returncode}")
@@ -131,8 +152,58 @@ class Demo:
                       f"--records_dir={self.records}", "--split=test",
                       f"--output_dir={self.report}"])
 
-    def stop_server(self):
+    def start_page(self):
+        print("$ " + " ".join(self.page.command) + " &", flush=True)
+        try:
+            self.page.start(timeout=120)
+        except ServerProcessError as e:
+            raise StepFailed(str(e)) from None
+        self.page_url = self.page.ready_line.split()[1]
+        self.try_page(self.sample_images()[0])
+
+    def try_page(self, photo):
+        """One photo through the page, as its browser side sends it."""
+        url = urllib.parse.urljoin(self.page_url, "api/predict")
+        print(f"$ curl --data-binary @{photo} {url}", flush=True)
+        address = urllib.parse.urlsplit(url)
+        with open(photo, "rb") as f:
+            body = f.read()
+        conn = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+        try:
+            conn.request("POST", address.path, body, {"Content-Type": "image/jpeg"})
+            response = conn.getresponse()
+            status, payload = response.status, json.loads(response.read() or b"{}")
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            raise StepFailed(f"the page did not answer: {e}") from None
+        finally:
+            conn.close()
+        if status != 200:
+            raise StepFailed(f"the page answered {status}: {payload.get('error', payload)} "
+                             f"(log: {self.page.log_path})")
+        faces = payload.get("faces", [])
+        described = "; ".join(
+            ("age ?" if face.get("age") is None else f"age {face['age']:.1f}")
+            + {"M": ", male", "F": ", female"}.get(face.get("gender"), "") for face in faces)
+        print(f"{os.path.basename(photo)}: {len(faces)} face(s) found by the page"
+              + (f": {described}" if faces else ""), flush=True)
+
+    def stop_all(self):
+        self.page.stop()
         self.server.stop()
+
+    def wait_for_interrupt(self):
+        """--keep_page: the page and the server run until Ctrl-C (or SIGTERM)."""
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(1):
+            for child in (self.server, self.page):
+                if not child.alive():
+                    print(f"{child.name} stopped (status {child.proc.returncode}; log: "
+                          f"{child.log_path})", file=sys.stderr, flush=True)
+                    return 1
+        print("\nstopping the web page and the model server", flush=True)
+        return 0
 
     def run(self):
         os.makedirs(self.out, exist_ok=True)
@@ -146,13 +217,25 @@ class Demo:
                     print(f"\ndemo failed at step '{name}': {e}", file=sys.stderr, flush=True)
                     return 1
                 self.timings.append((name, time.time() - start))
+            if not self.args.keep_page:
+                self.stop_all()
+            self.print_summary()
+            return self.wait_for_interrupt() if self.args.keep_page else 0
         finally:
-            self.stop_server()
+            self.stop_all()
+
+    def print_summary(self):
         print("\n=== done ===")
         for name, seconds in self.timings:
             print(f"  {name:<12} {seconds:7.1f} s")
         print(f"report: {os.path.join(self.report, 'report.html')}")
-        return 0
+        if self.args.keep_page:
+            print(f"web page: {self.page_url} (model server REST {self.server.rest_address}, "
+                  f"gRPC {self.server.grpc_address}); Ctrl-C stops them", flush=True)
+        else:
+            print(f"web page: {self.page_url} (stopped with the demo; to keep it and the model "
+                  f"server running: make demo KEEP_PAGE=1, or scripts/demo.py --keep_page)",
+                  flush=True)
 
 
 def main():
@@ -165,6 +248,12 @@ def main():
     parser.add_argument("--limit", type=int, default=0,
                         help="use only this many images (a spread-out slice; 0: all)")
     parser.add_argument("--queries", type=int, default=5, help="images sent to the server")
+    parser.add_argument("--keep_page", action="store_true",
+                        help="keep the web page and the model server running after the demo, "
+                             "until Ctrl-C (default: stop them and exit)")
+    parser.add_argument("--page_port", type=int, default=0,
+                        help="the web page's port (default 0: a free one, printed)")
+    console.add_verbose_flag(parser, also=" of every step")
     args = parser.parse_args()
     if not args.data and os.path.isdir(SHARED_UTK):
         args.data = SHARED_UTK

@@ -3,14 +3,24 @@
 Python API:
   predict_grpc("localhost:8500", [jpeg_bytes, ...])  -> [{"age": 31.2, "gender": "F", ...}]
   predict_rest("localhost:8501", [jpeg_bytes, ...])  -> same
-  GrpcClient / RestClient keep one channel / connection pool for repeated calls.
+  GrpcClient / RestClient keep one channel / connection pool for repeated calls; their
+  `predict_photos(photos)` calls the predict_photo signature (faces found in whole photos)
+  -> one {"key", "num_faces", "faces": [{"box", "age", "gender", ...}]} per photo
+  (`agegender.photo_answers`).
 Failures raise `ClientError` with `code` (gRPC status name, or the HTTP status for REST)
 and the server's message; a server that is down gives code UNAVAILABLE (gRPC) or
 "UNAVAILABLE" (REST) after `timeout` seconds at most.
 
 CLI (like the original project's predict mode):
   python -m serving.client --server=localhost:8500 --protocol=grpc --model_name=age IMAGE...
+  python -m serving.client --photos [--draw_dir=DIR] PHOTO...   (one line per face found,
+      "no face found" for a photo without one; DIR gets a copy of each photo with the boxes
+      and ages drawn on it)
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import base64
 import http.client
@@ -20,7 +30,7 @@ import sys
 
 import numpy as np
 
-from agegender import prediction_line, schema
+from agegender import console, photo_answers, prediction_line
 from agegender import serving_contract as contract
 
 DEFAULT_SIGNATURE = contract.SERVING_DEFAULT
@@ -55,6 +65,24 @@ def _rows(columns, n):
                 v = v.item()
             rows[i][name] = v
     return rows
+
+
+def _grpc_inputs(images, keys):
+    """The request's inputs as tensors: encoded images (and keys) as string arrays."""
+    inputs = {contract.IMAGE_BYTES: np.array(list(images), dtype=object)}
+    if keys is not None:
+        inputs[contract.KEY] = np.array([k.encode() if isinstance(k, str) else k for k in keys],
+                                        dtype=object)
+    return inputs
+
+
+def _rest_inputs(images, keys):
+    """The request's inputs in TF Serving's JSON: bytes as {"b64": ...}."""
+    inputs = {contract.IMAGE_BYTES: [{"b64": base64.b64encode(b).decode("ascii")}
+                                     for b in images]}
+    if keys is not None:
+        inputs[contract.KEY] = list(keys)
+    return inputs
 
 
 class GrpcClient:
@@ -99,12 +127,15 @@ class GrpcClient:
 
     def predict(self, images, model_name=MODEL, keys=None, version=None):
         """Encoded images -> one dict of outputs per image."""
-        inputs = {contract.IMAGE_BYTES: np.array(list(images), dtype=object)}
-        if keys is not None:
-            inputs[contract.KEY] = np.array([k.encode() if isinstance(k, str) else k for k in keys],
-                                     dtype=object)
+        inputs = _grpc_inputs(images, keys)
         out = self.predict_raw(inputs, model_name, DEFAULT_SIGNATURE, version)
         return _rows(out, len(inputs[contract.IMAGE_BYTES]))
+
+    def predict_photos(self, photos, model_name=MODEL, keys=None, version=None):
+        """Encoded photos -> one {"key", "num_faces", "faces"} per photo (predict_photo)."""
+        out = self.predict_raw(_grpc_inputs(photos, keys), model_name, contract.PREDICT_PHOTO,
+                               version)
+        return photo_answers.photo_faces(out)
 
     def metadata(self, model_name=MODEL, version=None):
         from tensorflow_serving.apis import get_model_metadata_pb2
@@ -189,14 +220,17 @@ class RestClient:
                                          body))
 
     def predict(self, images, model_name=MODEL, keys=None, version=None):
-        images = list(images)
-        inputs = {contract.IMAGE_BYTES: [{"b64": base64.b64encode(b).decode("ascii")}
-                                         for b in images]}
-        if keys is not None:
-            inputs[contract.KEY] = list(keys)
+        inputs = _rest_inputs(images, keys)
         out = self.predict_json({"signature_name": DEFAULT_SIGNATURE, "inputs": inputs},
                                 model_name, version)["outputs"]
-        return _rows(out, len(images))
+        return _rows(out, len(inputs[contract.IMAGE_BYTES]))
+
+    def predict_photos(self, photos, model_name=MODEL, keys=None, version=None):
+        """Encoded photos -> one {"key", "num_faces", "faces"} per photo (predict_photo)."""
+        out = self.predict_json({"signature_name": contract.PREDICT_PHOTO,
+                                 "inputs": _rest_inputs(photos, keys)},
+                                model_name, version)["outputs"]
+        return photo_answers.photo_faces(out)
 
     def metadata(self, model_name=MODEL, version=None):
         return self._check(*self.request("GET", self._path(model_name, version, "/metadata")))
@@ -221,16 +255,41 @@ def predict_rest(server, images, model_name=MODEL, keys=None, version=None, time
     return _predict_once(RestClient, server, timeout, images, model_name, keys, version)
 
 
-def format_prediction(path, prediction):
-    """One line per image, the predict-mode format shared with `trainer.task --load`."""
-    gender = prediction.get("gender")
-    if gender is None:
-        return prediction_line.prediction_line(path, prediction["age"])
-    gender = gender.decode() if isinstance(gender, bytes) else gender
-    p = prediction.get("gender_probability")
-    return prediction_line.prediction_line(
-        path, prediction["age"], schema.GENDER_LETTERS.index(gender),
-        float(max(p)) if p is not None and len(p) else None)
+def _read(paths):
+    """[(path, bytes)] of the files; prints the error and returns None when one is unreadable."""
+    try:
+        return [(path, open(path, "rb").read()) for path in paths]
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def _predict_photos(client, files, args):
+    """[(path, bytes, photo answer or ClientError)]: a batch in one request; when it is
+    refused (e.g. one photo over the pixel limit), photo by photo, so only that one fails."""
+    paths = [path for path, _ in files]
+    try:
+        answers = client.predict_photos([data for _, data in files], args.model_name,
+                                        keys=paths, version=args.model_version)
+    except ClientError as e:
+        if len(files) == 1 or e.code in ("UNAVAILABLE", "NOT_FOUND", 404):
+            return [(path, data, e) for path, data in files]
+        return [one for item in files for one in _predict_photos(client, [item], args)]
+    return [(path, data, answer) for (path, data), answer in zip(files, answers)]
+
+
+def _print_photo(path, data, answer, args, drawn):
+    for line in prediction_line.photo_lines(path, answer["faces"]):
+        print(line)
+    if args.draw_dir:
+        from faces import drawing
+
+        try:
+            picture = drawing.draw(data, answer["faces"],
+                                   [prediction_line.face_label(f) for f in answer["faces"]])
+            drawing.save(picture, args.draw_dir, path, drawn)
+        except (ValueError, OSError) as e:  # PIL cannot read it, or the directory is not writable
+            print(f"warning: {path}: not drawn: {e}", file=sys.stderr)
 
 
 def main(argv=None):
@@ -244,29 +303,46 @@ def main(argv=None):
     p.add_argument("--model_version", type=int, default=None)
     p.add_argument("--batch_size", type=int, default=16, help="images per request")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    p.add_argument("--photos", action="store_true",
+                   help="the images are ordinary photos: find the faces in them (the model's "
+                        "predict_photo signature) and print one line per face")
+    p.add_argument("--draw_dir", default=None,
+                   help="with --photos: write a copy of each photo with its faces' boxes and "
+                        "ages drawn on it into this directory")
+    console.add_verbose_flag(p)
     args = p.parse_args(argv)
+    if args.draw_dir and not args.photos:
+        p.error("--draw_dir needs --photos")
     server = args.server or (f"localhost:{contract.DEFAULT_GRPC_PORT}" if args.protocol == "grpc"
                              else f"localhost:{contract.DEFAULT_REST_PORT}")
     client = GrpcClient(server, args.timeout) if args.protocol == "grpc" else RestClient(
         server, args.timeout)
     status = 0
+    drawn = set()
     try:
         for start in range(0, len(args.images), args.batch_size):
-            paths = args.images[start:start + args.batch_size]
-            try:
-                images = [open(path, "rb").read() for path in paths]
-            except OSError as e:
-                print(f"error: {e}", file=sys.stderr)
+            files = _read(args.images[start:start + args.batch_size])
+            if files is None:
                 return 2
+            if args.photos:
+                for path, data, answer in _predict_photos(client, files, args):
+                    if isinstance(answer, ClientError):
+                        print(f"error: {args.protocol} {server}: {path}: {answer}",
+                              file=sys.stderr)
+                        status = 1
+                    else:
+                        _print_photo(path, data, answer, args, drawn)
+                continue
+            paths = [path for path, _ in files]
             try:
-                predictions = client.predict(images, args.model_name, keys=paths,
-                                             version=args.model_version)
+                predictions = client.predict([data for _, data in files], args.model_name,
+                                             keys=paths, version=args.model_version)
             except ClientError as e:
                 print(f"error: {args.protocol} {server}: {e}", file=sys.stderr)
                 status = 1
                 continue
             for path, prediction in zip(paths, predictions):
-                print(format_prediction(path, prediction))
+                print(prediction_line.answer_line(path, prediction))
     finally:
         client.close()
     return status

@@ -10,6 +10,10 @@ Flags follow tensorflow_model_server's names where they exist. Binds 127.0.0.1 u
 `--host` says otherwise. `--rest_api_port=0` turns REST off (as in TF Serving); in the
 `ModelServer` class, port 0 means "pick a free port" (tests).
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import logging
 import os
@@ -17,7 +21,7 @@ import signal
 import sys
 import threading
 
-from agegender import arg_types, image_header
+from agegender import arg_types, console, image_header
 from agegender import serving_contract as contract
 from serving import core as core_lib
 from serving import rest_api
@@ -185,7 +189,7 @@ def main(argv=None):
     p.add_argument("--model_base_path", required=True, help="directory of numeric versions")
     for flag, kind, default, text in FLAGS:
         p.add_argument(flag, type=kind, default=default, help=text)
-    p.add_argument("--verbose", action="store_true")
+    console.add_verbose_flag(p, also=", and log at DEBUG level")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -20,3 +20,52 @@ def png_declaring(width, height):
 def png_bomb():
     """A PNG declaring 20000 x 20000 pixels (400 MP, 1.2 GB decoded), 1-2 KB on disk."""
     return png_declaring(20000, 20000)
+
+
+@pytest.fixture(scope="session")
+def synthetic_photos():
+    """synthetic_photos(count, seed, **options) -> `faces.synthetic` photos (test-split faces
+    of the shared UTKFace set pasted on backgrounds, with their truth boxes); the test is
+    skipped when ../shared is not beside the repository (a worktree)."""
+    import os
+
+    from faces import synthetic, utkface
+
+    if not os.path.isdir(utkface.SHARED_UTKFACE):
+        pytest.skip("../shared UTKFace images not available")
+
+    def make(count, seed, **options):
+        return list(synthetic.photos(count, seed, **options))
+    return make
+
+
+def encode_photo(pixels, fmt="JPEG", mode=None, **options):
+    """uint8 pixels -> encoded bytes (PIL), optionally converted to `mode` ("L": grey)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    if mode:
+        image = image.convert(mode)
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def plain_photo(width=320, height=240, seed=0):
+    """Smooth random colours with nothing face-like in them (the detector finds no face)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(1, height // 16), max(1, width // 16), 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC))
+
+
+@pytest.fixture(scope="session")
+def photo_tools():
+    """`encode_photo` and `plain_photo` above (importlib mode: tests cannot import this file)."""
+    import types
+
+    return types.SimpleNamespace(encode=encode_photo, plain=plain_photo)

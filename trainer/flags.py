@@ -142,6 +142,13 @@ def define_flags(fv=flags.FLAGS):
                          "With --test_sample_dir: skip images whose header declares more "
                          "pixels (decompression bombs are never decoded); 0: no limit.",
                          lower_bound=0, **d)
+    flags.DEFINE_bool("photos", False,
+                      "With --test_sample_dir: the images are ordinary photos; find and align "
+                      "the faces (as the export's predict_photo does) and print one line per "
+                      "face, 'no face found' for a photo without one.", **d)
+    flags.DEFINE_string("draw_dir", None,
+                        "With --photos: write a copy of each photo with its faces' boxes and "
+                        "ages drawn on it into this directory.", **d)
     flags.DEFINE_integer("verbose", None,
                          "Keras verbosity. Default: 1 (progress bar) on a terminal, 2 (one "
                          "line per epoch) otherwise.", **d)

@@ -9,9 +9,14 @@ resume after a crash (rerun the same command), and the outputs in --job_dir:
   learning_curves.png    model.keras + model_spec.json            eval.json (test split)
 
 `--load` skips training: with --test_sample_dir it prints predictions for a directory of
-images, with --records_dir it (re)writes eval.json. `--lr_find` runs the learning-rate
+images (face crops; with --photos ordinary photos, one line per face found, and
+--draw_dir=DIR draws them), with --records_dir it (re)writes eval.json. `--lr_find` runs the learning-rate
 finder and exits. See `trainer.flags` (or --helpfull) for every flag.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import dataclasses
 import importlib.util
 import math
@@ -46,7 +51,8 @@ def build_spec(cfg, records_meta):
     return model_spec.ModelSpec(
         type=cfg.type, range_mode=cfg.range_mode, predict_gender=cfg.predict_gender,
         img_dim=cfg.img_dim, age_deviation=float(deviation), base_model=cfg.base_model,
-        alpha=cfg.alpha, test_time_flip=cfg.test_time_flip)
+        alpha=cfg.alpha, test_time_flip=cfg.test_time_flip,
+        face_alignment=records_meta.get(schema.META_FACE_ALIGNMENT))
 
 
 def compile_model(model, spec, cfg, learning_rate, run_eagerly=False):
@@ -321,6 +327,12 @@ def run(cfg):
     if cfg.load:
         if not cfg.job_dir:
             raise app.UsageError("--load needs --job_dir")
+        if cfg.test_sample_dir and cfg.photos:
+            return predict.predict_photos(cfg.job_dir, cfg.test_sample_dir,
+                                          max_pixels=cfg.max_image_pixels,
+                                          draw_dir=cfg.draw_dir)
+        if cfg.draw_dir:
+            raise app.UsageError("--draw_dir needs --photos")
         if cfg.test_sample_dir:
             return predict.predict_dir(cfg.job_dir, cfg.test_sample_dir, cfg.batch_size,
                                        max_pixels=cfg.max_image_pixels)

@@ -20,6 +20,10 @@ a slot at most half its `--timeout`, then gets 503), and each photo (`--timeout`
 for a slot included).
 Binds 127.0.0.1 unless `--host` says otherwise.
 """
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
 import argparse
 import importlib.resources
 import json
@@ -31,12 +35,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from agegender import arg_types, image_header
+from agegender import arg_types, console, image_header
+from agegender import serving_contract as contract
 from web import backend as backend_lib
 
 log = logging.getLogger("web.app")
 
-DEFAULT_MAX_REQUEST_BYTES = 16 << 20  # as the model server's --max_request_bytes
+DEFAULT_MAX_REQUEST_BYTES = contract.DEFAULT_MAX_REQUEST_BYTES  # as the model server's
+DEFAULT_BACKEND = f"localhost:{contract.DEFAULT_REST_PORT}"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_CONCURRENT_PREDICTIONS = 2
 DEFAULT_MAX_CONNECTIONS = 32
@@ -240,7 +246,8 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
 class WebApp:
     """The page's server, serving in a background thread (`start()`/`stop()`, or `with`)."""
 
-    def __init__(self, backend="localhost:8501", model_name="age", host="127.0.0.1", port=8080,
+    def __init__(self, backend=DEFAULT_BACKEND, model_name=contract.DEFAULT_MODEL_NAME,
+                 host="127.0.0.1", port=8080,
                  max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, timeout=DEFAULT_TIMEOUT,
                  max_concurrent_predictions=DEFAULT_MAX_CONCURRENT_PREDICTIONS,
                  max_connections=DEFAULT_MAX_CONNECTIONS, idle_timeout=DEFAULT_IDLE_TIMEOUT,
@@ -321,9 +328,9 @@ _positive = arg_types.positive
 def main(argv=None):
     p = argparse.ArgumentParser(description="A web page that shows the age and gender the "
                                             "served model sees in photos.")
-    p.add_argument("--backend", default="localhost:8501",
+    p.add_argument("--backend", default=DEFAULT_BACKEND,
                    help="TF Serving REST endpoint, host:port (default %(default)s)")
-    p.add_argument("--model_name", default="age")
+    p.add_argument("--model_name", default=contract.DEFAULT_MODEL_NAME)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     p.add_argument("--max_request_bytes", type=_positive(int, "a byte count"),
@@ -346,7 +353,7 @@ def main(argv=None):
     p.add_argument("--max_side", type=_positive(int, "pixels"), default=DEFAULT_MAX_SIDE,
                    help="the page downscales photos to this longer side before uploading "
                         "(default %(default)s)")
-    p.add_argument("--verbose", action="store_true")
+    console.add_verbose_flag(p, also=", and log at DEBUG level")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -10,6 +10,7 @@ import json
 import socket
 import time
 
+from agegender import serving_contract as contract
 from web import photo_contract
 
 # A predict answer for one photo is a few KB (faces x outputs); more is not a model server.
@@ -43,7 +44,7 @@ def parse_address(address):
 class RestBackend:
     """`predict_photo` on one model of a TF Serving REST endpoint."""
 
-    def __init__(self, address, model_name="age", timeout=10.0):
+    def __init__(self, address, model_name=contract.DEFAULT_MODEL_NAME, timeout=10.0):
         self.host, self.port = parse_address(address)
         if not model_name or "/" in model_name or ":" in model_name:
             raise ValueError(f"bad model name {model_name!r}")

@@ -1,33 +1,37 @@
-"""The `predict_photo` signature as the page uses it: names, request body, faces from an answer.
+"""The `predict_photo` signature as the page uses it: the request body, faces from an answer.
 
-The one place in `web` that knows the signature's name and its input/output names, so they
-can be switched to the project's serving-contract module when face detection lands.
+The signature's name and its input and output names are the serving contract's
+(`agegender.serving_contract`, plain Python: importing it loads no TensorFlow), the module
+the export writes the signature from.
 
-The signature (exported beside `serving_default`): input `image_bytes` string [N] (a JPEG or
-PNG photo) and optional `key`; outputs per photo, padded to `max_faces`: `num_faces` int32 [N],
-`boxes` float32 [N, F, 4] as (x1, y1, x2, y2) in pixels of the decoded photo (x right, y down),
-`landmarks` [N, F, 5, 2], `face_scores` [N, F], `age` [N, F], and when the model has them
-`age_std` [N, F], `age_interval_80` [N, F, 2], `gender` "M"/"F" [N, F], `gender_probability`
-[N, F, 2] (male, female). Entries beyond `num_faces` are padding.
+The signature: input `image_bytes` string [N] (a JPEG or PNG photo) and optional `key`;
+outputs per photo, padded to `max_faces`: `num_faces` int32 [N], `boxes` float32 [N, F, 4]
+as (x1, y1, x2, y2) in pixels of the decoded photo (x right, y down), `landmarks`
+[N, F, 5, 2], `face_scores` [N, F], `age` [N, F], and when the model has them `age_std`
+[N, F], `age_interval_50`/`age_interval_80` [N, F, 2], `gender` "M"/"F" [N, F],
+`gender_probability` [N, F, 2] (male, female) and the age head's raw output (e.g.
+`age_distribution` [N, F, 101], which the page does not read). Entries beyond `num_faces`
+are padding.
 """
 import base64
 import math
 
-SIGNATURE = "predict_photo"
-IMAGE_BYTES = "image_bytes"
+from agegender import serving_contract as contract
 
-NUM_FACES = "num_faces"
-BOXES = "boxes"
-LANDMARKS = "landmarks"
-FACE_SCORES = "face_scores"
-AGE = "age"
-AGE_STD = "age_std"
-AGE_INTERVAL_80 = "age_interval_80"
-GENDER = "gender"
-GENDER_PROBABILITY = "gender_probability"
-KEY = "key"
+SIGNATURE = contract.PREDICT_PHOTO
+IMAGE_BYTES = contract.IMAGE_BYTES
 
-GENDERS = ("M", "F")  # the order of gender_probability's last axis
+NUM_FACES = contract.NUM_FACES
+BOXES = contract.BOXES
+LANDMARKS = contract.LANDMARKS
+FACE_SCORES = contract.FACE_SCORES
+AGE = contract.AGE
+AGE_STD = contract.AGE_STD
+AGE_INTERVAL_80 = contract.AGE_INTERVAL_80
+GENDER = contract.GENDER
+GENDER_PROBABILITY = contract.GENDER_PROBABILITY
+
+GENDERS = contract.GENDER_LETTERS  # the order of gender_probability's last axis
 
 
 class ContractError(ValueError):

@@ -1,8 +1,15 @@
 """The terminal filter: known library noise is dropped from fd 2, for children too; the
 rest passes, in order."""
+import argparse
+import ast
+import glob
+import io
+import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from agegender import console
 
@@ -63,3 +70,122 @@ def test_verbose_keeps_everything():
     """
     assert NOISY[1] in _run(script, AGEGENDER_VERBOSE="1").stderr
     assert NOISY[1] not in _run(script).stderr
+
+
+@pytest.mark.parametrize("argv, verbose", [
+    ([], False),
+    (["-v"], True),  # argparse commands' switch
+    (["--verbose"], True),
+    (["--input=x", "-v", "--output_dir=y"], True),
+    (["--verbosity=1"], True),  # absl commands
+    (["--verbosity", "2"], True),
+    (["-v", "1"], True),  # absl's short name with a level
+    (["-v=1"], True),
+    (["--verbosity=0"], False),  # absl's INFO: the project's own lines, no noise
+    (["-v", "0"], False),
+    (["--verbosity=-1"], False),
+    (["--verbose=2"], False),  # the trainer's Keras verbosity
+    (["--verbose", "1"], False),
+    (["--", "-v"], False),  # after --, an argument rather than a flag
+    (["--verbose_logs"], False),
+])
+def test_verbose_requested_reads_both_kinds_of_command_line(argv, verbose, monkeypatch):
+    monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    assert console.verbose_requested(argv) is verbose
+
+
+@pytest.mark.parametrize("value, verbose", [("1", True), ("yes", True), ("0", False),
+                                            ("", False)])
+def test_verbose_requested_reads_the_environment(value, verbose, monkeypatch):
+    monkeypatch.setenv(console.VERBOSE_ENV, value)
+    assert console.verbose_requested([]) is verbose
+
+
+def test_add_verbose_flag_registers_the_switch_quiet_reads():
+    parser = argparse.ArgumentParser()
+    console.add_verbose_flag(parser)
+    assert parser.parse_args(["-v"]).verbose and parser.parse_args(["--verbose"]).verbose
+    assert not parser.parse_args([]).verbose
+    assert console.VERBOSE_ENV in parser.format_help()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_prints_at_most_every_interval_and_counts_everything():
+    clock, out = FakeClock(), io.StringIO()
+    progress = console.Progress("records job", "images processed", every=5, out=out,
+                                clock=clock)
+    for _ in range(4):  # 4 s: a short step prints nothing
+        clock.now += 1
+        progress.add(10)
+    assert out.getvalue() == ""
+    clock.now += 1
+    progress.add(10)
+    assert out.getvalue() == "records job: 50 images processed so far (10/s)\n"
+    clock.now += 4.9
+    progress.add(1)
+    assert out.getvalue().count("\n") == 1  # not again before another 5 s
+    clock.now += 0.1
+    progress.add(1)
+    assert out.getvalue().splitlines()[-1] == "records job: 52 images processed so far (5/s)"
+
+
+def test_progress_shows_the_total_and_zero_seconds_means_never():
+    clock, out = FakeClock(), io.StringIO()
+    progress = console.Progress("evaluation", "images evaluated", total=300, every=2, out=out,
+                                clock=clock)
+    clock.now += 2
+    progress.add(64)
+    assert out.getvalue() == "evaluation: 64 of 300 images evaluated so far (32/s)\n"
+    clock.now += 10
+    progress.add(236)  # done: the step's summary follows, no "300 of 300 so far"
+    assert out.getvalue().count("\n") == 1
+    out = io.StringIO()
+    silent = console.Progress("x", "y", every=0, out=out, clock=clock)
+    clock.now += 1000
+    silent.add(5)
+    assert silent.count == 5 and out.getvalue() == ""
+
+
+def _commands():
+    """Every module of the project that runs as a program (a top-level __main__ guard)."""
+    for path in sorted(glob.glob(f"{REPO}/*/**/*.py", recursive=True)):
+        if "/tests/" in path or "/." in path or "/build/" in path:
+            continue
+        tree = ast.parse(open(path).read())
+        if any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+               for node in tree.body):
+            yield os.path.relpath(path, REPO), tree
+
+
+def _turns_quiet_on(node):
+    return isinstance(node, ast.If) and "console.quiet()" in ast.unparse(node)
+
+
+def test_every_command_turns_quiet_on_before_importing_a_library():
+    # TensorFlow prints its start-up lines at import: a command that imports it (or anything
+    # that might) before console.quiet() shows them whatever quiet() does later.
+    commands = dict(_commands())
+    assert {"pipeline/build_records.py", "trainer/task.py", "evaluation/evaluate.py",
+            "export/export_model.py", "serving/server.py", "serving/client.py",
+            "scripts/demo.py", "web/app.py"} <= set(commands)
+    for name, tree in commands.items():
+        early = []
+        for node in tree.body:
+            if _turns_quiet_on(node):
+                break
+            if isinstance(node, ast.Import):
+                early += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                early += [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            raise AssertionError(f"{name} never calls console.quiet() before its imports")
+        libraries = [m for m in early if m.split(".")[0] not in sys.stdlib_module_names
+                     and m != "agegender.console"]
+        assert not libraries, f"{name} imports {libraries} before console.quiet()"

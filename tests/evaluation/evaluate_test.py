@@ -7,6 +7,7 @@ hand-computed expected value.
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -188,3 +189,83 @@ def test_bombs_are_skipped_and_corrupt_shards_named(model_base, tmp_path, png_bo
     assert result.returncode == 2
     assert "utk_face-test.tfrecord-00000-of-00001 is not a valid records shard" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def photo_model(tmp_path_factory):
+    """A tiny trainer-contract model exported with predict_photo."""
+    from export import export_model, testing
+
+    job = testing.make_job_dir(tmp_path_factory.mktemp("photo_job"), type="classification",
+                               predict_gender=True)
+    return export_model.export_saved_model(job, str(tmp_path_factory.mktemp("photo") / "age"))
+
+
+def test_photos_report_detection_recall_and_their_largest_faces(photo_model, tmp_path,
+                                                                synthetic_photos, photo_tools,
+                                                                png_bomb):
+    """--photos: each photo's label is its largest face's; photos without a face are skipped
+    as no_face and listed; the detection recall counts them; a bomb is never decoded."""
+    from agegender import photo_answers
+    from faces import synthetic
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    several = synthetic_photos(1, 1, faces_per_photo=(3, 3), face_sizes=(70, 150))[0]
+    small = synthetic_photos(1, 0, faces_per_photo=(1, 1), face_sizes=(40, 40),
+                             max_rotation=5)[0]
+    files = {synthetic.labelled_name(several, 0): photo_tools.encode(several.image),
+             synthetic.labelled_name(small, 1, "png"): photo_tools.encode(small.image, "PNG"),
+             "33_1_0_wall.jpg": photo_tools.encode(photo_tools.plain(), mode="L"),
+             "40_0_0_bomb.png": png_bomb}
+    for name, data in files.items():
+        (photos / name).write_bytes(data)
+    out = tmp_path / "report"
+    result = _run([f"--model={photo_model}", f"--input={photos}", f"--output_dir={out}",
+                   "--photos", "--batch_size=2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["detection"] == {"photos": 3, "with_face": 2, "no_face": 1,
+                              "recall": pytest.approx(2 / 3), "faces_found": 4}
+    assert m["count"] == 2
+    assert m["skipped"]["by_reason"] == {"image_too_large": 1, "no_face": 1}
+    assert "33_1_0_wall.jpg" in result.stdout and "detection recall 0.667" in result.stdout
+    # The row of the several-faces photo is its largest face's answer.
+    answer = runners.PhotoRunner(photo_model)([files[synthetic.labelled_name(several, 0)]])[0]
+    largest = answer["faces"][photo_answers.largest_face(answer["faces"])]
+    rows = (out / "predictions.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert {"num_faces", "face_score", "face_x1", "face_y2"} <= set(header)
+    row = dict(zip(header, next(r for r in rows if r.startswith(
+        synthetic.labelled_name(several, 0))).split(",")))
+    assert float(row["pred_age"]) == pytest.approx(largest["age"], abs=1e-3)
+    assert int(row["num_faces"]) == 3
+    assert float(row["face_x1"]) == pytest.approx(largest["box"][0], abs=1e-3)
+    assert "Face detection (photos)" in (out / "report.html").read_text()
+
+
+def test_photos_need_images_and_a_saved_model(photo_model, model_base, tmp_path):
+    result = _run([f"--model={photo_model}", f"--records_dir={tmp_path}", "--photos",
+                   f"--output_dir={tmp_path}/o"])
+    assert result.returncode != 0 and "--photos" in result.stderr
+    with pytest.raises(evaluate.EvaluationError, match="no predict_photo signature"):
+        runners.runner_for(model_base, photos=True)
+    with pytest.raises(evaluate.EvaluationError, match="no face detector"):
+        runners.runner_for(str(tmp_path / "m.tflite"), photos=True)
+
+
+def test_a_log_gets_images_evaluated_so_far_and_a_terminal_keras_bar(model_base, image_dir,
+                                                                      capsys, monkeypatch):
+    runner = runners.runner_for(model_base)
+    items = list(evaluate.iter_images(str(image_dir), skipped=evaluate.Skipped()))
+    assert len(items) > 4
+    # stdout is not a terminal here (captured): "so far" lines on stderr, at most every
+    # progress_seconds (here: after every batch but the last, which the summary covers).
+    evaluate.evaluate(runner, items, batch_size=2, total=len(items), progress_seconds=1e-9)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "so far" in line]
+    counts = [re.fullmatch(rf"evaluation: (\d+) of {len(items)} images evaluated so far "
+                           r"\(\d+/s\)", line)[1] for line in lines]
+    assert counts == [str(n) for n in range(2, len(items), 2)]
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    evaluate.evaluate(runner, items, batch_size=2, total=len(items), progress_seconds=1e-9)
+    assert "so far" not in capsys.readouterr().err

@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,6 +12,7 @@ from agegender import heads, model_layout, preprocessing, schema
 from agegender import job_dir as job_dir_lib
 from agegender import model_spec as ms
 from export import export_model as em
+from export import testing
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOL = 1e-4
@@ -129,13 +129,13 @@ def test_warmup_file_parses_and_replays(exported):
         assert request.model_spec.name == "age"
         signatures.add(request.model_spec.signature_name)
         inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-        if request.model_spec.signature_name == "serving_default" and "key" not in inputs:
-            inputs["key"] = np.array([], dtype=object)
-        out = loaded.signatures[request.model_spec.signature_name](
-            **{k: tf.constant(v) for k, v in inputs.items()})
+        function = loaded.signatures[request.model_spec.signature_name]
+        if "key" in function.structured_input_signature[1] and "key" not in inputs:
+            inputs["key"] = np.array([], dtype=object)  # the SignatureDef default
+        out = function(**{k: tf.constant(v) for k, v in inputs.items()})
         n = next(iter(inputs.values())).shape[0]
-        assert out["age"].shape == (n,)
-    assert {"serving_default", "predict_images"} <= signatures
+        assert out["age"].shape[0] == n
+    assert {"serving_default", "predict_images", "predict_photo"} <= signatures
 
 
 @pytest.mark.slow
@@ -158,7 +158,9 @@ def test_cli_export_and_saved_model_cli(job_dirs, tmp_path):
     assert show.returncode == 0, show.stderr
     for name in ("signature_def['serving_default']", "signature_def['predict_images']",
                  "signature_def['serve_tf_examples']", "inputs['image_bytes']", "inputs['key']",
-                 "outputs['age_range']", "outputs['gender']", "outputs['gender_probability']"):
+                 "outputs['age_range']", "outputs['gender']", "outputs['gender_probability']",
+                 "signature_def['predict_photo']", "outputs['num_faces']", "outputs['boxes']",
+                 "outputs['landmarks']", "outputs['face_scores']"):
         assert name in show.stdout
 
 
@@ -184,8 +186,8 @@ def test_export_of_the_trainers_model(tmp_path, face_images):
 
 def test_signatures_refuse_decompression_bombs(job_dirs, exported, face_images, tmp_path,
                                                png_bomb):
-    """A PNG declaring 20000x20000 fails in the graph before decoding, in both byte signatures;
-    the limit is an export option."""
+    """A PNG declaring 20000x20000 fails in the graph before decoding, in every byte
+    signature; the limit is an export option."""
     bomb = png_bomb
     sigs = tf.saved_model.load(exported["clf_gender"]).signatures
     with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
@@ -195,9 +197,12 @@ def test_signatures_refuse_decompression_bombs(job_dirs, exported, face_images, 
                                   sha256="0", age=1, histogram=[0.0] * schema.NUM_AGE_BINS)
     with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
         sigs["serve_tf_examples"](examples=tf.constant([example.SerializeToString()]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too large"):
+        sigs["predict_photo"](image_bytes=tf.constant([face_images[0], bomb]),
+                              key=tf.constant([], tf.string))
     # A lower limit set at export refuses a normal image too.
     small = em.export_saved_model(job_dirs["clf_gender"], str(tmp_path / "small"),
-                                  max_image_pixels=10)
+                                  max_image_pixels=10, photo_signature=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="limit of 10 pixels"):
         tf.saved_model.load(small).signatures["serving_default"](
             image_bytes=tf.constant(face_images[:1]), key=tf.constant(["a"]))
@@ -218,7 +223,7 @@ def test_stale_temp_dirs_of_killed_exports_are_removed(job_dirs, tmp_path):
     other_host = base / f".tmp-1-elsewhere-{dead}-ghi789"
     for d in (stale, live, other_host):
         (d / "variables").mkdir(parents=True)
-    path = em.export_saved_model(job_dirs["clf_gender"], str(base))
+    path = em.export_saved_model(job_dirs["clf_gender"], str(base), photo_signature=False)
     assert path == str(base / "1")
     assert not stale.exists()
     assert live.exists() and other_host.exists()
@@ -229,7 +234,7 @@ def test_test_time_flip_in_the_signatures(job_dirs, face_images, tmp_path):
     """--test_time_flip=true: serving_default answers the mean of the face and its mirror."""
     base = tmp_path / "flip"
     assert em.main([f"--job_dir={job_dirs['clf_gender']}", f"--export_base={base}",
-                    "--test_time_flip=true"]) == 0
+                    "--test_time_flip=true", "--no_photo_signature"]) == 0
     model, spec = em.load_trained_model(job_dirs["clf_gender"])
     pixels = preprocessing.model_input_batch(tf.constant(face_images), spec.img_dim)
     both = [model(p, training=False) for p in (pixels, tf.reverse(pixels, axis=[2]))]
@@ -237,3 +242,192 @@ def test_test_time_flip_in_the_signatures(job_dirs, face_images, tmp_path):
     sig = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
     out = sig(image_bytes=tf.constant(face_images), key=tf.constant([""] * len(face_images)))
     np.testing.assert_allclose(out["age_distribution"], want, atol=TOL)
+
+
+def _graph_ops(saved_model_dir):
+    from tensorflow.python.saved_model import loader_impl
+
+    graph = loader_impl.parse_saved_model(saved_model_dir).meta_graphs[0].graph_def
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    return ops
+
+
+@pytest.mark.parametrize("variant", sorted(testing.VARIANTS))
+def test_predict_photo_outputs_per_head(variant, exported, photo_tools):
+    """Dense padded outputs per face, named as serving_default's plus the photo's own; a
+    photo without a face is an answer (num_faces 0), not an error."""
+    from agegender import serving_contract as contract
+
+    sigs = tf.saved_model.load(exported[variant]).signatures
+    photo = photo_tools.encode(photo_tools.plain())
+    out = sigs[contract.PREDICT_PHOTO](image_bytes=tf.constant([photo, photo]),
+                                       key=tf.constant(["a", "b"]))
+    crops = sigs[contract.SERVING_DEFAULT](image_bytes=tf.constant([photo]),
+                                           key=tf.constant(["a"]))
+    faces = contract.DEFAULT_MAX_FACES
+    assert set(out) == set(crops) | set(contract.PHOTO_OUTPUTS)
+    assert out[contract.NUM_FACES].numpy().tolist() == [0, 0]
+    assert out[contract.BOXES].shape == (2, faces, 4)
+    assert out[contract.LANDMARKS].shape == (2, faces, 5, 2)
+    for name, value in crops.items():
+        if name != contract.KEY:
+            assert out[name].shape == (2, faces, *value.shape[1:]), name
+            assert out[name].dtype == value.dtype, name
+    assert out[contract.KEY].numpy().tolist() == [b"a", b"b"]
+    # Graph: TF's own ops only (TF Serving runs no Python and loads no custom op library).
+    from tensorflow.python.framework import op_def_registry
+
+    ops = _graph_ops(exported[variant])
+    assert {"ImageProjectiveTransformV3", "CropAndResize", "DecodeImage"} <= ops
+    assert not {op for op in ops if op_def_registry.get(op) is None}
+    assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & ops
+
+
+def test_predict_photo_answers_as_in_process(job_dirs, exported, synthetic_photos, photo_tools):
+    """The SavedModel's predict_photo gives what `photo_inference.PhotoPredictor` gives in
+    process, on photos with faces (several, 40 px) and the template is recorded beside it."""
+    from agegender import photo_inference
+    from faces import template as template_lib
+
+    photos = [photo_tools.encode(p.image) for p in
+              synthetic_photos(1, 1, faces_per_photo=(3, 3), face_sizes=(70, 150))
+              + synthetic_photos(1, 0, faces_per_photo=(1, 1), face_sizes=(40, 40),
+                                 max_rotation=5)]
+    model, spec = em.load_trained_model(job_dirs["clf_gender"])
+    want = photo_inference.PhotoPredictor(model, spec).predict_fn()(
+        tf.constant(photos), tf.constant([], tf.string))
+    sig = tf.saved_model.load(exported["clf_gender"]).signatures["predict_photo"]
+    got = sig(image_bytes=tf.constant(photos), key=tf.constant([], tf.string))
+    assert got["num_faces"].numpy().tolist() == [3, 1]
+    for name in want:
+        if want[name].dtype == tf.string:
+            assert (got[name].numpy() == want[name].numpy()).all(), name
+        else:
+            np.testing.assert_allclose(got[name], want[name], atol=1e-3, err_msg=name)
+    info = em.read_face_alignment(exported["clf_gender"])
+    assert info["template_sha256"] == template_lib.fingerprint(template_lib.load().points)
+    assert info["max_faces"] == 16 and info["detector"]["min_face_size"] == 20
+
+
+def test_the_training_datas_template_is_baked_in_and_recorded(job_dirs, tmp_path, photo_tools,
+                                                              synthetic_photos):
+    """A spec whose records were aligned (face_alignment) exports that template: recorded in
+    assets.extra and used by the graph (the crops differ from the shipped template's)."""
+    import dataclasses
+
+    from faces import template as template_lib
+
+    model, spec = em.load_trained_model(job_dirs["clf_gender"])
+    points = (np.asarray(template_lib.load().points, np.float64) * 0.8 + 0.1).round(5).tolist()
+    aligned = dataclasses.replace(spec, face_alignment={
+        "template": points, "template_sha256": template_lib.fingerprint(points)})
+    path = em.export_saved_model(export_base=str(tmp_path / "aligned"), model=model,
+                                 spec=aligned, max_faces=2, min_face_size=40)
+    info = em.read_face_alignment(path)
+    assert info["template"] == points and info["max_faces"] == 2
+    assert info["template_sha256"] == template_lib.fingerprint(points)
+    assert info["detector"]["min_face_size"] == 40
+    photo = photo_tools.encode(synthetic_photos(1, 2, faces_per_photo=(1, 1),
+                                                face_sizes=(120, 160))[0].image)
+    plain = em.export_saved_model(export_base=str(tmp_path / "plain"), model=model, spec=spec,
+                                  max_faces=2, min_face_size=40)
+    ages = [tf.saved_model.load(p).signatures["predict_photo"](
+        image_bytes=tf.constant([photo]), key=tf.constant([], tf.string))["age_distribution"]
+        for p in (path, plain)]
+    assert ages[0].shape == (1, 2, 101)
+    assert np.abs(ages[0][0, 0] - ages[1][0, 0]).max() > 1e-4  # another crop, another answer
+
+
+def test_predict_photo_answers_each_face_as_the_crop_signatures_do(job_dirs, tmp_path,
+                                                                   synthetic_photos,
+                                                                   photo_tools):
+    """With test-time flip and calibration temperatures in the spec, each face of
+    predict_photo gets what the crop signatures answer for its aligned crop: the same
+    outputs (spread and intervals included), flipped and calibrated the same way."""
+    import dataclasses
+
+    from faces import photo as photo_lib
+
+    model, spec = em.load_trained_model(job_dirs["clf_gender"])
+    tuned = dataclasses.replace(spec, test_time_flip=True, age_temperature=2.5,
+                                gender_temperature=0.4)
+    path = em.export_saved_model(export_base=str(tmp_path / "tuned"), model=model, spec=tuned,
+                                 max_faces=3)
+    sigs = tf.saved_model.load(path).signatures
+    photo = photo_tools.encode(synthetic_photos(1, 4, faces_per_photo=(2, 2),
+                                                face_sizes=(110, 150), max_rotation=5)[0].image)
+    got = sigs["predict_photo"](image_bytes=tf.constant([photo]), key=tf.constant([], tf.string))
+    assert int(got["num_faces"][0]) == 2
+    crops = photo_lib.PhotoFaces(spec.img_dim).faces_bytes(tf.constant(photo))[photo_lib.CROPS]
+    want = sigs["predict_images"](images=crops)
+    assert {"age_std", "age_interval_50", "age_interval_80"} <= set(want)
+    assert set(got) == set(want) | {"num_faces", "boxes", "landmarks", "face_scores", "key"}
+    for name, value in want.items():
+        if value.dtype == tf.string:
+            assert (got[name][0, :2].numpy() == value.numpy()).all(), name
+        else:
+            np.testing.assert_allclose(got[name][0, :2], value, rtol=0, atol=1e-6,
+                                       err_msg=name)
+    # The settings change the answers, so the comparison above covers them.
+    plain = heads.serving_outputs(model(crops, training=False), spec)
+    # The settings change the answers by far more than the tolerance above, so that
+    # comparison covers them: the flip (the raw distribution; the tiny model is nearly
+    # mirror-symmetric) and the temperatures (the spread, the gender probability).
+    for name, change in (("age_distribution", 1e-5), ("age_std", 1e-3),
+                         ("gender_probability", 1e-2)):
+        assert np.abs(plain[name] - want[name]).max() > change, name
+
+
+def test_no_photo_signature_and_bad_photo_options(job_dirs, tmp_path):
+    path = em.export_saved_model(job_dirs["regression"], str(tmp_path / "a"),
+                                 photo_signature=False)
+    assert "predict_photo" not in tf.saved_model.load(path).signatures
+    assert em.read_face_alignment(path) is None
+    with pytest.raises(em.ExportError, match="min_face_size"):
+        em.export_saved_model(job_dirs["regression"], str(tmp_path / "b"), min_face_size=5)
+
+
+@pytest.mark.slow
+def test_predict_photo_on_a_huge_photo_is_bounded(exported, synthetic_photos, tmp_path):
+    """A 6000x4000 photo (24 MP, under the pixel limit) with one face: found, in a child
+    process whose address space is capped at what a 640x427 photo needed plus 512 MB.
+    Detection runs on a 1024-pixel downscale and each face's footprint is area-downscaled
+    before alignment, so the decoded photo (72 MB) is the only full-size copy (measured: the
+    huge photo adds 0.28 GB of address space, 0.11 GB resident, to the small one's peak)."""
+    import json
+    import textwrap
+
+    from PIL import Image
+
+    face = Image.open(synthetic_photos(1, 31, faces_per_photo=(1, 1))[0].sources[0])
+    canvas = Image.new("RGB", (6000, 4000), (90, 120, 150))
+    canvas.paste(face.convert("RGB").resize((900, 900), Image.BICUBIC), (3700, 1500))
+    huge, small = tmp_path / "huge.jpg", tmp_path / "small.jpg"
+    canvas.save(huge, "JPEG", quality=85)
+    canvas.resize((640, 427)).save(small, "JPEG")
+    script = textwrap.dedent(f"""
+        import json, resource
+        import tensorflow as tf
+        sig = tf.saved_model.load({exported["clf_gender"]!r}).signatures["predict_photo"]
+        none = tf.constant([], tf.string)
+        sig(image_bytes=tf.constant([open({str(small)!r}, "rb").read()]), key=none)
+        peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmPeak")][0]
+        limit = peak * 1024 + (512 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        out = sig(image_bytes=tf.constant([open({str(huge)!r}, "rb").read()]), key=none)
+        after = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmPeak")][0]
+        print(json.dumps({{"num_faces": int(out["num_faces"][0]),
+                          "box": out["boxes"][0, 0].numpy().tolist(),
+                          "added_mb": (after - peak) // 1024}}))
+    """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["num_faces"] == 1
+    from faces import boxes as box_ops
+
+    assert box_ops.overlap([[3700, 1500, 4600, 2400]], [out["box"]]).numpy()[0, 0] > 0.5

@@ -89,3 +89,18 @@ def test_the_command_refuses_bad_flags_and_empty_inputs(tmp_path, capsys):
     assert e.value.code == 2
     assert template.main([f"--input={tmp_path}", "--output=x.json"]) == 2
     assert "no files" in capsys.readouterr().err
+
+
+def test_fingerprint_names_the_points_as_recorded():
+    from faces import photo as photo_lib
+
+    points = template.load().points
+    assert template.fingerprint(points) == template.fingerprint(
+        np.round(np.asarray(points, np.float64), 5))  # float32 or the file's rounding: same
+    moved = np.asarray(points, np.float64).copy()
+    moved[0, 0] += 0.001
+    assert template.fingerprint(moved) != template.fingerprint(points)
+    info = photo_lib.describe(select="score")
+    assert info["template_sha256"] == template.fingerprint(points)
+    assert info["select"] == "score" and info["detector"]["min_face_size"] == 20
+    assert np.allclose(info["template"], points, atol=1e-5)

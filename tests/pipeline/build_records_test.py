@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -175,10 +176,16 @@ def test_cli_on_real_utkface_images_with_default_runner(tmp_path, tools):
     out = str(tmp_path / "records")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.build_records", f"--input={tgz}", f"--output_dir={out}"],
+        [sys.executable, "-m", "pipeline.build_records", f"--input={tgz}", f"--output_dir={out}",
+         "--progress_seconds=1e-6"],  # a progress line from every batch and shard
         cwd=tools.REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "written" in result.stdout
+    # The workers' progress lines reach the terminal (the runner shows nothing meanwhile).
+    assert re.search(r"^records job, worker \d+: \d+ images processed so far \(\d+/s\)$",
+                     result.stderr, re.M), result.stderr[-3000:]
+    assert re.search(r"^records job, worker \d+: \d+ records written so far", result.stderr,
+                     re.M), result.stderr[-3000:]
     report = json.load(open(os.path.join(out, schema.REPORT_FILE)))
     counts = report["counts"]
     assert counts["inputs"] == len(paths) == counts["written"] + counts["skipped"]
@@ -411,3 +418,71 @@ def test_links_and_special_files_in_the_input_are_never_read(tmp_path, tools, fo
             **never, **{name: sources.NOT_A_REGULAR_FILE for name in (
                 "52_0_0_20170101000000052.jpg", "53_0_0_20170101000000053.jpg", "linked")}}
     assert report["metadata"]["options"]["follow_symlinks"] is follow
+
+
+@pytest.mark.slow
+def test_align_faces_writes_the_chosen_face_aligned(tmp_path, tools, synthetic_photos,
+                                                    photo_tools):
+    """--align_faces: each photo's largest (or most confident) face, aligned by faces.photo
+    at --image_size, is the record's image; no face -> no_face; the dedup key is still the
+    hash of the decoded input (a re-encoded copy is a duplicate); the template is in
+    report.json."""
+    import numpy as np
+
+    from agegender import preprocessing, splits
+    from faces import photo as photo_lib
+    from faces import synthetic
+    from faces import template as template_lib
+
+    # Three faces whose largest is not the most confident one (tests/faces/photo_test.py).
+    crowd = synthetic_photos(1, 42, faces_per_photo=(3, 3))[0]
+    single = synthetic_photos(1, 2, faces_per_photo=(1, 1), face_sizes=(120, 160))[0]
+    src = tmp_path / "photos"
+    inputs = {synthetic.labelled_name(crowd, 0, "png"): photo_tools.encode(crowd.image, "PNG"),
+              synthetic.labelled_name(single, 1): photo_tools.encode(single.image, quality=95),
+              "30_1_0_20170101000000001.png": photo_tools.encode(photo_tools.plain(), "PNG")}
+    copy = synthetic.labelled_name(crowd, 9, "png")  # the crowd photo re-encoded: same pixels
+    for name, data in inputs.items():
+        tools.write(str(src), name, data)
+    tools.write(str(src), copy, photo_tools.encode(crowd.image, "PNG", compress_level=1))
+    size = 64
+    records_by_select = {}
+    for select in ("largest", "score"):
+        out = tmp_path / select
+        rc, report = tools.run_build(str(src), str(out), "--align_faces", f"--image_size={size}",
+                                     f"--face_select={select}")
+        assert rc == 0
+        assert report["counts"]["written"] == 2
+        assert tools.skipped_by_source(report) == {"30_1_0_20170101000000001.png": "no_face",
+                                                   copy: "duplicate"}
+        alignment = report["metadata"]["face_alignment"]
+        assert alignment["select"] == select
+        assert alignment["template_sha256"] == template_lib.fingerprint(
+            template_lib.load().points)
+        records_by_select[select] = {
+            e[schema.IMAGE_SOURCE_ID].decode(): e
+            for split in schema.SPLITS if records.has_split(str(out), split)
+            for e in records.iter_examples(str(out), split)}
+    for select, written in records_by_select.items():
+        faces = photo_lib.PhotoFaces(size, select=select)
+        for name, example in written.items():
+            data = inputs[name]
+            pixels = preprocessing.decode_rgb(data).numpy()
+            assert example[schema.IMAGE_SHA256].decode() == splits.pixel_hash(pixels)
+            image = tf.io.decode_jpeg(example[schema.IMAGE_ENCODED]).numpy()
+            assert image.shape == (size, size, 3)
+            # The same crop as faces.photo makes it, through the records' JPEG encoding.
+            want = tf.io.decode_jpeg(tf.io.encode_jpeg(faces.best(data).crop, quality=95))
+            assert np.abs(image.astype(int) - want.numpy()).mean() < 0.5, (select, name)
+    crowd_name = synthetic.labelled_name(crowd, 0, "png")
+    chosen = [tf.io.decode_jpeg(records_by_select[s][crowd_name][schema.IMAGE_ENCODED]).numpy()
+              for s in ("largest", "score")]
+    assert np.abs(chosen[0].astype(int) - chosen[1]).mean() > 20  # two different faces
+
+
+def test_without_align_faces_the_report_has_no_face_alignment(tmp_path, tools):
+    src = tmp_path / "faces"
+    _faces(src, tools, n=3)
+    rc, report = tools.run_build(str(src), str(tmp_path / "out"))
+    assert rc == 0 and "face_alignment" not in report["metadata"]
+    assert report["counts"]["written"] == 3

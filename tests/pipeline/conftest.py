@@ -3,7 +3,6 @@ import glob
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import types
@@ -71,13 +70,14 @@ def run_cli_limited(argv, data_limit=CHILD_DATA_LIMIT, timeout=240, prelude=""):
     prelude: Python run in the child first (e.g. to make it stop at a given point).
     Returns the CompletedProcess; a run killed by the timeout has returncode None.
     """
-    def limit():
-        resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
-
-    script = (f"import sys\n{prelude}\nfrom pipeline import build_records\n"
+    # The child limits itself first (no preexec_fn: it would fork this process, whose Beam
+    # and gRPC threads' fork handlers can abort the child; serving.server_process says more).
+    script = (f"import resource, sys\n"
+              f"resource.setrlimit(resource.RLIMIT_DATA, ({data_limit}, {data_limit}))\n"
+              f"{prelude}\nfrom pipeline import build_records\n"
               f"sys.exit(build_records.main({[*argv, *IN_PROCESS]!r}))\n")
     try:
-        return subprocess.run([sys.executable, "-c", script], cwd=REPO, preexec_fn=limit,
+        return subprocess.run([sys.executable, "-c", script], cwd=REPO,
                               env={**os.environ, "PYTHONPATH": REPO, **CHILD_ENV},
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:

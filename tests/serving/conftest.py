@@ -90,17 +90,12 @@ def grpc_client(server):
 CHILD_MEMORY_LIMIT = 1536 << 20
 
 
-def _limit_memory():
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_DATA, (CHILD_MEMORY_LIMIT, CHILD_MEMORY_LIMIT))
-
-
 class ChildServer(ServerProcess):
     """`python -m serving.server` in a child process with CHILD_MEMORY_LIMIT, started."""
 
     def __init__(self, model_base, log_path, flags=()):
-        super().__init__(model_base, flags=flags, log_path=log_path, preexec_fn=_limit_memory)
+        super().__init__(model_base, flags=flags, log_path=log_path,
+                         data_limit=CHILD_MEMORY_LIMIT)
         self.start(timeout=300)
 
     def log(self):

@@ -67,7 +67,8 @@ def test_metadata_and_status(stubs):
     response = predict.GetModelMetadata(request, timeout=20)
     sig_map = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(sig_map)
-    assert set(sig_map.signature_def) == {"serving_default", "predict_images", "serve_tf_examples"}
+    assert set(sig_map.signature_def) == {"serving_default", "predict_images", "serve_tf_examples",
+                                          "predict_photo"}
     assert response.model_spec.version.value == 1
     status = get_model_status_pb2.GetModelStatusRequest()
     status.model_spec.name = "age"

@@ -40,7 +40,7 @@ def test_metadata(rest):
     assert status == 200
     assert body["model_spec"] == {"name": "age", "signature_name": "", "version": "1"}
     sigs = body["metadata"]["signature_def"]["signature_def"]
-    assert set(sigs) == {"serving_default", "predict_images", "serve_tf_examples"}
+    assert set(sigs) == {"serving_default", "predict_images", "serve_tf_examples", "predict_photo"}
     default = sigs["serving_default"]
     assert set(default["inputs"]) == {"image_bytes", "key"}
     assert default["inputs"]["image_bytes"]["dtype"] == "DT_STRING"

@@ -14,7 +14,7 @@ import pytest
 from agegender import heads, model_spec, records
 from agegender import job_dir as job_dir_lib
 from trainer import flags as trainer_flags
-from trainer import input_pipeline, task
+from trainer import task
 
 
 @pytest.fixture(autouse=True)
@@ -149,3 +149,53 @@ def test_corrupt_shard_is_named_before_training(tmp_path, tiny_records, tiny_run
                        match=f"{shard.name} is not a valid records shard"):
         _run(copy, tmp_path / "job", tiny_run_args)
     assert not (tmp_path / "job" / "train_state.json").exists()
+
+
+def test_load_photos_prints_each_face_and_draws_them(tiny_records, tmp_path, tiny_run_args,
+                                                     capsys, caplog, png_bomb, synthetic_photos,
+                                                     photo_tools):
+    """--load --photos: one line per face (the photo's labels on its largest face), "no face
+    found", bombs skipped undecoded; --draw_dir gets each photo with its faces drawn."""
+    from PIL import Image
+
+    from export import testing
+    from faces import synthetic
+
+    job = testing.make_job_dir(tmp_path / "job", img_dim=32, type="classification",
+                               predict_gender=True)
+    samples = tmp_path / "photos"
+    samples.mkdir()
+    several = synthetic_photos(1, 1, faces_per_photo=(3, 3), face_sizes=(70, 150))[0]
+    name = synthetic.labelled_name(several, 0)
+    (samples / name).write_bytes(photo_tools.encode(several.image))
+    (samples / "wall.png").write_bytes(photo_tools.encode(photo_tools.plain(), "PNG"))
+    (samples / "40_0_0_20170116174525126.png").write_bytes(png_bomb)
+    capsys.readouterr()
+    results = _run(tiny_records, job, tiny_run_args, "--load", f"--test_sample_dir={samples}",
+                   "--photos", f"--draw_dir={tmp_path / 'drawn'}")
+    out = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith(f"{name} face ") for line in out) == 3
+    largest = max(results[0]["faces"], key=lambda f: (f["box"][2] - f["box"][0]))
+    labelled = [line for line in out if "true age:" in line]
+    assert len(labelled) == 1 and f"Predicted age: {largest['age']:.1f}" in labelled[0]
+    assert "wall.png: no face found" in out
+    assert "faces found in 1 of 2 photo(s)" in out
+    assert "20000x20000" in caplog.text
+    assert [r["file"] for r in results] == [name, "wall.png"]
+    assert Image.open(tmp_path / "drawn" / name).size == (640, 480)
+    assert (tmp_path / "drawn" / "wall.png").is_file()
+    with pytest.raises(Exception, match="--draw_dir needs --photos"):
+        _run(tiny_records, job, tiny_run_args, "--load", f"--test_sample_dir={samples}",
+             f"--draw_dir={tmp_path / 'drawn'}")
+
+
+def test_the_records_face_alignment_goes_into_the_spec(tiny_records, tmp_path, tiny_run_args):
+    """Records built with --align_faces name their template: the model's spec carries it (the
+    export aligns served photos on it); records of plain crops leave it None."""
+    cfg = trainer_flags.parse(tiny_run_args(tiny_records, tmp_path / "job"))
+    alignment = {"template": [[0.3, 0.3], [0.7, 0.3], [0.5, 0.5], [0.3, 0.7], [0.7, 0.7]],
+                 "template_sha256": "ab" * 32, "select": "largest"}
+    assert task.build_spec(cfg, {"face_alignment": alignment}).face_alignment == alignment
+    assert task.build_spec(cfg, records.metadata(tiny_records)).face_alignment is None
+    spec = task.build_spec(cfg, {"face_alignment": alignment})
+    assert model_spec.ModelSpec.from_json(spec.to_json()).face_alignment == alignment

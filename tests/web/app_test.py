@@ -135,6 +135,69 @@ def test_faces_of_a_photo(app, make_photo, fmt):
     assert len(faces[0]["landmarks"]) == 5
 
 
+# --- the real predict_photo signature -------------------------------------------------
+
+@pytest.mark.slow
+def test_a_real_models_faces_reach_the_page(real_backend, two_face_photo):
+    """The export's own predict_photo (MTCNN and alignment in the graph, a tiny model) behind
+    the local server: both faces of a photo come back in the page's JSON where they are,
+    with the very age, spread, interval and gender the model server answers."""
+    from faces import boxes as boxes_lib
+    from serving.client import RestClient
+
+    data, truth = two_face_photo
+    with WebApp(real_backend.rest_address, port=0, timeout=120) as web_app:
+        status, _, body = call(web_app, "POST", "/api/predict", data,
+                               {"Content-Type": "image/jpeg"}, timeout=150)
+    assert status == 200, body
+    faces = body["faces"]
+    assert len(faces) == 2, faces
+    found = boxes_lib.match(truth, [f["box"] for f in faces])
+    assert (found.pair >= 0).all(), (truth, faces)
+    client = RestClient(real_backend.rest_address, timeout=120)
+    try:
+        (served,) = client.predict_photos([data])
+    finally:
+        client.close()
+    assert served["num_faces"] == 2
+    for face, want in zip(faces, served["faces"]):
+        assert set(face) == {"box", "score", "landmarks", "age", "age_std", "age_interval_80",
+                             "gender", "gender_probability"}
+        np.testing.assert_allclose(face["box"], want["box"], atol=1e-3)
+        np.testing.assert_allclose(face["landmarks"], want["landmarks"], atol=1e-3)
+        for name in ("score", "age", "age_std"):
+            assert face[name] == pytest.approx(want[name], abs=1e-4), name
+        assert face["age_interval_80"] == pytest.approx(want["age_interval_80"])
+        low, high = face["age_interval_80"]
+        assert 0 <= low <= high <= 100 and 0 <= face["age"] <= 100 and face["age_std"] > 0
+        assert face["gender"] == want["gender"] and face["gender"] in ("M", "F")
+        assert face["gender_probability"] == pytest.approx(max(want["gender_probability"]))
+
+
+@pytest.mark.slow
+def test_the_fake_model_answers_like_the_real_signature(model_base, real_model_base):
+    """Every output the page's fake model gives (and the page reads) is one the exported
+    predict_photo gives, with the same dtype and per-face shape: the fake cannot drift from
+    what the export writes."""
+    import tensorflow as tf
+
+    def outputs(base):
+        sig = tf.saved_model.load(os.path.join(base, "1")).signatures["predict_photo"]
+        inputs = {k: v.dtype for k, v in sig.structured_input_signature[1].items()}
+        return sig.structured_outputs, inputs
+
+    fake, fake_inputs = outputs(model_base)
+    real, real_inputs = outputs(real_model_base)
+    assert fake_inputs == real_inputs
+    missing = set(fake) - set(real)
+    assert not missing, f"the fake answers {missing}, the real signature does not"
+    for name, spec in fake.items():
+        assert real[name].dtype == spec.dtype, name
+        # [photos] or [photos, faces, ...]: the number of faces differs (max_faces).
+        assert real[name].shape.rank == spec.shape.rank, name
+        assert real[name].shape[2:] == spec.shape[2:], name
+
+
 def test_no_face(app, make_photo):
     status, _, body = call(app, "POST", "/api/predict", make_photo())
     assert (status, body) == (200, {"faces": []})

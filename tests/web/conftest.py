@@ -1,17 +1,25 @@
-"""Fixtures: a fake face-finding SavedModel served by the project's local server, and photos.
+"""Fixtures: the page's model server on a fake face model and on a real one, and photos.
 
-Until face detection lands, the model behind the page is a fake with the `predict_photo`
-signature the page expects. Its "faces" are solid squares of three known colours in a
-synthetic photo, found with plain TF ops (colour match -> extent of the matching rows and
-columns), so the expected boxes are where the test drew them, and each colour has a fixed
-age, spread and gender. Padded entries beyond num_faces carry a decoy face (age 99) that must
-never show up.
+Most tests run against a fake with the `predict_photo` signature (names from
+`agegender.serving_contract`), because its answers are known exactly: its "faces" are solid
+squares of three known colours in a synthetic photo, found with plain TF ops (colour match
+-> extent of the matching rows and columns), so the expected boxes are where the test drew
+them, and each colour has a fixed age, spread and gender. Padded entries beyond num_faces
+carry a decoy face (age 99) that must never show up. `fake_outputs_spec` is what it answers;
+a test holds it to the real signature's outputs.
+
+`real_backend`: a tiny real model (`export.testing`, 32 px) exported with its predict_photo
+signature (MTCNN detection and alignment in the graph) and served by `python -m
+serving.server` in a child process, for the tests that check the page against what the
+export really produces; `two_face_photo` is a synthetic photo of two real faces for it.
 """
 import io
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+
+from agegender import serving_contract as contract
 
 MAX_FACES = 4
 BACKGROUND = (120, 120, 120)
@@ -23,6 +31,24 @@ FACES = [
 ]
 DECOY_AGE = 99.0
 TOLERANCE = 60  # per channel, for JPEG edges and the browser's re-encoding
+
+
+def fake_outputs_spec():
+    """{output: TensorSpec} of one photo's answer from the fake model (per face: [MAX_FACES,
+    ...]); the real signature answers each of these too (`web/app_test.py` checks)."""
+    import tensorflow as tf
+
+    return {
+        contract.NUM_FACES: tf.TensorSpec([], tf.int32),
+        contract.BOXES: tf.TensorSpec([MAX_FACES, 4], tf.float32),
+        contract.LANDMARKS: tf.TensorSpec([MAX_FACES, 5, 2], tf.float32),
+        contract.FACE_SCORES: tf.TensorSpec([MAX_FACES], tf.float32),
+        contract.AGE: tf.TensorSpec([MAX_FACES], tf.float32),
+        contract.AGE_STD: tf.TensorSpec([MAX_FACES], tf.float32),
+        contract.AGE_INTERVAL_80: tf.TensorSpec([MAX_FACES, 2], tf.float32),
+        contract.GENDER: tf.TensorSpec([MAX_FACES], tf.string),
+        contract.GENDER_PROBABILITY: tf.TensorSpec([MAX_FACES, 2], tf.float32),
+    }
 
 
 def face_model():
@@ -60,37 +86,28 @@ def face_model():
         at = lambda fx, fy: tf.stack([box[:, 0] + fx * w, box[:, 1] + fy * h], -1)  # noqa: E731
         age, std, pf = tf.gather(ages, rows), tf.gather(stds, rows), tf.gather(p_female, rows)
         return {
-            "num_faces": n,
-            "boxes": box,
-            "landmarks": tf.stack([at(.3, .4), at(.7, .4), at(.5, .6), at(.35, .8),
-                                   at(.65, .8)], 1),
-            "face_scores": tf.where(tf.range(MAX_FACES) < n, 0.99, 0.0),
-            "age": age,
-            "age_std": std,
-            "age_interval_80": tf.stack([age - 1.28 * std, age + 1.28 * std], -1),
-            "gender": tf.gather(genders, rows),
-            "gender_probability": tf.stack([1 - pf, pf], -1),
+            contract.NUM_FACES: n,
+            contract.BOXES: box,
+            contract.LANDMARKS: tf.stack([at(.3, .4), at(.7, .4), at(.5, .6), at(.35, .8),
+                                          at(.65, .8)], 1),
+            contract.FACE_SCORES: tf.where(tf.range(MAX_FACES) < n, 0.99, 0.0),
+            contract.AGE: age,
+            contract.AGE_STD: std,
+            contract.AGE_INTERVAL_80: tf.stack([age - 1.28 * std, age + 1.28 * std], -1),
+            contract.GENDER: tf.gather(genders, rows),
+            contract.GENDER_PROBABILITY: tf.stack([1 - pf, pf], -1),
         }
 
-    spec = {
-        "num_faces": tf.TensorSpec([], tf.int32),
-        "boxes": tf.TensorSpec([MAX_FACES, 4], tf.float32),
-        "landmarks": tf.TensorSpec([MAX_FACES, 5, 2], tf.float32),
-        "face_scores": tf.TensorSpec([MAX_FACES], tf.float32),
-        "age": tf.TensorSpec([MAX_FACES], tf.float32),
-        "age_std": tf.TensorSpec([MAX_FACES], tf.float32),
-        "age_interval_80": tf.TensorSpec([MAX_FACES, 2], tf.float32),
-        "gender": tf.TensorSpec([MAX_FACES], tf.string),
-        "gender_probability": tf.TensorSpec([MAX_FACES, 2], tf.float32),
-    }
+    spec = fake_outputs_spec()
 
     class FakeFaceModel(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes"),
-                                      tf.TensorSpec([None], tf.string, name="key")])
+        @tf.function(input_signature=[
+            tf.TensorSpec([None], tf.string, name=contract.IMAGE_BYTES),
+            tf.TensorSpec([None], tf.string, name=contract.KEY)])
         def predict_photo(self, image_bytes, key=tf.constant([], tf.string)):
             out = tf.map_fn(one_photo, image_bytes, fn_output_signature=spec)
             n = tf.shape(image_bytes)[0]
-            out["key"] = tf.cond(tf.size(key) > 0, lambda: key,
+            out[contract.KEY] = tf.cond(tf.size(key) > 0, lambda: key,
                                  lambda: tf.fill([n], tf.constant("", tf.string)))
             return out
 
@@ -105,7 +122,7 @@ def model_base(tmp_path_factory):
     base = tmp_path_factory.mktemp("web_models") / "age"
     module = face_model()
     tf.saved_model.save(module, str(base / "1"),
-                        signatures={"predict_photo": module.predict_photo})
+                        signatures={contract.PREDICT_PHOTO: module.predict_photo})
     return str(base)
 
 
@@ -128,6 +145,45 @@ def backend(model_base):
 def backend_factory(model_base):
     """start(rest_port=0) -> a new, started local model server on the fake model."""
     return lambda rest_port=0: start_backend(model_base, rest_port)
+
+
+REAL_MAX_FACES = 4
+
+
+@pytest.fixture(scope="session")
+def real_model_base(tmp_path_factory):
+    """A model base path holding version 1 of a tiny real classification + gender model
+    (32 px) exported with predict_photo (at most REAL_MAX_FACES faces per photo)."""
+    from export import export_model, testing
+
+    job_dir = testing.make_job_dir(tmp_path_factory.mktemp("web_real_job"),
+                                   type="classification", predict_gender=True)
+    base = str(tmp_path_factory.mktemp("web_real_models") / contract.DEFAULT_MODEL_NAME)
+    export_model.export_saved_model(job_dir, base, max_faces=REAL_MAX_FACES)
+    return base
+
+
+@pytest.fixture(scope="session")
+def real_backend(real_model_base, tmp_path_factory):
+    """`python -m serving.server` on the real model in a child process (REST and gRPC on
+    free loopback ports; `rest_address`), started once for the session."""
+    from serving.server_process import ServerProcess
+
+    log = str(tmp_path_factory.mktemp("web_real_server") / "server.log")
+    with ServerProcess(real_model_base, log_path=log) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def two_face_photo(synthetic_photos):
+    """(JPEG bytes, truth boxes [2, 4]) of a 640x480 synthetic photo with two real faces
+    (UTKFace test-split crops, 110-150 px) that the detector finds; skipped without
+    ../shared, like every test on real faces."""
+    photo = synthetic_photos(1, 4, faces_per_photo=(2, 2), face_sizes=(110, 150),
+                             max_rotation=5)[0]
+    out = io.BytesIO()
+    Image.fromarray(photo.image).save(out, "JPEG", quality=95)
+    return out.getvalue(), np.asarray(photo.boxes, float)
 
 
 def photo(size=(400, 300), faces=(), fmt="JPEG", exif_orientation=None, raw_rotation=None):

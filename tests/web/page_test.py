@@ -7,6 +7,7 @@ both); nothing is downloaded, and Chromium resolves no name but the loopback add
 import base64
 import io
 import os
+import re
 import shutil
 
 import numpy as np
@@ -118,7 +119,7 @@ def cards(driver):
     return {c["name"]: c for c in driver.execute_script(_READ_CARDS)}
 
 
-def wait_settled(driver, count):
+def wait_settled(driver, count, wait=WAIT):
     """Waits until `count` photo cards are done or failed (and their photos loaded)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -128,7 +129,7 @@ def wait_settled(driver, count):
             c["state"] in ("done", "error") and (c["state"] == "error" or c["natural"])
             for c in now.values())
         return now if ok else False
-    return WebDriverWait(driver, WAIT).until(settled)
+    return WebDriverWait(driver, wait).until(settled)
 
 
 def assert_boxes(card, size, faces, tol=0.02):
@@ -158,6 +159,29 @@ def test_two_faces_get_boxes_with_age_and_gender(browser, app, tmp_path, make_ph
         "return performance.getEntriesByType('resource').map((e) => e.name)")
     assert urls and all(u.startswith(app.url) or u.startswith("blob:" + app.url[:-1])
                         for u in urls), urls
+
+
+def test_a_real_models_two_faces_are_boxed_with_age_and_gender(browser, real_backend, tmp_path,
+                                                               two_face_photo):
+    """The same page on the export's real predict_photo (a tiny model, real face detection):
+    a box on each face of the photo, labelled with an age, its spread and a gender."""
+    from faces import boxes as boxes_lib
+    from web.app import WebApp
+
+    data, truth = two_face_photo
+    with WebApp(real_backend.rest_address, port=0, timeout=120) as web_app:
+        open_page(browser, web_app.url)
+        choose(browser, write(tmp_path, "two_real.jpg", data))
+        card = wait_settled(browser, 1, wait=150)["two_real.jpg"]
+    assert card["state"] == "done", card
+    assert card["natural"] == [640, 480]
+    shown = np.array([b["rel"] for b in card["boxes"]]) * [640, 480, 640, 480]
+    assert len(shown) == 2 and (boxes_lib.match(truth, shown).pair >= 0).all(), (truth, card)
+    for box in card["boxes"]:
+        assert re.fullmatch(r"\d+ ± \d+ · [MF] \d+%", box["label"]), box["label"]
+    for i in (1, 2):
+        assert re.search(rf"Face {i}: age \d+ ± \d+ \(80%: \d+–\d+\), (male|female) \d+%",
+                         card["caption"]), card["caption"]
 
 
 def test_no_face_and_not_an_image_get_clear_messages(browser, app, tmp_path, make_photo):
