@@ -33,7 +33,12 @@ setup(
         "lz4>=4.0",
     ],
     extras_require={
+        # The records job on a Dask cluster (--runner=DaskRunner): Beam's dask extra is
+        # dask and distributed (2024.4.2 or later); the same versions on every worker.
+        "dask": ["apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2"],
+        # dask too: tests/pipeline/build_records_dask_test.py runs a real Dask cluster.
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10",
+                 "apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2",
                  # tests/web drive the system's headless Chromium through /usr/bin/chromedriver
                  "selenium>=4.20"],
     },

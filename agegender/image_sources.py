@@ -395,9 +395,15 @@ def iter_archive(archive, follow_symlinks=True):
 
 
 def short_error(error, limit=200):
-    """The useful last line of a (TF) error message, bounded for a report."""
+    """The useful last line of a (TF) error message, bounded for a report.
+
+    TF ends a graph error with the op's context, `[[{{node X}}]] [Op:__inference_f_713]`,
+    whose number counts the functions traced in the process so far: the line before it says
+    what is wrong, the same in every process (report.json is the same on every runner).
+    """
     text = getattr(error, "message", None) or str(error)
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in text.strip().splitlines()
+             if line.strip() and not line.strip().startswith("[[")]
     return (lines[-1] if lines else type(error).__name__)[:limit]
 
 

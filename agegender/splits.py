@@ -6,7 +6,9 @@ train crops, the synthetic test photos) computes it the same way:
 
 - `pixel_hash(pixels)`: hex SHA-256 of uint8 [H, W, 3] pixels as `preprocessing.decode_rgb`
   gives them (another JPEG decoder's pixels can differ by one level and hash differently);
-- `split_of(sha256, fractions)`: bits 0-63 -> the split; `shard_of`: bits 64-127 -> the shard.
+- `split_of(sha256, fractions)`: bits 0-63 -> the split; `shard_of`: bits 64-127 -> the shard;
+  `bucket_of`: bits 128-191 -> a work bucket (where the records job on the DaskRunner joins
+  the shard plan; it never changes where a face goes).
 """
 import hashlib
 
@@ -51,3 +53,8 @@ def split_of(sha256, fractions):
 def shard_of(sha256, num_shards):
     """The shard of an image within its split (copies of one image share a shard)."""
     return int(sha256[16:32], 16) % num_shards
+
+
+def bucket_of(sha256, num_buckets):
+    """A bucket of images for spreading work, independent of their split and shard."""
+    return int(sha256[32:48], 16) % num_buckets

@@ -1,12 +1,21 @@
 """Benchmark of the Beam records job on the shared UTKFace subset, side by side with baselines.
 
-    .venv/bin/python -m benchmarks.build_records [--data=DIR] [--limit=N] [beam flags...]
+    .venv/bin/python -m benchmarks.build_records [--data=DIR] [--limit=N] \
+        [--runners=direct,dask] [--dask_workers=2] [--repeat=1] [beam flags...]
 
-1. End to end: `pipeline.build_records` (DirectRunner, its defaults unless Beam flags are
-   given) over every image, against a plain single-process Python loop doing the same
-   per-image work (read, decode, hash, resize, encode, histogram, serialize, write) in the
-   same run, one image per TensorFlow call (the job converts batches of images per call).
-   Prints images/s for both and the ratio.
+1. End to end: `pipeline.build_records` over every image on each runner named, against a
+   plain single-process Python loop doing the same per-image work (read, decode, hash,
+   resize, encode, histogram, serialize, write) in the same run, one image per TensorFlow
+   call (the job converts batches of images per call). Prints images/s for each and the
+   ratios, and checks that every runner wrote the same bytes (shards and report.json).
+   - direct: the DirectRunner with the job's defaults (one worker process per core);
+     Beam flags given are passed to it.
+   - dask: the DaskRunner on a local Dask cluster this benchmark starts first (a scheduler
+     and --dask_workers worker processes of one thread each, on 127.0.0.1, as `dask
+     scheduler` / `dask worker` would): the cluster's start-up is printed apart, not
+     counted; the workers' import of TensorFlow happens in the job and is counted, as the
+     DirectRunner's is. A new cluster for every run.
+   --repeat runs the runners (and the loop) that many times, alternating.
 2. The age histogram: `compute_histogram` (uncached), `age_histogram` (the cached path the
    job uses) and the seed's method (1,000,000 normal samples histogrammed into 101 bins).
    Prints medians and ratios.
@@ -19,6 +28,7 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
 
 import argparse
 import glob
+import logging
 import os
 import shutil
 import statistics
@@ -71,6 +81,43 @@ def run_pipeline(data, out_dir, beam_args):
                                *beam_args])
 
 
+def start_dask_cluster(workers):
+    """A local Dask cluster of `workers` processes x 1 thread on loopback -> (cluster, seconds)."""
+    from distributed import LocalCluster
+
+    start = time.perf_counter()
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None,
+                           silence_logs=logging.ERROR)
+    return cluster, time.perf_counter() - start
+
+
+def _outputs(out_dir):
+    """{file name: bytes} of the shards and report.json of a records directory."""
+    return {name: open(os.path.join(out_dir, name), "rb").read()
+            for name in sorted(os.listdir(out_dir))
+            if ".tfrecord-" in name or name == "report.json"}
+
+
+def run_runner(runner, data, out_dir, beam_args, dask_workers):
+    """One timed run of the job -> (seconds, CPU seconds of this process and its children)."""
+    cluster = None
+    args = list(beam_args)
+    if runner == "dask":
+        cluster, startup = start_dask_cluster(dask_workers)
+        print(f"  (dask: local cluster of {dask_workers} worker processes started in "
+              f"{startup:.1f} s, not counted)")
+        args = ["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"]
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    try:
+        rc = run_pipeline(data, out_dir, args)
+        seconds = time.perf_counter() - start
+    finally:
+        if cluster is not None:
+            cluster.close()  # the workers' CPU time is counted once they have exited
+    return rc, seconds, _cpu_seconds() - cpu
+
+
 def _median_us(fn, args_list, repeat):
     """Median over `repeat` rounds of the mean time per call over `args_list`, in µs."""
     rounds = []
@@ -104,13 +151,24 @@ def bench_histogram(deviation=5.0):
     return seed / ours
 
 
+RUNNERS = ("direct", "dask")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=DEFAULT_DATA, help="UTKFace directory")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
+    ap.add_argument("--runners", default="direct",
+                    help=f"comma-separated, of {', '.join(RUNNERS)} (default %(default)s)")
+    ap.add_argument("--dask_workers", type=int, default=2,
+                    help="worker processes of the local Dask cluster (default %(default)s)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each, alternating")
     ap.add_argument("--skip_baseline", action="store_true")
     console.add_verbose_flag(ap)
     args, beam_args = ap.parse_known_args(argv)
+    runners = [r.strip() for r in args.runners.split(",") if r.strip()]
+    if not runners or set(runners) - set(RUNNERS):
+        ap.error(f"--runners: choose among {', '.join(RUNNERS)}")
 
     paths = sorted(p for p in glob.glob(os.path.join(args.data, "*")) if os.path.isfile(p))
     if not paths:
@@ -134,24 +192,45 @@ def main(argv=None):
         import tensorflow  # noqa: F401
         import tensorflow_datasets  # noqa: F401
 
-        start, cpu = time.perf_counter(), _cpu_seconds()
-        rc = run_pipeline(data, os.path.join(tmp, "records"), beam_args)
-        ours_s, ours_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
-        if rc:
-            return rc
-        ours = n / ours_s
-        print(f"end to end: pipeline.build_records {ours_s:.1f} s = {ours:.0f} images/s, "
-              f"{ours_cpu / n * 1000:.2f} CPU-ms/image (incl. Beam start-up and shutdown)")
-        if not args.skip_baseline:
-            start, cpu = time.perf_counter(), _cpu_seconds()
-            written = baseline_loop(paths, os.path.join(tmp, "baseline.tfrecord"))
-            base_s, base_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
-            base = n / base_s
-            print(f"end to end: plain single-process loop {base_s:.1f} s = {base:.0f} images/s, "
-                  f"{base_cpu / n * 1000:.2f} CPU-ms/image ({written} written, no "
-                  f"dedup/split/report)")
-            print(f"end to end: ratio ours / loop = {ours / base:.2f}x images/s "
-                  f"(CPU per image: {ours_cpu / base_cpu:.2f}x the loop's)")
+        rates, cpus, outputs = {}, {}, {}
+        contestants = runners + ([] if args.skip_baseline else ["loop"])
+        for round_ in range(args.repeat):
+            for name in contestants:
+                out_dir = os.path.join(tmp, f"records-{name}")
+                if name == "loop":
+                    start, cpu = time.perf_counter(), _cpu_seconds()
+                    written = baseline_loop(paths, os.path.join(tmp, "baseline.tfrecord"))
+                    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+                    what = f"plain single-process loop ({written} written, no dedup/split/report)"
+                else:
+                    shutil.rmtree(out_dir, ignore_errors=True)
+                    rc, seconds, cpu = run_runner(name, data, out_dir, beam_args,
+                                                  args.dask_workers)
+                    if rc:
+                        return rc
+                    outputs.setdefault(name, _outputs(out_dir))
+                    what = f"pipeline.build_records on {name} (incl. Beam start-up and shutdown)"
+                rates.setdefault(name, []).append(n / seconds)
+                cpus.setdefault(name, []).append(cpu)
+                print(f"end to end, round {round_ + 1}: {what}: {seconds:.1f} s = "
+                      f"{n / seconds:.0f} images/s, {cpu / n * 1000:.2f} CPU-ms/image "
+                      f"(load average {os.getloadavg()[0]:.2f})")
+        for name in contestants:
+            print(f"{name}: images/s {', '.join(f'{r:.0f}' for r in rates[name])}")
+        if "loop" in rates:
+            for name in runners:
+                ratios = [a / b for a, b in zip(rates[name], rates["loop"])]
+                print(f"ratio {name} / loop = {', '.join(f'{r:.2f}' for r in ratios)}x images/s "
+                      f"(CPU per image: {', '.join(f'{a / b:.2f}' for a, b in zip(cpus[name], cpus['loop']))}x)")
+        if "direct" in rates and "dask" in rates:
+            ratios = [a / b for a, b in zip(rates["dask"], rates["direct"])]
+            print(f"ratio dask / direct = {', '.join(f'{r:.2f}' for r in ratios)}x images/s")
+        if len(outputs) > 1:
+            first, *others = outputs
+            same = all(outputs[o] == outputs[first] for o in others)
+            print(f"same shards and report.json on {', '.join(outputs)}: {'yes' if same else 'NO'}")
+            if not same:
+                return 1
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         bench_histogram()
     finally:

@@ -1,11 +1,13 @@
 """Per-image work and the rules that place an image: label, decode, hash, split, dedup.
 
-- `ReadFile` / `ReadArchive`: listed inputs -> `(source_id, bytes)` (an archive's members
-  past its share of the spread budget are converted where they are read: `Face`s).
+- `group_files` / `ReadFiles` / `ReadArchive`: listed inputs -> batches (lists) of
+  `(source_id, bytes)` (an archive's members past its share of the spread budget are
+  converted where they are read: `Face`s). `batch_weight` sizes the batches by encoded and
+  decoded size; they are made inside `process`, never in `finish_bundle` (see
+  `pipeline.portable` for why).
 - `MakeRecord`: a batch of `(source_id, bytes)` -> `Face`s (label from the name or the
   labels CSV, image header checked against the pixel limit, decoded pixels hashed, resized,
-  re-encoded as JPEG, serialized `tf.train.Example`); `batch_weight` sizes the batches by
-  encoded and decoded size.
+  re-encoded as JPEG, serialized `tf.train.Example`).
 - where a face goes comes from its pixel hash only (`agegender.splits`).
 - `DedupShard`: one shard's faces -> the ones to write, sorted; copies -> skips.
 
@@ -41,30 +43,55 @@ def _skip(source_id, reason, detail):
     return beam.pvalue.TaggedOutput(SKIPPED, Skip(source_id, reason, detail))
 
 
-class ReadFile(beam.DoFn):
-    """`sources.InputFile` (a plain file) -> `(source_id, bytes)` (`sources.read_input`)."""
+def group_files(files):
+    """Listed plain files -> lists of them, each about one batch (`MAX_BATCH_WEIGHT`).
+
+    The listing knows only a file's size, so a group is weighed by encoded bytes;
+    `ReadFiles` splits it again by `batch_weight` once the headers are read. A group is the
+    unit of work the runner spreads (one `beam.Create` element each).
+    """
+    groups, group, weight = [], [], 0
+    for item in files:
+        w = 1 + (item.size or 0) // BATCH_WEIGHT_BYTES
+        if group and weight + w > MAX_BATCH_WEIGHT:
+            groups.append(group)
+            group, weight = [], 0
+        group.append(item)
+        weight += w
+    if group:
+        groups.append(group)
+    return groups
+
+
+class ReadFiles(beam.DoFn):
+    """A group of `sources.InputFile`s (plain files) -> batches of `(source_id, bytes)`
+    (`sources.read_input`; an input that cannot be read is a skip)."""
 
     def __init__(self, follow_symlinks=False):
         self._follow = follow_symlinks
 
-    def process(self, item):
-        data = sources.read_input(item, self._follow)
-        if isinstance(data, Skip):
-            yield beam.pvalue.TaggedOutput(SKIPPED, data)
-        else:
-            yield item.source_id, data
+    def process(self, group):
+        batches = _Batches()
+        for item in group:
+            data = sources.read_input(item, self._follow)
+            if isinstance(data, Skip):
+                yield beam.pvalue.TaggedOutput(SKIPPED, data)
+            else:
+                yield from batches.add((item.source_id, data))
+        yield from batches.rest()
 
 
 class ReadArchive(beam.DoFn):
     """`sources.InputFile` (an archive) -> its members, read in place.
 
-    Members go out as `(member_name, bytes)`, to be spread over the workers and converted
-    there, until this archive's `spread_bytes` are used; every member after that is converted
-    right here by `make_record` and goes out as a `Face` (tagged FACES) or a skip. Why: what
-    goes to the other workers is held in memory between the steps (every member of the
-    archive at once, several copies of each), and an archive's members can add up to far more
-    than it weighs (a 1.4 MB tar.gz can hold 24 members of 60 MB); converted faces are small.
-    Either way a member becomes the same record (`MakeRecord` is batch-invariant).
+    Members go out in batches of `(member_name, bytes)`, to be spread over the workers and
+    converted there, until this archive's `spread_bytes` are used; every member after that
+    is converted right here by `make_record` and goes out as a `Face` (tagged FACES) or a
+    skip. Why: what goes to the other workers is held in memory between the steps (every
+    member of the archive at once, several copies of each), and an archive's members can add
+    up to far more than it weighs (a 1.4 MB tar.gz can hold 24 members of 60 MB); converted
+    faces are small. Either way a member becomes the same record (`MakeRecord` is
+    batch-invariant).
     """
 
     def __init__(self, make_record, spread_bytes, follow_symlinks=False):
@@ -77,20 +104,18 @@ class ReadArchive(beam.DoFn):
         if item.skip is not None:
             yield beam.pvalue.TaggedOutput(SKIPPED, item.skip)
             return
-        spread, batch, weight = 0, [], 0
+        spread, spread_batches, convert_batches = 0, _Batches(), _Batches()
         for out in sources.iter_archive(item, self._follow):
             if isinstance(out, Skip):
                 yield beam.pvalue.TaggedOutput(SKIPPED, out)
             elif spread + len(out[1]) <= self._spread_bytes:
                 spread += len(out[1])
-                yield out
+                yield from spread_batches.add(out)
             else:
-                if batch and weight + batch_weight(out) > MAX_BATCH_WEIGHT:
+                for batch in convert_batches.add(out):
                     yield from self._convert(batch)
-                    batch, weight = [], 0
-                batch.append(out)
-                weight += batch_weight(out)
-        if batch:
+        yield from spread_batches.rest()
+        for batch in convert_batches.rest():
             yield from self._convert(batch)
 
     def _convert(self, batch):
@@ -103,7 +128,7 @@ class ReadArchive(beam.DoFn):
 
 
 def batch_weight(element):
-    """`(source_id, bytes)` -> its weight in a `beam.BatchElements` batch.
+    """`(source_id, bytes)` -> its weight in a batch (`_Batches`).
 
     One per started 64 KiB of encoded bytes or per started 256 KiB of decoded pixels,
     whichever is more (the header says how many pixels an image decodes to; a 60 KB PNG can
@@ -120,6 +145,28 @@ def batch_weight(element):
 BATCH_WEIGHT_BYTES = 64 * 1024
 BATCH_WEIGHT_DECODED_BYTES = 256 * 1024
 MAX_BATCH_WEIGHT = 64
+
+
+class _Batches:
+    """Collects `(source_id, bytes)` into lists of total `batch_weight` <= MAX_BATCH_WEIGHT
+    (a heavier element goes alone): `add` and `rest` return the lists that are complete."""
+
+    def __init__(self):
+        self._batch, self._weight = [], 0
+
+    def add(self, element):
+        weight = batch_weight(element)
+        full = []
+        if self._batch and self._weight + weight > MAX_BATCH_WEIGHT:
+            full = [self._batch]
+            self._batch, self._weight = [], 0
+        self._batch.append(element)
+        self._weight += weight
+        return full
+
+    def rest(self):
+        batch, self._batch, self._weight = self._batch, [], 0
+        return [batch] if batch else []
 
 
 class MakeRecord(beam.DoFn):

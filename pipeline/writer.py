@@ -49,28 +49,23 @@ def shard_path(output_dir, split, shard, num_shards):
     return f"{schema.shard_prefix(output_dir, split)}-{shard:05d}-of-{num_shards:05d}"
 
 
-def plan_shards(sizes, fractions, target_shard_bytes, min_shards):
-    """{split: (images, bytes)} -> {split: number of shards} for every split with a fraction.
+def num_shards(count, nbytes, target_shard_bytes, min_shards):
+    """How many shards a split of `count` images and `nbytes` bytes of records is written to.
 
     About `target_shard_bytes` per shard, at least `min_shards` (so a parallel interleave has
     several files to read) but never more shards than images, and one (empty) shard for an
     empty split so every split exists in the output.
     """
-    plan = {}
-    for split, fraction in fractions:
-        if fraction <= 0:
-            continue
-        count, nbytes = sizes.get(split, (0, 0))
-        wanted = max(min_shards, math.ceil(nbytes / target_shard_bytes))
-        plan[split] = max(1, min(wanted, count))
-    return plan
+    wanted = max(min_shards, math.ceil(nbytes / target_shard_bytes))
+    return max(1, min(wanted, count))
 
 
-def shard_markers(_, plan):
-    """One `((split, shard), None)` per planned shard, so even an empty shard gets a file."""
-    for split, num_shards in sorted(plan.items()):
-        for shard in range(num_shards):
-            yield (split, shard), None
+def shard_markers(split_shards):
+    """`(split, num_shards)` -> one `((split, shard, num_shards), None)` per shard, so even an
+    empty shard gets a file."""
+    split, n = split_shards
+    for shard in range(n):
+        yield (split, shard, n), None
 
 
 def age_decade(age):
@@ -86,7 +81,7 @@ def _race_name(race):
 
 
 class WriteShard(beam.DoFn):
-    """`((split, shard), sorted faces)` -> one shard file, and a dict describing it."""
+    """`((split, shard, num_shards), sorted faces)` -> one shard file, and a dict describing it."""
 
     def __init__(self, output_dir, progress_seconds=console.PROGRESS_SECONDS):
         self._output_dir = str(output_dir).rstrip("/")
@@ -97,11 +92,11 @@ class WriteShard(beam.DoFn):
         self._progress = console.Progress(f"records job, worker {os.getpid()}",
                                           "records written", every=self._progress_seconds)
 
-    def process(self, element, plan):
+    def process(self, element):
         import tensorflow as tf
 
-        (split, shard), faces = element
-        final = shard_path(self._output_dir, split, shard, plan[split])
+        (split, shard, num_shards), faces = element
+        final = shard_path(self._output_dir, split, shard, num_shards)
         tmp_dir = f"{self._output_dir}/{TMP_DIR}"
         tf.io.gfile.makedirs(tmp_dir)
         # A unique temporary name: two attempts at the same shard never write one file.
@@ -117,13 +112,14 @@ class WriteShard(beam.DoFn):
         tf.io.gfile.rename(tmp, final, overwrite=True)
         beam.metrics.Metrics.counter(NAMESPACE, "written").inc(len(faces))
         self._progress.add(len(faces))
-        yield {"split": split, "shard": shard, "num_shards": plan[split],
+        yield {"split": split, "shard": shard, "num_shards": num_shards,
                "examples": len(faces), "bytes": tf.io.gfile.stat(final).length,
                "stats": {k: dict(v) for k, v in stats.items()}}
 
 
 def count_skip(skip):
-    """One Beam counter per skip reason (visible in the runner's UI/metrics)."""
+    """One Beam counter per skip reason (visible in the runner's UI/metrics, where it has
+    them: the DaskRunner has none; report.json has the counts on every runner)."""
     beam.metrics.Metrics.counter(NAMESPACE, f"skipped_{skip.reason}").inc()
     return skip
 

@@ -66,10 +66,23 @@ def make_strategy(name="auto", tpu=None):
     return strategy
 
 
+# What work_around_keras_multi_worker uses of Keras's private API (Keras 3.15's
+# Trainer / TensorFlowTrainer): a model method building metrics, loss and optimizer state
+# from a data batch, and the one fit/evaluate call before the first step (replaced here
+# by a no-op). It also relies on fit/evaluate calling the instance's train_step/test_step.
+KERAS_PRIVATE_API = ("_symbolic_build", "_maybe_symbolic_build")
+
+
+def missing_keras_private_api():
+    """The names of KERAS_PRIVATE_API this Keras lacks (tests/trainer/distribution_test.py)."""
+    return [name for name in KERAS_PRIVATE_API if not callable(getattr(keras.Model, name, None))]
+
+
 def work_around_keras_multi_worker(model, strategy, train_ds):
     """Lets Keras 3 `fit` run under MultiWorkerMirroredStrategy (a compiled model).
 
-    Two upstream incompatibilities (tensorflow/tensorflow#72388), both in how Keras merges
+    Two upstream incompatibilities (reported as tensorflow/tensorflow#72388, closed there
+    unfixed and sent to Keras; keras-team/keras#20585 is open), both in how Keras merges
     per-worker values, neither in the training math:
     - fit builds metrics from `strategy.reduce("MEAN", <distributed batch>)`, which raises
       "Attempt to convert a value (PerReplica...)": build them from a local batch instead
@@ -80,6 +93,13 @@ def work_around_keras_multi_worker(model, strategy, train_ds):
     """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
+    missing = missing_keras_private_api()
+    if missing:
+        raise RuntimeError(
+            f"Keras {keras.__version__} has no keras.Model.{', '.join(missing)}, which the "
+            "multi-worker workaround (tensorflow/tensorflow#72388, keras-team/keras#20585) "
+            "uses: check whether this Keras runs fit under MultiWorkerMirroredStrategy "
+            "without it, or pin keras<3.16")
     batch = next(iter(train_ds.take(1)))
     with strategy.scope():
         model._symbolic_build(data_batch=batch)

@@ -30,6 +30,13 @@ def test_shard_is_in_range_and_spread():
     assert min(shards.count(k) for k in range(7)) > 850
 
 
+def test_buckets_spread_the_faces_of_every_shard():
+    shas = [_sha(i) for i in range(16000)]
+    for shard in range(4):
+        buckets = [splits.bucket_of(s, 16) for s in shas if splits.shard_of(s, 4) == shard]
+        assert set(buckets) == set(range(16))
+        assert min(buckets.count(k) for k in range(16)) > 180  # ~250 each
+
 def test_pixel_hash_of_an_array_and_of_its_bytes_agree():
     pixels = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
     assert splits.pixel_hash(pixels) == hashlib.sha256(pixels.tobytes()).hexdigest()

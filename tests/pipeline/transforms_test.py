@@ -67,6 +67,16 @@ def test_bad_bytes_and_bad_names_are_skips_with_reasons(make, tools):
         assert out.value.detail
 
 
+def test_an_undecodable_image_is_reported_by_what_the_decoder_said(make, tools):
+    good = tools.image_bytes(3)
+    out = _run(make, "30_0_0_20170101000000001.jpg", good[:len(good) // 2])
+    assert out.value.reason == image_sources.UNDECODABLE
+    assert "Invalid JPEG data" in out.value.detail
+    # Not TF's op context, whose number depends on what the process traced before, so
+    # the report would differ between workers and runners.
+    assert "__inference" not in out.value.detail
+
+
 def test_a_batch_gives_the_same_bytes_as_one_image_at_a_time(make, tools):
     inputs = [(f"{20 + i}_{i % 2}_0_2017010100000000{i}.jpg", tools.image_bytes(10 + i, size=size))
               for i, size in enumerate([(50, 30), (30, 50), (32, 32), (200, 200), (7, 9)])]
@@ -100,6 +110,29 @@ def test_batch_weight_bounds_the_pixels_of_a_batch(tools):
     small_file = tools.png_header_bomb(4000, 4000)
     assert len(small_file) < 4096
     assert transforms.batch_weight(("d", small_file)) > transforms.MAX_BATCH_WEIGHT
+
+
+def test_files_are_grouped_by_size_and_read_in_batches_bounded_by_weight(tmp_path, tools):
+    names = [f"{20 + i}_0_0_20170101000000{i:03d}.png" for i in range(6)]
+    for i, name in enumerate(names):  # 2 KB each, 48 MB of pixels each: alone in a batch
+        tools.write(str(tmp_path), name, tools.png_header_bomb(4000, 4000, mark=i))
+    faces = [f"{30 + i}_1_0_20170101000001{i:03d}.jpg" for i in range(100)]
+    for i, name in enumerate(faces):
+        tools.write(str(tmp_path), name, tools.image_bytes(i))
+    tools.write(str(tmp_path), "big.jpg", b"x" * (5 << 20))  # 5 MB: weight 81 from its size
+    files = image_sources.list_inputs(str(tmp_path))
+    groups = transforms.group_files(files)
+    assert [item for group in groups for item in group] == files  # all of them, in order
+    assert [len(g) for g in groups if any(i.source_id == "big.jpg" for i in g)] == [1]
+    assert all(sum(1 + i.size // transforms.BATCH_WEIGHT_BYTES for i in g)
+               <= transforms.MAX_BATCH_WEIGHT for g in groups if len(g) > 1)
+    read = [out for group in groups for out in transforms.ReadFiles().process(group)]
+    batches = [b for b in read if not hasattr(b, "tag")]
+    assert sorted(s for b in batches for s, _ in b) == sorted(i.source_id for i in files)
+    for batch in batches:
+        if len(batch) > 1:
+            assert sum(map(transforms.batch_weight, batch)) <= transforms.MAX_BATCH_WEIGHT
+    assert sum(len(b) == 1 and b[0][0] in names for b in batches) == len(names)
 
 
 def test_an_image_over_the_pixel_limit_is_skipped_before_decoding(tools):

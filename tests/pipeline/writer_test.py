@@ -2,24 +2,19 @@
 from agegender.image_sources import Skip
 from pipeline import writer
 
-FRACTIONS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
 MB = 1024 * 1024
 
 
-def test_plan_shards_from_data_size():
-    plan = writer.plan_shards(
-        {"train": (15000, 125 * MB), "validation": (1900, 17 * MB), "test": (3, 3000)},
-        FRACTIONS, target_shard_bytes=32 * MB, min_shards=4)
-    assert plan == {"train": 4, "validation": 4, "test": 3}
-    plan = writer.plan_shards({"train": (10 ** 6, 8000 * MB)}, FRACTIONS, 32 * MB, 4)
-    assert plan == {"train": 250, "validation": 1, "test": 1}  # empty splits: one empty shard
-    plan = writer.plan_shards({}, (("train", 1.0), ("validation", 0.0), ("test", 0.0)), MB, 4)
-    assert plan == {"train": 1}  # a split with fraction 0 is not written
+def test_shard_count_from_data_size():
+    assert writer.num_shards(15000, 125 * MB, target_shard_bytes=32 * MB, min_shards=4) == 4
+    assert writer.num_shards(10 ** 6, 8000 * MB, 32 * MB, 4) == 250
+    assert writer.num_shards(3, 3000, 32 * MB, 4) == 3  # never more shards than images
+    assert writer.num_shards(0, 0, 32 * MB, 4) == 1  # an empty split: one empty shard
 
 
 def test_shard_markers_cover_every_planned_shard():
-    keys = [k for k, _ in writer.shard_markers(None, {"train": 3, "test": 1})]
-    assert keys == [("test", 0), ("train", 0), ("train", 1), ("train", 2)]
+    keys = [k for k, _ in writer.shard_markers(("train", 3))]
+    assert keys == [("train", 0, 3), ("train", 1, 3), ("train", 2, 3)]
 
 
 def test_age_decades():

@@ -1,0 +1,233 @@
+"""The job on Beam's DaskRunner, on a real Dask cluster: the same bytes as on the DirectRunner.
+
+A scheduler and two worker processes are started on 127.0.0.1 with the `dask scheduler` /
+`dask worker` commands, as on a real cluster; they import the project from PYTHONPATH
+(elsewhere: the package installed on every worker) and are always stopped at the end.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+
+from agegender import image_sources as sources
+from agegender import schema
+from pipeline import build_records
+
+START_TIMEOUT = 120  # seconds for the scheduler to write its address and both workers to join
+JOB_TIMEOUT = 420
+# Should this test's process die without its cleanup (SIGKILL), the cluster still ends: the
+# scheduler after this long without a task, the workers this long after losing it.
+ORPHAN_SCHEDULER_IDLE = "600s"
+ORPHAN_WORKER_DEATH = "60s"
+
+
+def _env(tools):
+    return {**os.environ, "PYTHONPATH": tools.REPO, "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_NUM_INTEROP_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "2"}
+
+
+def _stop(proc):
+    """Ends a process started in its own session, with everything it started."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@pytest.fixture
+def dask_cluster(tmp_path, tools):
+    """`(address "127.0.0.1:PORT", client)` of a scheduler with two single-thread workers."""
+    from distributed import Client
+
+    scheduler_file = tmp_path / "scheduler.json"
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    procs, client = [], None
+    common = ["--host", "127.0.0.1", "--no-dashboard"]
+
+    def start(name, *args):
+        with open(logs / f"{name}.log", "w") as log:
+            # cwd elsewhere than the project: the workers find it through PYTHONPATH only.
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "dask", *args, *common], cwd=tmp_path, env=_env(tools),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True))
+
+    try:
+        start("scheduler", "scheduler", "--port", "0", "--scheduler-file", str(scheduler_file),
+              "--idle-timeout", ORPHAN_SCHEDULER_IDLE)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+            assert procs[0].poll() is None, (logs / "scheduler.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the scheduler wrote no address"
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        for i in (1, 2):
+            start(f"worker{i}", "worker", "--scheduler-file", str(scheduler_file),
+                  "--nworkers", "1", "--nthreads", "1", "--name", f"worker{i}",
+                  "--death-timeout", ORPHAN_WORKER_DEATH)
+        client = Client(address, timeout=START_TIMEOUT)
+        client.wait_for_workers(2, timeout=START_TIMEOUT)
+        yield address[len("tcp://"):], client
+    finally:
+        if client is not None:
+            client.close()
+        for proc in reversed(procs):
+            _stop(proc)
+        left = [proc.args for proc in procs if proc.poll() is None]
+        assert not left, f"still running after SIGKILL: {left}"
+
+
+def _run_cli(argv, tools, timeout=JOB_TIMEOUT):
+    result = subprocess.run([sys.executable, "-m", "pipeline.build_records", *argv],
+                            cwd=tools.REPO, env=_env(tools), capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def _outputs(out):
+    """Everything a run writes but the report: shard bytes and TFDS metadata."""
+    return {name: open(os.path.join(out, name), "rb").read() for name in sorted(os.listdir(out))
+            if name != schema.REPORT_FILE}
+
+
+def _report(out):
+    with open(os.path.join(out, schema.REPORT_FILE)) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_dask_cluster_writes_the_same_records_and_report_as_the_direct_runner(
+        bad_inputs, dask_cluster, tmp_path, tools):
+    address, client = dask_cluster
+    input_dir, expected = bad_inputs
+    # Enough faces for several units of work (transforms.group_files), so both workers
+    # convert images; and an archive, read by one worker, its members past the spread
+    # budget converted in place (the reader's three outputs), with an unsafe member.
+    for i in range(100):
+        tools.write(input_dir, f"more/{20 + i % 50}_{i % 2}_{i % 5}_20170102000000{i:03d}.jpg",
+                    tools.image_bytes(1000 + i))
+    members = tmp_path / "members"
+    for i in range(12):
+        tools.write(str(members), f"{30 + i}_{i % 2}_1_20170103000000{i:03d}.jpg",
+                    tools.image_bytes(2000 + i))
+    with tarfile.open(os.path.join(input_dir, "faces.tar.gz"), "w:gz") as tar:
+        tar.add(str(members), arcname=".")
+        tar.add(str(members / "30_0_1_20170103000000000.jpg"), arcname="../escape.jpg")
+    flags = ["--archive_spread_mb=0.01"]  # a few members spread, the others converted in place
+
+    direct = str(tmp_path / "direct")
+    rc, direct_report = tools.run_build(input_dir, direct, *flags)
+    assert rc == 0
+    dask = str(tmp_path / "dask")
+    start = time.monotonic()
+    result = _run_cli([f"--input={input_dir}", f"--output_dir={dask}", *flags,
+                       "--runner=DaskRunner", f"--dask_client_address={address}"], tools)
+    print(f"DaskRunner run: {time.monotonic() - start:.1f} s")
+    assert "written" in result.stdout
+
+    # Both workers ran the job's code (it was not run in the client's process).
+    assert client.run(lambda: "pipeline.transforms" in sys.modules) == {
+        w: True for w in client.scheduler_info()["workers"]}
+    dask_report = _report(dask)
+    counts = dask_report["counts"]
+    assert counts["inputs"] == len(expected) + 100 + 13
+    assert counts["inputs"] == counts["written"] + counts["skipped"]
+    skipped = tools.skipped_by_source(dask_report)
+    assert {n: r for n, r in skipped.items() if n in expected} == {
+        n: r for n, r in expected.items() if r is not None}
+    assert skipped["../escape.jpg"] == sources.UNSAFE_ARCHIVE_PATH
+    assert dask_report == direct_report  # the report names no runner
+    dask_files, direct_files = _outputs(dask), _outputs(direct)
+    assert sum(".tfrecord-" in name for name in dask_files) == sum(
+        info["shards"] for info in dask_report["splits"].values())
+    assert dask_files == direct_files
+
+
+@pytest.mark.slow
+def test_dask_runner_without_an_address_starts_and_stops_a_local_cluster(tmp_path, tools):
+    src = tmp_path / "faces"
+    for i in range(8):
+        tools.write(str(src), f"{20 + i}_{i % 2}_0_20170101000000{i:03d}.jpg", tools.image_bytes(i))
+    tools.write(str(src), "no_labels.jpg", tools.image_bytes(99))
+    direct = str(tmp_path / "direct")
+    rc, direct_report = tools.run_build(str(src), direct)
+    assert rc == 0
+    dask = str(tmp_path / "dask")
+    _run_cli([f"--input={src}", f"--output_dir={dask}", "--runner=DaskRunner"], tools)
+    assert _report(dask) == direct_report
+    assert direct_report["counts"]["written"] == 8 and direct_report["counts"]["skipped"] == 1
+    assert _outputs(dask) == _outputs(direct)
+
+
+@pytest.mark.slow
+def test_the_shard_plan_by_group_by_key_gives_the_same_records_as_by_side_input(
+        bad_inputs, tmp_path, tools):
+    """build_pipeline(side_inputs=False), the DaskRunner's graph, on the DirectRunner."""
+    import apache_beam as beam
+
+    input_dir, expected = bad_inputs
+    inputs = sources.list_inputs(input_dir)
+    outputs = {}
+    for side_inputs in (True, False):
+        out = tmp_path / f"side_inputs_{side_inputs}"
+        out.mkdir()
+        options = build_records.BuildOptions(output_dir=str(out), min_shards=3)
+        with beam.Pipeline(options=build_records.pipeline_options(tools.IN_PROCESS)) as p:
+            build_records.build_pipeline(p, inputs, options, side_inputs=side_inputs)
+        outputs[side_inputs] = {name: (out / name).read_bytes() for name in sorted(os.listdir(out))}
+    report = json.loads(outputs[True][schema.REPORT_FILE])
+    assert report["counts"]["inputs"] == len(expected)
+    assert sum(".tfrecord-" in name for name in outputs[True]) == 3 + 2 + 3  # 2 validation images
+    assert outputs[False] == outputs[True]
+
+
+def test_dask_runner_options():
+    """`--runner=DaskRunner` is accepted (Beam knows it only by its full name) and the
+    partitions follow the input size unless given."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    def files(n):
+        return [sources.InputFile(f"/x/{i}.jpg", f"{i}.jpg", 1 << 20, False) for i in range(n)]
+
+    options = build_records.pipeline_options(
+        ["--runner=DaskRunner", "--dask_client_address=127.0.0.1:8786"], files(200))
+    assert options.view_as(StandardOptions).runner == \
+        "apache_beam.runners.dask.dask_runner.DaskRunner"
+    assert options.view_as(DaskOptions).address == "127.0.0.1:8786"
+    assert options.view_as(DaskOptions).npartitions == build_records.MIN_DASK_PARTITIONS
+    big = build_records.pipeline_options(["--runner=DaskRunner"], files(1000))  # 1000 MB
+    assert big.view_as(DaskOptions).npartitions == 16  # 64 MB each
+    given = build_records.pipeline_options(["--runner=DaskRunner", "--dask_npartitions=3"],
+                                           files(1000))
+    assert given.view_as(DaskOptions).npartitions == 3
+    given = build_records.pipeline_options(["--runner=DaskRunner", "--dask_partition_size=50"],
+                                           files(1000))
+    assert given.view_as(DaskOptions).npartitions is None
+    assert given.view_as(DaskOptions).partition_size == 50
+
+
+def test_dask_runner_missing_is_a_clear_error(tmp_path, capsys, monkeypatch, tools):
+    tools.write(str(tmp_path / "in"), "20_0_0_20170101000000001.jpg", tools.image_bytes(1))
+    monkeypatch.setitem(sys.modules, "apache_beam.runners.dask.dask_runner", None)  # not installed
+    rc = build_records.main([f"--input={tmp_path / 'in'}", f"--output_dir={tmp_path / 'out'}",
+                             "--runner=DaskRunner"])
+    assert rc == 2
+    assert "the DaskRunner needs dask and distributed" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
