@@ -319,7 +319,7 @@ def grpc_latency(model_dir, single, requests, server_flags):
     import tensorflow as tf
 
     from agegender import serving_contract as contract
-    from benchmarks.serving import ServerProcess
+    from serving.server_process import ServerProcess
     from serving.client import GrpcClient
 
     jpegs = [_jpeg(p.image).numpy() for p in single]
@@ -332,7 +332,7 @@ def grpc_latency(model_dir, single, requests, server_flags):
     server = None
     try:
         shutil.copytree(model_dir, os.path.join(base, "1"))
-        server = ServerProcess(base, server_flags)
+        server = ServerProcess(base, flags=server_flags).start(timeout=300)
         client = GrpcClient(f"127.0.0.1:{server.grpc_port}", timeout=60)
         found = []
 
