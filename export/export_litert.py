@@ -597,8 +597,15 @@ def _write_atomically(output, content, metadata):
         tf.io.gfile.makedirs(parent)
     sidecar = dict(metadata, model_file=os.path.basename(str(output)),
                    model_bytes=len(content), model_sha256=hashlib.sha256(content).hexdigest())
-    pairs = [(sidecar_path(output), json.dumps(sidecar, indent=1, sort_keys=True).encode()),
-             (str(output), content)]
+    write_atomically([(sidecar_path(output),
+                       json.dumps(sidecar, indent=1, sort_keys=True).encode()),
+                      (str(output), content)])
+
+
+def write_atomically(pairs):
+    """Each (path, bytes) of `pairs` through a temp file; the renames happen only after every
+    temp file is written, in the given order (a failure while writing them leaves every
+    target as it was)."""
     temps = []
     try:
         for path, data in pairs:
