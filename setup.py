@@ -15,31 +15,31 @@ setup(
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",
-        # The tfrecord extra brings the crc32c implementation Beam's TFRecord codec needs.
+        # The tfrecord extra brings the crc32c implementation of the Beam TFRecord codec.
         "apache-beam[tfrecord]>=2.77",
         "numpy>=1.26",
         "absl-py>=2.1",
         "tensorflow-serving-api>=2.21,<2.22",
         "grpcio>=1.60",
         "matplotlib>=3.8",
-        "tensorboard>=2.21,<2.22",  # the trainer's TensorBoard logs
+        "tensorboard>=2.21,<2.22",  # TensorBoard logs of the trainer
         # The maintained LiteRT runtime (tflite-runtime is abandoned): export.export_litert
         # checks its files with it, evaluation runs them. Wheels for CPython 3.11 x86_64.
         "ai-edge-litert>=2.3,<3",
-        # faces.networks reads MTCNN's weights from this package (MIT); they are joblib
-        # pickles compressed with lz4. Pinned: the weights' layout is this version's.
+        # faces.networks reads the MTCNN weights from this package (MIT); they are joblib
+        # pickles compressed with lz4. Pinned: the weight layout is that of this version.
         "mtcnn==1.0.0",
         "joblib>=1.3",
         "lz4>=4.0",
     ],
     extras_require={
-        # The records job on a Dask cluster (--runner=DaskRunner): Beam's dask extra is
+        # The records job on a Dask cluster (--runner=DaskRunner): the Beam dask extra is
         # dask and distributed (2024.4.2 or later); the same versions on every worker.
         "dask": ["apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2"],
         # dask too: tests/pipeline/build_records_dask_test.py runs a real Dask cluster.
         "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10",
                  "apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2",
-                 # tests/web drive the system's headless Chromium through /usr/bin/chromedriver
+                 # tests/web drive the headless Chromium of the system through /usr/bin/chromedriver
                  "selenium>=4.20"],
     },
 )
