@@ -23,7 +23,8 @@ face (its name holds the age label: `agegender.names.parse_name`).
   samples the tilted face once, as a camera does, instead of resampling it again at
   40 px), and pasted with `context` x side of surroundings, turning with the face, that
   fade into the background over their outer half; the truth box is still the face's
-  square, and holds only the face and its surroundings, never the background.
+  square, and holds only the face and its surroundings, never the background (up to
+  about 17 degrees at context 0.25: tilted further, the box's corners reach the fade).
 
 Limits: the surroundings are the crop's border pixels drawn out into streaks, not a real
 head, neck and body (hair and collars continue, shoulders and ears do not appear); with
@@ -159,10 +160,9 @@ def _with_context(pixels, size, angle, context):
     The crop is extended on every side by repeating its border pixels outward (so hair,
     skin and the crop's background continue past the crop's edge in their own colours;
     mirroring it instead would make symmetric, face-like patterns that the detector
-    finds), rotated by `angle` about its centre
-    at the crop's own resolution, and resized to the photo's scale: like a camera, the
-    photo samples the tilted face once, with no second resampling at the photo's (coarser)
-    resolution. The mask is drawn in the face's own frame, so it turns with the face: 255
+    finds), rotated by `angle` about its centre at the crop's own resolution, and resized
+    to the photo's scale: like a camera, the photo samples the tilted face once, with no
+    second resampling at the photo's (coarser) resolution. The mask is drawn in the face's own frame, so it turns with the face: 255
     over the face's square and up to margin / 2 beyond it (margin = context * size), then
     fading to 0 at the margin (a raised cosine of the distance to the square), so the
     surroundings blend into the background with no edge.
