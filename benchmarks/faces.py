@@ -3,16 +3,20 @@ with a trained model, the photo path's accuracy and its latency over gRPC.
 
     .venv/bin/python -m benchmarks.faces [--photos=200] [--crops=100] [--latency_photos=40] \
         [--seed=0] [--data_dir=../shared/data/utkface/UTKFace] [--min_face_sizes=20,40] \
-        [--no_reference] [--job_dir=runs/x | --model=models/age] [--mae_photos=200] \
-        [--grpc_requests=100] [--server_flags="--tensorflow_intra_op_parallelism=0"]
+        [--context=0.25] [--no_reference] [--job_dir=runs/x | --model=models/age] \
+        [--mae_photos=200] [--mae_rotation=15] [--grpc_requests=100] \
+        [--server_flags="--tensorflow_intra_op_parallelism=0"]
 
 On synthetic photos (`faces.synthetic`: test-split UTKFace faces of 40-300 px pasted on
-varied 640x480 backgrounds, 1-4 per photo; the same photos for the same --seed), side by
-side for our TF detector (`faces.detector`, once per --min_face_sizes value) and the
-package's `MTCNN().detect_faces`:
+varied 640x480 backgrounds, 1-4 per photo, each with --context x its side of surroundings
+(its own border mirrored, fading into the background; 0: the hard-cut squares of earlier
+runs); the same photos for the same --seed), side by side for our TF detector
+(`faces.detector`, once per --min_face_sizes value) and the package's
+`MTCNN().detect_faces`:
 
 1. recall: a true face (>= 40 px) counts as found when a detection has IoU >= 0.5 with it
-   (one to one); false positives per photo: detections matching no face.
+   (one to one); false positives per photo: detections matching no face. With --context
+   > 0, again on the same photos hard-cut (context 0).
 2. agreement of our detector (package settings: min_face_size 20) with the package, on the
    photos and on --crops test-split UTKFace crops: faces found by both / by one only, box
    IoU and largest landmark distance of the pairs.
@@ -27,7 +31,8 @@ exported SavedModel that has it):
 4. accuracy on photos: the MAE of predict_photo's answers for the faces of --mae_photos
    synthetic photos (a true face is answered by the detection matching it, IoU >= 0.5),
    beside the MAE of the same faces given as the dataset's crops to serving_default, by face
-   size; and the photos' detection recall.
+   size; and the photos' detection recall. With --context > 0, again on the same photos
+   hard-cut (context 0), so both figures are printed.
 5. latency of predict_photo per 640x480 photo with one face: in process (the signature
    called directly) and over gRPC through the local server (`python -m serving.server`,
    started here on 127.0.0.1 as benchmarks/serving.py does; one request at a time).
@@ -44,6 +49,7 @@ import time
 import numpy as np
 
 from agegender import console
+from faces.synthetic import CONTEXT
 
 
 def _percentiles(values, qs=(50, 90)):
@@ -146,6 +152,9 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=None, help="UTKFace crops (default: ../shared)")
     parser.add_argument("--min_face_sizes", default="20,40",
                         help="our detector's min_face_size values to compare")
+    parser.add_argument("--context", type=float, default=CONTEXT,
+                        help="surroundings of each pasted face, as a fraction of its side "
+                             f"(faces.synthetic; default {CONTEXT}; 0: hard-cut squares)")
     parser.add_argument("--no_reference", action="store_true",
                         help="skip the mtcnn package (recall and latency of ours only)")
     parser.add_argument("--job_dir", default=None,
@@ -163,6 +172,8 @@ def main(argv=None):
                         help="only 4. and 5. (the model's sections)")
     console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    if not 0 <= args.context <= 1:
+        parser.error(f"--context={args.context}: a fraction of the face's side from 0 to 1")
 
     from faces import detector as detector_lib
     from faces import photo as photo_lib
@@ -174,9 +185,10 @@ def main(argv=None):
         return 2
     print(f"# benchmarks.faces  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     t0 = time.time()
-    photos = list(synthetic.photos(args.photos, args.seed, data_dir=data_dir))
+    photos = list(synthetic.photos(args.photos, args.seed, data_dir=data_dir,
+                                   context=args.context))
     single = list(synthetic.photos(args.latency_photos, args.seed + 1, data_dir=data_dir,
-                                   faces_per_photo=(1, 1)))
+                                   faces_per_photo=(1, 1), context=args.context))
     paths = utkface.list_files(data_dir)
     order = np.random.default_rng(args.seed + 2).permutation(len(paths))
     crops = []
@@ -199,7 +211,10 @@ def main(argv=None):
 
         reference = Reference()
         finders.append(("mtcnn package detect_faces", reference.find))
-    recall_table("faces >= 40 px", finders, photos)
+    recall_table(f"faces >= 40 px, context {args.context:g}", finders, photos)
+    if args.context:  # the same photos hard-cut, as earlier runs measured them
+        recall_table("faces >= 40 px, context 0 (hard-cut)", finders,
+                     list(synthetic.photos(args.photos, args.seed, data_dir=data_dir)))
     if reference:
         agreement_table(package_settings, reference,
                         [(f"{len(photos)} synthetic photos", [p.image for p in photos]),
@@ -232,7 +247,9 @@ def model_sections(args, data_dir, single, t0):
 
         with tempfile.TemporaryDirectory(prefix="bench_faces_") as tmp:
             model = _photo_model(args, tmp)
-            mae_table(model, data_dir, args.mae_photos, args.seed + 3, args.mae_rotation)
+            for context in dict.fromkeys([args.context, 0.0]):  # and hard-cut, to compare
+                mae_table(model, data_dir, args.mae_photos, args.seed + 3, args.mae_rotation,
+                          context)
             grpc_latency(model, single, args.grpc_requests, args.server_flags.split())
     else:
         print("\n(4. and 5. need a trained model: --job_dir or --model)")
@@ -253,7 +270,7 @@ def _photo_model(args, tmp):
     return path
 
 
-def mae_table(model_dir, data_dir, count, seed, max_rotation=15.0):
+def mae_table(model_dir, data_dir, count, seed, max_rotation=15.0, context=0.0):
     """4. MAE of predict_photo on synthetic photos vs the same faces as crops (and the crops
     themselves sent to predict_photo: what alignment alone changes)."""
     import tensorflow as tf
@@ -268,7 +285,8 @@ def mae_table(model_dir, data_dir, count, seed, max_rotation=15.0):
     crop_fn = loaded.signatures[contract.SERVING_DEFAULT]
     none = tf.constant([], tf.string)
     rows = []  # (side, true age, photo answer or nan, crop answer, crop via predict_photo)
-    photos = list(synthetic.photos(count, seed, data_dir=data_dir, max_rotation=max_rotation))
+    photos = list(synthetic.photos(count, seed, data_dir=data_dir, max_rotation=max_rotation,
+                                   context=context))
     for photo in photos:
         out = photo_fn(image_bytes=tf.reshape(_jpeg(photo.image), [1]), key=none)
         n = int(out[contract.NUM_FACES][0])
@@ -290,7 +308,8 @@ def mae_table(model_dir, data_dir, count, seed, max_rotation=15.0):
                          float("nan") if largest is None else faces[largest]["age"]))
     rows = np.asarray(rows)
     print(f"\n## 4. Age MAE on {len(photos)} synthetic photos ({len(rows)} faces, 40-300 px, "
-          f"rotated up to {max_rotation:g} degrees) vs the same faces as the dataset's crops")
+          f"rotated up to {max_rotation:g} degrees, context {context:g}"
+          f"{' (hard-cut)' if not context else ''}) vs the same faces as the dataset's crops")
     print(f"{'faces':<26} {'found':>7} {'MAE photo':>10} {'MAE crop':>9} {'photo-crop':>11}")
     for label, mask in (("all", rows[:, 0] > 0), ("40-59 px", rows[:, 0] < 60),
                         ("60-119 px", (rows[:, 0] >= 60) & (rows[:, 0] < 120)),
