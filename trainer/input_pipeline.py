@@ -14,10 +14,9 @@
 """
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
-from agegender import age_histogram, age_prior, degradations, heads, metrics, preprocessing, records, schema
+from agegender import age_histogram, age_prior, degradations, heads, preprocessing, records, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 
