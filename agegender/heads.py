@@ -43,6 +43,14 @@ def apply_temperature(probs, temperature):
         return probs
     return tf.nn.softmax(tf.math.log(probs + 1e-12) / temperature, axis=-1)
 
+def apply_prior_weights(probs, weights):
+    """p * w / sum(p * w): the distribution with the train split's prior divided out to the
+    spec's power (`agegender.age_prior`)."""
+    tf = _tf()
+    weighted = tf.cast(probs, tf.float32) * tf.constant(weights, tf.float32)
+    return weighted / tf.maximum(tf.reduce_sum(weighted, axis=-1, keepdims=True), 1e-30)
+
+
 REGRESSION_SCALE = 100.0
 AGE_RANGE_WIDTH = 5
 # Ranges 0-4, 5-9, ..., 95-99 and a last one for 100 and above.
@@ -337,6 +345,16 @@ def ages_from_outputs(outputs, spec):
     return head.ages(outputs[head.output])
 
 
+def prior_corrected_outputs(outputs, spec):
+    """The raw output dict with the age distribution corrected by the spec's
+    `age_prior_weights` (unchanged without them)."""
+    if not spec.age_prior_weights:
+        return outputs
+    head = age_head(spec)
+    return {**outputs, head.output: apply_prior_weights(outputs[head.output],
+                                                        spec.age_prior_weights)}
+
+
 def empty_raw_outputs(spec):
     """The model's raw output dict for a batch of 0 images (each head's output, 0 rows):
     `serving_outputs` of it has every signature output, empty (a photo without a face)."""
@@ -347,7 +365,10 @@ def empty_raw_outputs(spec):
 def serving_outputs(outputs, spec):
     """The signatures' outputs from a model's raw output dict: `age` in years, then each
     head's own (distribution or ranges with the spread, gender letter and probabilities),
-    calibrated with the spec's temperatures."""
+    calibrated with the spec's temperatures. With the spec's age prior correction, the age
+    distribution is corrected first (`apply_prior_weights`), and everything (the age, the
+    exported distribution, its spread) is read from the corrected one."""
+    outputs = prior_corrected_outputs(outputs, spec)
     result = {AGE: ages_from_outputs(outputs, spec)}
     temperatures = {GENDER: spec.gender_temperature}
     for head in for_spec(spec):

@@ -29,6 +29,11 @@ class ModelSpec:
     # the softmax temperatures that make the age intervals and the gender probability honest.
     age_temperature: float = 1.0
     gender_temperature: float = 1.0
+    # The age prior correction (`agegender.age_prior`, set after training by
+    # `--age_prior_correction`): its power, and the weight of each class of the age
+    # distribution that the answers multiply the distribution by (None: as trained).
+    age_prior_correction: float = 0.0
+    age_prior_weights: list = None
     # Inference (agegender.inference): average the outputs over the face and its mirror.
     test_time_flip: bool = False
     # How the training faces were framed: the records' face_alignment metadata
@@ -43,6 +48,14 @@ class ModelSpec:
             raise ValueError(f"model type must be one of {TYPES}, got {self.type!r}")
         if self.range_mode and self.type != "classification":
             raise ValueError("range mode is a classification over age ranges")
+        if self.age_prior_weights is not None:
+            head = heads.age_head(self)
+            if isinstance(head, heads.RegressionHead):
+                raise ValueError("age_prior_weights: a regression head has no distribution "
+                                 "to correct")
+            if len(self.age_prior_weights) != head.units:
+                raise ValueError(f"age_prior_weights: one weight per class of the {head.kind} "
+                                 f"head ({head.units}), got {len(self.age_prior_weights)}")
 
     @property
     def age_output(self):

@@ -375,9 +375,16 @@ def postprocessing(spec):
         "test_time_flip": bool(spec.test_time_flip),
         "test_time_flip_rule": "when true, also run the horizontally mirrored pixels and "
                                "average the two runs' raw outputs before anything else",
+        "age_prior_correction": float(spec.age_prior_correction),
+        "age_prior_weights": (None if not spec.age_prior_weights
+                              else [float(w) for w in spec.age_prior_weights]),
+        "age_prior_rule": "when age_prior_weights is not null, multiply the (averaged) age "
+                          "output by these weights, one per class, and divide by the sum, "
+                          "before reading the age and its spread (agegender.age_prior)",
         "age_temperature": float(spec.age_temperature),
         "gender_temperature": float(spec.gender_temperature),
-        "calibration_rule": "the age is read from the raw distribution; its spread (standard "
+        "calibration_rule": "the age is read from the distribution (after the prior "
+                            "correction, if any); its spread (standard "
                             "deviation, central 50% and 80% intervals) from "
                             "softmax(log(p + 1e-12) / age_temperature); the gender "
                             "probability is softmax(log(p + 1e-12) / gender_temperature). "

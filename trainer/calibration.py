@@ -9,13 +9,17 @@ path apply through `agegender.heads`:
 - gender: the temperature with the lowest negative log-likelihood of the known genders.
 
 The point estimates (`age`, the predicted gender) do not change.
+
+Before them, `prior_corrected` sets the age prior correction (`agegender.age_prior`,
+`--age_prior_correction`), which does move the age: it needs no fit, only the train split's
+counts, and the temperature is then fitted on the corrected distribution.
 """
 import dataclasses
 
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, schema
+from agegender import age_prior, heads, schema
 
 TEMPERATURES = np.geomspace(0.1, 10.0, 81)
 
@@ -59,10 +63,27 @@ def fit_gender_temperature(probs, true_gender):
     return float(min(TEMPERATURES, key=nll))
 
 
-def calibrate(spec, outputs, labels):
-    """A copy of `spec` with fitted temperatures, and what the fit found (for the logs)."""
+def prior_corrected(spec, decade_counts, power):
+    """A copy of `spec` answering with the age prior correction of `power` (0: none), from
+    the train split's {decade name: faces}. Raises ValueError for a regression head."""
+    if not power:
+        return dataclasses.replace(spec, age_prior_correction=0.0, age_prior_weights=None)
     head = heads.age_head(spec)
-    age_t, coverage = fit_age_temperature(head, outputs[head.output], labels[schema.AGE])
+    if isinstance(head, heads.RegressionHead):
+        raise ValueError("--age_prior_correction needs a head that predicts a distribution "
+                         "(classification or range), not regression")
+    weights = age_prior.class_weights(head.class_ages(), decade_counts, power)
+    return dataclasses.replace(spec, age_prior_correction=float(power),
+                               age_prior_weights=weights)
+
+
+def calibrate(spec, outputs, labels):
+    """A copy of `spec` with fitted temperatures, and what the fit found (for the logs).
+    The age temperature is fitted on the distribution the answers read: after the spec's
+    prior correction, if any."""
+    head = heads.age_head(spec)
+    age_output = np.asarray(heads.prior_corrected_outputs(outputs, spec)[head.output])
+    age_t, coverage = fit_age_temperature(head, age_output, labels[schema.AGE])
     gender_t = 1.0
     gender = heads.gender_head(spec)
     if gender is not None:

@@ -56,6 +56,13 @@ def define_flags(fv=flags.FLAGS):
                        "Weigh each face's age loss by (faces of its decade in the train split "
                        "/ mean) ** -power, normalised to a mean of 1: rare ages pull harder "
                        "(0: every face weighs 1).", **d)
+    flags.DEFINE_float("age_prior_correction", 0.0,
+                       "Distribution heads: answer with the predicted age distribution times "
+                       "(faces of its decade in the train split / mean) ** -power, "
+                       "renormalised, so the answers are pulled less toward the common ages "
+                       "(0: as trained; 1: as if every decade were equally common). Set after "
+                       "training, in the model's spec; rerunning a finished job dir with "
+                       "another value changes it without retraining.", **d)
     flags.DEFINE_float("age_mean_loss_weight", 0.0,
                        "Distribution heads: add this weight times |mean of the predicted "
                        "distribution - true age| / 100 to the EMD loss (0: EMD only).", **d)

@@ -14,10 +14,9 @@
 """
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
-from agegender import age_histogram, degradations, heads, metrics, preprocessing, records, schema
+from agegender import age_histogram, age_prior, degradations, heads, preprocessing, records, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -63,7 +62,8 @@ class InputConfig:
     augment: AugmentConfig = AugmentConfig()
     records_age_deviation: float = None  # the records' label deviation (metadata)
     records_image_size: int = None  # the records' image side (metadata)
-    # Age loss weight per decade (0-9, ..., 90-99, 100+), or None: every face weighs 1.
+    # Age loss weight per decade (0-9, ..., 90-99, 100+; `agegender.age_prior`), or None:
+    # every face weighs 1.
     decade_weights: tuple = None
 
     @classmethod
@@ -72,30 +72,15 @@ class InputConfig:
         `rare_age_weight_power` p > 0, faces of a decade holding n of the train split's
         faces weigh (n / mean n) ** -p, normalised to a mean weight of 1 per face, so rare
         ages (teenagers, the old) pull harder on the model."""
-        report = records.report(records_dir)
-        meta = report.get("metadata", {})
+        meta = records.metadata(records_dir)
         weights = None
         if rare_age_weight_power:
-            counts = report.get("splits", {}).get("train", {}).get("age_decade", {})
-            weights = decade_weights(counts, rare_age_weight_power)
+            weights = age_prior.decade_weights(age_prior.train_decade_counts(records_dir),
+                                               rare_age_weight_power)
         return cls(records_dir=records_dir,
                    records_age_deviation=meta.get(schema.META_AGE_DEVIATION),
                    records_image_size=meta.get(schema.META_IMAGE_SIZE),
                    decade_weights=weights, **kwargs)
-
-
-NUM_DECADES = 11  # 0-9 ... 90-99, 100+
-
-
-def decade_weights(counts, power):
-    """{decade name: faces} -> the weight of a face per decade index (see InputConfig)."""
-    n = np.array([counts.get(metrics.decade_name(d), 0) for d in range(NUM_DECADES)], float)
-    present = n > 0
-    if not present.any():
-        return None
-    raw = np.ones(NUM_DECADES)
-    raw[present] = (n[present] / n[present].mean()) ** -power
-    return tuple(float(w) for w in raw / ((raw * n).sum() / n.sum()))
 
 
 class Parser:
@@ -263,7 +248,7 @@ class Parser:
         if self.decade_weights is None:
             weight = tf.ones([tf.shape(age)[0]], tf.float32)
         else:
-            decade = tf.minimum(age // 10, NUM_DECADES - 1)
+            decade = tf.minimum(age // 10, age_prior.NUM_DECADES - 1)
             weight = tf.gather(tf.constant(self.decade_weights, tf.float32), decade)
         sw = {head.output: weight}
         gender = heads.gender_head(spec)

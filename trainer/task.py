@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from agegender import job_dir as job_dir_lib
-from agegender import age_histogram, model_spec, records, schema
+from agegender import age_histogram, age_prior, model_spec, records, schema
 from trainer import calibration
 from trainer import callbacks as callbacks_lib
 from trainer import curves, distribution, input_pipeline, predict
@@ -161,6 +161,14 @@ def prepare(cfg):
     records.split_files(cfg.records_dir, "train")
     meta = records.metadata(cfg.records_dir)
     spec = build_spec(cfg, meta)
+    if cfg.age_prior_correction:  # checked now, not after the training it follows
+        if cfg.age_prior_correction < 0:
+            raise app.UsageError("--age_prior_correction must be >= 0")
+        try:
+            calibration.prior_corrected(spec, age_prior.train_decade_counts(cfg.records_dir),
+                                        cfg.age_prior_correction)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     strategy = distribution.make_strategy(cfg.distribution, cfg.tpu)
     distribution.set_precision(distribution.resolve_precision(cfg.mixed_precision, strategy))
     seed = set_seed(cfg.seed)
@@ -264,11 +272,20 @@ def run_phase(run, state, phase, first, end, lr):
 
 
 def calibrate(run):
-    """Fits the spread's temperatures on the validation split (trainer.calibration) and
-    puts them in the spec that is saved with the model."""
+    """Sets what the answers do after the forward pass, in the spec saved with the model:
+    the age prior correction (`--age_prior_correction`, from the train split's counts),
+    then the spread's temperatures fitted on the validation split (trainer.calibration)."""
     cfg = run.cfg
-    if not cfg.calibrate or run.val_ds is None or not run.writer:
+    if not run.writer:
         return  # only the chief writes the spec
+    if cfg.age_prior_correction:
+        run.spec = calibration.prior_corrected(
+            run.spec, age_prior.train_decade_counts(cfg.records_dir), cfg.age_prior_correction)
+        logging.info("Age prior correction %g: class weights %.3f..%.3f",
+                     cfg.age_prior_correction, min(run.spec.age_prior_weights),
+                     max(run.spec.age_prior_weights))
+    if not cfg.calibrate or run.val_ds is None:
+        return
     outputs, labels = predict.split_outputs(run.model, run.spec, cfg.records_dir,
                                             "validation", cfg.batch_size)
     run.spec, found = calibration.calibrate(run.spec, outputs, labels)

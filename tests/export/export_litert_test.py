@@ -307,19 +307,22 @@ def test_cli_in_a_process(job_dirs, records, tmp_path):
 def test_postprocessing_in_the_metadata_reproduces_the_served_outputs(job_dirs, records,
                                                                       tmp_path):
     """An app that follows the metadata's `postprocessing` rules on the file's raw outputs
-    (mirror and average, temperatures for the spread and the gender probability) gets what
-    the exported signatures answer for the same pixels."""
+    (mirror and average, the age prior correction, temperatures for the spread and the
+    gender probability) gets what the exported signatures answer for the same pixels."""
     job = tmp_path / "job"
     shutil.copytree(job_dirs["clf_gender"], job)
     model, spec = job_dir_lib.load(str(job))
+    prior = np.linspace(0.5, 2.0, 101).tolist()  # old ages weigh more: moves the age
     spec = dataclasses.replace(spec, test_time_flip=True, age_temperature=0.6,
-                               gender_temperature=1.7)
+                               gender_temperature=1.7, age_prior_correction=0.5,
+                               age_prior_weights=prior)
     job_dir_lib.save(str(job), model, spec)
     out = tmp_path / "age.tflite"
     metadata = _export(str(job), out, "none", records)
     post = metadata["postprocessing"]
     assert post["test_time_flip"] is True
     assert (post["age_temperature"], post["gender_temperature"]) == (0.6, 1.7)
+    np.testing.assert_allclose(post["age_prior_weights"], prior)
 
     images = _record_images(records, "validation")[:6]
     pixels = np.stack([preprocessing.model_input(b, 32).numpy() for b in images])
@@ -333,8 +336,10 @@ def test_postprocessing_in_the_metadata_reproduces_the_served_outputs(job_dirs, 
         return e / e.sum(-1, keepdims=True)
 
     bins = np.asarray(metadata["outputs"]["age_distribution"]["bin_ages"], np.float64)
-    age = app["age_distribution"] @ bins
-    p = tempered(app["age_distribution"], post["age_temperature"])
+    corrected = app["age_distribution"] * np.asarray(post["age_prior_weights"])
+    corrected /= corrected.sum(-1, keepdims=True)
+    age = corrected @ bins
+    p = tempered(corrected, post["age_temperature"])
     std = np.sqrt(np.maximum(p @ bins ** 2 - (p @ bins) ** 2, 0))
     gender = tempered(app["gender"], post["gender_temperature"])
 
@@ -345,6 +350,7 @@ def test_postprocessing_in_the_metadata_reproduces_the_served_outputs(job_dirs, 
     np.testing.assert_allclose(std, served["age_std"], atol=1e-3)
     np.testing.assert_allclose(gender, served["gender_probability"], atol=1e-4)
     # The rules change the answer here, so a metadata that dropped them could not pass.
+    assert np.abs(age - raw["age_distribution"] @ bins).max() > 0.5
     assert np.abs(std - np.sqrt(np.maximum(raw["age_distribution"] @ bins ** 2
                                            - (raw["age_distribution"] @ bins) ** 2, 0))
                   ).max() > 1e-2

@@ -49,3 +49,28 @@ def test_gender_temperature_and_spec():
     assert spec.age_temperature == found["age_temperature"]
     # Regression: nothing to calibrate for the age.
     assert calibration.fit_age_temperature(heads.RegressionHead(), None, [1])[0] == 1.0
+
+
+def test_prior_correction_then_temperature_on_the_corrected_distribution():
+    counts = {"20-29": 1600, "60-69": 100}
+    spec = calibration.prior_corrected(ModelSpec(), counts, 0.5)
+    assert spec.age_prior_correction == 0.5 and len(spec.age_prior_weights) == 101
+    assert spec.age_prior_weights[65] == pytest.approx(4 * spec.age_prior_weights[25])
+    assert calibration.prior_corrected(spec, counts, 0.0).age_prior_weights is None
+    with pytest.raises(ValueError, match="regression"):
+        calibration.prior_corrected(ModelSpec(type="regression"), counts, 0.5)
+    # The temperature is fitted on the distribution the answers read: the corrected one.
+    rng = np.random.default_rng(2)
+    centres = rng.uniform(15, 75, 2000)
+    truth = np.clip(np.round(centres + rng.normal(0, 6.0, centres.size)), 0, 100)
+    output = {"age_distribution": _gaussians(centres, 4.0)}
+    strong = calibration.prior_corrected(ModelSpec(), {"20-29": 1600, "60-69": 100}, 1.0)
+    fitted, found = calibration.calibrate(strong, output, {schema.AGE: truth})
+    assert fitted.age_prior_weights == strong.age_prior_weights
+    head = heads.DistributionHead()
+    corrected = heads.apply_prior_weights(output["age_distribution"],
+                                          strong.age_prior_weights).numpy()
+    assert found["age_temperature"] == calibration.fit_age_temperature(head, corrected,
+                                                                       truth)[0]
+    assert found["age_temperature"] != calibration.fit_age_temperature(
+        head, output["age_distribution"], truth)[0]

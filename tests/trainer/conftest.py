@@ -4,6 +4,7 @@ Records are written with `agegender.schema.make_example` exactly as the Beam job
 out (TFDS shard names, report.json metadata): real UTKFace faces from ../shared, resized
 small, when available, plus synthetic faces so the tests also run without it.
 """
+import collections
 import hashlib
 import io
 import json
@@ -13,7 +14,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from agegender import age_histogram, names, schema
+from agegender import age_histogram, metrics, names, schema
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 UTK_DIR = REPO.parent / "shared" / "data" / "utkface" / "UTKFace"
@@ -63,9 +64,13 @@ def write_records(root, deviation=5.0, seed=0, unknown_gender_every=7):
     root.mkdir(parents=True, exist_ok=True)
     faces = _faces(sum(SPLIT_SIZES.values()), seed)
     start = 0
+    splits = {}
     for split, size in SPLIT_SIZES.items():
         rows = faces[start:start + size]
         start += size
+        # As the records job reports them: faces per decade of each split.
+        splits[split] = {"examples": size, "age_decade": dict(collections.Counter(
+            metrics.decade_name(min(age // 10, 10)) for _, age, _, _, _ in rows))}
         shards = TRAIN_SHARDS if split == "train" else 1
         for s in range(shards):
             path = f"{schema.shard_prefix(root, split)}-{s:05d}-of-{shards:05d}"
@@ -79,7 +84,8 @@ def write_records(root, deviation=5.0, seed=0, unknown_gender_every=7):
                         age=age, histogram=age_histogram.age_histogram(age, deviation),
                         gender=gender, race=race).SerializeToString())
     (root / schema.REPORT_FILE).write_text(json.dumps({"metadata": {
-        schema.META_AGE_DEVIATION: deviation, schema.META_IMAGE_SIZE: RECORD_SIZE}}))
+        schema.META_AGE_DEVIATION: deviation, schema.META_IMAGE_SIZE: RECORD_SIZE},
+        "splits": splits}))
     return root
 
 

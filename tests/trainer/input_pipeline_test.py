@@ -100,17 +100,6 @@ def test_photo_degradations_in_augmentation(tiny_records):
     np.testing.assert_array_equal(augmented(0.0), plain)  # same seed, same batch
 
 
-def test_rare_ages_weigh_more():
-    counts = {"0-9": 100, "20-29": 400, "60-69": 25}
-    w = input_pipeline.decade_weights(counts, 0.5)
-    assert len(w) == input_pipeline.NUM_DECADES
-    assert w[6] > w[0] > w[2]  # 25 faces > 100 > 400
-    assert w[6] / w[2] == pytest.approx((400 / 25) ** 0.5)
-    # Normalised: the mean weight over the train faces is 1.
-    assert (100 * w[0] + 400 * w[2] + 25 * w[6]) / 525 == pytest.approx(1.0)
-    assert input_pipeline.decade_weights({}, 0.5) is None
-
-
 def test_decade_weights_are_the_age_sample_weights():
     spec = model_spec.ModelSpec(img_dim=32)
     parser = input_pipeline.Parser(spec, 5.0, input_pipeline.AugmentConfig(enabled=False),

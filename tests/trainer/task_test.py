@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from agegender import heads, model_spec, records
+from agegender import age_prior, heads, model_spec, records
 from agegender import job_dir as job_dir_lib
 from trainer import flags as trainer_flags
 from trainer import task
@@ -199,3 +199,35 @@ def test_the_records_face_alignment_goes_into_the_spec(tiny_records, tmp_path, t
     assert task.build_spec(cfg, records.metadata(tiny_records)).face_alignment is None
     spec = task.build_spec(cfg, {"face_alignment": alignment})
     assert model_spec.ModelSpec.from_json(spec.to_json()).face_alignment == alignment
+
+
+def test_age_prior_correction_goes_into_the_spec_and_can_change_without_retraining(
+        tiny_records, tmp_path, tiny_run_args):
+    """--age_prior_correction sets the spec's class weights from the records' train counts;
+    rerunning the finished job with another value changes them (and eval.json) while the
+    trained weights stay as they were."""
+    job = tmp_path / "job"
+    _run(tiny_records, job, tiny_run_args, "--age_prior_correction=1.0")
+    spec = model_spec.ModelSpec.from_json((job / "model_spec.json").read_text())
+    counts = records.report(tiny_records)["splits"]["train"]["age_decade"]
+    assert spec.age_prior_correction == 1.0
+    assert spec.age_prior_weights == age_prior.class_weights(
+        heads.DistributionHead().class_ages(), counts, 1.0)
+    first_eval = json.loads((job / "eval.json").read_text())
+    model = keras.models.load_model(os.path.join(job, job_dir_lib.MODEL_FILE), compile=False)
+    before = [w.copy() for w in model.get_weights()]
+    _run(tiny_records, job, tiny_run_args)  # the same run, now without the correction
+    spec = model_spec.ModelSpec.from_json((job / "model_spec.json").read_text())
+    assert spec.age_prior_weights is None and spec.age_prior_correction == 0.0
+    model = keras.models.load_model(os.path.join(job, job_dir_lib.MODEL_FILE), compile=False)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((job / "eval.json").read_text())["mae"] != first_eval["mae"]
+
+
+def test_age_prior_correction_is_refused_before_training(tiny_records, tmp_path,
+                                                         tiny_run_args):
+    with pytest.raises(task.ConfigError, match="regression"):
+        _run(tiny_records, tmp_path / "j", tiny_run_args, "--type=regression",
+             "--age_prior_correction=0.5")
+    assert not (tmp_path / "j" / "model.keras").exists()

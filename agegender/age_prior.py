@@ -1,0 +1,59 @@
+"""How common each age is in the train split, and the weights derived from it.
+
+The records' report.json counts the train split's faces per decade (0-9, ..., 90-99, 100+).
+A model trained on those faces learns that prior along with the faces: on UTKFace the
+20-somethings outnumber the 60-somethings 5 to 1, so a face the model is unsure of is
+pulled toward the common ages, and the old are predicted years too young. Two ways to
+push back, one owner for the counts and the weights:
+
+- training, `--rare_age_weight_power` p: each face's age loss weighs (n / mean n) ** -p,
+  where n is its decade's count (`decade_weights`), so rare ages pull harder;
+- inference, `--age_prior_correction` t: the predicted age distribution is multiplied by
+  (n / mean n) ** -t per decade and renormalised (`class_weights`; applied by
+  `agegender.heads.serving_outputs` from the model's spec). This is the post-hoc form of the
+  same idea ("logit adjustment"): t = 1 answers as if every decade were equally common,
+  t = 0 leaves the model as trained. It needs no retraining, so a trained model can be
+  given another t (BUILD_NOTES has the trade it makes: a little MAE for less bias per
+  decade).
+"""
+import numpy as np
+
+from agegender import metrics, records
+
+NUM_DECADES = 11  # 0-9 ... 90-99, 100+
+
+
+def train_decade_counts(records_dir):
+    """{decade name: faces} of the records' train split (report.json); {} when unknown."""
+    report = records.report(records_dir)
+    return dict(report.get("splits", {}).get("train", {}).get("age_decade", {}))
+
+
+def decade_of(ages):
+    """Decade index (0 for 0-9, ..., 10 for 100+) of each age in years."""
+    return np.minimum(np.floor_divide(np.asarray(ages, np.float64), 10), NUM_DECADES - 1
+                      ).astype(np.int64)
+
+
+def decade_weights(counts, power):
+    """{decade name: faces} -> a weight per decade index, (n / mean n) ** -power for the
+    decades present (1 for the others), normalised so that the mean weight over the counted
+    faces is 1; None when nothing is counted."""
+    n = np.array([counts.get(metrics.decade_name(d), 0) for d in range(NUM_DECADES)], float)
+    present = n > 0
+    if not present.any():
+        return None
+    raw = np.ones(NUM_DECADES)
+    raw[present] = (n[present] / n[present].mean()) ** -power
+    return tuple(float(w) for w in raw / ((raw * n).sum() / n.sum()))
+
+
+def class_weights(class_ages, counts, power):
+    """The weight of each class of a distribution head whose classes stand for
+    `class_ages` years (its decade's `decade_weights`): what the prior correction multiplies
+    the predicted distribution by. Raises ValueError when no train face is counted."""
+    weights = decade_weights(counts, power)
+    if weights is None:
+        raise ValueError("the records' report counts no train faces per decade: the age "
+                         "prior correction has nothing to divide by")
+    return [weights[d] for d in decade_of(class_ages)]
