@@ -8,7 +8,8 @@
         [any Beam pipeline option, e.g. --runner=DataflowRunner ...]
 
 Every flag this module does not know is handed to Beam (`parse_known_args`). Without a
-`--runner` the job runs on the DirectRunner with one worker process per local core.
+`--runner` the job runs on the DirectRunner with one worker thread per local core, in this
+process (`--direct_running_mode=multi_processing` for worker processes).
 `--runner=DaskRunner [--dask_client_address=HOST:PORT]` runs it on a Dask cluster (without
 an address, on a local one it starts and stops): every worker needs this project and the
 same packages installed, and --input/--output_dir must be paths every worker can reach.
@@ -333,6 +334,8 @@ def _parser():
     return ap
 
 
+DEFAULT_DIRECT_RUNNING_MODE = "in_memory"
+
 # Runners Beam knows only by their full name.
 RUNNER_NAMES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 
@@ -349,11 +352,16 @@ def pipeline_options(beam_args, inputs=()):
         standard.runner = "DirectRunner"
     standard.runner = RUNNER_NAMES.get(standard.runner, standard.runner)
     if "direct_running_mode" not in given:
-        # Processes. multi_threading was faster here (25-30 s vs 40-47 s for 6,323 images,
-        # side by side) but on the full 18,970 images under load it lost elements in both
-        # runs whose output was checked (Beam 2.77's in-process gRPC workers; not isolated
-        # further), and in_memory uses one core. finalize checks inputs = written + skipped.
-        options.view_as(DirectOptions).direct_running_mode = "multi_processing"
+        # Threads of this process, data handed over in memory: the TF ops (decode, resize,
+        # encode) release the GIL, so the workers still use every core, and the job pays no
+        # worker processes (each imports TensorFlow, and exits slowly) and no gRPC data
+        # channel: ~7 s less per run and ~30% less CPU per image than multi_processing,
+        # same bytes (BUILD_NOTES.md, "Records"). With more than one worker Beam runs the
+        # parts of each stage in parallel threads, one in-memory worker each, although it
+        # logs that in_memory "should" be multi_processing or multi_threading (silenced in
+        # `main`). multi_threading (in-process workers behind gRPC) lost elements on the
+        # full 18,970 images in two checked runs. finalize checks inputs = written + skipped.
+        options.view_as(DirectOptions).direct_running_mode = DEFAULT_DIRECT_RUNNING_MODE
     if "direct_num_workers" not in given:
         options.view_as(DirectOptions).direct_num_workers = 0  # 0 = one worker per core
     if "default_sdk_harness_log_level" not in given:
@@ -405,6 +413,23 @@ def _disconnect(p):
     client = getattr(getattr(p, "result", None), "client", None)
     if client is not None:
         client.close()
+
+
+class _InMemoryWorkersFilter(logging.Filter):
+    """Drops the FnApiRunner's warning that in_memory with several workers "should" be
+    another mode: it does run them in parallel (see pipeline_options), on purpose here."""
+
+    def filter(self, record):
+        return not str(record.msg).startswith("If direct_num_workers is not equal to 1")
+
+
+_IN_MEMORY_FILTER = _InMemoryWorkersFilter()
+
+
+def _quiet_in_memory_warning():
+    # The FnApiRunner's module logger (adding the same filter twice is a no-op).
+    logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(
+        _IN_MEMORY_FILTER)
 
 
 def _error(message):
@@ -459,6 +484,7 @@ def main(argv=None):
         beam_options = pipeline_options(beam_args, inputs)
     except RunnerUnavailable as e:
         return _error(str(e))
+    _quiet_in_memory_warning()
     if is_dask(beam_options):
         # The client (and a local cluster's scheduler) log every connection at INFO.
         logging.getLogger("distributed").setLevel(logging.WARNING)

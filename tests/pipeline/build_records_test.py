@@ -227,8 +227,53 @@ def test_unknown_flags_go_to_beam_untouched():
     assert options.get_all_options()["flink_master"] == "localhost:8081"
     defaults = build_records.pipeline_options([])
     assert defaults.view_as(StandardOptions).runner == "DirectRunner"
-    assert defaults.view_as(DirectOptions).direct_running_mode == "multi_processing"
+    assert defaults.view_as(DirectOptions).direct_running_mode == "in_memory"
     assert defaults.view_as(DirectOptions).direct_num_workers == 0
+    given = build_records.pipeline_options(["--direct_running_mode=multi_processing"])
+    assert given.view_as(DirectOptions).direct_running_mode == "multi_processing"
+
+
+def test_default_runner_converts_in_this_process_without_a_warning(tmp_path, tools, capsys,
+                                                                    caplog):
+    """The default DirectRunner options run the DoFns on threads of the job's own process
+    (no worker process importing TensorFlow), and Beam's warning about in_memory with
+    several workers, which does not apply, is not shown."""
+    src = tmp_path / "faces"
+    for i in range(4):
+        tools.write(str(src), f"{20 + i}_{i % 2}_0_20170101000000{i:03d}.jpg", tools.image_bytes(i))
+    rc = build_records.main([f"--input={src}", f"--output_dir={tmp_path / 'out'}",
+                             "--direct_num_workers=2",  # 2 threads on any machine
+                             "--progress_seconds=1e-9"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    workers = set(re.findall(r"^records job, worker (\d+): ", err, re.M))
+    assert workers == {str(os.getpid())}, err[-2000:]
+    assert not [r for r in caplog.records if "direct_num_workers" in r.getMessage()]
+
+
+@pytest.mark.slow
+def test_same_bytes_from_every_direct_running_mode(bad_inputs, tmp_path, tools):
+    """Threads (the default), one in-memory worker and worker processes write the same
+    shards, TFDS metadata and report.json, byte for byte, skips included."""
+    src, expected = bad_inputs
+    for path in tools.real_subset(150):  # real faces: several groups, so both workers work
+        with open(path, "rb") as f:
+            tools.write(src, os.path.basename(path), f.read())
+    num_inputs = sum(len(files) for _, _, files in os.walk(src))
+    outputs = {}
+    for mode, workers in [("in_memory", 2), ("in_memory", 1), ("multi_processing", 2)]:
+        out = str(tmp_path / f"out-{mode}-{workers}")
+        rc, report = tools.run_build(src, out, f"--direct_running_mode={mode}",
+                                     f"--direct_num_workers={workers}")
+        assert rc == 0, mode
+        assert report["counts"]["inputs"] == num_inputs, mode
+        assert report["counts"]["skipped"] > len([x for x in expected.values() if x]), mode
+        outputs[mode, workers] = {name: open(os.path.join(out, name), "rb").read()
+                                  for name in sorted(os.listdir(out))}
+    first, *others = outputs.values()
+    assert len(first) > 4 and "report.json" in first
+    for other in others:
+        assert other == first
 
 
 @pytest.mark.slow
