@@ -340,10 +340,12 @@ DEFAULT_DIRECT_RUNNING_MODE = "in_memory"
 RUNNER_NAMES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 
 
-def pipeline_options(beam_args, inputs=()):
+def pipeline_options(beam_args, inputs=(), cluster_threads=None):
     """Beam options from the unknown flags; local default: DirectRunner on all cores.
 
-    inputs: the listed `sources.InputFile`s, which size the DaskRunner's partitions.
+    inputs: the listed `sources.InputFile`s, which size the DaskRunner's partitions, with
+    `cluster_threads(DaskOptions)`, the Dask cluster's worker threads (default:
+    `dask_cluster_threads`, which asks the scheduler).
     """
     options = PipelineOptions(beam_args)
     given = {a.split("=", 1)[0].lstrip("-") for a in beam_args if a.startswith("--")}
@@ -375,25 +377,54 @@ def pipeline_options(beam_args, inputs=()):
                 f"the DaskRunner needs dask and distributed ({e}): pip install "
                 "'apache-beam[dask]', or this project with its 'dask' extra") from e
         if not given & {"dask_npartitions", "dask_partition_size"}:
-            options.view_as(DaskOptions).npartitions = dask_partitions(inputs)
+            dask_options = options.view_as(DaskOptions)
+            threads = (cluster_threads or dask_cluster_threads)(dask_options)
+            dask_options.npartitions = dask_partitions(inputs, threads)
     return options
 
 
-def dask_partitions(inputs):
-    """The DaskRunner's partitions of each Create (--dask_npartitions) for these inputs.
+def dask_partitions(inputs, threads):
+    """The DaskRunner's partitions of each Create (--dask_npartitions) for these inputs on
+    a cluster of `threads` worker threads.
 
     That runner never repartitions (its Reshuffle does nothing, a GroupByKey keeps the
     number of partitions, a Flatten adds them up), so this number is both the parallelism
-    of the conversion and the size of every shuffle after it (a Dask "tasks" shuffle costs
-    ~n log n x 32 tasks). A partition's data is held in memory whole (a list): about
-    DASK_PARTITION_BYTES of listed input each, and at least MIN_DASK_PARTITIONS.
+    of the conversion and the size of every shuffle after it: a Dask "tasks" shuffle of n
+    partitions is ~n^2 small tasks while n <= 32, and every Flatten before a GroupByKey adds
+    partitions. So: as few as keep every thread busy, in equal waves (a multiple of
+    `threads`), with at most about DASK_PARTITION_BYTES of listed input each (a partition's
+    data is held in memory whole, as a list; Dask's guidance is partitions of ~100 MB).
     """
+    threads = max(1, threads)
     listed = sum(f.size or 0 for f in inputs)
-    return max(MIN_DASK_PARTITIONS, -(-listed // DASK_PARTITION_BYTES))
+    waves = max(1, -(-listed // (DASK_PARTITION_BYTES * threads)))
+    return waves * threads
 
 
-MIN_DASK_PARTITIONS = 8
-DASK_PARTITION_BYTES = 64 << 20
+DASK_PARTITION_BYTES = 128 << 20
+
+
+def dask_cluster_threads(dask_options):
+    """The worker threads of the Dask cluster `dask_options` (DaskOptions) name: asked of
+    its scheduler, or, without an address or scheduler file, those of the local cluster
+    the runner will start (dask's default: one per core)."""
+    if not (dask_options.address or dask_options.scheduler_file):
+        from dask.system import CPU_COUNT
+        return CPU_COUNT
+    from distributed import Client
+
+    where = dask_options.address or dask_options.scheduler_file
+    kwargs = {"timeout": dask_options.timeout} if isinstance(dask_options.timeout, int) else {}
+    try:
+        with Client(address=dask_options.address, scheduler_file=dask_options.scheduler_file,
+                    set_as_default=False, **kwargs) as client:
+            threads = sum(client.nthreads().values())
+    except (OSError, ValueError) as e:  # unreachable (TimeoutError is an OSError), bad file
+        raise RunnerUnavailable(f"cannot reach the Dask scheduler at {where}: {e}") from e
+    if not threads:
+        raise RunnerUnavailable(f"the Dask cluster at {where} has no workers yet: start "
+                                "them (dask worker ...) before the job")
+    return threads
 
 
 def is_dask(options):
@@ -402,8 +433,8 @@ def is_dask(options):
         "DaskRunner", RUNNER_NAMES["DaskRunner"])
 
 
-class RunnerUnavailable(ImportError):
-    """The --runner named needs packages that are not installed."""
+class RunnerUnavailable(Exception):
+    """The --runner named cannot run: packages not installed, or its cluster not reachable."""
 
 
 def _disconnect(p):

@@ -141,6 +141,10 @@ def test_dask_cluster_writes_the_same_records_and_report_as_the_direct_runner(
     print(f"DaskRunner run: {time.monotonic() - start:.1f} s")
     assert "written" in result.stdout
 
+    # The partitions were sized from the cluster's threads, asked of its scheduler.
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+    assert build_records.dask_cluster_threads(
+        DaskOptions([f"--dask_client_address={address}"])) == 2
     # Both workers ran the job's code (it was not run in the client's process).
     assert client.run(lambda: "pipeline.transforms" in sys.modules) == {
         w: True for w in client.scheduler_info()["workers"]}
@@ -169,7 +173,9 @@ def test_dask_runner_without_an_address_starts_and_stops_a_local_cluster(tmp_pat
     rc, direct_report = tools.run_build(str(src), direct)
     assert rc == 0
     dask = str(tmp_path / "dask")
-    _run_cli([f"--input={src}", f"--output_dir={dask}", "--runner=DaskRunner"], tools)
+    # Three partitions on the local cluster's two threads: an uneven second wave.
+    _run_cli([f"--input={src}", f"--output_dir={dask}", "--runner=DaskRunner",
+              "--dask_npartitions=3"], tools)
     assert _report(dask) == direct_report
     assert direct_report["counts"]["written"] == 8 and direct_report["counts"]["skipped"] == 1
     assert _outputs(dask) == _outputs(direct)
@@ -199,28 +205,66 @@ def test_the_shard_plan_by_group_by_key_gives_the_same_records_as_by_side_input(
 
 def test_dask_runner_options():
     """`--runner=DaskRunner` is accepted (Beam knows it only by its full name) and the
-    partitions follow the input size unless given."""
+    partitions follow the cluster's threads and the input size unless given."""
     from apache_beam.options.pipeline_options import StandardOptions
     from apache_beam.runners.dask.dask_runner import DaskOptions
 
     def files(n):
         return [sources.InputFile(f"/x/{i}.jpg", f"{i}.jpg", 1 << 20, False) for i in range(n)]
 
+    asked = []
+
+    def threads(n):
+        def cluster_threads(dask_options):
+            asked.append(dask_options.address)
+            return n
+        return cluster_threads
+
     options = build_records.pipeline_options(
-        ["--runner=DaskRunner", "--dask_client_address=127.0.0.1:8786"], files(200))
+        ["--runner=DaskRunner", "--dask_client_address=127.0.0.1:8786"], files(200), threads(4))
     assert options.view_as(StandardOptions).runner == \
         "apache_beam.runners.dask.dask_runner.DaskRunner"
     assert options.view_as(DaskOptions).address == "127.0.0.1:8786"
-    assert options.view_as(DaskOptions).npartitions == build_records.MIN_DASK_PARTITIONS
-    big = build_records.pipeline_options(["--runner=DaskRunner"], files(1000))  # 1000 MB
-    assert big.view_as(DaskOptions).npartitions == 16  # 64 MB each
+    assert asked == ["127.0.0.1:8786"]
+    assert options.view_as(DaskOptions).npartitions == 4  # one per thread: 200 MB fit in 4
+    big = build_records.pipeline_options(["--runner=DaskRunner"], files(1000), threads(2))
+    assert big.view_as(DaskOptions).npartitions == 8  # 1000 MB: 4 waves of 2, 125 MB each
     given = build_records.pipeline_options(["--runner=DaskRunner", "--dask_npartitions=3"],
-                                           files(1000))
+                                           files(1000), threads(2))
     assert given.view_as(DaskOptions).npartitions == 3
     given = build_records.pipeline_options(["--runner=DaskRunner", "--dask_partition_size=50"],
-                                           files(1000))
+                                           files(1000), threads(2))
     assert given.view_as(DaskOptions).npartitions is None
     assert given.view_as(DaskOptions).partition_size == 50
+    assert len(asked) == 2  # not asked when the partitions are given
+
+
+def test_dask_partitions_keep_every_thread_busy_in_equal_waves():
+    def files(sizes_mb):
+        return [sources.InputFile(f"/x/{i}", f"{i}", mb << 20, False)
+                for i, mb in enumerate(sizes_mb)]
+
+    assert build_records.dask_partitions([], 2) == 2
+    assert build_records.dask_partitions(files([143]), 2) == 2  # the shared subset
+    assert build_records.dask_partitions(files([300]), 2) == 4  # 128 MB at most: 3 -> 4
+    assert build_records.dask_partitions(files([100] * 10), 16) == 16
+    assert build_records.dask_partitions(files([1]), 0) == 1
+
+
+def test_an_unreachable_dask_scheduler_is_a_clear_error(tmp_path, capsys, tools):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tools.write(str(tmp_path / "in"), "20_0_0_20170101000000001.jpg", tools.image_bytes(1))
+    rc = build_records.main([f"--input={tmp_path / 'in'}", f"--output_dir={tmp_path / 'out'}",
+                             "--runner=DaskRunner", f"--dask_client_address=127.0.0.1:{port}",
+                             "--dask_connection_timeout=2"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"cannot reach the Dask scheduler at 127.0.0.1:{port}" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_dask_runner_missing_is_a_clear_error(tmp_path, capsys, monkeypatch, tools):
