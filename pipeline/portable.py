@@ -17,11 +17,12 @@ runs only part of the model. What it does with the rest was found by running it
   (`build_records.build_pipeline(side_inputs=False)`; elsewhere a side input is cheaper).
 - `Reshuffle` does nothing, and nothing else repartitions: a `Create` is cut into
   partitions (128 elements each by default), a `GroupByKey` keeps its input's number and a
-  `Flatten` adds them up, so every shuffle downstream (a Dask "tasks" shuffle, ~n log n x 32
-  tasks for n partitions) grows with the first `Create`'s partitions. -> The job's `Create`
-  elements are groups of files, and `build_records.dask_partitions` sets their number
-  (--dask_npartitions) from the input size: 300 partitions of 64 faces made a 742 s run
-  of what takes ~40 s with 8.
+  `Flatten` adds them up, so every shuffle downstream (a Dask "tasks" shuffle, ~n^2
+  tasks for n <= 32 partitions) grows with the first `Create`'s partitions. -> The job's
+  `Create` elements are groups of files, and `build_records.dask_partitions` sets their
+  number (--dask_npartitions) from the cluster's worker threads and the input size: 300
+  partitions of 64 faces made a 742 s run of what takes ~40 s with 8, and 2 partitions
+  (one per thread) beat 8 by a fifth on the shared data.
 - `DoFn.setup` and `teardown` run for every bundle (Dask partition), on a new copy of the
   DoFn: `MakeRecord` would trace its TF functions (~0.4 s, more than converting a batch)
   in every one. -> `ParDoWithOutputs` keeps a set-up copy per process and thread and
