@@ -126,6 +126,11 @@ def define_flags(fv=flags.FLAGS):
                        "Share of training images given one photo degradation (grayscale, "
                        "sepia, faded colour, JPEG artefacts, low resolution, side light).",
                        **d)
+    flags.DEFINE_list("low_res_scale", _pair(aug.low_res_scale),
+                      "min,max size (fraction of the side) a low-resolution degradation "
+                      "passes through, drawn log-uniformly.", **d)
+    flags.register_validator("low_res_scale", _is_scale_range,
+                             "--low_res_scale: two fractions 0 < min <= max <= 1", **d)
     flags.DEFINE_float("source_margin", aug.source_margin,
                        "The training frame is up to img_dim times this, so crops take real "
                        "pixels (records of 160 px give 128 px inputs a 1.25 margin).", **d)
@@ -161,6 +166,14 @@ def define_flags(fv=flags.FLAGS):
     return fv
 
 
+def _is_scale_range(values):
+    try:
+        low, high = (float(v) for v in values)
+    except ValueError:
+        return False
+    return 0 < low <= high <= 1
+
+
 def _pair(values):
     return [str(v) for v in values]
 
@@ -181,7 +194,8 @@ def augment_config(fv):
         enabled=fv.augment, crop_fraction=_floats(fv, "crop_fraction"), max_shift=fv.max_shift,
         brightness=fv.brightness, contrast=_floats(fv, "contrast"),
         blur_probability=fv.blur_probability, blur_scale=_floats(fv, "blur_scale"),
-        source_margin=fv.source_margin, degrade_probability=fv.degrade_probability)
+        source_margin=fv.source_margin, degrade_probability=fv.degrade_probability,
+        low_res_scale=_floats(fv, "low_res_scale"))
 
 
 def parse(argv):

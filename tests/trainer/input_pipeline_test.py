@@ -109,3 +109,33 @@ def test_decade_weights_are_the_age_sample_weights():
              "image": tf.zeros([3, 32, 32, 3], tf.uint8)}
     _, _, sw = parser.targets_fn(batch)
     np.testing.assert_allclose(sw[heads.DistributionHead.output], [1.0, 4.0, 11.0])
+
+
+def test_low_resolution_degradation_range_is_a_validated_flag():
+    from absl import flags as absl_flags
+
+    from trainer import flags as trainer_flags
+
+    fv = trainer_flags.parse(["--low_res_scale=0.1,0.3"])
+    assert trainer_flags.augment_config(fv).low_res_scale == (0.1, 0.3)
+    assert trainer_flags.augment_config(trainer_flags.parse([])).low_res_scale == (0.15, 0.5)
+    for bad in ("0,0.5", "0.5,0.2", "0.2,1.5", "0.2", "a,b"):
+        with pytest.raises(absl_flags.IllegalFlagValueError, match="low_res_scale"):
+            trainer_flags.parse([f"--low_res_scale={bad}"])
+
+
+def test_low_resolution_degradation_takes_its_side_from_the_image():
+    """With a low-resolution scale of 1/4, a degraded 32 px image is an 8 px one upscaled."""
+    parser = input_pipeline.Parser(
+        model_spec.ModelSpec(img_dim=32), records_image_size=40,
+        augment=input_pipeline.AugmentConfig(degrade_probability=1.0,
+                                             low_res_scale=(0.25, 0.25)))
+    images = tf.random.uniform([6, 32, 32, 3], 0, 255, seed=1)
+
+    def uniform(shape, low=0.0, high=1.0):  # kind = floor(0.7 * 6) = 4: low resolution
+        return tf.fill(shape, low + 0.7 * (high - low))
+
+    degraded = parser._degrade(images, uniform, 6).numpy()
+    expected = tf.image.resize(tf.image.resize(images, [8, 8], antialias=True), [32, 32])
+    np.testing.assert_allclose(degraded, np.clip(expected.numpy(), 0, 255), atol=1e-3)
+    assert np.abs(degraded - images.numpy()).mean() > 5  # not the clean image
