@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 
@@ -336,6 +337,9 @@ def _parser():
 
 DEFAULT_DIRECT_RUNNING_MODE = "in_memory"
 
+# dask's configuration of the `distributed` logger, as an environment variable.
+DASK_WORKER_LOG_LEVEL_VARIABLE = "DASK_LOGGING__DISTRIBUTED"
+
 # Runners Beam knows only by their full name.
 RUNNER_NAMES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 
@@ -517,8 +521,11 @@ def main(argv=None):
         return _error(str(e))
     _quiet_in_memory_warning()
     if is_dask(beam_options):
-        # The client (and a local cluster's scheduler) log every connection at INFO.
+        # The client (and a local cluster's scheduler) log every connection at INFO, and
+        # a local cluster's worker processes ~15 lines each at start and stop: they read
+        # their logging level from the environment when they import distributed.
         logging.getLogger("distributed").setLevel(logging.WARNING)
+        os.environ.setdefault(DASK_WORKER_LOG_LEVEL_VARIABLE, "warning")
 
     import tensorflow as tf
 
