@@ -30,30 +30,32 @@ MAX_EXTRA_MAE = 1.0
 MAX_EXTRA_BIAS = 2.0
 
 
-def _degrade_fn(degrade):
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def run(jpegs):
-        def one(data):
-            return tf.cast(tf.io.decode_jpeg(data, channels=3), tf.float32)
-        images = tf.map_fn(one, jpegs, fn_output_signature=tf.TensorSpec(
-            [None, None, 3], tf.float32))
-        out = tf.cast(tf.round(degrade(images)), tf.uint8)
-        return tf.map_fn(lambda im: tf.io.encode_jpeg(im, quality=95), out,
-                         fn_output_signature=tf.TensorSpec([], tf.string))
-    return run
+@tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32)])
+def degrade_jpegs(jpegs, index):
+    """JPEGs -> the same faces degraded by the `index`-th of `degradations.BENCHMARK`, as
+    JPEGs (quality 95). One function for all of them (a branch each), traced once."""
+    def one(data):
+        return tf.cast(tf.io.decode_jpeg(data, channels=3), tf.float32)
+    images = tf.map_fn(one, jpegs, fn_output_signature=tf.TensorSpec([None, None, 3],
+                                                                      tf.float32))
+    branches = [lambda fn=fn: fn(images) for fn in degradations.BENCHMARK.values()]
+    out = tf.cast(tf.round(tf.switch_case(index, branches)), tf.uint8)
+    return tf.map_fn(lambda im: tf.io.encode_jpeg(im, quality=95), out,
+                     fn_output_signature=tf.TensorSpec([], tf.string))
 
 
 def measure(runner, items, batch_size=64):
     """{degradation: {count, mae, mean_signed_error}} with "clean" first."""
-    fns = {"clean": None, **{k: _degrade_fn(v) for k, v in degradations.BENCHMARK.items()}}
-    errors = {k: [] for k in fns}
+    indices = {"clean": None, **{k: i for i, k in enumerate(degradations.BENCHMARK)}}
+    errors = {k: [] for k in indices}
     batch = []
 
     def flush():
         data = [item.data for item in batch]
         true = np.array([item.labels.age for item in batch], np.float64)
-        for name, fn in fns.items():
-            encoded = data if fn is None else list(fn(tf.constant(data)).numpy())
+        for name, index in indices.items():
+            encoded = data if index is None else list(
+                degrade_jpegs(tf.constant(data), index).numpy())
             outputs, ok = runner.predict(encoded)
             errors[name].append(outputs[heads.AGE].astype(np.float64) - true[ok])
     for item in items:
