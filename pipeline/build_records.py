@@ -522,10 +522,14 @@ def main(argv=None):
     _quiet_in_memory_warning()
     if is_dask(beam_options):
         # The client (and a local cluster's scheduler) log every connection at INFO, and
-        # a local cluster's worker processes ~15 lines each at start and stop: they read
-        # their logging level from the environment when they import distributed.
+        # the worker processes of the local cluster the runner starts (no address) ~15
+        # lines each at start and stop: they read their logging level from the
+        # environment they inherit when they import distributed.
         logging.getLogger("distributed").setLevel(logging.WARNING)
-        os.environ.setdefault(DASK_WORKER_LOG_LEVEL_VARIABLE, "warning")
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+        dask_options = beam_options.view_as(DaskOptions)
+        if not (dask_options.address or dask_options.scheduler_file):
+            os.environ.setdefault(DASK_WORKER_LOG_LEVEL_VARIABLE, "warning")
 
     import tensorflow as tf
 

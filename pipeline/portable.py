@@ -21,8 +21,8 @@ runs only part of the model. What it does with the rest was found by running it
   tasks for n <= 32 partitions) grows with the first `Create`'s partitions. -> The job's
   `Create` elements are groups of files, and `build_records.dask_partitions` sets their
   number (--dask_npartitions) from the cluster's worker threads and the input size: 300
-  partitions of 64 faces made a 742 s run of what takes ~40 s with 8, and 2 partitions
-  (one per thread) beat 8 by a fifth on the shared data.
+  partitions of 64 faces made a 742 s run of what takes ~40 s with 8; one per thread
+  was faster still on a busy machine, the same on a quiet one (BUILD_NOTES.md).
 - `DoFn.setup` and `teardown` run for every bundle (Dask partition), on a new copy of the
   DoFn: `MakeRecord` would trace its TF functions (~0.4 s, more than converting a batch)
   in every one. -> `ParDoWithOutputs` keeps a set-up copy per process and thread and
