@@ -150,7 +150,10 @@ def test_two_worker_multi_worker_mirrored(tiny_records, tmp_path, tiny_run_args)
 def test_same_seed_same_run(tiny_records, tmp_path, tiny_run_args):
     """Two runs with the same --seed on the same records: identical per-epoch metrics and
     identical weights (op determinism, ordered input, seeded augmentation); another seed
-    gives other weights."""
+    gives other weights. The runs use every lever the CPU recipe turns on (degradations on
+    every face, rare-age and gender loss weights, the mean term, the cached frames, the
+    cosine schedule, the flipped evaluation), so none of them can bring randomness in
+    unnoticed."""
     import numpy as np
 
     from agegender import job_dir as job_dir_lib
@@ -158,7 +161,11 @@ def test_same_seed_same_run(tiny_records, tmp_path, tiny_run_args):
     def run(name, seed):
         job = tmp_path / name
         res = _task(tiny_run_args(tiny_records, job, "--predict_gender", "--fine_tune_epochs=1",
-                                  "--fine_tune_at=120", "--steps_per_epoch=3", f"--seed={seed}"))
+                                  "--fine_tune_at=120", "--steps_per_epoch=3", f"--seed={seed}",
+                                  "--degrade_probability=1.0", "--rare_age_weight_power=0.5",
+                                  "--gender_loss_weight=1.5", "--age_mean_loss_weight=3.0",
+                                  "--cache=memory", "--lr_scheduler=cosine",
+                                  "--test_time_flip"))
         assert res.returncode == 0, res.stderr[-3000:]
         history = json.loads((job / "history.json").read_text())
         weights = job_dir_lib.load(job)[0].get_weights()
