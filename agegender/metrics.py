@@ -42,12 +42,23 @@ def _by_decade(decades, true_age, pred_age):
         m = decades == d
         err = pred_age[m] - true_age[m]
         out[decade_name(d)] = {"count": int(m.sum()), "mae": float(np.abs(err).mean()),
-                               "mean_signed_error": float(err.mean())}
+                               "mean_signed_error": float(err.mean()),
+                               "signed_error_standard_error": _standard_error(err)}
     return out
 
 
+def _standard_error(values):
+    """The standard error of the mean of `values` (sample sd / sqrt(n)); None under 2 values.
+    Why it is reported: a decade of ~100 faces has a bias that moves by most of a year from
+    one sample of faces to another, which a bare mean hides."""
+    if values.size < 2:
+        return None
+    return float(values.std(ddof=1) / np.sqrt(values.size))
+
+
 def per_decade(true_age, pred_age):
-    """{decade name: {count, mae, mean_signed_error}} for each decade present (100+ pooled)."""
+    """{decade name: {count, mae, mean_signed_error, signed_error_standard_error}} for each
+    decade present (100+ pooled)."""
     true_age = np.asarray(true_age, np.float64)
     pred_age = np.asarray(pred_age, np.float64)
     return _by_decade(np.minimum(true_age // 10, 10).astype(int), true_age, pred_age)

@@ -188,8 +188,10 @@ def _uncertainty_section(report, plot_paths):
     """Bias by predicted decade, and how honest the spread and the gender probability are."""
     parts = ["<h2>Per predicted decade</h2>",
              "<p>Faces grouped by the age the model gave: a bias here is what a user sees.</p>",
-             _table(["predicted decade", "count", "MAE", "mean signed error (bias)"],
-                    [[d, c["count"], c["mae"], c["mean_signed_error"]]
+             _table(["predicted decade", "count", "MAE", "mean signed error (bias)",
+                     "its standard error"],
+                    [[d, c["count"], c["mae"], c["mean_signed_error"],
+                      c.get("signed_error_standard_error")]
                      for d, c in report.get("per_predicted_decade", {}).items()])]
     u = report.get("uncertainty")
     if u:
@@ -226,11 +228,12 @@ def write_html(report, plot_paths, output_dir, compare=None):
     ]
     decade_rows = []
     for decade, cell in report.get("per_decade", {}).items():
-        row = [decade, cell["count"], cell["mae"], cell["mean_signed_error"]]
+        row = [decade, cell["count"], cell["mae"], cell["mean_signed_error"],
+               cell.get("signed_error_standard_error")]
         if compare is not None:
             row.append(compare.get("per_decade", {}).get(decade, {}).get("mae"))
         decade_rows.append(row)
-    header = ["decade", "count", "MAE", "mean signed error (bias)"]
+    header = ["decade", "count", "MAE", "mean signed error (bias)", "its standard error"]
     if compare is not None:
         header.append(f"MAE ({names[1]})")
     parts += [_table(header, decade_rows), "<h2>Cumulative score</h2>",

@@ -17,8 +17,11 @@ def test_age_metrics_by_hand():
 
 def test_per_decade_pools_100_plus():
     d = metrics.per_decade([5, 9, 15, 101, 116], [6, 9, 10, 100, 100])
-    assert d["0-9"] == {"count": 2, "mae": 0.5, "mean_signed_error": 0.5}
+    # errors +1 and 0: sample sd 0.7071, over sqrt(2) -> 0.5
+    assert d["0-9"] == pytest.approx({"count": 2, "mae": 0.5, "mean_signed_error": 0.5,
+                                      "signed_error_standard_error": 0.5})
     assert d["10-19"]["mae"] == 5 and d["10-19"]["mean_signed_error"] == -5
+    assert d["10-19"]["signed_error_standard_error"] is None  # one face: no spread to tell
     assert d["100+"]["count"] == 2 and d["100+"]["mae"] == pytest.approx(8.5)
 
 
@@ -55,7 +58,9 @@ def test_uncertainty_hand_computed():
 
 def test_per_predicted_decade_and_gender_calibration():
     by_pred = metrics.per_predicted_decade([65, 75, 30], [62, 68, 41])
-    assert by_pred["60-69"] == pytest.approx({"count": 2, "mae": 5.0, "mean_signed_error": -5.0})
+    # errors -3 and -7: sample sd 2.83, over sqrt(2) -> 2.0
+    assert by_pred["60-69"] == pytest.approx({"count": 2, "mae": 5.0, "mean_signed_error": -5.0,
+                                              "signed_error_standard_error": 2.0})
     assert by_pred["40-49"]["count"] == 1
     probs = np.array([[0.9, 0.1], [0.95, 0.05], [0.3, 0.7], [0.4, 0.6]])
     cal = metrics.gender_calibration([0, 1, 1, -1], probs, bins=5)
