@@ -412,7 +412,7 @@ def dask_cluster_threads(dask_options):
     """The worker threads of the Dask cluster `dask_options` (DaskOptions) name: asked of
     its scheduler, or, without an address or scheduler file, those of the local cluster
     the runner will start (dask's default: one per core)."""
-    if not (dask_options.address or dask_options.scheduler_file):
+    if starts_local_cluster(dask_options):
         from dask.system import CPU_COUNT
         return CPU_COUNT
     from distributed import Client
@@ -429,6 +429,12 @@ def dask_cluster_threads(dask_options):
         raise RunnerUnavailable(f"the Dask cluster at {where} has no workers yet: start "
                                 "them (dask worker ...) before the job")
     return threads
+
+
+def starts_local_cluster(dask_options):
+    """Whether the DaskRunner starts a cluster of its own on this machine: `dask_options`
+    (DaskOptions) name no scheduler, by address or by file."""
+    return not (dask_options.address or dask_options.scheduler_file)
 
 
 def is_dask(options):
@@ -527,8 +533,7 @@ def main(argv=None):
         # environment they inherit when they import distributed.
         logging.getLogger("distributed").setLevel(logging.WARNING)
         from apache_beam.runners.dask.dask_runner import DaskOptions
-        dask_options = beam_options.view_as(DaskOptions)
-        if not (dask_options.address or dask_options.scheduler_file):
+        if starts_local_cluster(beam_options.view_as(DaskOptions)):
             os.environ.setdefault(DASK_WORKER_LOG_LEVEL_VARIABLE, "warning")
 
     import tensorflow as tf
