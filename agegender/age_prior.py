@@ -7,7 +7,8 @@ pulled toward the common ages, and the old are predicted years too young. Two wa
 push back, one owner for the counts and the weights:
 
 - training, `--rare_age_weight_power` p: each face's age loss weighs (n / mean n) ** -p,
-  where n is its decade's count (`decade_weights`), so rare ages pull harder;
+  where n is its decade's count (`decade_weights`), so rare ages pull harder, at most
+  `--rare_age_weight_max` times the mean face;
 - inference, `--age_prior_correction` t: the predicted age distribution is multiplied by
   (n / mean n) ** -t per decade and renormalised (`class_weights`; applied by
   `agegender.heads.serving_outputs` from the model's spec). This is the post-hoc form of the
@@ -35,17 +36,40 @@ def decade_of(ages):
                       ).astype(np.int64)
 
 
-def decade_weights(counts, power):
+def decade_weights(counts, power, max_weight=None):
     """{decade name: faces} -> a weight per decade index, (n / mean n) ** -power for the
     decades present (1 for the others), normalised so that the mean weight over the counted
-    faces is 1; None when nothing is counted."""
+    faces is 1; None when nothing is counted.
+
+    `max_weight` M (>= 1) caps every weight at M times the mean face's, the others scaled
+    up to keep the mean at 1. Why: inverse frequency gives UTKFace's few centenarians tens
+    of times a 20-something's weight, and a handful of faces then steer whole epochs; a
+    cap keeps the push on the old decades and drops those outliers.
+    """
+    if max_weight is not None and max_weight < 1:
+        raise ValueError(f"the rare-age weight cap must be >= 1 (the mean weight), "
+                         f"not {max_weight}")
     n = np.array([counts.get(metrics.decade_name(d), 0) for d in range(NUM_DECADES)], float)
     present = n > 0
     if not present.any():
         return None
     raw = np.ones(NUM_DECADES)
     raw[present] = (n[present] / n[present].mean()) ** -power
-    return tuple(float(w) for w in raw / ((raw * n).sum() / n.sum()))
+    weights = raw / ((raw * n).sum() / n.sum())
+    if max_weight is not None:
+        # The capped set only grows: each pass caps what the rescaling pushed over M.
+        capped = np.zeros(NUM_DECADES, bool)
+        while True:
+            free = present & ~capped
+            scale = (n.sum() - max_weight * n[capped].sum()) / (raw[free] * n[free]).sum() \
+                if free.any() else 0.0
+            over = free & (raw * scale > max_weight)
+            if not over.any():
+                break
+            capped |= over
+        weights = np.where(capped, max_weight, raw * scale)
+        weights[~present] = 1.0
+    return tuple(float(w) for w in weights)
 
 
 def class_weights(class_ages, counts, power):

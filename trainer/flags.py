@@ -56,6 +56,10 @@ def define_flags(fv=flags.FLAGS):
                        "Weigh each face's age loss by (faces of its decade in the train split "
                        "/ mean) ** -power, normalised to a mean of 1: rare ages pull harder "
                        "(0: every face weighs 1).", **d)
+    flags.DEFINE_float("rare_age_weight_max", None,
+                       "With --rare_age_weight_power: no decade's faces weigh more than this "
+                       "times the mean face (>= 1), the others scaled to keep the mean at 1. "
+                       "Default: no cap.", lower_bound=1, **d)
     flags.DEFINE_float("age_prior_correction", 0.0,
                        "Distribution heads: answer with the predicted age distribution times "
                        "(faces of its decade in the train split / mean) ** -power, "

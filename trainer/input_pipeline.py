@@ -72,16 +72,18 @@ class InputConfig:
     decade_weights: tuple = None
 
     @classmethod
-    def from_records(cls, records_dir, rare_age_weight_power=0.0, **kwargs):
+    def from_records(cls, records_dir, rare_age_weight_power=0.0, rare_age_weight_max=None,
+                     **kwargs):
         """A config whose records_* fields come from the records' own report; with
         `rare_age_weight_power` p > 0, faces of a decade holding n of the train split's
         faces weigh (n / mean n) ** -p, normalised to a mean weight of 1 per face, so rare
-        ages (teenagers, the old) pull harder on the model."""
+        ages (teenagers, the old) pull harder on the model, at most `rare_age_weight_max`
+        times the mean face."""
         meta = records.metadata(records_dir)
         weights = None
         if rare_age_weight_power:
             weights = age_prior.decade_weights(age_prior.train_decade_counts(records_dir),
-                                               rare_age_weight_power)
+                                               rare_age_weight_power, rare_age_weight_max)
         return cls(records_dir=records_dir,
                    records_age_deviation=meta.get(schema.META_AGE_DEVIATION),
                    records_image_size=meta.get(schema.META_IMAGE_SIZE),

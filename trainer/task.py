@@ -175,6 +175,7 @@ def prepare(cfg):
     out_dir, writer = _worker_dir(cfg.job_dir)
     inputs = input_pipeline.InputConfig.from_records(
         cfg.records_dir, rare_age_weight_power=cfg.rare_age_weight_power,
+        rare_age_weight_max=cfg.rare_age_weight_max,
         batch_size=cfg.batch_size, cache=cfg.cache,
         shuffle_buffer=cfg.shuffle_buffer, seed=seed, deterministic=cfg.seed is not None,
         num_workers=distribution.num_workers(), augment=trainer_flags.augment_config(cfg))

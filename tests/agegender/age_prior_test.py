@@ -17,6 +17,28 @@ def test_rare_ages_weigh_more():
     assert age_prior.decade_weights({}, 0.5) is None
 
 
+def test_capped_weights_keep_the_mean_and_the_order_below_the_cap():
+    """Inverse frequency gives 4 centenarians 100x the weight of a 20-something; capped at 3
+    times the mean face, they and the 60-somethings weigh 3, the uncapped decades keep their
+    ratio, and the mean weight over the train faces is still 1."""
+    counts = {"0-9": 100, "20-29": 400, "60-69": 25, "100+": 4}
+    total = sum(counts.values())
+    idx = {"0-9": 0, "20-29": 2, "60-69": 6, "100+": 10}
+    plain = age_prior.decade_weights(counts, 1.0)
+    assert max(plain) > 3
+    w = age_prior.decade_weights(counts, 1.0, max_weight=3.0)
+    assert w[10] == pytest.approx(3.0) and w[6] == pytest.approx(3.0)
+    assert w[0] / w[2] == pytest.approx(plain[0] / plain[2]) == pytest.approx(4.0)
+    assert w[2] > plain[2]  # the common ages take back what the rare ones lost
+    assert sum(counts[k] * w[i] for k, i in idx.items()) / total == pytest.approx(1.0)
+    assert w[1] == 1.0  # no faces in 10-19: its weight is never used
+    # A cap above every weight changes nothing; a cap of 1 weighs every face alike.
+    assert age_prior.decade_weights(counts, 1.0, max_weight=1000.0) == pytest.approx(plain)
+    assert all(x == pytest.approx(1.0) for x in age_prior.decade_weights(counts, 1.0, 1.0))
+    with pytest.raises(ValueError, match=">= 1"):
+        age_prior.decade_weights(counts, 1.0, max_weight=0.5)
+
+
 def test_class_weights_follow_each_class_decade():
     counts = {"0-9": 100, "20-29": 400, "60-69": 25, "100+": 4}
     decades = age_prior.decade_weights(counts, 1.0)

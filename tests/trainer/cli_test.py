@@ -162,7 +162,8 @@ def test_same_seed_same_run(tiny_records, tmp_path, tiny_run_args):
         job = tmp_path / name
         res = _task(tiny_run_args(tiny_records, job, "--predict_gender", "--fine_tune_epochs=1",
                                   "--fine_tune_at=120", "--steps_per_epoch=3", f"--seed={seed}",
-                                  "--degrade_probability=1.0", "--rare_age_weight_power=0.5",
+                                  "--degrade_probability=1.0", "--rare_age_weight_power=1.0",
+                                  "--rare_age_weight_max=3",
                                   "--gender_loss_weight=1.5", "--age_mean_loss_weight=3.0",
                                   "--cache=memory", "--lr_scheduler=cosine",
                                   "--test_time_flip"))

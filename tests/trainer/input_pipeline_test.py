@@ -111,6 +111,26 @@ def test_decade_weights_are_the_age_sample_weights():
     np.testing.assert_allclose(sw[heads.DistributionHead.output], [1.0, 4.0, 11.0])
 
 
+def test_rare_age_weights_come_from_the_records_capped(tiny_records):
+    """from_records derives the age loss weights from the records' own decade counts; the
+    cap flag bounds them, and a cap below the mean weight is refused at parsing."""
+    from absl import flags as absl_flags
+
+    from agegender import age_prior
+    from trainer import flags as trainer_flags
+
+    counts = age_prior.train_decade_counts(tiny_records)
+    plain = input_pipeline.InputConfig.from_records(tiny_records, 1.0).decade_weights
+    assert plain == pytest.approx(age_prior.decade_weights(counts, 1.0))
+    capped = input_pipeline.InputConfig.from_records(tiny_records, 1.0, 1.5).decade_weights
+    assert max(capped) == pytest.approx(1.5) and max(plain) > 1.5
+    assert input_pipeline.InputConfig.from_records(tiny_records).decade_weights is None
+    assert trainer_flags.parse(["--rare_age_weight_max=2.5"]).rare_age_weight_max == 2.5
+    assert trainer_flags.parse([]).rare_age_weight_max is None
+    with pytest.raises(absl_flags.IllegalFlagValueError, match="rare_age_weight_max"):
+        trainer_flags.parse(["--rare_age_weight_max=0.5"])
+
+
 def test_low_resolution_degradation_range_is_a_validated_flag():
     from absl import flags as absl_flags
 
