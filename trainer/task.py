@@ -161,6 +161,9 @@ def prepare(cfg):
     records.split_files(cfg.records_dir, "train")
     meta = records.metadata(cfg.records_dir)
     spec = build_spec(cfg, meta)
+    if cfg.rare_age_weight_max is not None and not cfg.rare_age_weight_power:
+        raise app.UsageError("--rare_age_weight_max caps the weights of "
+                             "--rare_age_weight_power; without it every face weighs 1")
     if cfg.age_prior_correction:  # checked now, not after the training it follows
         if cfg.age_prior_correction < 0:
             raise app.UsageError("--age_prior_correction must be >= 0")

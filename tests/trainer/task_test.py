@@ -231,3 +231,13 @@ def test_age_prior_correction_is_refused_before_training(tiny_records, tmp_path,
         _run(tiny_records, tmp_path / "j", tiny_run_args, "--type=regression",
              "--age_prior_correction=0.5")
     assert not (tmp_path / "j" / "model.keras").exists()
+
+
+def test_a_rare_age_weight_cap_without_weighting_is_refused(tiny_records, tmp_path,
+                                                            tiny_run_args):
+    """A cap with nothing to cap would silently train unweighted: refused, nothing written."""
+    from absl import app
+
+    with pytest.raises(app.UsageError, match="--rare_age_weight_power"):
+        _run(tiny_records, tmp_path / "j", tiny_run_args, "--rare_age_weight_max=3")
+    assert not (tmp_path / "j").exists()
