@@ -55,21 +55,27 @@ def decade_weights(counts, power, max_weight=None):
         return None
     raw = np.ones(NUM_DECADES)
     raw[present] = (n[present] / n[present].mean()) ** -power
-    weights = raw / ((raw * n).sum() / n.sum())
-    if max_weight is not None:
-        # The capped set only grows: each pass caps what the rescaling pushed over M.
-        capped = np.zeros(NUM_DECADES, bool)
-        while True:
-            free = present & ~capped
-            scale = (n.sum() - max_weight * n[capped].sum()) / (raw[free] * n[free]).sum() \
-                if free.any() else 0.0
-            over = free & (raw * scale > max_weight)
-            if not over.any():
-                break
-            capped |= over
-        weights = np.where(capped, max_weight, raw * scale)
-        weights[~present] = 1.0
-    return tuple(float(w) for w in weights)
+    if max_weight is None:
+        return tuple(float(w) for w in raw / ((raw * n).sum() / n.sum()))
+    return tuple(float(w) for w in _capped(raw, n, present, max_weight))
+
+
+def _capped(raw, n, present, max_weight):
+    """`raw` weights scaled to a mean of 1 over the `n` faces, none above `max_weight`: the
+    capped decades weigh `max_weight`, the others keep their ratios. The capped set only
+    grows: each pass caps what the rescaling pushed over the cap."""
+    capped = np.zeros(NUM_DECADES, bool)
+    while True:
+        free = present & ~capped
+        scale = ((n.sum() - max_weight * n[capped].sum()) / (raw[free] * n[free]).sum()
+                 if free.any() else 0.0)
+        over = free & (raw * scale > max_weight)
+        if not over.any():
+            break
+        capped |= over
+    weights = np.where(capped, max_weight, raw * scale)
+    weights[~present] = 1.0
+    return weights
 
 
 def class_weights(class_ages, counts, power):
