@@ -1,0 +1,48 @@
+"""The Python API's exceptions (`agegender.FaceAnalyzer`), TF-free.
+
+Every failure a caller of the API can act on is one of these, with a one-line message:
+
+- `AnalyzerError`: the base class; catch it to catch them all.
+- `ModelLoadError`: the model cannot be used (missing path, not a SavedModel / job dir /
+  LiteRT file, a signature it needs is missing, unknown server address form).
+- `ImageError`: one input image is refused (not an image, over the pixel limit, unreadable);
+  `reason` is the skip reason the records job and the evaluation report use for it, so
+  a bulk caller can count skips the same way.
+- `ServerError`: a TF Serving endpoint failed or answered something that is not a valid
+  answer; `code` is the gRPC status name or the HTTP status (None for a malformed answer).
+
+Plain Python, no imports beyond the standard library: the ground floor of `agegender`.
+"""
+
+# Skip reasons, spelled as the records job's report spells them (agegender.image_sources).
+UNREADABLE = "unreadable"
+UNDECODABLE = "undecodable"  # not a JPEG/PNG/GIF/BMP/WebP, or its header is corrupt
+IMAGE_TOO_LARGE = "image_too_large"  # declares more pixels than max_image_pixels
+NOT_AN_IMAGE = UNDECODABLE  # the contract's name for the same reason
+
+
+class AnalyzerError(Exception):
+    """Base class of every error the Python API raises."""
+
+
+class ModelLoadError(AnalyzerError):
+    """The model cannot be loaded or does not have what the analyzer needs."""
+
+
+class ImageError(AnalyzerError):
+    """An input image is refused; `reason` is its skip reason (e.g. "image_too_large")."""
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
+class ServerError(AnalyzerError):
+    """A model server failed or sent a malformed answer. `code`: the gRPC status name
+    ("UNAVAILABLE", "INVALID_ARGUMENT", ...), the HTTP status (int), or None when the
+    answer itself is malformed."""
+
+    def __init__(self, code, message):
+        super().__init__(message if code is None else f"{code}: {message}")
+        self.code = code
+        self.message = message
