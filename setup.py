@@ -7,7 +7,7 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*",
-                                    "evaluation*", "faces*", "web*"]),
+                                    "evaluation*", "faces*", "web*", "video*"]),
     # The alignment template faces.template computed from the training crops; the web page
     # (web/static) ships inside the package: no build step, nothing fetched at run time.
     package_data={"faces": ["*.json"],
@@ -31,6 +31,10 @@ setup(
         "mtcnn==1.0.0",
         "joblib>=1.3",
         "lz4>=4.0",
+        # video/: PyAV reads and writes clips; its wheels carry FFmpeg (H.264, VP8, MPEG-4),
+        # so no system ffmpeg. scipy: the tracker's Hungarian matching (linear_sum_assignment).
+        "av>=18",
+        "scipy>=1.11",
     ],
     extras_require={
         # The records job on a Dask cluster (--runner=DaskRunner): the Beam dask extra is

@@ -1,0 +1,12 @@
+"""Video: every person in a clip tracked, with one steady age per person.
+
+- `io`: clips and image sequences in, an annotated copy out (PyAV), with the project's limits.
+- `tracking`: per-frame faces -> stable track ids (a Hungarian matcher over boxes, scipy).
+- `fusion`: a track's per-frame calibrated age distributions and gender probabilities ->
+  one tempered answer whose interval narrows as evidence accumulates.
+- `drawing`: boxes, track ids and fused answers drawn on frames.
+- `annotate`: the library function and the thin CLI (`python -m video.annotate`).
+- `session`: a bounded per-session tracker (bounded tracks, idle expiry) for a live page.
+
+No web/ import here: the web page may import this package, never the reverse.
+"""
