@@ -247,7 +247,7 @@ def apply(images, params, seed):
 def old_print(images, severity, seed):
     """`images` as old scanned prints: parameters drawn from `RANGES` at `severity` (a
     number in 0..1, or one per image [N]) with the stateless `seed` (int [2])."""
-    seed = tf.convert_to_tensor(seed, tf.int64)
+    seed = tf.convert_to_tensor(seed)
     param_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     params = sample_params(param_seed, tf.shape(images)[0], severity)
     return apply(images, params, noise_seed)

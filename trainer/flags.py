@@ -135,6 +135,16 @@ def define_flags(fv=flags.FLAGS):
                       "passes through, drawn log-uniformly.", **d)
     flags.register_validator("low_res_scale", _is_scale_range,
                              "--low_res_scale: two fractions 0 < min <= max <= 1", **d)
+    flags.DEFINE_float("old_print_probability", aug.old_print_probability,
+                       "Share of training images made old scanned prints: soft focus, "
+                       "vignetting, grain, faded dyes and cast, narrow range, paper or "
+                       "halftone, dust and scratches, rescan JPEG, all at once "
+                       "(agegender.old_print).", lower_bound=0.0, upper_bound=1.0, **d)
+    flags.DEFINE_list("old_print_severity", _pair(aug.old_print_severity),
+                      "min,max severity (0..1) of the old prints, drawn uniformly per image.",
+                      **d)
+    flags.register_validator("old_print_severity", _is_severity_range,
+                             "--old_print_severity: two numbers 0 <= min <= max <= 1", **d)
     flags.DEFINE_float("source_margin", aug.source_margin,
                        "The training frame is up to img_dim times this, so crops take real "
                        "pixels (records of 160 px give 128 px inputs a 1.25 margin).", **d)
@@ -178,6 +188,14 @@ def _is_scale_range(values):
     return 0 < low <= high <= 1
 
 
+def _is_severity_range(values):
+    try:
+        low, high = (float(v) for v in values)
+    except ValueError:
+        return False
+    return 0 <= low <= high <= 1
+
+
 def _pair(values):
     return [str(v) for v in values]
 
@@ -199,7 +217,9 @@ def augment_config(fv):
         brightness=fv.brightness, contrast=_floats(fv, "contrast"),
         blur_probability=fv.blur_probability, blur_scale=_floats(fv, "blur_scale"),
         source_margin=fv.source_margin, degrade_probability=fv.degrade_probability,
-        low_res_scale=_floats(fv, "low_res_scale"))
+        low_res_scale=_floats(fv, "low_res_scale"),
+        old_print_probability=fv.old_print_probability,
+        old_print_severity=_floats(fv, "old_print_severity"))
 
 
 def parse(argv):

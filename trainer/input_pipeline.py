@@ -17,7 +17,8 @@ import math
 
 import tensorflow as tf
 
-from agegender import age_histogram, age_prior, degradations, heads, preprocessing, records, schema
+from agegender import (age_histogram, age_prior, degradations, heads, old_print, preprocessing,
+                       records, schema)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -49,6 +50,10 @@ class AugmentConfig:
     # log-uniformly, so a face 20-25% of the frame wide (32 px of a 160 px record, the
     # robustness benchmark's worst case) is as likely as one 40-50% wide.
     low_res_scale: tuple = (0.15, 0.5)
+    # Share of images made old scanned prints (agegender.old_print: every kind of damage at
+    # once), each at a severity drawn uniformly from this range.
+    old_print_probability: float = 0.0
+    old_print_severity: tuple = (0.25, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +220,9 @@ class Parser:
         if aug.degrade_probability > 0:
             images = self._degrade(tf.clip_by_value(images, 0.0, 255.0), uniform, n)
 
+        if aug.old_print_probability > 0:
+            images = self._old_print(tf.clip_by_value(images, 0.0, 255.0), seed, n)
+
         batch = dict(batch)
         batch["image"] = tf.clip_by_value(images, 0.0, 255.0)
         return batch
@@ -242,6 +250,19 @@ class Parser:
         for k, degraded in enumerate(options):
             images = tf.where(tf.reshape(kind == k, [-1, 1, 1, 1]), degraded, images)
         return images
+
+    def _old_print(self, images, seed, n):
+        """The old-print composite on the batch's last `old_print_probability` share (the
+        batch is shuffled, and the blur takes its first images). Its seed is folded from
+        the batch's, not drawn from the stream above, so runs without it keep their
+        augmentation exactly."""
+        aug = self.augment
+        k = tf.cast(tf.round(tf.cast(n, tf.float32) * aug.old_print_probability), tf.int32)
+        seed = tf.random.experimental.stateless_fold_in(seed, 27)
+        severity_seed, print_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        severity = tf.random.stateless_uniform([k], severity_seed, *aug.old_print_severity)
+        printed = old_print.old_print(images[n - k:], severity, print_seed)
+        return tf.concat([images[:n - k], printed], axis=0)
 
     def targets_fn(self, batch):
         """Batch dict -> (images, y, sample_weight), dicts keyed by the model's outputs."""

@@ -159,3 +159,52 @@ def test_low_resolution_degradation_takes_its_side_from_the_image():
     expected = tf.image.resize(tf.image.resize(images, [8, 8], antialias=True), [32, 32])
     np.testing.assert_allclose(degraded, np.clip(expected.numpy(), 0, 255), atol=1e-3)
     assert np.abs(degraded - images.numpy()).mean() > 5  # not the clean image
+
+
+def test_old_prints_in_augmentation(tiny_records):
+    """old_print_probability p: the batch's last p share become old prints (seeded: the
+    same batch twice), the rest is the batch without the option, untouched."""
+    reader = _reader(tiny_records, augment=True)
+    batch = next(iter(reader.decoded(is_training=True).batch(8)))
+    seed = tf.constant([3, 4], tf.int64)
+    spec = model_spec.ModelSpec(img_dim=32)
+
+    def augmented(p):
+        parser = input_pipeline.Parser(spec, augment=input_pipeline.AugmentConfig(
+            old_print_probability=p, old_print_severity=(0.5, 1.0)), records_image_size=40)
+        return parser.augment_batch(batch, seed)["image"].numpy()
+    plain, printed = augmented(0.0), augmented(0.5)
+    assert printed.shape == plain.shape and 0.0 <= printed.min() and printed.max() <= 255.0
+    np.testing.assert_array_equal(printed[:4], plain[:4])
+    assert (np.abs(printed[4:] - plain[4:]).reshape(4, -1).mean(-1) > 5.0).all()
+    np.testing.assert_array_equal(augmented(0.5), printed)
+
+
+def test_old_prints_in_the_training_stream(tiny_records):
+    """The composite runs inside tf.data's traced map, with the batch size it is given."""
+    spec = model_spec.ModelSpec(img_dim=32)
+    config = input_pipeline.InputConfig(
+        str(tiny_records), batch_size=8, shuffle_buffer=64, seed=3, deterministic=True,
+        augment=input_pipeline.AugmentConfig(old_print_probability=0.5),
+        records_age_deviation=5.0)
+    reader = input_pipeline.InputReader(config, "train",
+                                        input_pipeline.Parser.for_config(spec, config))
+    images, _, _ = next(iter(reader.dataset(is_training=True)))
+    assert images.shape == (8, 32, 32, 3)
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
+
+
+def test_old_print_flags_are_validated():
+    from absl import flags as absl_flags
+
+    from trainer import flags as trainer_flags
+
+    fv = trainer_flags.parse(["--old_print_probability=0.3", "--old_print_severity=0.2,0.8"])
+    config = trainer_flags.augment_config(fv)
+    assert (config.old_print_probability, config.old_print_severity) == (0.3, (0.2, 0.8))
+    assert trainer_flags.augment_config(trainer_flags.parse([])).old_print_probability == 0.0
+    for bad in ("0.5,0.2", "0.2,1.5", "-0.1,0.5", "0.2", "a,b"):
+        with pytest.raises(absl_flags.IllegalFlagValueError, match="old_print_severity"):
+            trainer_flags.parse([f"--old_print_severity={bad}"])
+    with pytest.raises(absl_flags.IllegalFlagValueError, match="old_print_probability"):
+        trainer_flags.parse(["--old_print_probability=1.5"])
