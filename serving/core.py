@@ -23,7 +23,7 @@ import threading
 from agegender import image_header
 from agegender import serving_contract as contract
 from serving import batching
-from serving.errors import ServingError, invalid
+from serving.errors import ServingError, busy, client_message, invalid
 
 
 def is_image_input(name, array):
@@ -121,10 +121,8 @@ class ServingCore:
                 try:
                     preprocessing.decode_rgb(tf.constant(value), max_pixels=0)
                 except tf.errors.OpError as e:
-                    from serving.model_store import op_error_text
-
                     fmt = (image_header.sniff_format(value) or "image").upper()
-                    return invalid(f"input '{name}'[{i}]: {op_error_text(e.message)} "
+                    return invalid(f"input '{name}'[{i}]: {client_message(e.message)} "
                                    f"(a truncated or corrupt {fmt} of {len(value)} bytes)")
         return error
 

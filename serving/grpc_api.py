@@ -13,13 +13,13 @@ from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, predict
 from agegender import serving_contract as contract
 from serving import core as core_lib
 from serving import tensor_codec
-from serving.errors import ServingError, invalid
+from serving.errors import ServingError, client_message, invalid
 
 log = logging.getLogger(__name__)
 
 
 def _abort(context, err):
-    context.abort(err.grpc_code, err.message)
+    context.abort(err.grpc_code, client_message(err.message))
 
 
 def _version(model_spec):

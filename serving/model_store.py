@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from agegender import model_layout
 from agegender import serving_contract as contract
-from serving.errors import ServingError, invalid, not_found
+from serving.errors import ServingError, client_message, invalid, not_found
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,9 @@ class LoadedModel:
         try:
             outputs = self._functions[signature_name](**kwargs)
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
-            raise invalid(op_error_text(e.message)) from None
+            raise invalid(client_message(e.message)) from None
         except tf.errors.OpError as e:
-            raise ServingError("INTERNAL", op_error_text(e.message)) from None
+            raise ServingError("INTERNAL", client_message(e.message)) from None
         return {k: v.numpy() for k, v in outputs.items()}
 
     def warmup(self):
@@ -98,29 +98,6 @@ class LoadedModel:
             self.run(request.model_spec.signature_name, inputs)
             count += 1
         return count
-
-
-def op_error_text(message):
-    """What a client needs from a TensorFlow op error: the op's own message lines.
-
-    A function call's error reads "Graph execution error:", "Detected at node X defined
-    at (most recent call last):", an indented stack (or "<stack traces unavailable>"),
-    then the op's message, then "[[{{node X}}]] [Op:...]"; only the op's message says
-    what is wrong with the input.
-    """
-    useful, in_stack = [], False
-    for line in (message or "").strip().splitlines():
-        if line.startswith("Detected at node"):
-            in_stack = True
-            continue
-        if in_stack and (line[:1].isspace() or line.startswith("<stack traces")):
-            continue
-        in_stack = False
-        line = line.strip()
-        if line and line != "Graph execution error:" and not line.startswith(
-                ("[[{{node", "Node: ")):
-            useful.append(line)
-    return "; ".join(useful) or (message or "unknown TensorFlow error").strip()
 
 
 class _Failure:

@@ -443,14 +443,14 @@ def test_connection_cap_closes_idle_ones_first_and_refuses_only_when_all_are_bus
     assert [status(c)[0] for c in idle] == [200] * 4  # the cap (4), all kept alive
     newcomer = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     assert status(newcomer)[0] == 200  # an idle connection made room for it
-    wait_for(lambda: len(rest_server._idle) == 4)  # all four back in the loop, idle
+    wait_for(lambda: rest_server.connection_counts() == (4, 0))  # four open, all idle
     # Four connections whose requests are in progress (bodies still coming): none can go.
     busy = []
     for i in range(4):
         busy.append(socket.create_connection(("127.0.0.1", port), timeout=10))
         busy[-1].sendall(b"POST /v1/models/age:predict HTTP/1.1\r\nHost: x\r\n"
                          b"Content-Length: 2\r\n\r\n")
-        wait_for(lambda: len(rest_server._busy) == i + 1)  # handed to the request threads
+        wait_for(lambda: rest_server.connection_counts()[1] == i + 1)  # awaiting their body
     raw = _exchange(port, b"GET /v1/models/age HTTP/1.1\r\nHost: x\r\n\r\n")
     code, out = _status_and_body(raw)
     assert code == 503 and "limit" in out["error"], out
