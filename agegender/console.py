@@ -58,6 +58,9 @@ NOISE = tuple(re.compile(p) for p in (
     # The LiteRT converter and runtime.
     r"tf_tfl_flatbuffer_helpers\.cc:\d+\] Ignored (output_format|drop_control_dependency)",
     r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$",
+    # Beam's RunInference at every model load without torch installed (2.78: its optional
+    # ModelManager import failing also unsets `resource`), pipeline.annotate.
+    r"Resource module is not available for current platform, memory usage cannot be",
 ))
 PROGRESS_SECONDS = 5.0  # at most one progress line per step and process this often
 VERBOSE_ENV = "AGEGENDER_VERBOSE"
