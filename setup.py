@@ -35,6 +35,9 @@ setup(
         # so no system ffmpeg. scipy: the tracker's Hungarian matching (linear_sum_assignment).
         "av>=18",
         "scipy>=1.11",
+        # HTTP servers (serving/rest_api.py): bounded request lines and headers, keep-alive,
+        # pipelining, on asyncio; the reasons are in docs/serving.md.
+        "aiohttp>=3.9",
     ],
     extras_require={
         # The records job on a Dask cluster (--runner=DaskRunner): the Beam dask extra is
