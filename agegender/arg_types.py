@@ -31,3 +31,20 @@ def at_least(minimum, what, kind=int, strict=False):
 def positive(kind, what):
     """A number of `kind` > 0."""
     return at_least(0, what, kind, strict=True)
+
+
+def warn_renamed(argv, renamed, stream=None):
+    """One line on stderr per old spelling found in `argv` ({old: new}, e.g.
+    {"--export_base": "--output_dir"}). The command accepts both (the old one as a second
+    option string of the same argument, so parsing is argparse's own); users' scripts keep
+    working and are told the spelling every command now shares."""
+    import sys
+    stream = stream or sys.stderr
+    seen = set()
+    for arg in argv or ():
+        name = arg.split("=", 1)[0]
+        if name in renamed and name not in seen:
+            seen.add(name)
+            print(f"warning: {name} is deprecated, use {renamed[name]} (the same value)",
+                  file=stream)
+    return sorted(seen)

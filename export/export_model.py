@@ -35,7 +35,7 @@ predict_photo: `num_faces` int32 [N], `boxes` [N, F, 4], `landmarks` [N, F, 5, 2
 empty strings), F = max_faces.
 
 Usage:
-  python -m export.export_model --job_dir=runs/exp1 --export_base=models/age [--version=N] \
+  python -m export.export_model --model=runs/exp1 --output_dir=models/age [--version=N] \
       [--max_faces=16] [--min_face_size=20] [--no_photo_signature]
 From the trainer: `export.export_model.export_saved_model(job_dir, export_base)`.
 """
@@ -56,8 +56,8 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from agegender import (console, heads, image_header, inference, model_layout, photo_inference,
-                       preprocessing, schema)
+from agegender import (arg_types, console, heads, image_header, inference, model_layout,
+                       photo_inference, preprocessing, schema)
 from agegender import job_dir as job_dir_lib
 from agegender import serving_contract as contract
 
@@ -344,11 +344,18 @@ def remove_stale_temp_dirs(export_base, legacy_age_seconds=24 * 3600):
     return removed
 
 
+# Old spellings still accepted (with a warning): one spelling per concept across commands.
+RENAMED_FLAGS = {"--job_dir": "--model", "--export_base": "--output_dir"}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--job_dir", required=True, help="trainer output: model.keras + model_spec.json")
-    parser.add_argument("--export_base", required=True, help="model base path, e.g. models/age")
+    parser.add_argument("--model", "--job_dir", dest="model", required=True,
+                        help="the trained model: a trainer job dir (model.keras + "
+                             "model_spec.json)")
+    parser.add_argument("--output_dir", "--export_base", dest="output_dir", required=True,
+                        help="model base path, e.g. models/age (versions go under it)")
     parser.add_argument("--version", type=int, default=None,
                         help="version number (default: newest existing + 1, else 1)")
     parser.add_argument("--model_name", default=contract.DEFAULT_MODEL_NAME,
@@ -373,15 +380,17 @@ def main(argv=None):
                              "photo, or of its 1024-pixel-side downscale when larger); "
                              "larger is faster (default %(default)s)")
     console.add_verbose_flag(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    arg_types.warn_renamed(argv, RENAMED_FLAGS)
     args = parser.parse_args(argv)
     images = None
     if args.warmup_images:
         images = [tf.io.gfile.GFile(p, "rb").read() for p in args.warmup_images]
     try:
-        model, spec = load_trained_model(args.job_dir)
+        model, spec = load_trained_model(args.model)
         if args.test_time_flip != "spec":
             spec = dataclasses.replace(spec, test_time_flip=args.test_time_flip == "true")
-        path = export_saved_model(None, args.export_base, args.version, model=model, spec=spec,
+        path = export_saved_model(None, args.output_dir, args.version, model=model, spec=spec,
                                   model_name=args.model_name, warmup_images=images,
                                   max_image_pixels=args.max_image_pixels,
                                   photo_signature=not args.no_photo_signature,

@@ -1,7 +1,7 @@
 """Command line and graph of the job: face images -> sharded, leak-free TFRecords.
 
     python -m pipeline.build_records --input=<dir | glob | archive> --output_dir=DIR \
-        [--image_size=160] [--age_deviation=5] [--split=0.8,0.1,0.1] [--labels_csv=CSV] \
+        [--image_size=160] [--age_deviation=5] [--split_fractions=0.8,0.1,0.1] [--labels_csv=CSV] \
         [--keep_duplicates] [--max_image_pixels=50000000] [--follow_symlinks] \
         [--archive_spread_mb=128] [--align_faces [--face_select=largest|score]] \
         [--progress_seconds=5] [-v] \
@@ -33,7 +33,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import (
     DirectOptions, PipelineOptions, StandardOptions, WorkerOptions)
 
-from agegender import age_histogram, console, image_header, names, schema, splits
+from agegender import age_histogram, arg_types, console, image_header, names, schema, splits
 from agegender import image_sources as sources
 from faces import photo as face_photo
 from pipeline import publish, transforms, writer
@@ -273,10 +273,11 @@ def _parse_split(text):
     try:
         parts = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--split={text!r}: expected three numbers, e.g. 0.8,0.1,0.1")
+        raise argparse.ArgumentTypeError(
+            f"--split_fractions={text!r}: expected three numbers, e.g. 0.8,0.1,0.1")
     if len(parts) != len(schema.SPLITS) or any(x < 0 for x in parts) or abs(sum(parts) - 1) > 1e-6:
         raise argparse.ArgumentTypeError(
-            f"--split={text!r}: expected {len(schema.SPLITS)} fractions >= 0 summing to 1 "
+            f"--split_fractions={text!r}: expected {len(schema.SPLITS)} fractions >= 0 summing to 1 "
             f"(for {', '.join(schema.SPLITS)})")
     return parts
 
@@ -297,7 +298,10 @@ def _parser():
                     help="side of the square JPEG written (default %(default)s)")
     ap.add_argument("--age_deviation", type=float, default=DEFAULT_AGE_DEVIATION,
                     help="age histogram deviation in years (default %(default)s)")
-    ap.add_argument("--split", type=_parse_split, default=DEFAULT_SPLIT,
+    # --split names one split in every other command (evaluation, faces.template): the
+    # fractions are spelled apart; the old spelling is still accepted, with a warning.
+    ap.add_argument("--split_fractions", "--split", dest="split", type=_parse_split,
+                    default=DEFAULT_SPLIT,
                     help="train,validation,test fractions (default 0.8,0.1,0.1)")
     ap.add_argument("--keep_duplicates", action="store_true",
                     help="write every pixel-identical copy (all in one split) instead of one")
@@ -447,7 +451,7 @@ class RunnerUnavailable(Exception):
     """The --runner named cannot run: packages not installed, or its cluster not reachable."""
 
 
-def _disconnect(p):
+def disconnect(p):
     """Closes the Dask client a DaskRunner run leaves open (it also stops the local cluster
     the client started when no --dask_client_address was given; a failed run's remaining
     tasks are cancelled)."""
@@ -473,6 +477,21 @@ def _quiet_in_memory_warning():
         _IN_MEMORY_FILTER)
 
 
+def quiet_runner(beam_options):
+    """Keeps the runner's start-up and per-connection log lines off the terminal (the jobs'
+    quiet default, `agegender.console`); call before running a pipeline."""
+    _quiet_in_memory_warning()
+    if is_dask(beam_options):
+        # The client (and a local cluster's scheduler) log every connection at INFO, and
+        # the worker processes of the local cluster the runner starts (no address) ~15
+        # lines each at start and stop: they read their logging level from the
+        # environment they inherit when they import distributed.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+        if starts_local_cluster(beam_options.view_as(DaskOptions)):
+            os.environ.setdefault(DASK_WORKER_LOG_LEVEL_VARIABLE, "warning")
+
+
 def _error(message):
     print(f"build_records: error: {message}", file=sys.stderr)
     return 2
@@ -491,7 +510,13 @@ def print_summary(report, seconds=None, out=sys.stdout):
         print(f"{seconds:.1f} s, {counts['inputs'] / seconds:.0f} inputs/s end to end", file=out)
 
 
+# Old spellings still accepted (with a warning): one spelling per concept across commands.
+RENAMED_FLAGS = {"--split": "--split_fractions"}
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    arg_types.warn_renamed(argv, RENAMED_FLAGS)
     args, beam_args = _parser().parse_known_args(argv)
     if args.image_size <= 0 or not 1 <= args.jpeg_quality <= 100 or args.min_shards < 1 \
             or args.target_shard_mb <= 0 or args.age_deviation < 0 \
@@ -525,16 +550,7 @@ def main(argv=None):
         beam_options = pipeline_options(beam_args, inputs)
     except RunnerUnavailable as e:
         return _error(str(e))
-    _quiet_in_memory_warning()
-    if is_dask(beam_options):
-        # The client (and a local cluster's scheduler) log every connection at INFO, and
-        # the worker processes of the local cluster the runner starts (no address) ~15
-        # lines each at start and stop: they read their logging level from the
-        # environment they inherit when they import distributed.
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-        from apache_beam.runners.dask.dask_runner import DaskOptions
-        if starts_local_cluster(beam_options.view_as(DaskOptions)):
-            os.environ.setdefault(DASK_WORKER_LOG_LEVEL_VARIABLE, "warning")
+    quiet_runner(beam_options)
 
     import tensorflow as tf
 
@@ -553,7 +569,7 @@ def main(argv=None):
                             progress_seconds=args.progress_seconds,
                             side_inputs=not is_dask(beam_options))
                 finally:
-                    _disconnect(p)
+                    disconnect(p)
             except BaseException:
                 print(f"build_records: the run failed; {options.output_dir} is unchanged (a "
                       f"report, if the run wrote one, is kept in {output.staging})", file=sys.stderr)

@@ -110,8 +110,8 @@ class Demo:
 
     def export(self):
         shutil.rmtree(self.models, ignore_errors=True)
-        self.run_cmd([sys.executable, "-m", "export.export_model", f"--job_dir={self.job_dir}",
-                      f"--export_base={self.models}"])
+        self.run_cmd([sys.executable, "-m", "export.export_model", f"--model={self.job_dir}",
+                      f"--output_dir={self.models}"])
 
     @staticmethod
     def _start(child, timeout):

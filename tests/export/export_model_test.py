@@ -143,15 +143,19 @@ def test_cli_export_and_saved_model_cli(job_dirs, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     base = tmp_path / "age"
     run = subprocess.run([sys.executable, "-m", "export.export_model",
-                          f"--job_dir={job_dirs['range_gender']}", f"--export_base={base}"],
+                          f"--model={job_dirs['range_gender']}", f"--output_dir={base}"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+    assert "deprecated" not in run.stderr
     assert (base / "1" / "saved_model.pb").is_file()
     again = subprocess.run([sys.executable, "-m", "export.export_model",
                             f"--job_dir={job_dirs['range_gender']}", f"--export_base={base}",
                             "--version=1"], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 2 and "already exists" in again.stderr
+    # the old spellings still work, and say which spelling replaces them
+    assert "--job_dir is deprecated, use --model" in again.stderr
+    assert "--export_base is deprecated, use --output_dir" in again.stderr
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     show = subprocess.run([cli, "show", "--dir", str(base / "1"), "--all"], env=env,
                           capture_output=True, text=True, timeout=120)

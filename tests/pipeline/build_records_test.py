@@ -70,7 +70,7 @@ def test_every_bad_input_is_reported_and_nothing_else_is_lost(bad_inputs, tmp_pa
 def test_keep_duplicates_keeps_every_copy_in_one_split(bad_inputs, tmp_path, tools):
     input_dir, _ = bad_inputs
     out = str(tmp_path / "records")
-    rc, report = tools.run_build(input_dir, out, "--keep_duplicates", "--split=0.5,0.25,0.25",
+    rc, report = tools.run_build(input_dir, out, "--keep_duplicates", "--split_fractions=0.5,0.25,0.25",
                                  "--image_size=64", "--age_deviation=2")
     assert rc == 0
     assert transforms.DUPLICATE not in report["counts"]["skipped_by_reason"]
@@ -531,3 +531,16 @@ def test_without_align_faces_the_report_has_no_face_alignment(tmp_path, tools):
     rc, report = tools.run_build(str(src), str(tmp_path / "out"))
     assert rc == 0 and "face_alignment" not in report["metadata"]
     assert report["counts"]["written"] == 3
+
+
+def test_split_fractions_and_its_old_spelling_parse_alike(capsys):
+    """--split names one split in every other command; the records job spells its fractions
+    --split_fractions and still takes --split, with a warning naming the new spelling."""
+    parser = build_records._parser()
+    new, _ = parser.parse_known_args(["--input=x", "--output_dir=y",
+                                      "--split_fractions=0.5,0.25,0.25"])
+    old, _ = parser.parse_known_args(["--input=x", "--output_dir=y", "--split=0.5,0.25,0.25"])
+    assert new.split == old.split == (0.5, 0.25, 0.25)
+    assert build_records.main(["--input=/nonexistent/x", "--output_dir=y",
+                               "--split=0.5,0.5,0"]) != 0
+    assert "--split is deprecated, use --split_fractions" in capsys.readouterr().err
