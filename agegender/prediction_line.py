@@ -15,13 +15,12 @@ line for a photo without a face:
 The labels in a photo's name belong to its largest face (`photo_answers.largest_face`), so
 only that face's line shows them. `face_label` is the short text drawn beside a face.
 
-Every predict mode hands over the answer as the signatures name it (`answer_line` for one
-image's serving_default outputs, `photo_lines` for predict_photo's faces: both
-{output name: value}, `agegender.serving_contract`), so what is printed, and how, is read
-here only.
+Every predict mode hands over its answers as `agegender.Face`s (`agegender.photo_answers`
+reads them from the model's outputs), so what is printed, and how, is decided here only.
 """
 from agegender import names, photo_answers, schema
 from agegender import serving_contract as contract
+from agegender.results import GENDERS
 
 NO_FACE = "no face found"
 
@@ -48,21 +47,19 @@ def _answer(age, gender, gender_probability, age_std, interval, labels, show_tru
         line += ", true age: " + (str(labels.age) if labels else "unknown")
     if gender is not None:
         conf = "" if gender_probability is None else f" ({gender_probability:.2f})"
-        line += f", predicted gender: {schema.GENDERS[gender]}{conf}"
+        line += f", predicted gender: {GENDERS[gender]}{conf}"
         if show_truth:
-            line += ", true gender: " + (schema.GENDERS[labels.gender]
+            line += ", true gender: " + (GENDERS[labels.gender]
                                          if labels and labels.gender != schema.UNKNOWN
                                          else "unknown")
     return line
 
 
-def _read(answer):
-    """(age, gender index, its probability, age_std, 80% interval) of one image's or one
-    face's outputs; None for what the model does not export."""
-    std = answer.get(contract.AGE_STD)
-    return (float(answer[contract.AGE]), photo_answers.gender_index(answer),
-            photo_answers.gender_confidence(answer), None if std is None else float(std),
-            answer.get(contract.AGE_INTERVAL_80))
+def _read(face):
+    """(age, gender index, its probability, age_std, 80% interval) of a `Face`; None for
+    what the model does not export."""
+    return (face.age, face.gender_index, face.gender_probability, face.age_std,
+            face.age_interval_80)
 
 
 def prediction_line(source, age, gender=None, gender_probability=None, age_std=None,
@@ -73,10 +70,9 @@ def prediction_line(source, age, gender=None, gender_probability=None, age_std=N
         age, gender, gender_probability, age_std, interval, true_labels(source), True)
 
 
-def answer_line(source, answer):
-    """The line of one image from its answer: {output name: value} of serving_default (or
-    any crop signature) for that image, values plain Python, NumPy or bytes."""
-    return prediction_line(source, *_read(answer))
+def answer_line(source, face):
+    """The line of one image from its answer (a `Face`, e.g. of an aligned crop)."""
+    return prediction_line(source, *_read(face))
 
 
 def face_line(source, index, count, box, age, gender=None, gender_probability=None,
@@ -95,17 +91,17 @@ def no_face_line(source):
 
 
 def photo_lines(source, faces):
-    """The lines of one photo: one per face of `faces` (`photo_answers.photo_faces`' list,
-    in the detector's order), or the no-face line."""
+    """The lines of one photo: one per `Face` of `faces` (in the detector's order), or the
+    no-face line."""
     if not faces:
         return [no_face_line(source)]
     largest = photo_answers.largest_face(faces)
-    return [face_line(source, i, len(faces), face["box"], *_read(face), labelled=i == largest)
+    return [face_line(source, i, len(faces), face.box, *_read(face), labelled=i == largest)
             for i, face in enumerate(faces)]
 
 
 def face_label(face):
-    """Short text drawn beside a face (a `photo_answers.photo_faces` face): '31 ±5 F'."""
+    """Short text drawn beside a `Face`: '31 ±5 F'."""
     age, gender, _, age_std, _ = _read(face)
     text = f"{age:.0f}"
     if age_std is not None:

@@ -38,8 +38,9 @@ class Face:
     age_interval_50: tuple[float, float] | None = None  # (first, last year)
     age_interval_80: tuple[float, float] | None = None
     # Probabilities over ages 0..N-1 (index = age) or over the range model's ranges;
-    # left out of == and hash (an array has no single truth value).
-    age_distribution: np.ndarray | None = dataclasses.field(default=None, compare=False)
+    # left out of == and hash (an array has no single truth value) and of repr (101 numbers).
+    age_distribution: np.ndarray | None = dataclasses.field(default=None, compare=False,
+                                                           repr=False)
     gender: str | None = None  # "male" | "female"; None: the model has no gender head
     gender_probability: float | None = None  # of `gender`, calibrated
 

@@ -14,8 +14,12 @@ A record is one face. Its features (flat `tf.train.Example` keys):
 
 `FEATURE_SPEC` parses these with `tf.io.parse_example`; `tfds_features()` describes the same
 keys to TFDS so that `tfds.builder_from_directory` reads the output of the Beam job.
+
+TensorFlow is imported by the functions that need it (and by `FEATURE_SPEC` on first
+access, PEP 562): the names and labels here are read by TF-free code (the serving client,
+the web page, the Python API's answer types).
 """
-import tensorflow as tf
+import functools
 
 from agegender import serving_contract
 
@@ -49,21 +53,33 @@ META_IMAGE_SIZE = "image_size"
 # (`faces.photo.describe`: the template's points and sha256, the face chosen, the detector).
 META_FACE_ALIGNMENT = "face_alignment"
 
-FEATURE_SPEC = {
-    IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
-    IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
-    IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64),
-    IMAGE_SOURCE_ID: tf.io.FixedLenFeature([], tf.string),
-    IMAGE_SHA256: tf.io.FixedLenFeature([], tf.string),
-    AGE: tf.io.FixedLenFeature([], tf.int64),
-    AGE_HISTOGRAM: tf.io.FixedLenFeature([NUM_AGE_BINS], tf.float32),
-    GENDER: tf.io.FixedLenFeature([], tf.int64, default_value=UNKNOWN),
-    RACE: tf.io.FixedLenFeature([], tf.int64, default_value=UNKNOWN),
-}
+@functools.cache
+def feature_spec():
+    """The `tf.io` parsing spec of a record (also `schema.FEATURE_SPEC`)."""
+    import tensorflow as tf
+
+    return {
+        IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+        IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64),
+        IMAGE_SOURCE_ID: tf.io.FixedLenFeature([], tf.string),
+        IMAGE_SHA256: tf.io.FixedLenFeature([], tf.string),
+        AGE: tf.io.FixedLenFeature([], tf.int64),
+        AGE_HISTOGRAM: tf.io.FixedLenFeature([NUM_AGE_BINS], tf.float32),
+        GENDER: tf.io.FixedLenFeature([], tf.int64, default_value=UNKNOWN),
+        RACE: tf.io.FixedLenFeature([], tf.int64, default_value=UNKNOWN),
+    }
+
+
+def __getattr__(name):
+    if name == "FEATURE_SPEC":
+        return feature_spec()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tfds_features():
     """The same features as `FEATURE_SPEC`, typed for TFDS (keys serialize identically)."""
+    import tensorflow as tf
     import tensorflow_datasets as tfds  # imported lazily: only the writer and readers need it
 
     return tfds.features.FeaturesDict({
@@ -82,6 +98,8 @@ def tfds_features():
 def make_example(*, encoded_jpeg, height, width, source_id, sha256, age, histogram,
                  gender=UNKNOWN, race=UNKNOWN):
     """Builds one record as a `tf.train.Example` with exactly the keys of `FEATURE_SPEC`."""
+    import tensorflow as tf
+
     def _bytes(v):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
 
@@ -106,7 +124,9 @@ def make_example(*, encoded_jpeg, height, width, source_id, sha256, age, histogr
 
 def parse_examples(serialized):
     """Parses a batch (or a scalar) of serialized records with `FEATURE_SPEC`."""
-    return tf.io.parse_example(serialized, FEATURE_SPEC)
+    import tensorflow as tf
+
+    return tf.io.parse_example(serialized, feature_spec())
 
 
 # The records directory (written by pipeline.build_records, read through agegender.records

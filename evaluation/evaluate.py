@@ -222,18 +222,37 @@ def _photo_batch(runner, batch, skipped, detection):
         if largest is None:
             skipped.add(item.source, image_sources.NO_FACE, "no face found in the photo")
             continue
-        face = dict(answer["faces"][largest], num_faces=answer["num_faces"])
         kept.append(item)
-        faces.append(face)
+        faces.append((answer["faces"][largest], answer["num_faces"]))
     if not faces:
         return kept, {}
-    outputs = {name: np.asarray([face[name] for face in faces])
-               for name in faces[0] if name not in ("box", "landmarks", "score")}
-    boxes = np.asarray([face["box"] for face in faces], float)
-    outputs["face_score"] = np.asarray([face["score"] for face in faces])
+    return kept, _face_outputs(faces)
+
+
+def _face_outputs(faces):
+    """[(agegender.Face, its photo's face count)] -> the columns `_add_outputs` reads, as a
+    crop signature's batch would hold them."""
+    first = faces[0][0]
+    outputs = {heads.AGE: np.asarray([face.age for face, _ in faces]),
+               "num_faces": np.asarray([n for _, n in faces]),
+               "face_score": np.asarray([face.score for face, _ in faces])}
+    if first.gender is not None:
+        outputs[heads.GENDER] = np.asarray([photo_answers.gender_letter(face) for face, _ in faces])
+        # Two classes: the chosen gender's probability gives both.
+        female = [face.gender_probability if face.gender_index == 1
+                  else 1.0 - face.gender_probability for face, _ in faces]
+        outputs[heads.GenderHead.probability_output] = np.stack(
+            [1.0 - np.asarray(female), np.asarray(female)], axis=1)
+    if first.age_std is not None:
+        outputs[heads.AGE_STD] = np.asarray([face.age_std for face, _ in faces])
+    for coverage in heads.INTERVALS:
+        name = heads.interval_output(coverage)
+        if getattr(first, name) is not None:
+            outputs[name] = np.asarray([getattr(face, name) for face, _ in faces])
+    boxes = np.asarray([face.box for face, _ in faces], float)
     for i, corner in enumerate(("face_x1", "face_y1", "face_x2", "face_y2")):
         outputs[corner] = boxes[:, i]
-    return kept, outputs
+    return outputs
 
 
 def _mae(rows):

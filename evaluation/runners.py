@@ -8,15 +8,18 @@ runs), and turns its raw outputs into the SavedModel's output dict with `agegend
 `runner_for(path)` picks one by the path. A runner returns {output name: ndarray} per
 batch; `predict` isolates an undecodable image so that it alone is skipped.
 
-`PhotoRunner` calls the SavedModel's `predict_photo` signature on whole photos (faces found
-and aligned in the graph): `predict_photos` -> per photo its faces
-(`agegender.photo_answers`) or the error that refused it.
+`PhotoRunner` asks the SavedModel's `predict_photo` signature about whole photos (faces
+found and aligned in the graph) through the Python API (`agegender.FaceAnalyzer`):
+`predict_photos` -> per photo {"num_faces", "faces": [agegender.Face]} or the
+`agegender.ImageError` that refused it. The API's `ModelLoadError`s are `EvaluationError`s
+here.
 """
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, inference, model_layout, photo_answers, preprocessing
+from agegender import heads, inference, preprocessing
 from agegender import serving_contract as contract
+from agegender.errors import ImageError, ModelLoadError
 
 LITERT_SUFFIX = ".tflite"
 
@@ -27,15 +30,12 @@ class EvaluationError(Exception):
 
 def resolve_saved_model(path):
     """A version directory, or the newest numeric version under a TF Serving base path."""
-    if model_layout.is_saved_model_dir(path):
-        return path
-    if not tf.io.gfile.isdir(path):
-        raise EvaluationError(f"--model {path!r} does not exist")
-    version = model_layout.newest_version(path)
-    if version is None:
-        raise EvaluationError(f"--model {path!r} holds no saved_model.pb and no numeric version "
-                              "directory with one (export with `python -m export.export_model`)")
-    return model_layout.version_dir(path, version)
+    from analyzer import model_paths
+
+    try:
+        return model_paths.resolve_saved_model(path)
+    except ModelLoadError as e:
+        raise EvaluationError(f"--{e}") from None
 
 
 class _Runner:
@@ -127,32 +127,36 @@ class LiteRTRunner(_Runner):
 
 
 class PhotoRunner:
-    """Calls the SavedModel's predict_photo signature on batches of encoded photos."""
+    """Asks the SavedModel's predict_photo signature about batches of encoded photos."""
 
-    def __init__(self, model_dir):
-        self.model_dir = self.model_path = resolve_saved_model(model_dir)
-        self._loaded = tf.saved_model.load(self.model_dir)
-        if contract.PREDICT_PHOTO not in self._loaded.signatures:
+    def __init__(self, model_dir, max_image_pixels=None):
+        from analyzer.face_analyzer import FaceAnalyzer
+
+        limits = {} if max_image_pixels is None else {"max_image_pixels": max_image_pixels}
+        try:
+            self._analyzer = FaceAnalyzer.from_saved_model(resolve_saved_model(model_dir),
+                                                           **limits)
+        except ModelLoadError as e:
+            raise EvaluationError(str(e)) from None
+        self.model_dir = self.model_path = self._analyzer.info.source
+        if contract.PREDICT_PHOTO not in self._analyzer.info.signatures:
             raise EvaluationError(
                 f"{self.model_dir} has no {contract.PREDICT_PHOTO} signature (photos need the "
                 "face detector: export the model again with `python -m export.export_model`)")
-        self._fn = self._loaded.signatures[contract.PREDICT_PHOTO]
 
     def __call__(self, photos):
-        """Faces per photo (`photo_answers.photo_faces`); raises InvalidArgumentError."""
-        out = self._fn(**{contract.IMAGE_BYTES: tf.constant(photos, tf.string),
-                          contract.KEY: tf.constant([], tf.string)})
-        return photo_answers.photo_faces({k: v.numpy() for k, v in out.items()})
+        """{"num_faces", "faces": [Face]} per photo; raises ImageError."""
+        return [_answer(faces) for faces in self._analyzer.analyze_batch(photos)]
 
     def predict_photos(self, photos):
-        """Like __call__, but a photo the signature refuses (undecodable, over the pixel
-        limit) fails alone: its entry is the `tf.errors.InvalidArgumentError`."""
-        try:
-            return self(photos)
-        except tf.errors.InvalidArgumentError as e:
-            if len(photos) == 1:
-                return [e]
-            return [answer for photo in photos for answer in self.predict_photos([photo])]
+        """Like __call__, but a photo that is refused (not an image, over the pixel limit)
+        fails alone: its entry is the `agegender.ImageError`."""
+        return [answer if isinstance(answer, ImageError) else _answer(answer)
+                for answer in self._analyzer.analyze_batch(photos, on_error="return")]
+
+
+def _answer(faces):
+    return {"num_faces": len(faces), "faces": faces}
 
 
 def runner_for(path, max_image_pixels=None, photos=False):
@@ -163,4 +167,6 @@ def runner_for(path, max_image_pixels=None, photos=False):
             raise EvaluationError(f"{path}: a LiteRT file has no face detector; evaluate "
                                   "photos with the SavedModel (its predict_photo signature)")
         return LiteRTRunner(path, max_image_pixels=max_image_pixels)
-    return PhotoRunner(path) if photos else SavedModelRunner(path)
+    if photos:
+        return PhotoRunner(path, max_image_pixels)
+    return SavedModelRunner(path)

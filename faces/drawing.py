@@ -31,8 +31,9 @@ def _font(size):
 
 
 def draw(image_bytes, faces, labels, max_pixels=image_header.DEFAULT_MAX_PIXELS):
-    """A PIL RGB image: the photo with `faces` (dicts with "box" and optional "landmarks",
-    as `agegender.photo_answers.photo_faces` gives them) and one label string per face.
+    """A PIL RGB image: the photo with `faces` (`agegender.Face`s, or dicts with "box" and
+    optional "landmarks" as `agegender.photo_answers.photo_faces` gives them) and one label
+    string per face.
     Raises `image_header.ImageTooLarge` / `NotAnImage` before decoding a refused image."""
     image_header.check(image_bytes, max_pixels)
     with Image.open(io.BytesIO(image_bytes)) as opened:
@@ -44,10 +45,12 @@ def draw(image_bytes, faces, labels, max_pixels=image_header.DEFAULT_MAX_PIXELS)
     if not faces:
         _tag(canvas, (width, width), NO_FACE_TEXT, font, photo.size)
     for face, label in zip(faces, labels):
-        x1, y1, x2, y2 = (float(v) for v in face["box"])
+        box, points = ((face.box, face.landmarks) if hasattr(face, "box")
+                       else (face["box"], face.get("landmarks")))
+        x1, y1, x2, y2 = (float(v) for v in box)
         canvas.rectangle([x1, y1, x2, y2], outline=BOX_COLOUR, width=width)
         radius = max(1.5, width * 0.9)
-        for x, y in face.get("landmarks") or []:
+        for x, y in points or []:
             canvas.ellipse([x - radius, y - radius, x + radius, y + radius],
                            fill=LANDMARK_COLOUR)
         _tag(canvas, (x1, y1), label, font, photo.size, above=True)

@@ -1,11 +1,10 @@
 """Loading a trained job and using it: predict a directory of images, evaluate a split.
 
 Both read `--job_dir/model.keras` + `model_spec.json` exactly as the export does
-(`agegender.job_dir.load`) and feed
-pixels from `agegender.preprocessing.model_input`, so what they report is what the served
-model would answer. `predict_photos` runs ordinary photos through the export's
-predict_photo path in process (`agegender.photo_inference`: faces found and aligned in TF
-ops), one line per face.
+(`agegender.job_dir.load`). Predict mode asks the job dir through the Python API
+(`FaceAnalyzer.from_job_dir`: the export's serving_default and predict_photo functions in
+process), so what it prints is what the served model would answer: `predict_dir` one line
+per face image, `predict_photos` one line per face found in ordinary photos.
 """
 import os
 
@@ -13,10 +12,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import (console, heads, image_header, inference, photo_answers, photo_inference,
-                       prediction_line, preprocessing, records, schema)
+from agegender import (console, heads, image_header, inference, photo_answers, prediction_line,
+                       records, schema)
 from agegender import job_dir as job_dir_lib
 from agegender import metrics as metrics_lib
+from agegender.errors import ImageError, ModelLoadError
 from trainer import input_pipeline
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -46,46 +46,59 @@ def _image_files(sample_dir):
     return files
 
 
+def _analyzer(job_dir, max_pixels):
+    """The job dir's FaceAnalyzer; a missing or broken job dir is a FileNotFoundError, as
+    `load` raises it."""
+    from analyzer.face_analyzer import FaceAnalyzer
+
+    try:
+        return FaceAnalyzer.from_job_dir(job_dir, max_image_pixels=max_pixels)
+    except ModelLoadError as e:
+        raise FileNotFoundError(str(e)) from None
+
+
+def _read_images(sample_dir, names):
+    return [tf.io.gfile.GFile(os.path.join(sample_dir, name), "rb").read() for name in names]
+
+
 def predict_photos(job_dir, sample_dir, out=print, max_pixels=image_header.DEFAULT_MAX_PIXELS,
                    draw_dir=None):
     """Prints one line per face found in each photo of `sample_dir` ("no face found" for a
     photo without one), through the predict_photo path in process; with `draw_dir`, writes
     each photo with its faces drawn (`faces.drawing`). A photo over `max_pixels` or that
-    is no image is skipped with a warning, never decoded. Returns [{"file", "faces"}]."""
+    is no image is skipped with a warning, never decoded. Returns [{"file", "faces"}], each
+    face as `photo_answers.face_fields` names it."""
     from faces import drawing
 
-    model, spec = load(job_dir)
-    predict = photo_inference.PhotoPredictor(model, spec, max_pixels=max_pixels).predict_fn()
+    analyzer = _analyzer(job_dir, max_pixels)
     results, drawn = [], set()
     for name in _image_files(sample_dir):
-        data = tf.io.gfile.GFile(os.path.join(sample_dir, name), "rb").read()
-        try:
-            image_header.check(data, max_pixels)
-            # One photo per call: each is decoded whole, and a bad one fails alone.
-            outputs = predict(tf.constant([data]), tf.constant([], tf.string))
-        except (ValueError, tf.errors.InvalidArgumentError) as e:  # NotAnImage, ImageTooLarge
-            logging.warning("skipping %s: %s", name, getattr(e, "message", e))
+        (data,) = _read_images(sample_dir, [name])
+        # One photo per call: each is decoded whole, and a bad one fails alone.
+        (faces,) = analyzer.analyze_batch([data], on_error="return")
+        if isinstance(faces, ImageError):
+            logging.warning("skipping %s: %s", name, faces)
             continue
-        faces = photo_answers.photo_faces({k: v.numpy() for k, v in outputs.items()})[0]["faces"]
         for line in prediction_line.photo_lines(name, faces):
             out(line)
         if draw_dir:
             picture = drawing.draw(data, faces, [prediction_line.face_label(f) for f in faces],
                                    max_pixels)
             drawing.save(picture, draw_dir, name, drawn)
-        results.append({"file": name, "faces": faces})
+        results.append({"file": name, "faces": [photo_answers.face_fields(f) for f in faces],
+                        "largest": photo_answers.largest_face(faces),
+                        "ages": [f.age for f in faces]})
     known = []
     for result in results:
         labels = prediction_line.true_labels(result["file"])
-        largest = photo_answers.largest_face(result["faces"])
-        if labels and largest is not None:
-            known.append(abs(result["faces"][largest][heads.AGE] - labels.age))
+        if labels and result["largest"] is not None:
+            known.append(abs(result["ages"][result["largest"]] - labels.age))
     found = sum(1 for r in results if r["faces"])
     out(f"faces found in {found} of {len(results)} photo(s)")
     if known:
         out(f"MAE over {len(known)} photo(s) with a known age (their largest face): "
             f"{float(np.mean(known)):.2f}")
-    return results
+    return [{"file": r["file"], "faces": r["faces"]} for r in results]
 
 
 def predict_dir(job_dir, sample_dir, batch_size=32, out=print,
@@ -94,36 +107,21 @@ def predict_dir(job_dir, sample_dir, batch_size=32, out=print,
 
     Each image's header is read first: an image over `max_pixels` (a decompression bomb) or
     bytes that are no image are skipped with a warning, never decoded."""
-    model, spec = load(job_dir)
-    predict = _predict_fn(model, spec)
+    analyzer = _analyzer(job_dir, max_pixels)
     files = _image_files(sample_dir)
     results = []
     for start in range(0, len(files), batch_size):
-        chunk, images = [], []
-        for name in files[start:start + batch_size]:
-            data = tf.io.gfile.GFile(os.path.join(sample_dir, name), "rb").read()
-            try:
-                image_header.check(data, max_pixels)
-            except ValueError as e:  # NotAnImage, ImageTooLarge
-                logging.warning("skipping %s: %s", name, e)
+        chunk = files[start:start + batch_size]
+        answers = analyzer.estimate_crops(_read_images(sample_dir, chunk), on_error="return")
+        for name, face in zip(chunk, answers):
+            if isinstance(face, ImageError):
+                logging.warning("skipping %s: %s", name, face)
                 continue
-            try:
-                images.append(preprocessing.model_input(data, spec.img_dim, max_pixels))
-                chunk.append(name)
-            except tf.errors.InvalidArgumentError:
-                logging.warning("skipping %s: not a decodable image", name)
-        if not images:
-            continue
-        raw = {k: v.numpy() for k, v in predict(tf.stack(images)).items()}
-        # The signatures' outputs: calibrated spread and gender probability included.
-        served = {k: np.asarray(v) for k, v in heads.serving_outputs(raw, spec).items()}
-        for i, name in enumerate(chunk):
-            answer = {k: v[i] for k, v in served.items()}
-            out(prediction_line.answer_line(name, answer))
+            out(prediction_line.answer_line(name, face))
             labels = prediction_line.true_labels(name)
-            results.append({"file": name, "predicted_age": float(answer[heads.AGE]),
+            results.append({"file": name, "predicted_age": face.age,
                             "true_age": labels.age if labels else None,
-                            "predicted_gender": photo_answers.gender_index(answer)})
+                            "predicted_gender": face.gender_index})
     known = [r for r in results if r["true_age"] is not None]
     if known:
         mae = float(np.mean([abs(r["predicted_age"] - r["true_age"]) for r in known]))
