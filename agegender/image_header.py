@@ -15,9 +15,25 @@ over ~2^29 pixels. The size a decoder will allocate is in the header, so it is r
 
 A GIF's decoder (giflib's DGifSlurp) holds every frame, so `check` counts the area of all
 frames; the in-graph check sees only the logical screen (a known limit, BUILD_NOTES.md).
+
+Pixels do not bound every decoder's work, so `check` also refuses (`ImageTooCostly`, a kind
+of `ImageTooLarge`) the format features whose cost grows without them, each from the bytes
+and before any decoder runs (docs/limits.md has the figures):
+
+- a JPEG with more than `MAX_JPEG_SCANS` scans: each progressive scan is a pass over every
+  block of the picture, and a 75-byte refinement scan can be repeated thousands of times
+  (libjpeg-turbo's "LJT-01-003"; its TJPARAM_SCANLIMIT / djpeg -maxscans exist for it).
+  Counted in-graph too (`assert_within_limit_tf`), so the exported model refuses it;
+- a PNG whose image data inflates to more than its rows need, or whose compressed text
+  and ICC chunks inflate to megabytes (libpng inflates both: `agegender.png_chunks`);
+- a GIF or WebP with more than `MAX_FRAMES` frames (giflib reads every frame even when
+  only the first is returned).
 """
 import collections
+import re
 import struct
+
+from agegender import png_chunks
 
 # 50 million pixels: a 48-50 MP phone photo (8160x6120) still passes; its decoded uint8
 # pixels are 150 MB. A face crop is 0.04 MP. Every CLI that decodes has --max_image_pixels.
@@ -28,9 +44,32 @@ FORMATS = (JPEG, PNG, GIF, BMP, WEBP)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# width, height: the picture; pixels: what decoding it allocates per channel (for a GIF,
-# the screen plus every frame's raster; for an animated WebP, the canvas times its frames).
-ImageSize = collections.namedtuple("ImageSize", ["format", "width", "height", "pixels"])
+# Decode-cost limits. Fixed, not flags: no camera or encoder comes near them, so they only
+# ever refuse crafted files (docs/limits.md says where each number comes from).
+# libjpeg's progressive scripts write 10 scans for colour, 6 for grey and 18 for CMYK
+# (jcparam.c, jpeg_simple_progression); guards in other decoders sit at 256 (nvImageCodec)
+# and 500 (DALI, libjpeg-turbo's fuzzers). Each scan is a pass over the whole picture, so
+# 100 bounds a JPEG's decode at ~10x a normal progressive file's.
+MAX_JPEG_SCANS = 100
+MAX_FRAMES = 10_000  # GIF / animated WebP frames (each one is held and walked)
+MAX_CHUNKS = png_chunks.MAX_CHUNKS  # WebP's RIFF chunks, as PNG's
+
+
+class ImageSize(collections.namedtuple(
+        "ImageSize", ["format", "width", "height", "pixels", "frames", "scans"],
+        defaults=[1, 1])):
+    """What a header says decoding will cost, before decoding.
+
+    width, height: the picture; pixels: what decoding it allocates per channel (for a GIF,
+    the screen plus every frame's raster; for an animated WebP, the canvas times its
+    frames); frames: GIF/WebP frames (1 otherwise); scans: JPEG scans (1 otherwise).
+    """
+    __slots__ = ()
+
+    @property
+    def cost(self):
+        """Decode work in pixel passes: every JPEG scan is a pass over all the pixels."""
+        return self.pixels * max(1, self.scans)
 
 
 class NotAnImage(ValueError):
@@ -41,13 +80,31 @@ class ImageTooLarge(ValueError):
     """An image whose header declares more pixels than the limit."""
 
     def __init__(self, size, limit):
-        self.format, self.width, self.height, self.pixels = size
+        self.format, self.width, self.height, self.pixels = size[:4]
+        self.size = size
         self.limit = limit
         frames = "" if self.pixels == self.width * self.height else (
             f", {self.pixels:,} pixels with all its frames")
         super().__init__(
             f"{self.format.upper()} image of {self.width}x{self.height}{frames} is over the "
             f"limit of {limit:,} pixels (--max_image_pixels); it is refused before decoding")
+
+
+class ImageTooCostly(ImageTooLarge):
+    """An image whose decoding costs far more than its pixels (a format feature repeated).
+
+    A subclass of `ImageTooLarge`, so every caller that refuses large images refuses these
+    too; `agegender.image_sources` reports them under their own reason, image_too_costly.
+    """
+
+    def __init__(self, size, why):
+        self.format, self.width, self.height, self.pixels = size[:4]
+        self.size = size
+        self.limit = None
+        self.why = why
+        ValueError.__init__(
+            self, f"{size.format.upper()} image of {size.width}x{size.height} {why}; it is "
+            "refused before decoding (its decoding would cost far more than its pixels)")
 
 
 def sniff_format(data):
@@ -78,7 +135,12 @@ def read_size(data):
 
 
 def check(data, max_pixels=DEFAULT_MAX_PIXELS):
-    """`ImageSize` of an acceptable image; raises `NotAnImage` or `ImageTooLarge`."""
+    """`ImageSize` of an acceptable image, read from its bytes before any decoder runs.
+
+    The one gate of every decoding path (records, evaluation, server, page, predict mode):
+    raises `NotAnImage`, `ImageTooLarge` (more pixels than `max_pixels`; 0 or None: no pixel
+    limit) or `ImageTooCostly` (a decode cost its pixels do not bound; always checked).
+    """
     size = read_size(data)
     if size is None:
         fmt = sniff_format(data)
@@ -87,7 +149,22 @@ def check(data, max_pixels=DEFAULT_MAX_PIXELS):
             if fmt is None else f"{fmt.upper()} header truncated or corrupt ({len(data)} bytes)")
     if max_pixels and size.pixels > max_pixels:
         raise ImageTooLarge(size, max_pixels)
+    why = _too_costly(data, size)
+    if why:
+        raise ImageTooCostly(size, why)
     return size
+
+
+def _too_costly(data, size):
+    """Why decoding `data` would cost more than its pixels, or None."""
+    if size.scans > MAX_JPEG_SCANS:
+        return (f"has {size.scans:,} scans, over the limit of {MAX_JPEG_SCANS} (encoders write "
+                "at most ~20; each scan is a pass over every pixel)")
+    if size.frames > MAX_FRAMES:
+        return f"has more than {MAX_FRAMES:,} frames"
+    if size.format == PNG:
+        return png_chunks.too_costly(memoryview(data), size.width, size.height)
+    return None
 
 
 # -- per format -------------------------------------------------------------------------
@@ -96,32 +173,43 @@ def check(data, max_pixels=DEFAULT_MAX_PIXELS):
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Markers without a length field: TEM, RSTn, SOI.
 _STANDALONE = frozenset([0x01, 0xD8]) | frozenset(range(0xD0, 0xD8))
+_SOS, _EOI = 0xDA, 0xD9
+# The next marker, as libjpeg's next_marker finds it: stray bytes skipped, then 0xFF fill
+# bytes, then a code that is not 0 (0xFF 0x00 is a stuffed data byte). Inside entropy-coded
+# data the restart markers RST0-7 are part of the scan. Regular expressions, so a long run
+# of data is skipped in C, not byte by byte in Python.
+_MARKER = re.compile(rb"\xff+[^\x00\xff]")
+_MARKER_AFTER_SCAN = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
 
 
 def _jpeg(data):
-    """Walks the marker segments to the first SOF, as libjpeg's jpeg_read_header does."""
+    """Walks the marker segments as libjpeg does: the first SOF gives the size, and every SOS
+    after it is a scan the decoder will run (its entropy-coded data skipped to the next
+    marker), up to EOI."""
+    data = data.obj if isinstance(data.obj, bytes) else bytes(data)
     i, n = 2, len(data)
+    size, scans = None, 0
     while i < n:
-        while i < n and data[i] != 0xFF:  # libjpeg skips stray bytes between segments
-            i += 1
-        while i < n and data[i] == 0xFF:  # fill bytes
-            i += 1
-        if i >= n:
+        found = (_MARKER_AFTER_SCAN if scans else _MARKER).search(data, i)
+        if found is None:
             break
-        marker = data[i]
-        i += 1
+        marker = data[found.end() - 1]
+        i = found.end()
         if marker in _STANDALONE:
             continue
-        if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
-            break
+        if marker == _EOI or (marker == _SOS and size is None):  # the end, or a scan
+            break                                                  # before any frame header
         length = struct.unpack_from(">H", data, i)[0]
-        if marker in _SOF:
+        if marker in _SOF and size is None:
             height, width = struct.unpack_from(">HH", data, i + 3)
-            return ImageSize(JPEG, width, height, width * height)
+            size = ImageSize(JPEG, width, height, width * height)
+        scans += marker == _SOS
         if length < 2:
             break
         i += length
-    raise ValueError("no frame header")
+    if size is None:
+        raise ValueError("no frame header")
+    return size._replace(scans=max(1, scans))
 
 
 def _png(data):
@@ -134,15 +222,16 @@ def _png(data):
 def _gif(data):
     width, height, packed = struct.unpack_from("<HHB", data, 6)
     i = 13 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0)  # global colour table
-    frames = 0
+    frames = area = 0
     n = len(data)
-    while i < n:
+    while i < n and frames <= MAX_FRAMES:  # past the limit the image is refused: stop walking
         block = data[i]
         if block == 0x3B:  # trailer
             break
         if block == 0x2C:  # image descriptor: a frame giflib will hold in memory
             fw, fh, fpacked = struct.unpack_from("<HHB", data, i + 5)
-            frames += fw * fh
+            frames += 1
+            area += fw * fh
             i += 10 + (3 << ((fpacked & 7) + 1) if fpacked & 0x80 else 0) + 1  # + LZW size
         elif block == 0x21:  # extension: label, then sub-blocks
             i += 2
@@ -151,7 +240,7 @@ def _gif(data):
         while i < n and data[i]:  # data sub-blocks, each prefixed by its length
             i += data[i] + 1
         i += 1
-    return ImageSize(GIF, width, height, width * height + frames)
+    return ImageSize(GIF, width, height, width * height + area, max(1, frames))
 
 
 def _bmp(data):
@@ -176,18 +265,22 @@ def _webp(data):
         height = int.from_bytes(data[27:30], "little") + 1
     else:
         raise ValueError(f"unknown WebP chunk {chunk!r}")
-    return ImageSize(WEBP, width, height, width * height * max(1, _webp_frames(data)))
+    frames = max(1, _webp_frames(data))
+    return ImageSize(WEBP, width, height, width * height * frames, frames)
 
 
 def _webp_frames(data):
-    """Number of ANMF (animation frame) chunks in the RIFF container."""
+    """Number of ANMF (animation frame) chunks in the RIFF container (past `MAX_FRAMES`, or
+    past `MAX_CHUNKS` chunks, the walk stops and says MAX_FRAMES + 1: refused anyway)."""
     i, n, frames = 12, len(data), 0
-    while i + 8 <= n:
+    for _ in range(MAX_CHUNKS):
+        if i + 8 > n or frames > MAX_FRAMES:
+            return frames
         fourcc = bytes(data[i:i + 4])
         size = struct.unpack_from("<I", data, i + 4)[0]
         frames += fourcc == b"ANMF"
         i += 8 + size + (size & 1)
-    return frames
+    return frames if i + 8 > n else MAX_FRAMES + 1
 
 
 _READERS = {JPEG: _jpeg, PNG: _png, GIF: _gif, BMP: _bmp, WEBP: _webp}
@@ -255,18 +348,39 @@ def size_tf(image_bytes):
     ], default=lambda: tf.zeros([2], tf.int64), exclusive=False)
 
 
-def assert_within_limit_tf(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
-    """An op that fails (InvalidArgumentError, saying why) when the header is over the limit.
+def jpeg_scans_tf(image_bytes):
+    """Scans of one encoded JPEG (scalar string) as the graph can count them: its SOS markers
+    (0xFF 0xDA; entropy-coded data never holds one, as 0xFF is stuffed there). It may count
+    an embedded thumbnail's scans or a chance pair in metadata too: a few, against a limit of
+    `MAX_JPEG_SCANS`. 0 for any other format."""
+    import tensorflow as tf
 
-    Run it before decoding (`tf.control_dependencies`); `max_pixels` 0 or None: no limit.
+    def count():
+        pieces = tf.strings.split(tf.reshape(image_bytes, [1]), sep=b"\xff\xda")
+        return tf.cast(tf.size(pieces.flat_values), tf.int64) - 1
+    return tf.cond(tf.io.is_jpeg(image_bytes), count, lambda: tf.constant(0, tf.int64))
+
+
+def assert_within_limit_tf(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
+    """An op that fails (InvalidArgumentError, saying why) when the header is over the pixel
+    limit or the JPEG has more than `MAX_JPEG_SCANS` scans (`check`'s JPEG cost bound).
+
+    Run it before decoding (`tf.control_dependencies`); `max_pixels` 0 or None: no pixel
+    limit (the scan limit stays).
     """
     import tensorflow as tf
 
+    scans = jpeg_scans_tf(image_bytes)
+    too_costly = tf.debugging.Assert(
+        scans <= MAX_JPEG_SCANS,
+        [f"image too costly: a JPEG with more than {MAX_JPEG_SCANS} scans (each a pass over "
+         "every pixel); refused before decoding. Scans:", scans], name="max_jpeg_scans")
     if not max_pixels:
-        return tf.no_op()
+        return too_costly
     size = size_tf(image_bytes)
-    return tf.debugging.Assert(
+    too_large = tf.debugging.Assert(
         size[0] * size[1] <= max_pixels,
         [f"image too large: its header declares more than the limit of {max_pixels} pixels "
          "(--max_image_pixels); refused before decoding. Height, width:", size[0], size[1]],
         name="max_image_pixels")
+    return tf.group(too_large, too_costly)

@@ -6,7 +6,8 @@ share (listing, reading with the safety rules, archives, labels, and why an inpu
   `iter_archive(item)` -> members or `Skip`s.
 - `Labeller`: labels from the file name (`agegender.names`) or a labels CSV.
 - `check(source_id, data, labeller, max_pixels)`: the per-image checks before any decoder
-  sees the bytes (empty, labels, the header's pixel limit) -> `Labels` or a `Skip`.
+  sees the bytes (empty, labels, the header's pixel limit and decode-cost bound,
+  `agegender.image_header`) -> `Labels` or a `Skip`.
 - `iter_labelled(spec, ...)`: all of it in one Python loop (the evaluation); the Beam job
   runs the same steps as DoFns (`pipeline.transforms`).
 
@@ -15,9 +16,10 @@ dedup adds its own two (`pipeline.transforms`).
 
 Everything goes through `apache_beam.io.filesystems.FileSystems`, so an input can live on any
 filesystem Beam knows (local, gs://, s3://, hdfs://...). Archives (.tar, .tar.gz/.tgz, .zip)
-are read in place as streams: no member is ever extracted to disk, and a member whose name
-could escape a directory (`../x`, `/abs`, `C:\\x`) or that is not a regular file (symlink,
-hard link, device) is reported as skipped, never read.
+are read in place as streams (`agegender.archive_members`): no member is ever extracted to
+disk, a member whose name could escape a directory (`../x`, `/abs`, `C:\\x`) or that is not
+a regular file (symlink, hard link, device) is reported as skipped, never read, and a
+member's bytes are counted as they are decompressed, whatever its header declares.
 
 Local inputs are listed with `os.scandir`/`lstat` instead, because only there can an entry
 be something other than a file: a symbolic link (to a face outside the input, `/etc/passwd`,
@@ -44,7 +46,7 @@ import zlib
 from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from agegender import image_header, names
+from agegender import archive_members, image_header, names
 
 # Skip reasons owned by this module (the job's report and counters, the evaluation's report).
 UNSAFE_ARCHIVE_PATH = "unsafe_archive_path"
@@ -56,6 +58,7 @@ BAD_FILE_NAME = "bad_file_name"
 EMPTY_FILE = "empty_file"
 UNDECODABLE = "undecodable"
 IMAGE_TOO_LARGE = "image_too_large"
+IMAGE_TOO_COSTLY = "image_too_costly"  # decoding would cost far more than its pixels
 NO_FACE = "no_face"  # a photo the face detector found no face in (--align_faces, --photos)
 
 # A face image is kilobytes; anything this large is not one (and could be a zip bomb member).
@@ -340,58 +343,44 @@ def safe_member_name(name):
     return posixpath.normpath(name)
 
 
-def _tar_members(fileobj):
-    # "r|*": a forward-only stream (works on any Beam filesystem, gz detected by content).
-    # Yields (name, is_regular, size, read); `read` is only valid until the next member.
-    with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-        for member in tar:
-            if not member.isdir():
-                yield (member.name, member.isfile(), member.size,
-                       lambda m=member: tar.extractfile(m).read())
-
-
-def _zip_members(fileobj):
-    with zipfile.ZipFile(fileobj) as zf:
-        for info in zf.infolist():
-            if not info.is_dir():
-                # Unix type bits, when the zip has them (a symlink is S_IFLNK); none = file.
-                file_type = stat.S_IFMT(info.external_attr >> 16)
-                yield (info.filename, file_type in (0, stat.S_IFREG), info.file_size,
-                       lambda i=info: zf.read(i))
-
-
 def iter_archive(archive, follow_symlinks=True):
     """Yields `(source_id, bytes)` for each regular member, or a `Skip` for any other.
 
     The name checks come first, so an unsafe member (or one whose name is not UTF-8) is never
     even read. A corrupt archive yields what it could read and then one `Skip` for the
-    archive itself. A member over MAX_INPUT_BYTES is skipped unread.
+    archive itself. A member declaring more than MAX_INPUT_BYTES is skipped unread; the others
+    are read in pieces with a running count, never trusting the declared size: a member
+    holding more is a skip as soon as the count passes the limit.
     """
-    members = _zip_members if archive.path.lower().endswith(ZIP_SUFFIXES) else _tar_members
+    is_zip = archive.path.lower().endswith(ZIP_SUFFIXES)
     try:
         with open_input(archive.path, follow_symlinks) as f:
-            for name, is_regular, size, read in members(f):
-                safe = safe_member_name(name)
+            for member in archive_members.members(f, is_zip):
+                name, safe = member.name, safe_member_name(member.name)
                 if not is_valid_name(name):  # tarfile keeps undecodable bytes as surrogates
                     yield _bad_name_skip(safe or name)
                 elif safe is None:
                     yield Skip(name, UNSAFE_ARCHIVE_PATH,
                                f"member of {archive.source_id} escapes the archive root; not read")
-                elif not is_regular:
+                elif not member.is_regular:
                     yield Skip(safe, NOT_A_REGULAR_FILE, "link or special file; not read")
-                elif size > MAX_INPUT_BYTES:
-                    yield Skip(safe, FILE_TOO_LARGE, f"{size} bytes")
+                elif member.size > MAX_INPUT_BYTES:
+                    yield Skip(safe, FILE_TOO_LARGE, f"{member.size} bytes")
                 else:
-                    try:
-                        data = read()
-                    except (zipfile.BadZipFile, RuntimeError, NotImplementedError,
-                            zlib.error) as e:  # encrypted or corrupt zip member
-                        yield Skip(safe, UNREADABLE, f"{type(e).__name__}: {e}")
-                        continue
-                    yield safe, data
+                    yield _read_member(safe, member)
     # ValueError: e.g. a zip whose name is flagged UTF-8 but is not (UnicodeDecodeError).
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, ValueError) as e:
         yield Skip(archive.source_id, UNREADABLE_ARCHIVE, f"{type(e).__name__}: {e}")
+
+
+def _read_member(source_id, member):
+    """`(source_id, bytes)` of one archive member, or the `Skip` saying why not."""
+    try:
+        return source_id, archive_members.read(member, MAX_INPUT_BYTES)
+    except archive_members.MemberTooLarge as e:
+        return Skip(source_id, FILE_TOO_LARGE, str(e))
+    except archive_members.MemberUnreadable as e:
+        return Skip(source_id, UNREADABLE, str(e))
 
 
 def short_error(error, limit=200):
@@ -453,6 +442,8 @@ def check(source_id, data, labeller, max_pixels=image_header.DEFAULT_MAX_PIXELS)
         return Skip(source_id, e.reason, str(e))
     try:
         image_header.check(data, max_pixels)
+    except image_header.ImageTooCostly as e:  # before its base class, ImageTooLarge
+        return Skip(source_id, IMAGE_TOO_COSTLY, str(e))
     except image_header.ImageTooLarge as e:
         return Skip(source_id, IMAGE_TOO_LARGE, str(e))
     except image_header.NotAnImage as e:
