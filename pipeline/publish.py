@@ -77,8 +77,15 @@ def _busy(output_dir, lock_path, holder, advice="wait for it to finish or choose
 class Publication:
     """See the module docstring. `staging` is set inside the `with` block."""
 
-    def __init__(self, output_dir):
+    def __init__(self, output_dir, owns=writer.owns, metadata_files=writer.METADATA_FILES,
+                 kind="records directory", flag="--output_dir"):
+        """owns(name): whether a file name is one the job writes (default: a records
+        directory's, `writer.owns`); metadata_files: the names readers check, moved last
+        where directories cannot be switched; kind, flag: how errors name the directory.
+        `pipeline.annotate` passes its own."""
         self.output_dir = str(output_dir).rstrip("/") or "/"
+        self._owns, self._metadata_files = owns, tuple(metadata_files)
+        self._kind, self._flag = kind, flag
         self._local = sources.is_local(self.output_dir)
         # Locally the switch happens where the directory really is (a symlinked output
         # directory stays a link to the new data, on its own filesystem).
@@ -119,7 +126,7 @@ class Publication:
         if self._local:
             _switch_local(self.staging, self._target)
         else:
-            _switch_by_moving(self.staging, self._target)
+            _switch_by_moving(self.staging, self._target, self._owns, self._metadata_files)
         self._published = True
 
     # -- lock --------------------------------------------------------------------------
@@ -194,14 +201,14 @@ class Publication:
         if not self._exists(self._target):
             return
         if not self._isdir(self._target):
-            raise OutputDirError(f"--output_dir {self.output_dir!r} exists and is not a directory")
-        foreign = sorted(n for n in self._listdir(self._target) if not writer.owns(n))
+            raise OutputDirError(f"{self._flag} {self.output_dir!r} exists and is not a directory")
+        foreign = sorted(n for n in self._listdir(self._target) if not self._owns(n))
         if foreign:
             raise OutputDirError(
-                f"--output_dir {self.output_dir!r} holds files a records directory does not "
+                f"{self._flag} {self.output_dir!r} holds files a {self._kind} does not "
                 f"have ({', '.join(repr(sources.printable_name(n)) for n in foreign[:5])}"
                 f"{', ...' if len(foreign) > 5 else ''}); the run replaces the directory as a "
-                "whole, so choose a new or empty directory, or a records directory")
+                f"whole, so choose a new or empty directory, or a {self._kind}")
 
     def _leftovers(self):
         """Staging (and half-switched old) directories of runs that were killed."""
@@ -308,20 +315,20 @@ def _switch_local(staging, target):
     shutil.rmtree(old)
 
 
-def _switch_by_moving(staging, target):
+def _switch_by_moving(staging, target, owns=writer.owns, metadata_files=writer.METADATA_FILES):
     import tensorflow as tf
 
     tf.io.gfile.makedirs(target)
-    for name in reversed(writer.METADATA_FILES):  # invalidate the old dataset first
+    for name in reversed(metadata_files):  # invalidate the old dataset first
         if tf.io.gfile.exists(f"{target}/{name}"):
             tf.io.gfile.remove(f"{target}/{name}")
     for name in tf.io.gfile.listdir(target):
         name = name.rstrip("/")
-        if writer.owns(name):
+        if owns(name):
             path = f"{target}/{name}"
             (tf.io.gfile.rmtree if tf.io.gfile.isdir(path) else tf.io.gfile.remove)(path)
     names = [n.rstrip("/") for n in tf.io.gfile.listdir(staging)]
-    order = {n: i for i, n in enumerate(writer.METADATA_FILES)}
+    order = {n: i for i, n in enumerate(metadata_files)}
     for name in sorted(names, key=lambda n: (order.get(n, -1), n)):
         tf.io.gfile.rename(f"{staging}/{name}", f"{target}/{name}", overwrite=True)
     tf.io.gfile.rmtree(staging)

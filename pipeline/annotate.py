@@ -1,0 +1,403 @@
+"""Command line and graph of the job: photo collections -> every face's age and gender, as
+Parquet.
+
+    python -m pipeline.annotate --model=models/age --input=<dir | glob | archive> \
+        --output_dir=annotations/photos [--faces_dir=DIR] [--crops] \
+        [--max_image_pixels=50000000] [--follow_symlinks] [--archive_spread_mb=128] \
+        [--batch_size=16] [--photos_per_file=10000] [--progress_seconds=5] [-v] \
+        [any Beam pipeline option, e.g. --runner=DaskRunner --dask_client_address=HOST:PORT]
+
+Inputs, limits, skips, runners and the atomic publication of the output directory are the
+records job's (`pipeline.build_records`, `agegender.image_sources`, `pipeline.publish`):
+the same --input forms, the same refusals with the same reasons, the same Beam options.
+
+The model answers through Beam's RunInference (`pipeline.inference_handler`: the Python
+API's `FaceAnalyzer`, one per worker process): `predict_photo` on whole photos (every face
+found, aligned and answered in the model), or with --crops `serving_default` on images that
+already are aligned face crops. Batches are formed from the listing
+(`pipeline.photo_batches`); a batch the model refuses goes to RunInference's dead-letter
+output and its photos are answered again one at a time, so only the bad photo is skipped.
+
+Output (`pipeline.parquet_sink`): Parquet files of one row per face (one per photo without
+a face), the same rows in the same order on every run and runner, and report.json
+(inputs = annotated + skipped, with reasons; faces per photo; the model; throughput).
+--faces_dir: every face's aligned crop and a labels template (`pipeline.face_crops`).
+"""
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+
+from agegender import console, image_header
+from agegender import image_sources as sources
+from pipeline import (build_records, face_crops, inference_handler, parquet_sink,
+                      photo_batches, portable, publish, transforms)
+from pipeline.photo_batches import LOCAL, SKIPPED
+
+DEFAULT_ARCHIVE_SPREAD_MB = build_records.DEFAULT_ARCHIVE_SPREAD_MB
+INFERENCE_FAILED = "inference_failed"  # a photo the model could not answer, not an ImageError
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnotateOptions:
+    """What the annotations depend on (stored in report.json and every file's metadata)."""
+    output_dir: str
+    model: str
+    crops: bool = False
+    faces_dir: str | None = None
+    max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS
+    follow_symlinks: bool = False
+    max_batch_size: int = inference_handler.DEFAULT_MAX_BATCH_SIZE
+    photos_per_file: int = parquet_sink.DEFAULT_PHOTOS_PER_FILE
+    archive_spread_bytes: int = DEFAULT_ARCHIVE_SPREAD_MB << 20
+
+    def handler(self):
+        return inference_handler.AnalyzerHandler(
+            self.model, crops=self.crops, max_image_pixels=self.max_image_pixels,
+            max_batch_size=self.max_batch_size)
+
+    def metadata(self, model_info, extra=None):
+        """model_info: `ModelInfo.to_dict()` of the model the driver loaded."""
+        return {"model": model_info, "signature": self.handler().signature,
+                "options": {"crops": self.crops, "max_image_pixels": self.max_image_pixels,
+                            "follow_symlinks": self.follow_symlinks,
+                            "batch_size": self.max_batch_size,
+                            "photos_per_file": self.photos_per_file, **(extra or {})}}
+
+
+def _answers(element):
+    # RunInference's main output, (key, PredictionResult). The DaskRunner hands every
+    # consumer of a ParDo all its outputs (pipeline.portable): dead letters are dropped here.
+    if isinstance(element[1], PredictionResult):
+        yield element
+
+
+def _failed_batches(element):
+    # The dead-letter output, (batch, (exception type, repr, traceback)); see _answers.
+    if not isinstance(element[1], PredictionResult):
+        yield element
+
+
+def _one_by_one(failed):
+    batch, _ = failed
+    for photo in batch:
+        yield [photo]
+
+
+def _skip_of(failed):
+    """A photo that failed alone -> its Skip (reason from the model's refusal)."""
+    (photo,), (exc_type, exc_repr, _) = failed
+    reason, detail = inference_handler.failure_reason(exc_type, exc_repr)
+    return sources.Skip(photo[0][2], reason or INFERENCE_FAILED, detail)
+
+
+class ToRows(beam.DoFn):
+    """`(key, PredictionResult)` -> `(shard, (position, rows))`; with a crop writer, the
+    photo's aligned face crops are written too."""
+
+    def __init__(self, crop_writer=None):
+        self._crops = crop_writer
+
+    def setup(self):
+        if self._crops is not None:
+            self._crops.setup()
+
+    def process(self, element):
+        (shard, position, path, archive, width, height), result = element
+        faces = result.inference
+        if self._crops is not None:
+            self._crops.write(path, result.example, faces)
+        yield shard, (position, parquet_sink.photo_rows(path, archive, width, height, faces))
+
+
+def _infer(batches, label, handler):
+    """RunInference on pre-formed batches -> (answers, failed batches)."""
+    answered, dead = batches | label >> RunInference(
+        KeyedModelHandler(handler).with_no_batching()).with_exception_handling()
+    return (answered | f"{label}Answers" >> beam.FlatMap(_answers),
+            dead.failed_inferences | f"{label}Failed" >> beam.FlatMap(_failed_batches))
+
+
+def _groups(files):
+    """Plain files with their listing positions -> `[(position, file)]` units of work
+    (`transforms.group_files` sizes them)."""
+    position = {id(item): i for i, item in files}
+    return [[(position[id(item)], item) for item in group]
+            for group in transforms.group_files([item for _, item in files])]
+
+
+def _tagged(value, tag):
+    return tag, value
+
+
+def _one(_):
+    return 1
+
+
+def build_pipeline(p, inputs, options, model_info, *, template=None, report_extra=None,
+                   progress_seconds=console.PROGRESS_SECONDS):
+    """Adds the whole job to pipeline `p`; returns the PCollection holding the report dict.
+
+    inputs: `sources.InputFile`s from `sources.list_inputs` (sorted); options:
+    `AnnotateOptions` (output_dir and faces_dir: where to write, e.g. staging directories);
+    model_info: the model's `ModelInfo.to_dict()`; template: the face template points the
+    crops of --faces_dir are aligned on.
+    """
+    handler = options.handler()
+    read_args = (options.photos_per_file, handler.max_batch_size, handler.max_batch_bytes,
+                 options.max_image_pixels, options.follow_symlinks)
+    listed = list(enumerate(inputs))
+    files = [(i, f) for i, f in listed if not f.is_archive]
+    archives = [(i, f) for i, f in listed if f.is_archive]
+    input_counts = [p | "CountFiles" >> beam.Create([len(files)])]
+    batches, read_skips, answered, failed = [], [], [], []
+    if files:
+        read = (p | "ListFiles" >> beam.Create(_groups(files))
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadFiles" >> portable.ParDoWithOutputs(photo_batches.ReadPhotos(*read_args),
+                                                         SKIPPED))
+        batches.append(read[portable.MAIN])
+        read_skips.append(read[SKIPPED])
+    if archives:
+        members = (p | "ListArchives" >> beam.Create(archives)
+                   | "ReadArchives" >> portable.ParDoWithOutputs(
+                       photo_batches.ReadArchivePhotos(options.archive_spread_bytes, *read_args),
+                       SKIPPED, LOCAL))
+        batches.append(members[portable.MAIN] | "SpreadMembers" >> beam.Reshuffle())
+        read_skips.append(members[SKIPPED])
+        local = _infer(members[LOCAL], "AnnotateInPlace", handler)
+        answered.append(local[0])
+        failed.append(local[1])
+        input_counts += [members[portable.MAIN] | "MembersInBatch" >> beam.Map(len),
+                         members[LOCAL] | "MembersInPlace" >> beam.Map(len),
+                         members[SKIPPED] | "OneMemberSkip" >> beam.Map(_one)]
+    spread = _infer(batches | "AllBatches" >> beam.Flatten(), "Annotate", handler)
+    answered.append(spread[0])
+    failed.append(spread[1])
+    # A refused batch: its photos again, one at a time; what fails alone is a skip.
+    alone = _infer(failed | "FailedBatches" >> beam.Flatten()
+                   | "OneByOne" >> beam.FlatMap(_one_by_one), "AnnotateAlone", handler)
+    answered.append(alone[0])
+
+    crop_writer = None
+    if options.faces_dir:
+        crop_writer = face_crops.CropWriter(options.faces_dir, template, options.max_image_pixels)
+    metadata = options.metadata(model_info, report_extra)
+    rows = (answered | "AllAnswers" >> beam.Flatten()
+            | "ToRows" >> portable.ParDoWithOutputs(ToRows(crop_writer)))[portable.MAIN]
+    written = (rows | "GroupByFile" >> beam.GroupByKey()
+               | "WriteFiles" >> beam.ParDo(parquet_sink.WriteShard(
+                   options.output_dir, metadata, progress_seconds)))
+    skips = ((*read_skips, alone[1] | "RefusedPhotos" >> beam.Map(_skip_of))
+             | "AllSkips" >> beam.Flatten()
+             | "CountSkips" >> beam.Map(parquet_sink.count_skip))
+    num_inputs = (input_counts | "InputCounts" >> beam.Flatten()
+                  | "KeyInputs" >> beam.Map(_tagged, "inputs")
+                  | "SumInputs" >> beam.CombinePerKey(sum))
+    entries = ((written | "TagFiles" >> beam.Map(_tagged, "file"),
+                skips | "TagSkips" >> beam.Map(_tagged, "skip"), num_inputs)
+               | "AllEntries" >> beam.Flatten())
+    # Last: on the DaskRunner only what the last transform depends on is computed.
+    return (entries | "ReportEntries" >> portable.Gather()
+            | "Finalize" >> beam.Map(_finalize, options.output_dir, options.faces_dir,
+                                     metadata))
+
+
+def _finalize(entries, output_dir, faces_dir, metadata):
+    after = None
+    if faces_dir:
+        def after(report):
+            face_crops.write_labels(faces_dir, output_dir, report)
+    return parquet_sink.finalize(entries, output_dir=output_dir, metadata=metadata, after=after)
+
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive whole number")
+    return value
+
+
+def _parser():
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.annotate", description=__doc__.split("\n")[0],
+        allow_abbrev=False,  # an unknown (Beam) flag must never be taken for one of ours
+        epilog="Any other flag is a Beam pipeline option (e.g. --runner, "
+               "--dask_client_address, --direct_num_workers).")
+    ap.add_argument("--model", required=True,
+                    help="an exported SavedModel (version or base directory), a trainer job "
+                         "dir, a .tflite file, or grpc://HOST:PORT / http://HOST:PORT")
+    ap.add_argument("--input", required=True,
+                    help="a directory, a glob, or a .tar/.tar.gz/.tgz/.zip archive (any Beam "
+                         "filesystem)")
+    ap.add_argument("--output_dir", required=True, help="the annotations directory to write")
+    ap.add_argument("--faces_dir",
+                    help="also write every face found as an aligned JPEG crop here, with a "
+                         "labels.csv template for pipeline.build_records --labels_csv")
+    ap.add_argument("--crops", action="store_true",
+                    help="the inputs are aligned face crops (serving_default), not photos")
+    ap.add_argument("--max_image_pixels", type=_positive_int,
+                    default=image_header.DEFAULT_MAX_PIXELS,
+                    help="skip (image_too_large) a photo whose header declares more pixels, "
+                         "before decoding it (default %(default)s)")
+    ap.add_argument("--follow_symlinks", action="store_true",
+                    help="follow symbolic links in a local --input (to regular files and "
+                         "directories only); by default they are skipped as not_a_regular_file")
+    ap.add_argument("--archive_spread_mb", type=float, default=DEFAULT_ARCHIVE_SPREAD_MB,
+                    help="archive member MB (all archives together) spread to other workers; "
+                         "later members are answered by the worker reading the archive. "
+                         "Bounds memory; never changes the rows (default %(default)s)")
+    ap.add_argument("--batch_size", type=_positive_int,
+                    default=inference_handler.DEFAULT_MAX_BATCH_SIZE,
+                    help="photos per model call (default %(default)s)")
+    ap.add_argument("--photos_per_file", type=_positive_int,
+                    default=parquet_sink.DEFAULT_PHOTOS_PER_FILE,
+                    help="photos per Parquet file (default %(default)s)")
+    ap.add_argument("--progress_seconds", type=float, default=console.PROGRESS_SECONDS,
+                    help="each worker prints the photos it wrote so far this often, on "
+                         "stderr; 0: never (default %(default)s)")
+    console.add_verbose_flag(ap)
+    return ap
+
+
+def _error(message):
+    print(f"annotate: error: {message}", file=sys.stderr)
+    return 2
+
+
+def load_model(options):
+    """The analyzer (loaded once here: a bad --model is a clear error before the job
+    starts, and the in-process runner's workers reuse it) and the crop template."""
+    from agegender import serving_contract as contract
+
+    analyzer = inference_handler.load(options.model, options.max_image_pixels)
+    info = analyzer.info
+    wanted = options.handler().signature
+    if info.signatures and wanted not in info.signatures:
+        raise ValueError(f"--model {options.model!r} has no {wanted} signature "
+                         f"(it has {', '.join(info.signatures)})"
+                         + ("" if options.crops else "; --crops takes aligned face crops"))
+    template = None
+    if options.faces_dir:
+        from faces import template as template_lib
+
+        alignment = None
+        if info.backend == "saved_model":
+            from export import export_model
+            alignment = export_model.read_face_alignment(info.source)
+        template = (alignment or {}).get("template") or template_lib.load().points.tolist()
+    del contract
+    return info, template
+
+
+def print_summary(report, seconds, out=sys.stdout):
+    counts = report["counts"]
+    print(f"inputs {counts['inputs']}  annotated {counts['annotated']}  skipped "
+          f"{counts['skipped']}  faces {counts['faces']}", file=out)
+    for faces, n in counts["faces_per_photo"].items():
+        print(f"  {n:>8} photo(s) with {faces} face(s)", file=out)
+    for reason, n in counts["skipped_by_reason"].items():
+        print(f"  skipped {reason:<22} {n}", file=out)
+    print(f"{seconds:.1f} s, {counts['inputs'] / max(seconds, 1e-9):.1f} inputs/s end to end",
+          file=out)
+
+
+def _with_throughput(directory, seconds, runner):
+    report = parquet_sink.read_report(directory)
+    counts = report["counts"]
+    report["throughput"] = {"seconds": round(seconds, 3), "runner": runner,
+                            "photos_per_second": round(counts["annotated"] / seconds, 3),
+                            "faces_per_second": round(counts["faces"] / seconds, 3)}
+    parquet_sink.write_report(directory, report)
+    return report
+
+
+def main(argv=None):
+    args, beam_args = _parser().parse_known_args(argv)
+    if args.archive_spread_mb < 0 or args.progress_seconds < 0:
+        return _error("--archive_spread_mb and --progress_seconds must be >= 0")
+    if args.crops and args.faces_dir:
+        return _error("--faces_dir writes the faces found in photos; with --crops the inputs "
+                      "already are face crops")
+    for flag in ("output_dir", "faces_dir"):
+        value = getattr(args, flag)
+        if value is not None and not sources.is_valid_name(value):
+            return _error(f"--{flag} {sources.printable_name(value)!r} is not valid UTF-8")
+    if args.faces_dir and args.faces_dir.rstrip("/") == args.output_dir.rstrip("/"):
+        return _error("--faces_dir and --output_dir must be different directories")
+    try:
+        inputs = sources.list_inputs(args.input, args.follow_symlinks)
+    except sources.InputError as e:
+        return _error(str(e))
+    options = AnnotateOptions(
+        output_dir=args.output_dir.rstrip("/"), model=args.model, crops=args.crops,
+        faces_dir=args.faces_dir.rstrip("/") if args.faces_dir else None,
+        max_image_pixels=args.max_image_pixels, follow_symlinks=args.follow_symlinks,
+        max_batch_size=args.batch_size, photos_per_file=args.photos_per_file,
+        archive_spread_bytes=int(args.archive_spread_mb * (1 << 20)))
+    try:
+        beam_options = build_records.pipeline_options(beam_args, inputs)
+    except build_records.RunnerUnavailable as e:
+        return _error(str(e))
+    from agegender.errors import AnalyzerError
+    try:
+        info, template = load_model(options)
+    except (AnalyzerError, ValueError) as e:
+        return _error(str(e))
+    build_records.quiet_runner(beam_options)
+
+    start = time.perf_counter()
+    try:
+        with contextlib.ExitStack() as stack:
+            output = stack.enter_context(publish.Publication(
+                options.output_dir, parquet_sink.owns, parquet_sink.METADATA_FILES,
+                kind="annotations directory"))
+            faces = None
+            if options.faces_dir:
+                faces = stack.enter_context(publish.Publication(
+                    options.faces_dir, face_crops.owns, face_crops.METADATA_FILES,
+                    kind="faces directory", flag="--faces_dir"))
+            staged = dataclasses.replace(options, output_dir=output.staging,
+                                         faces_dir=faces.staging if faces else None)
+            p = beam.Pipeline(options=beam_options)
+            try:
+                try:
+                    with p:
+                        build_pipeline(p, inputs, staged, info.to_dict(), template=template,
+                                       report_extra={"input": args.input},
+                                       progress_seconds=args.progress_seconds)
+                finally:
+                    build_records.disconnect(p)
+            except BaseException:
+                print(f"annotate: the run failed; {options.output_dir} is unchanged",
+                      file=sys.stderr)
+                raise
+            seconds = time.perf_counter() - start
+            runner = beam_options.view_as(beam.options.pipeline_options.StandardOptions).runner
+            report = _with_throughput(output.staging, seconds, str(runner).rsplit(".", 1)[-1])
+            if faces:
+                faces.publish()
+            output.publish()
+    except (publish.OutputDirBusy, publish.OutputDirError) as e:
+        return _error(str(e))
+    print_summary(report, seconds)
+    print(f"annotations in {options.output_dir}"
+          + (f", face crops in {options.faces_dir}" if options.faces_dir else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
