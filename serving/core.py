@@ -16,6 +16,15 @@ numbers to ~10x: a Python float per number), so many large requests at once coul
 take gigabytes. `admit` bounds the bytes of requests being decoded and run at once
 (--max_inflight_request_bytes, shared by REST and gRPC); a request that does not fit waits
 for room, up to the request timeout, then gets UNAVAILABLE.
+
+CPU: what an image costs to decode (and, in `predict_photo`, to search for faces) grows with
+its pixels, not its bytes: a 6 KB 1-bit PNG can declare 50 million pixels. `PixelBudget`
+admits requests by the pixels their image headers declare (read before anything is decoded),
+for REST and gRPC alike: a request over `--max_request_pixels` is refused (413 /
+RESOURCE_EXHAUSTED), and one that does not fit in `--max_inflight_pixels` right now is
+refused at once (429 / RESOURCE_EXHAUSTED, "retry later") instead of being queued into a
+timeout. A quarter of the budget is kept for small requests (face crops, small photos), so a
+flood of large photos cannot lock out the ordinary ones.
 """
 import contextlib
 import threading
@@ -32,12 +41,70 @@ def is_image_input(name, array):
 
 
 DEFAULT_MAX_INFLIGHT_REQUEST_BYTES = 32 << 20
+# One photo at the default --max_image_pixels (50 MP) and some room; ~0.5-0.7 CPU-s of
+# decoding for a 50 MP PNG (docs/serving.md).
+DEFAULT_MAX_REQUEST_PIXELS = 64_000_000
+# Decoded at once by all clients: on 2 cores, ~1-1.5 CPU-s of decoding, so a request admitted
+# behind it waits about a second, not a timeout (docs/serving.md).
+DEFAULT_MAX_INFLIGHT_PIXELS = 100_000_000
+
+
+class PixelBudget:
+    """The image pixels of the requests being run, all clients together.
+
+    A request of more than 1/16 of the budget ("large") is admitted only while large and
+    small requests together stay within 3/4 of it; a small one, while all stay within the
+    whole. So large requests never take the last quarter, and a request needing more than is
+    free is refused at once (`busy`), never queued."""
+
+    def __init__(self, max_request_pixels=DEFAULT_MAX_REQUEST_PIXELS,
+                 max_inflight_pixels=DEFAULT_MAX_INFLIGHT_PIXELS):
+        if max_request_pixels < 1 or max_inflight_pixels < 1:
+            raise ValueError("pixel limits must be positive")
+        self.max_request_pixels = max_request_pixels
+        self.max_inflight_pixels = max_inflight_pixels
+        self.large_share = max_inflight_pixels * 3 // 4
+        if max_request_pixels > self.large_share:
+            raise ValueError(
+                f"--max_request_pixels ({max_request_pixels}) must be at most 3/4 of "
+                f"--max_inflight_pixels ({max_inflight_pixels}): a larger request could never "
+                "be admitted")
+        self.inflight = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def admit(self, pixels):
+        if pixels > self.max_request_pixels:
+            raise ServingError(
+                "RESOURCE_EXHAUSTED", f"the request's images declare {pixels:,} pixels, over "
+                f"the limit of {self.max_request_pixels:,} per request (--max_request_pixels); "
+                "send fewer or smaller images per request")
+        if pixels:
+            limit = (self.max_inflight_pixels if pixels <= self.max_inflight_pixels // 16
+                     else self.large_share)
+            with self._lock:
+                if self.inflight + pixels > limit:
+                    self.refused += 1
+                    raise busy(
+                        f"the server is decoding {self.inflight:,} pixels of other requests; "
+                        f"this one's {pixels:,} do not fit its budget of "
+                        f"{self.max_inflight_pixels:,} (--max_inflight_pixels); retry later")
+                self.inflight += pixels
+        try:
+            yield
+        finally:
+            if pixels:
+                with self._lock:
+                    self.inflight -= pixels
 
 
 class ServingCore:
     def __init__(self, store, batcher=None, request_timeout=30.0, max_batch_size=16,
                  max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
-                 max_inflight_request_bytes=DEFAULT_MAX_INFLIGHT_REQUEST_BYTES):
+                 max_inflight_request_bytes=DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
+                 max_request_pixels=DEFAULT_MAX_REQUEST_PIXELS,
+                 max_inflight_pixels=DEFAULT_MAX_INFLIGHT_PIXELS):
         self.store = store
         self.batcher = batcher
         self.request_timeout = request_timeout
@@ -48,6 +115,7 @@ class ServingCore:
         self.max_inflight_request_bytes = max_inflight_request_bytes
         self._inflight = 0
         self._inflight_cv = threading.Condition()
+        self.pixels = PixelBudget(max_request_pixels, max_inflight_pixels)
 
     @contextlib.contextmanager
     def admit(self, nbytes):
@@ -79,11 +147,12 @@ class ServingCore:
         signature_name = signature_name or contract.SERVING_DEFAULT
         sd = model.signature_def(signature_name)
         batching.task_size(inputs, self.max_batch_size)
+        pixels = 0
         for name, array in inputs.items():
             if is_image_input(name, array):
                 for i, value in enumerate(array.reshape(-1)):
                     try:
-                        image_header.check(value, self.max_image_pixels)
+                        pixels += image_header.check(value, self.max_image_pixels).pixels
                     except ValueError as e:  # NotAnImage, ImageTooLarge
                         raise invalid(f"input '{name}'[{i}]: {e}") from None
         unknown = sorted(set(output_filter) - set(sd.outputs))
@@ -91,11 +160,12 @@ class ServingCore:
             raise invalid(f"output_filter {unknown} not in the signature's outputs "
                           f"{sorted(sd.outputs)}")
         try:
-            if self.batcher is not None:
-                outputs = self.batcher.submit(model, signature_name, inputs,
-                                              timeout=self.request_timeout)
-            else:
-                outputs = model.run(signature_name, inputs)
+            with self.pixels.admit(pixels):
+                if self.batcher is not None:
+                    outputs = self.batcher.submit(model, signature_name, inputs,
+                                                  timeout=self.request_timeout)
+                else:
+                    outputs = model.run(signature_name, inputs)
         except ServingError as e:
             if e.code == "INVALID_ARGUMENT":
                 raise self._which_image(inputs, e) from None

@@ -58,7 +58,9 @@ class ModelServer:
                  rest_api_idle_timeout=rest_api.DEFAULT_IDLE_TIMEOUT,
                  rest_api_min_body_rate=rest_api.DEFAULT_MIN_BODY_RATE,
                  max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
-                 max_inflight_request_bytes=core_lib.DEFAULT_MAX_INFLIGHT_REQUEST_BYTES):
+                 max_inflight_request_bytes=core_lib.DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
+                 max_request_pixels=core_lib.DEFAULT_MAX_REQUEST_PIXELS,
+                 max_inflight_pixels=core_lib.DEFAULT_MAX_INFLIGHT_PIXELS):
         self.store = ModelStore(model_name, model_base_path, file_system_poll_wait_seconds,
                                 warmup=warmup)
         self.batcher = (BatchingQueue(max_batch_size, batch_timeout_micros / 1e6,
@@ -68,7 +70,9 @@ class ModelServer:
                         if enable_batching else None)
         self.core = ServingCore(self.store, self.batcher, request_timeout,
                                 max_batch_size=max_batch_size, max_image_pixels=max_image_pixels,
-                                max_inflight_request_bytes=max_inflight_request_bytes)
+                                max_inflight_request_bytes=max_inflight_request_bytes,
+                                max_request_pixels=max_request_pixels,
+                                max_inflight_pixels=max_inflight_pixels)
         self._config = dict(host=host, max_request_bytes=max_request_bytes)
         self._grpc_port, self._rest_port = grpc_port, rest_port
         self._enable_grpc, self._enable_rest = enable_grpc, enable_rest
@@ -159,6 +163,15 @@ FLAGS = (
     ("--max_image_pixels", _at_least(0, "a pixel count"), image_header.DEFAULT_MAX_PIXELS,
      "an image whose header declares more pixels (all frames of a GIF) is refused before "
      "decoding (default %(default)s; 0: no limit)"),
+    ("--max_request_pixels", _at_least(1, "a pixel count"), core_lib.DEFAULT_MAX_REQUEST_PIXELS,
+     "image pixels one request may declare, all its images together (read from their "
+     "headers); more: 413 / RESOURCE_EXHAUSTED (default %(default)s; at most 3/4 of "
+     "--max_inflight_pixels)"),
+    ("--max_inflight_pixels", _at_least(1, "a pixel count"),
+     core_lib.DEFAULT_MAX_INFLIGHT_PIXELS,
+     "image pixels decoded at once, all clients together; a request that does not fit now "
+     "gets 429 / RESOURCE_EXHAUSTED at once (default %(default)s; a quarter is kept for "
+     "requests of at most 1/16 of it)"),
     ("--rest_api_max_connections", _at_least(1, "a connection count"), DEFAULT_MAX_CONNECTIONS,
      "open REST connections at most; a new one beyond it closes the longest-idle one, or "
      "gets 503 when all have a request in progress"),
@@ -191,6 +204,10 @@ def main(argv=None):
         p.add_argument(flag, type=kind, default=default, help=text)
     console.add_verbose_flag(p, also=", and log at DEBUG level")
     args = p.parse_args(argv)
+    if args.max_request_pixels > args.max_inflight_pixels * 3 // 4:
+        p.error(f"--max_request_pixels ({args.max_request_pixels}) must be at most 3/4 of "
+                f"--max_inflight_pixels ({args.max_inflight_pixels}), expected a smaller "
+                "number: a larger request could never be admitted")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     set_tf_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
@@ -209,7 +226,8 @@ def main(argv=None):
         rest_api_idle_timeout=args.rest_api_idle_timeout,
         rest_api_min_body_rate=args.rest_api_min_body_rate,
         max_image_pixels=args.max_image_pixels,
-        max_inflight_request_bytes=args.max_inflight_request_bytes)
+        max_inflight_request_bytes=args.max_inflight_request_bytes,
+        max_request_pixels=args.max_request_pixels, max_inflight_pixels=args.max_inflight_pixels)
     server.start()
     current = server.store._current
     print(f"serving model {args.model_name!r} version "
