@@ -18,7 +18,7 @@ uses, so there is no train/serve skew):
 - `predict_photo`: `image_bytes` string [N] of whole photos (any framing and size) and an
   optional `key`: faces are detected and aligned in the graph (`faces`, TF ops only:
   MTCNN weights are variables of the SavedModel) and each answered like a `serving_default`
-  crop, up to `max_faces` per photo as dense padded tensors (`agegender.photo_inference`,
+  crop, up to `max_faces` per photo as dense padded tensors (`faces.photo_predictor`,
   names in `agegender.serving_contract`). The faces are aligned on the template of the
   model's training data (`ModelSpec.face_alignment`, else the shipped one), baked into the
   graph as constants and written beside it to `assets.extra/face_alignment.json`.
@@ -57,7 +57,8 @@ import numpy as np
 import tensorflow as tf
 
 from agegender import (arg_types, console, heads, image_header, inference, model_layout,
-                       photo_inference, preprocessing, schema)
+                       preprocessing, schema)
+from faces import photo_predictor
 from agegender import job_dir as job_dir_lib
 from agegender import serving_contract as contract
 
@@ -98,7 +99,7 @@ def model_to_export(job_dir, model=None, spec=None):
 
 class ServingModule(tf.Module):
     """The exported object: the Keras model plus the signature functions. `photo`: a dict
-    of `photo_inference.PhotoPredictor` options (max_faces, min_face_size) for the
+    of `photo_predictor.PhotoPredictor` options (max_faces, min_face_size) for the
     predict_photo signature, or None for none."""
 
     def __init__(self, model, spec, max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
@@ -142,7 +143,7 @@ class ServingModule(tf.Module):
         self.serve_tf_examples = serve_tf_examples
         self.predict_photo = self.photo = None
         if photo is not None:
-            self.photo = photo_inference.PhotoPredictor(model, spec, max_pixels=limit, **photo)
+            self.photo = photo_predictor.PhotoPredictor(model, spec, max_pixels=limit, **photo)
 
             @tf.function(input_signature=[
                 tf.TensorSpec([None], tf.string, name=IMAGE_BYTES),
@@ -233,7 +234,7 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
                        model_name=contract.DEFAULT_MODEL_NAME, warmup_images=None,
                        max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
                        photo_signature=True, max_faces=contract.DEFAULT_MAX_FACES,
-                       min_face_size=photo_inference.DEFAULT_MIN_FACE_SIZE):
+                       min_face_size=photo_predictor.DEFAULT_MIN_FACE_SIZE):
     """Exports a SavedModel version; returns its directory.
 
     Pass `job_dir` (reads model.keras + model_spec.json) or an in-memory `model` and `spec`
@@ -375,7 +376,7 @@ def main(argv=None):
                         help="predict_photo: faces returned per photo, highest detection "
                              "score first (default %(default)s)")
     parser.add_argument("--min_face_size", type=float,
-                        default=photo_inference.DEFAULT_MIN_FACE_SIZE,
+                        default=photo_predictor.DEFAULT_MIN_FACE_SIZE,
                         help="predict_photo: smallest face searched for, in pixels (of the "
                              "photo, or of its 1024-pixel-side downscale when larger); "
                              "larger is faster (default %(default)s)")

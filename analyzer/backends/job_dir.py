@@ -1,12 +1,13 @@
 """A trainer job dir in process (model.keras + model_spec.json), answered through the same
-functions the export puts in its signatures: `agegender.photo_inference.PhotoPredictor`
+functions the export puts in its signatures: `faces.photo_predictor.PhotoPredictor`
 (predict_photo) and `agegender.preprocessing.model_input` + `agegender.inference` +
 `agegender.heads.serving_outputs` (serving_default). So a job dir answers what its export
 would, without exporting it first (trainer predict mode runs here).
 """
 import tensorflow as tf
 
-from agegender import heads, inference, photo_answers, photo_inference, preprocessing
+from agegender import heads, inference, photo_answers, preprocessing
+from faces import photo_predictor
 from agegender import job_dir as job_dir_lib
 from agegender import serving_contract as contract
 from agegender.errors import ModelLoadError
@@ -32,7 +33,7 @@ class JobDirBackend:
 
     def photos(self, encoded):
         if self._photo_fn is None:  # the detector is built on first use: crops need none
-            self._photo_fn = photo_inference.PhotoPredictor(
+            self._photo_fn = photo_predictor.PhotoPredictor(
                 self.model, self.spec, max_pixels=self._max_pixels).predict_fn()
         try:
             out = self._photo_fn(tf.constant(encoded, tf.string), tf.constant([], tf.string))

@@ -290,9 +290,9 @@ def test_predict_photo_outputs_per_head(variant, exported, photo_tools):
 
 
 def test_predict_photo_answers_as_in_process(job_dirs, exported, synthetic_photos, photo_tools):
-    """The SavedModel's predict_photo gives what `photo_inference.PhotoPredictor` gives in
+    """The SavedModel's predict_photo gives what `photo_predictor.PhotoPredictor` gives in
     process, on photos with faces (several, 40 px) and the template is recorded beside it."""
-    from agegender import photo_inference
+    from faces import photo_predictor
     from faces import template as template_lib
 
     photos = [photo_tools.encode(p.image) for p in
@@ -300,7 +300,7 @@ def test_predict_photo_answers_as_in_process(job_dirs, exported, synthetic_photo
               + synthetic_photos(1, 0, faces_per_photo=(1, 1), face_sizes=(40, 40),
                                  max_rotation=5)]
     model, spec = em.load_trained_model(job_dirs["clf_gender"])
-    want = photo_inference.PhotoPredictor(model, spec).predict_fn()(
+    want = photo_predictor.PhotoPredictor(model, spec).predict_fn()(
         tf.constant(photos), tf.constant([], tf.string))
     sig = tf.saved_model.load(exported["clf_gender"]).signatures["predict_photo"]
     got = sig(image_bytes=tf.constant(photos), key=tf.constant([], tf.string))

@@ -1,11 +1,12 @@
-"""agegender.photo_inference: photos -> faces found, aligned and answered, dense and padded."""
+"""faces.photo_predictor: photos -> faces found, aligned and answered, dense and padded."""
 import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from agegender import heads, photo_answers, photo_inference
+from agegender import heads, photo_answers
+from faces import photo_predictor
 from agegender import serving_contract as contract
 from export import testing
 from faces import boxes as box_ops
@@ -26,7 +27,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def predictor(tiny):
     model, spec = tiny
-    return photo_inference.PhotoPredictor(model, spec, max_faces=MAX_FACES)
+    return photo_predictor.PhotoPredictor(model, spec, max_faces=MAX_FACES)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_a_batch_without_any_face_is_a_normal_answer(predictor, photo_tools):
 
 def test_the_pixel_limit_refuses_a_photo_before_decoding(predictor, tiny, cases, png_bomb):
     model, spec = tiny
-    strict = photo_inference.PhotoPredictor(model, spec, max_faces=2, max_pixels=100_000)
+    strict = photo_predictor.PhotoPredictor(model, spec, max_faces=2, max_pixels=100_000)
     with pytest.raises(tf.errors.InvalidArgumentError, match="too large"):
         _run(strict, [cases["tiny"][0]])  # 640 x 480 = 307,200 pixels
     with pytest.raises(tf.errors.InvalidArgumentError, match="too large"):
@@ -128,13 +129,13 @@ def test_the_pixel_limit_refuses_a_photo_before_decoding(predictor, tiny, cases,
 def test_faces_are_aligned_on_the_template_the_training_data_had(predictor, tiny, cases):
     model, spec = tiny
     shipped = predictor
-    assert photo_inference.template_points(spec) is None
+    assert photo_predictor.template_points(spec) is None
     assert shipped.describe()["template_sha256"] == template_lib.fingerprint(
         template_lib.load().points)
     # Records aligned on another template: the model is served with that one.
     points = np.asarray(template_lib.load().points) * 0.9 + 0.05
     aligned_spec = dataclasses.replace(spec, face_alignment={"template": points.tolist()})
-    other = photo_inference.PhotoPredictor(model, aligned_spec, max_faces=2)
+    other = photo_predictor.PhotoPredictor(model, aligned_spec, max_faces=2)
     info = other.describe()
     assert info["template_sha256"] == template_lib.fingerprint(points)
     assert "face_alignment" in info["template_source"]

@@ -3,8 +3,8 @@
 Owns composing face detection and alignment (`faces.photo.PhotoFaces`, TF ops only) with the
 one forward pass (`agegender.inference.raw_outputs`) and the heads' outputs
 (`agegender.heads.serving_outputs`), per face, as the dense padded tensors of the
-`predict_photo` signature (`agegender.serving_contract`). The export's signature and trainer
-predict mode (`--photos`) both run `PhotoPredictor`, so a photo gets the same answer in
+`predict_photo` signature (`agegender.serving_contract`). The export's signature and the Python API's
+job-dir backend both run `PhotoPredictor`, so a photo gets the same answer in
 process and over the wire. Reading the answers: `agegender.photo_answers`.
 
 Which template the faces are aligned on: the spec's `face_alignment` (the records were
