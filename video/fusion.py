@@ -55,6 +55,11 @@ class FusionParams:
         return cls(**{k: float(values[k]) for k in cls.__dataclass_fields__ if k in values})
 
 
+# What `video.annotate` uses without --fusion_params (docs/video.md: fitted on
+# validation-split clips by benchmarks/video.py).
+DEFAULT_PARAMS = FusionParams()
+
+
 def tau(n, rho):
     """The temper of a track of n frames: 1 / (1 + (n - 1) rho)."""
     return 1.0 / (1.0 + (max(n, 1) - 1) * rho)

@@ -315,14 +315,21 @@ def _short(error):
 def open_sink(path, width, height, fps):
     """A `VideoSink` writing `width` x `height` frames at `fps` to `path` (see the module
     docstring for the codec); frames of another size are resized to it."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext in _ENCODERS:
-        return _ClipSink(path, width, height, fps, *_ENCODERS[ext])
+    ext = check_output_name(path)
     if ext:
+        return _ClipSink(path, width, height, fps, *_ENCODERS[ext])
+    return _FramesSink(path, width, height)
+
+
+def check_output_name(path):
+    """The output's video extension ("" for a directory of frames); ValueError for a name
+    no sink writes."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext and ext not in _ENCODERS:
         raise ValueError(f"{path}: output extension {ext!r}; one of "
                          f"{', '.join(sorted(_ENCODERS))}, or a directory name without an "
                          "extension for PNG frames")
-    return _FramesSink(path, width, height)
+    return ext
 
 
 class VideoSink:

@@ -1,0 +1,203 @@
+"""video.annotate: the clip loop (fake analyzer: fast) and the CLI end to end (tiny model)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from agegender.errors import ServerError
+from agegender.results import Face
+from video import annotate
+from video import io as video_io
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def distribution(mean, sd=4.0):
+    p = np.exp(-0.5 * ((np.arange(101) - mean) / sd) ** 2)
+    return p / p.sum()
+
+
+class ScriptedAnalyzer:
+    """Answers call i with script(i): a list of (x, age) faces; fails at `fail_at`."""
+
+    def __init__(self, script, fail_at=None):
+        self.script, self.fail_at, self.calls = script, fail_at, 0
+
+    def analyze(self, encoded):
+        assert encoded[:3] == b"\xff\xd8\xff"  # frames reach the model as JPEGs
+        i = self.calls
+        self.calls += 1
+        if i == self.fail_at:
+            raise ServerError("UNAVAILABLE", "the server went away")
+        out = []
+        for x, age in self.script(i):
+            p = distribution(age + (i % 3 - 1))
+            out.append(Face(box=(x, 10.0, x + 30.0, 40.0), score=0.99, age=float(p @ np.arange(101)),
+                            age_distribution=p, gender="male", gender_probability=0.8))
+        return out
+
+
+def two_people(i):
+    return [(5.0 + i, 30.0), (100.0 - i, 60.0)]
+
+
+@pytest.fixture
+def clip(tmp_path, clips):
+    return clips.write(tmp_path / "clip.mp4", clips.noise(12, width=160, height=96), rate=12)
+
+
+def read_lines(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_tracks_and_per_frame_lines(tmp_path, clip):
+    out, tracks = str(tmp_path / "out.mp4"), str(tmp_path / "tracks.jsonl")
+    summary = annotate.annotate(ScriptedAnalyzer(two_people), clip, output=out, tracks=tracks,
+                                per_frame=True, progress=False)
+    assert summary["frames"] == 12 and summary["tracks"] == 2 and summary["faces"] == 24
+    assert set(summary["stage_seconds"]) == set(annotate.STAGES)
+    lines = read_lines(tracks)
+    people = [line for line in lines if line["type"] == "track"]
+    faces = [line for line in lines if line["type"] == "face"]
+    assert len(faces) == 24
+    # A face's line waits for its track to be confirmed: frame 0 carries the id too.
+    assert {(f["frame"], f["track"]) for f in faces if f["frame"] == 0} == {(0, 1), (0, 2)}
+    assert [f["frame"] for f in faces if f["track"] == 1] == list(range(12))
+    by_id = {p["track"]: p for p in people}
+    assert abs(by_id[1]["age"] - 30) < 1 and abs(by_id[2]["age"] - 60) < 1
+    assert by_id[1]["frames"] == 12 and (by_id[1]["first_frame"], by_id[1]["last_frame"]) == (0, 11)
+    assert by_id[1]["last_time"] == pytest.approx(11 / 12, abs=1e-3)
+    assert by_id[1]["gender"] == "male" and by_id[1]["gender_probability"] > 0.8
+    lo, hi = by_id[1]["age_interval_80"]
+    assert lo <= by_id[1]["age"] <= hi and len(by_id[1]["box"]) == 4
+    # The fused age moves less than the per-frame answers.
+    fused = [f["fused_age"] for f in faces if f["track"] == 1]
+    per_frame = [f["age"] for f in faces if f["track"] == 1]
+    assert np.abs(np.diff(fused[4:])).max() < np.abs(np.diff(per_frame[4:])).max()
+    with video_io.open_source(out) as written:
+        frames = list(written)
+    assert len(frames) == 12 and frames[0].image.shape == (96, 160, 3)
+
+
+def test_clip_without_faces_is_a_normal_result(tmp_path, clip):
+    tracks = str(tmp_path / "tracks.jsonl")
+    summary = annotate.annotate(ScriptedAnalyzer(lambda i: []), clip, tracks=tracks,
+                                per_frame=True, progress=False)
+    assert summary["frames"] == 12 and summary["tracks"] == 0
+    assert open(tracks).read() == ""
+
+
+def test_failure_leaves_no_partial_output_and_keeps_the_old_one(tmp_path, clip):
+    out, tracks = tmp_path / "out.mp4", tmp_path / "tracks.jsonl"
+    tracks.write_text("earlier good result\n")
+    with pytest.raises(ServerError):
+        annotate.annotate(ScriptedAnalyzer(two_people, fail_at=5), clip, output=str(out),
+                          tracks=str(tracks), progress=False)
+    assert tracks.read_text() == "earlier good result\n" and not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4", "tracks.jsonl"]
+
+
+def test_too_many_frames_is_refused_before_any_output(tmp_path, clip):
+    with pytest.raises(video_io.VideoError) as error:
+        annotate.annotate(ScriptedAnalyzer(two_people), clip, tracks=str(tmp_path / "t.jsonl"),
+                          max_frames=5, progress=False)
+    assert error.value.reason == video_io.TOO_MANY_FRAMES
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
+
+
+def test_fps_sampling_and_frame_directory_output(tmp_path, clip):
+    out = tmp_path / "frames"
+    summary = annotate.annotate(ScriptedAnalyzer(two_people), clip, output=str(out), fps=4,
+                                progress=False)
+    assert summary["frames"] == 4 and len(os.listdir(out)) == 4
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "video.annotate", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_usage_errors(tmp_path):
+    result = run_cli("--model=x", "--input=y.mp4")
+    assert result.returncode == 2 and "--output and/or --tracks" in result.stderr
+    result = run_cli("--model=x", "--input=y.mp4", "--tracks=t", "--max_image_pixels=0")
+    assert result.returncode == 2 and "max_image_pixels" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from export import export_model, testing
+
+    job = testing.make_job_dir(tmp_path_factory.mktemp("job"), type="classification",
+                               predict_gender=True)
+    base = str(tmp_path_factory.mktemp("models") / "age")
+    export_model.export_saved_model(job, base)
+    return base
+
+
+@pytest.fixture(scope="module")
+def face_clip(tmp_path_factory):
+    """A 320x240 clip of 16 frames with two real test-split faces moving (seed 5: both
+    visible and found in every frame)."""
+    from faces import utkface
+    from video import synthetic
+
+    if not os.path.isdir(utkface.SHARED_UTKFACE):
+        pytest.skip("../shared UTKFace images not available")
+    made = synthetic.clip(synthetic.FaceSource("test", seed=5).take(2), seed=5, frames=16,
+                          width=320, height=240, face_sizes=(60, 90), leave_fraction=0,
+                          degrade=False)
+    path = str(tmp_path_factory.mktemp("clip") / "people.mp4")
+    with video_io.open_sink(path, 320, 240, 8) as sink:
+        for frame in made.frames:
+            sink.write(frame)
+    return path, made
+
+
+@pytest.mark.slow
+def test_cli_in_process_end_to_end(tmp_path, tiny_model, face_clip):
+    path, made = face_clip
+    out, tracks = tmp_path / "annotated.mp4", tmp_path / "tracks.jsonl"
+    result = run_cli(f"--model={tiny_model}", f"--input={path}", f"--output={out}",
+                     f"--tracks={tracks}", "--per_frame")
+    assert result.returncode == 0, result.stderr
+    assert "16 frames" in result.stdout and "2 tracks" in result.stdout
+    people = [line for line in read_lines(tracks) if line["type"] == "track"]
+    assert sorted(p["track"] for p in people) == [1, 2]
+    assert all(p["frames"] >= 14 for p in people), people
+    with video_io.open_source(str(out)) as written:
+        assert len(list(written)) == 16
+
+
+@pytest.mark.slow
+def test_cli_through_the_server_over_grpc(tmp_path, tiny_model, face_clip):
+    from serving.server import ModelServer
+
+    path, _ = face_clip
+    server = ModelServer(tiny_model, "age", grpc_port=0, rest_port=0,
+                         file_system_poll_wait_seconds=0).start()
+    try:
+        tracks = tmp_path / "tracks.jsonl"
+        result = run_cli(f"--server=127.0.0.1:{server.grpc_port}", f"--input={path}",
+                         f"--tracks={tracks}")
+        assert result.returncode == 0, result.stderr
+        people = [line for line in read_lines(tracks) if line["type"] == "track"]
+        assert sorted(p["track"] for p in people) == [1, 2]
+    finally:
+        server.stop()
+    result = run_cli(f"--server=127.0.0.1:{server.grpc_port}", f"--input={path}",
+                     f"--tracks={tmp_path / 'again.jsonl'}", "--timeout=2")
+    assert result.returncode == 1 and "UNAVAILABLE" in result.stderr
+    assert not (tmp_path / "again.jsonl").exists()
+
+
+def test_cli_not_a_video(tmp_path):
+    bad = tmp_path / "clip.mp4"
+    bad.write_text("not a video")
+    result = run_cli("--server=127.0.0.1:9", f"--input={bad}", f"--tracks={tmp_path / 't'}",
+                     timeout=120)
+    assert result.returncode == 1 and "not_a_video" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

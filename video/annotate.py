@@ -1,0 +1,323 @@
+"""Every person in a clip tracked, one steady age per person: the library call and its CLI.
+
+    python -m video.annotate --model=models/age --input=clip.mp4 --output=clip_annotated.mp4 \
+        --tracks=tracks.jsonl [--per_frame] [--fps=N]
+    python -m video.annotate --server=localhost:8500 --input=clip.mp4 --tracks=tracks.jsonl
+
+`annotate(analyzer, input, ...)` runs, per frame: decode (`video.io`), encode the frame as
+a JPEG, find and answer every face (`analyzer.analyze`: in process on a SavedModel, a job
+dir or a LiteRT file, or TF Serving's `predict_photo` over gRPC: TF Serving stays stateless),
+track and fuse (`video.face_tracks`, client-side state), draw (`video.drawing`) and
+encode the annotated copy. It returns a summary with per-stage seconds.
+
+`--tracks` (JSON lines): one {"type": "track"} line per track when it ends (id, first and
+last frame and time, fused age, age_std, 50%/80% intervals, gender and probability, frames
+used, a representative box); with `--per_frame` also one {"type": "face"} line per face per
+frame (its own answer beside the fused one displayed at that frame; "track" null for a face
+that never became a track). A face's line waits until its track is confirmed (the next
+frame), so lines are in frame order per track. A clip without faces gives no line and a
+summary saying so: a normal result.
+
+Outputs are written beside their final names and renamed into place when the clip is done:
+a failure (a clip past --max_frames, a server that went down) leaves no partial file and
+keeps an earlier good output.
+"""
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
+import argparse
+import collections
+import io
+import json
+import os
+import sys
+import time
+
+from agegender import arg_types, console, image_header
+from video import drawing, face_tracks
+from video import fusion as fusion_lib
+from video import io as video_io
+
+JPEG_QUALITY = 95  # frames go to the model as JPEGs: ~10x faster to encode than PNG
+STAGES = ("decode", "encode_frame", "analyze", "track_fuse", "draw", "write")
+
+
+def encode_frame(image, quality=JPEG_QUALITY):
+    """uint8 RGB pixels -> JPEG bytes (4:4:4: no chroma subsampling of the faces)."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "JPEG", quality=quality, subsampling=0)
+    return out.getvalue()
+
+
+class _Outputs:
+    """Files written under a temporary name and renamed into place by `commit()`."""
+
+    def __init__(self):
+        self._pending = []  # (temporary, final)
+
+    def path(self, final):
+        directory, name = os.path.split(os.path.abspath(final))
+        os.makedirs(directory, exist_ok=True)
+        stem, ext = os.path.splitext(name)
+        temporary = os.path.join(directory, f".{stem}-partial-{os.getpid()}{ext}")
+        self._pending.append((temporary, final))
+        return temporary
+
+    def commit(self):
+        for temporary, final in self._pending:
+            if os.path.isdir(temporary):
+                if os.path.isdir(final):
+                    import shutil
+                    shutil.rmtree(final)
+            os.replace(temporary, final)
+        self._pending = []
+
+    def discard(self):
+        import shutil
+
+        for temporary, _ in self._pending:
+            if os.path.isdir(temporary):
+                shutil.rmtree(temporary, ignore_errors=True)
+            elif os.path.exists(temporary):
+                os.remove(temporary)
+        self._pending = []
+
+
+def _face_line(frame, item):
+    face = item.face
+    track_id = None if item.track is None else item.track.id  # confirmed since, maybe
+    line = {"type": "face", "frame": frame.index, "time": round(frame.time, 4),
+            "track": track_id}
+    line.update(face.to_dict(distribution=False))
+    line.pop("landmarks", None)
+    if item.answer is not None and track_id is not None:
+        line["fused_age"] = item.answer.age
+        line["fused_age_std"] = item.answer.age_std
+        line["fused_age_interval_80"] = (None if item.answer.age_interval_80 is None
+                                         else list(item.answer.age_interval_80))
+        line["fused_gender"] = item.answer.gender
+        line["fused_gender_probability"] = item.answer.gender_probability
+    return line
+
+
+def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=None,
+             max_frames=video_io.DEFAULT_MAX_FRAMES,
+             max_image_pixels=image_header.DEFAULT_MAX_PIXELS, params=None,
+             tracker_options=None, progress=True, on_frame=None):
+    """Tracks and fuses every face of `input` (a clip or an image sequence) through
+    `analyzer` (an object with `analyze(image) -> [agegender.Face]`). `output`: the
+    annotated copy (None: none); `tracks`: the JSON-lines file (None: none). `on_frame`:
+    called with (frame, [TrackedFace]) per frame. Returns the summary dict. Raises
+    `video.io.VideoError` for a clip that cannot be read as asked."""
+    if output:
+        video_io.check_output_name(output)  # before any frame is worked on
+    stage_seconds = dict.fromkeys(STAGES, 0.0)
+    outputs = _Outputs()
+    sink = lines = None
+    people = face_tracks.FaceTracks(params, **(tracker_options or {}))
+    summary = {"input": input, "frames": 0, "frames_with_faces": 0, "faces": 0,
+               "tracks": 0, "skipped_frames": []}
+    pending = collections.deque()  # (frame, tracked) waiting for tentative tracks
+
+    def write_lines(records):
+        if lines is not None:
+            for record in records:
+                lines.write(json.dumps(record) + "\n")
+
+    def flush(final=False):
+        while pending:
+            frame, tracked = pending[0]
+            undecided = any(item.track is not None and item.track.id is None and
+                            item.track in people.open_tracks for item in tracked)
+            if undecided and not final:
+                return
+            pending.popleft()
+            write_lines(_face_line(frame, item) for item in tracked)
+
+    source = video_io.open_source(input, fps=fps, max_frames=max_frames,
+                                  max_pixels=max_image_pixels)
+    start = time.perf_counter()
+    try:
+        if tracks:
+            lines = open(outputs.path(tracks), "w")
+        meter = console.Progress("video", "frames", total=None) if progress else None
+        frames = iter(source)
+        while True:
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            t1 = time.perf_counter()
+            stage_seconds["decode"] += t1 - t0
+            if frame is None:
+                break
+            encoded = encode_frame(frame.image)
+            t2 = time.perf_counter()
+            found = analyzer.analyze(encoded)
+            t3 = time.perf_counter()
+            tracked = people.update(frame.index, frame.time, found)
+            closed = people.pop_closed()
+            t4 = time.perf_counter()
+            stage_seconds["encode_frame"] += t2 - t1
+            stage_seconds["analyze"] += t3 - t2
+            stage_seconds["track_fuse"] += t4 - t3
+            summary["frames"] += 1
+            summary["faces"] += len(found)
+            summary["frames_with_faces"] += bool(found)
+            if per_frame:
+                pending.append((frame, tracked))
+                flush()
+            write_lines(closed)
+            summary["tracks"] += len(closed)
+            if output:
+                picture = drawing.draw(frame.image, tracked)
+                t5 = time.perf_counter()
+                if sink is None:
+                    rate = fps or source.info.fps or video_io.DEFAULT_SEQUENCE_FPS
+                    sink = video_io.open_sink(outputs.path(output), picture.shape[1],
+                                              picture.shape[0], rate)
+                sink.write(picture)
+                stage_seconds["draw"] += t5 - t4
+                stage_seconds["write"] += time.perf_counter() - t5
+            if on_frame is not None:
+                on_frame(frame, tracked)
+            if meter:
+                meter.add()
+        if per_frame:
+            flush(final=True)
+        closed = people.finish()
+        write_lines(closed)
+        summary["tracks"] += len(closed)
+        if sink is not None:
+            t = time.perf_counter()
+            sink.close()
+            stage_seconds["write"] += time.perf_counter() - t
+            sink = None
+        if lines is not None:
+            lines.close()
+            lines = None
+        outputs.commit()
+    except BaseException:
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
+        if lines is not None:
+            lines.close()
+        outputs.discard()
+        raise
+    finally:
+        source.close()
+    seconds = time.perf_counter() - start
+    summary.update(seconds=round(seconds, 3),
+                   frames_per_second=round(summary["frames"] / seconds, 2) if seconds else None,
+                   stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()},
+                   skipped_frames=source.skipped, truncated=source.truncated,
+                   source={"kind": source.info.kind, "width": source.info.width,
+                           "height": source.info.height, "fps": source.info.fps,
+                           "container": source.info.container, "codec": source.info.codec,
+                           "rotation": source.info.rotation,
+                           "audio_dropped": source.info.has_audio and bool(output)})
+    return summary
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m video.annotate", description=__doc__.split("\n\n")[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", help="a SavedModel (version or base dir), a trainer job "
+                       "dir, or a .tflite file: the model runs in this process")
+    where.add_argument("--server", metavar="HOST:PORT",
+                       help="TF Serving (or serving.server) gRPC address: predict_photo "
+                            "is asked there, tracking and fusion run here")
+    parser.add_argument("--model_name", default="age", help="the served model's name")
+    parser.add_argument("--input", required=True,
+                        help="a clip (mp4/mov/mkv/webm/avi), a directory of images or a glob")
+    parser.add_argument("--output", help="the annotated copy (.mp4/.mov/.mkv: H.264, "
+                        ".webm: VP8, .avi: MPEG-4; a name without extension: PNG frames)")
+    parser.add_argument("--tracks", help="JSON lines: one per track (and per face with "
+                        "--per_frame)")
+    parser.add_argument("--per_frame", action="store_true",
+                        help="also one line per face per frame in --tracks")
+    parser.add_argument("--fps", type=arg_types.positive(float, "frames per second"),
+                        help="sample the clip at this rate (default: every frame)")
+    parser.add_argument("--max_frames", type=arg_types.positive(int, "a frame count"),
+                        default=video_io.DEFAULT_MAX_FRAMES,
+                        help="refuse a clip with more frames to read than this")
+    parser.add_argument("--max_image_pixels", type=arg_types.positive(int, "a pixel count"),
+                        default=image_header.DEFAULT_MAX_PIXELS,
+                        help="refuse frames (and sequence images) larger than this")
+    parser.add_argument("--fusion_params", help="a JSON file with the fusion temper "
+                        "(rho, temperature, gender_rho, gender_temperature), e.g. "
+                        "benchmarks/video.py's fit on validation clips")
+    parser.add_argument("--timeout", type=arg_types.positive(float, "seconds"), default=10.0,
+                        help="seconds per frame asked of --server")
+    console.add_verbose_flag(parser)
+    args = parser.parse_args(argv)
+    if not args.output and not args.tracks:
+        parser.error("nothing to write: give --output and/or --tracks")
+    if args.per_frame and not args.tracks:
+        parser.error("--per_frame needs --tracks")
+    if args.output:
+        try:
+            video_io.check_output_name(args.output)
+        except ValueError as error:
+            parser.error(f"--output: {error}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from agegender import FaceAnalyzer
+    from agegender.errors import AnalyzerError
+
+    params = fusion_lib.DEFAULT_PARAMS
+    try:
+        if args.fusion_params:
+            params = fusion_lib.FusionParams.load(args.fusion_params)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        print(f"video.annotate: --fusion_params {args.fusion_params}: {error}", file=sys.stderr)
+        return 2
+    try:
+        if args.server:
+            analyzer = FaceAnalyzer.from_server(args.server, protocol="grpc",
+                                                model_name=args.model_name,
+                                                timeout=args.timeout,
+                                                max_image_pixels=args.max_image_pixels)
+        else:
+            analyzer = FaceAnalyzer.load(args.model, max_image_pixels=args.max_image_pixels)
+        with analyzer:
+            summary = annotate(analyzer, args.input, output=args.output, tracks=args.tracks,
+                               per_frame=args.per_frame, fps=args.fps,
+                               max_frames=args.max_frames,
+                               max_image_pixels=args.max_image_pixels, params=params)
+    except video_io.VideoError as error:
+        print(f"video.annotate: {error} [{error.reason}]", file=sys.stderr)
+        return 1
+    except AnalyzerError as error:
+        print(f"video.annotate: {error}", file=sys.stderr)
+        return 1
+    print(_summary_line(summary, args))
+    return 0
+
+
+def _summary_line(summary, args):
+    frames = summary["frames"]
+    people = (f"{summary['tracks']} tracks" if summary["tracks"]
+              else "no face tracked (a clip without faces is a normal result)")
+    wrote = ", ".join(p for p in (args.output, args.tracks) if p)
+    extra = ""
+    if summary["skipped_frames"]:
+        extra += f"; {len(summary['skipped_frames'])} images skipped"
+    if summary["truncated"]:
+        extra += "; the clip is truncated: frames up to the cut were read"
+    return (f"{args.input}: {frames} frames, {summary['frames_with_faces']} with faces, "
+            f"{people}, {summary['frames_per_second']} frames/s -> {wrote}{extra}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
