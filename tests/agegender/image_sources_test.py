@@ -1,13 +1,18 @@
 """Listing inputs and reading archives in place, including unsafe member names."""
 import io
 import os
+import subprocess
+import sys
 import tarfile
+import textwrap
 import zipfile
 
 import pytest
 
 from agegender import image_sources as sources
 from agegender.image_sources import Skip
+
+REPO = __file__.rsplit("/tests/", 1)[0]
 
 
 def _touch(path, data=b"x"):
@@ -249,3 +254,75 @@ def test_zip_with_an_invalid_utf8_flagged_name_is_one_skip(tmp_path):
     path.write_bytes(path.read_bytes().replace("a\u00e9b".encode(), b"a\xff\xffb"))
     out = list(sources.iter_archive(_archive(path)))
     assert [(s.source_id, s.reason) for s in out] == [("bad.zip", sources.UNREADABLE_ARCHIVE)]
+
+
+# -- decode cost and declared sizes (issue 23) ------------------------------------------------
+
+def test_a_scan_bomb_is_a_skip_of_its_own_reason(hostile_files):
+    name = "30_1_0_20170101000000999.jpg"
+    labeller = sources.Labeller()
+    assert sources.check(name, hostile_files.jpeg_scan_bomb(64, 0), labeller).age == 30
+    skip = sources.check(name, hostile_files.jpeg_scan_bomb(64, 200), labeller)
+    assert (skip.source_id, skip.reason) == (name, sources.IMAGE_TOO_COSTLY)
+    assert "206 scans, over the limit of 100" in skip.detail
+
+
+def test_a_zip_member_with_a_false_size_is_a_skip_in_bounded_memory(tmp_path, hostile_files):
+    """Issue 23: 2,097,152,000 zero bytes under headers declaring 1,000 (a 2 MB zip). zipfile
+    inflated it in one call (2.9 GB); here the child has 512 MB of address space beyond what
+    it holds after importing this module, and the member is a skip once 64 MiB came out."""
+    path = tmp_path / "faces.zip"
+    path.write_bytes(hostile_files.zip_with_false_size({"20_0_0_a.jpg": b"A" * 1000},
+                                                       2_097_152_000, 1000))
+    assert path.stat().st_size < 3_000_000
+    script = textwrap.dedent(f"""
+        import resource
+        from agegender import image_sources as sources
+        peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmPeak")][0]
+        limit = peak * 1024 + (512 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        archive = sources.InputFile({str(path)!r}, "faces.zip", None, True)  # no TF import
+        for out in sources.iter_archive(archive):
+            print(out.source_id, out.reason, out.detail) if isinstance(out, sources.Skip) \\
+                else print(out[0], len(out[1]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "20_0_0_a.jpg 1000",
+        "30_1_0_20170101000000999.jpg file_too_large more than 67,108,864 bytes once "
+        "decompressed (its header declares 1,000); read no further"]
+
+
+def test_a_zip_member_holding_other_than_it_declares_is_not_used(tmp_path, hostile_files,
+                                                                 monkeypatch):
+    path = tmp_path / "faces.zip"
+    path.write_bytes(hostile_files.zip_with_false_size({}, 16 << 20, 1000))
+    [skip] = sources.iter_archive(_archive(path))
+    assert skip.reason == sources.UNREADABLE  # 16 MiB inflated, its CRC is 1000 bytes'
+    monkeypatch.setattr(sources, "MAX_INPUT_BYTES", 5000)
+    [skip] = sources.iter_archive(_archive(path))
+    assert skip.reason == sources.FILE_TOO_LARGE and "more than 5,000 bytes" in skip.detail
+
+
+def test_bzip2_and_lzma_are_refused_not_inflated(tmp_path):
+    """zipfile and tarfile inflate them a compressed read at a time with no output bound."""
+    path = str(tmp_path / "in.zip")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a.jpg", b"A" * 100, compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr("b.jpg", b"B" * 100, compress_type=zipfile.ZIP_BZIP2)
+        zf.writestr("c.jpg", b"C" * 100, compress_type=zipfile.ZIP_LZMA)
+    out = list(sources.iter_archive(_archive(path)))
+    assert out[0] == ("a.jpg", b"A" * 100)
+    assert [(s.source_id, s.reason) for s in out[1:]] == [("b.jpg", sources.UNREADABLE),
+                                                        ("c.jpg", sources.UNREADABLE)]
+    assert "compression method 12: only stored and deflate" in out[1].detail
+    for mode in ("w:bz2", "w:xz"):  # behind a .tar name
+        tar = tmp_path / f"in-{mode[2:]}.tar"
+        with tarfile.open(tar, mode) as t:
+            info = tarfile.TarInfo("a.jpg")
+            info.size = 1
+            t.addfile(info, io.BytesIO(b"A"))
+        assert [s.reason for s in sources.iter_archive(_archive(tar))] == [
+            sources.UNREADABLE_ARCHIVE]
