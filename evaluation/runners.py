@@ -17,7 +17,6 @@ here.
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, inference, preprocessing
 from agegender import serving_contract as contract
 from agegender.errors import ImageError, ModelLoadError
 
@@ -87,7 +86,8 @@ class SavedModelRunner(_Runner):
 
 
 class LiteRTRunner(_Runner):
-    """Calls a LiteRT file's `serving_default` (one image per invocation) on encoded images.
+    """Calls a LiteRT file's `serving_default` (one image per invocation) on encoded images:
+    the Python API's LiteRT age model (`analyzer.backends.litert.LiteRTAgeModel`).
 
     The file's metadata (`export.export_litert.read_metadata`) gives the model's spec: the
     input size and the heads that turn the raw outputs into `age`, `age_distribution` /
@@ -97,33 +97,19 @@ class LiteRTRunner(_Runner):
     """
 
     def __init__(self, model_path, num_threads=None, max_image_pixels=None):
-        from export import export_litert
-        from export.export_model import ExportError
+        from analyzer.backends.litert import LiteRTAgeModel
 
-        if not tf.io.gfile.exists(model_path):
-            raise EvaluationError(f"--model {model_path!r} does not exist")
         try:
-            self._model = export_litert.LiteRTModel(model_path, num_threads=num_threads)
-            metadata = export_litert.read_metadata(self._model.content)
-        except (ExportError, ValueError, RuntimeError) as e:
-            raise EvaluationError(f"{model_path}: not a usable LiteRT model ({e})") from None
-        if metadata is None:
-            raise EvaluationError(f"{model_path} carries no agegender metadata: export it with "
-                                  "`python -m export.export_litert`")
+            self._model = LiteRTAgeModel(model_path, num_threads, max_image_pixels)
+        except ModelLoadError as e:
+            raise EvaluationError(f"--{e}" if str(e).startswith("model ") else str(e)) from None
         self.model_path = self.model_dir = model_path
-        self.metadata = metadata
-        self.spec = export_litert.spec_from_metadata(metadata)
-        self._limits = () if max_image_pixels is None else (max_image_pixels,)
+        self.metadata = self._model.metadata
+        self.spec = self._model.spec
 
     def __call__(self, image_bytes):
         """{output: np.ndarray} for a list of encoded images; raises InvalidArgumentError."""
-        dim = self.spec.img_dim
-        pixels = np.stack([preprocessing.model_input(tf.constant(b), dim, *self._limits).numpy()
-                           for b in image_bytes])
-        # The forward pass every path uses (test-time flip when the spec says so).
-        raw = inference.raw_outputs(lambda x, training=False: self._model(np.asarray(x)),
-                                    tf.constant(pixels), self.spec)
-        return {k: v.numpy() for k, v in heads.serving_outputs(raw, self.spec).items()}
+        return self._model(image_bytes)
 
 
 class PhotoRunner:
