@@ -364,12 +364,12 @@ def main(argv=None):
         with contextlib.ExitStack() as stack:
             output = stack.enter_context(publish.Publication(
                 options.output_dir, parquet_sink.owns, parquet_sink.METADATA_FILES,
-                kind="annotations directory"))
+                kind="an annotations directory"))
             faces = None
             if options.faces_dir:
                 faces = stack.enter_context(publish.Publication(
                     options.faces_dir, face_crops.owns, face_crops.METADATA_FILES,
-                    kind="faces directory", flag="--faces_dir"))
+                    kind="a faces directory", flag="--faces_dir"))
             staged = dataclasses.replace(options, output_dir=output.staging,
                                          faces_dir=faces.staging if faces else None)
             p = beam.Pipeline(options=beam_options)

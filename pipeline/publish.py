@@ -78,7 +78,7 @@ class Publication:
     """See the module docstring. `staging` is set inside the `with` block."""
 
     def __init__(self, output_dir, owns=writer.owns, metadata_files=writer.METADATA_FILES,
-                 kind="records directory", flag="--output_dir"):
+                 kind="a records directory", flag="--output_dir"):
         """owns(name): whether a file name is one the job writes (default: a records
         directory's, `writer.owns`); metadata_files: the names readers check, moved last
         where directories cannot be switched; kind, flag: how errors name the directory.
@@ -205,10 +205,10 @@ class Publication:
         foreign = sorted(n for n in self._listdir(self._target) if not self._owns(n))
         if foreign:
             raise OutputDirError(
-                f"{self._flag} {self.output_dir!r} holds files a {self._kind} does not "
+                f"{self._flag} {self.output_dir!r} holds files {self._kind} does not "
                 f"have ({', '.join(repr(sources.printable_name(n)) for n in foreign[:5])}"
                 f"{', ...' if len(foreign) > 5 else ''}); the run replaces the directory as a "
-                f"whole, so choose a new or empty directory, or a {self._kind}")
+                f"whole, so choose a new or empty directory, or {self._kind}")
 
     def _leftovers(self):
         """Staging (and half-switched old) directories of runs that were killed."""

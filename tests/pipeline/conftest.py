@@ -1,10 +1,13 @@
-"""Shared fixtures for the Beam job's tests: synthetic images, bad inputs, running the job."""
+"""Shared fixtures for the Beam jobs' tests: synthetic images, bad inputs, running the job,
+a real Dask cluster on loopback."""
 import glob
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
 import zlib
 
@@ -196,6 +199,82 @@ def real_subset(n=190):
     return [os.path.join(SHARED_UTK, x) for x in sorted(chosen)]
 
 
+# -- a Dask scheduler and two workers on 127.0.0.1, started as on a real cluster ----------
+
+START_TIMEOUT = 120  # seconds for the scheduler to write its address and both workers to join
+# Should this test's process die without its cleanup (SIGKILL), the cluster still ends: the
+# scheduler after this long without a task, the workers this long after losing it.
+ORPHAN_SCHEDULER_IDLE = "600s"
+ORPHAN_WORKER_DEATH = "60s"
+
+
+def dask_env():
+    """The environment of the cluster's processes and of the job's command."""
+    return {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_NUM_INTEROP_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "2"}
+
+
+def _stop(proc):
+    """Ends a process started in its own session, with everything it started."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """`(address "127.0.0.1:PORT", client)` of a scheduler with two single-thread workers."""
+    from distributed import Client
+
+    scheduler_file = tmp_path / "scheduler.json"
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    procs, client = [], None
+    common = ["--host", "127.0.0.1", "--no-dashboard"]
+
+    def start(name, *args):
+        with open(logs / f"{name}.log", "w") as log:
+            # cwd elsewhere than the project: the workers find it through PYTHONPATH only.
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "dask", *args, *common], cwd=tmp_path, env=dask_env(),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True))
+
+    try:
+        start("scheduler", "scheduler", "--port", "0", "--scheduler-file", str(scheduler_file),
+              "--idle-timeout", ORPHAN_SCHEDULER_IDLE)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+            assert procs[0].poll() is None, (logs / "scheduler.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the scheduler wrote no address"
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        for i in (1, 2):
+            start(f"worker{i}", "worker", "--scheduler-file", str(scheduler_file),
+                  "--nworkers", "1", "--nthreads", "1", "--name", f"worker{i}",
+                  "--death-timeout", ORPHAN_WORKER_DEATH)
+        client = Client(address, timeout=START_TIMEOUT)
+        client.wait_for_workers(2, timeout=START_TIMEOUT)
+        yield address[len("tcp://"):], client
+    finally:
+        if client is not None:
+            client.close()
+        for proc in reversed(procs):
+            _stop(proc)
+        left = [proc.args for proc in procs if proc.poll() is None]
+        assert not left, f"still running after SIGKILL: {left}"
+
+
 @pytest.fixture
 def tools():
     """The helpers above (pytest's importlib mode lets test modules import no conftest)."""
@@ -203,4 +282,4 @@ def tools():
         image_bytes=image_bytes, write=write, run_build=run_build, shard_files=shard_files,
         read_records=read_records, skipped_by_source=skipped_by_source,
         real_subset=real_subset, IN_PROCESS=IN_PROCESS, REPO=REPO,
-        run_cli_limited=run_cli_limited, png_header_bomb=png_header_bomb)
+        run_cli_limited=run_cli_limited, png_header_bomb=png_header_bomb, dask_env=dask_env)

@@ -1,0 +1,329 @@
+"""pipeline.annotate on the DirectRunner: rows, report, metadata, hostile inputs, --faces_dir,
+--crops, and the pieces (handler, batches, shards, names)."""
+import hashlib
+import io
+import json
+import os
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+
+from agegender import image_sources as sources
+from pipeline import annotate, face_crops, inference_handler, parquet_sink, photo_batches
+
+TOL = 1e-4  # the model's answers depend on the batch they were computed in (~1e-5)
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory):
+    """A tiny classification + gender model exported as version 1 (predict_photo included)."""
+    from export import export_model, testing
+
+    job = testing.make_job_dir(tmp_path_factory.mktemp("job"), type="classification",
+                               predict_gender=True)
+    base = str(tmp_path_factory.mktemp("models") / "age")
+    export_model.export_saved_model(job, base)
+    return base
+
+
+@pytest.fixture(scope="module")
+def photos(synthetic_photos, photo_tools):
+    """{name: JPEG bytes}: photos with 1 to 3 faces, and one without a face."""
+    made = synthetic_photos(5, 11, faces_per_photo=(1, 3), face_sizes=(60, 140))
+    out = {f"p{i}.jpg": photo_tools.encode(p.image) for i, p in enumerate(made)}
+    out["sub/plain.png"] = photo_tools.encode(photo_tools.plain(), "PNG")
+    return out
+
+
+def _run(input_spec, out, *flags, model):
+    return annotate.main([f"--model={model}", f"--input={input_spec}", f"--output_dir={out}",
+                          "--direct_running_mode=in_memory", "--direct_num_workers=1", *flags])
+
+
+def _rows(out):
+    import pandas as pd
+
+    return pd.read_parquet(os.path.join(out, parquet_sink.DATASET_DIR))
+
+
+def _report(out):
+    with open(os.path.join(out, parquet_sink.REPORT_FILE)) as f:
+        return json.load(f)
+
+
+def _skips(report):
+    return {s["source_id"]: s["reason"] for s in report["skipped"]}
+
+
+def _write_all(directory, files):
+    for name, data in files.items():
+        path = os.path.join(directory, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def test_every_face_is_a_row_with_the_models_answer(model_base, photos, tmp_path):
+    from agegender import FaceAnalyzer
+
+    src, out = tmp_path / "photos", str(tmp_path / "out")
+    _write_all(str(src), photos)
+    assert _run(src, out, "--batch_size=2", "--photos_per_file=4", model=model_base) == 0
+
+    rows = _rows(out)
+    analyzer = FaceAnalyzer.load(model_base)
+    paths = sorted(photos)  # the listing's order
+    assert list(dict.fromkeys(rows["path"])) == paths
+    for path in paths:
+        want = analyzer.analyze(photos[path])
+        got = rows[rows["path"] == path]
+        if not want:  # one row, face_index null: every photo is accounted for
+            assert len(got) == 1 and got["face_index"].isna().all() and got["num_faces"].iloc[0] == 0
+            assert got["age"].isna().all()
+            continue
+        assert list(got["face_index"]) == list(range(len(want)))
+        assert (got["num_faces"] == len(want)).all()
+        for (_, row), face in zip(got.iterrows(), want):
+            np.testing.assert_allclose([row.box_x1, row.box_y1, row.box_x2, row.box_y2],
+                                       face.box, atol=TOL)
+            np.testing.assert_allclose(row.landmarks, np.ravel(face.landmarks), atol=TOL)
+            np.testing.assert_allclose(
+                [row.face_score, row.age, row.age_std, row.age_interval_80_low,
+                 row.age_interval_80_high, row.gender_probability],
+                [face.score, face.age, face.age_std, *face.age_interval_80,
+                 face.gender_probability], atol=TOL)
+            assert row.gender == face.gender
+    sizes = {p: (w, h) for p, w, h in zip(rows["path"], rows["width"], rows["height"])}
+    assert sizes["sub/plain.png"] == (320, 240)
+
+    report = _report(out)
+    counts = report["counts"]
+    assert counts["inputs"] == counts["annotated"] == len(photos) and counts["skipped"] == 0
+    assert counts["rows"] == len(rows)
+    assert counts["faces"] == int(rows["face_index"].notna().sum())
+    per_photo = rows.groupby("path")["num_faces"].first().value_counts()
+    assert counts["faces_per_photo"] == {str(k): int(v) for k, v in sorted(per_photo.items())}
+    assert report["throughput"]["photos_per_second"] > 0
+    # 6 photos, 4 per file: two files, named by the listing position they start at.
+    assert [f["file"] for f in report["files"]] == [
+        "faces.parquet/part-00000000-00000.parquet", "faces.parquet/part-00000004-00000.parquet"]
+
+    # The model in every file and in the report: version, signature, sha256 of its graph.
+    with open(os.path.join(model_base, "1", "saved_model.pb"), "rb") as f:
+        sha256 = hashlib.sha256(f.read()).hexdigest()
+    for entry in report["files"]:
+        meta = parquet_sink.read_metadata(os.path.join(out, entry["file"]))
+        assert meta == report["metadata"]
+    model = report["metadata"]["model"]
+    assert (model["version"], model["saved_model_sha256"]) == (1, sha256)
+    assert report["metadata"]["signature"] == "predict_photo"
+
+
+def test_duckdb_reads_the_rows_as_they_are(model_base, photos, tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    src, out = tmp_path / "photos", str(tmp_path / "out")
+    _write_all(str(src), {k: v for k, v in photos.items() if k in ("p0.jpg", "sub/plain.png")})
+    assert _run(src, out, model=model_base) == 0
+    pattern = os.path.join(out, parquet_sink.DATASET_DIR, "*.parquet")
+    got = duckdb.sql(f"SELECT path, count(*) AS n, count(face_index) AS faces, avg(age) AS age "
+                     f"FROM '{pattern}' GROUP BY path ORDER BY path").fetchall()
+    rows = _rows(out)
+    assert [(p, n, f) for p, n, f, _ in got] == [
+        ("p0.jpg", int((rows.path == "p0.jpg").sum()), int((rows.path == "p0.jpg").sum())),
+        ("sub/plain.png", 1, 0)]
+    assert got[1][3] is None and got[0][3] == pytest.approx(rows[rows.path == "p0.jpg"].age.mean())
+
+
+def test_hostile_inputs_are_skips_with_the_records_jobs_reasons(model_base, photos, tmp_path,
+                                                                png_bomb):
+    src = tmp_path / "in"
+    good = {"a.jpg": photos["p0.jpg"], "b.png": photos["sub/plain.png"]}
+    _write_all(str(src), good)
+    whole = photos["p1.jpg"]
+    _write_all(str(src), {
+        "empty.jpg": b"",
+        "truncated.jpg": whole[:len(whole) // 3],  # its header passes: the model refuses it
+        "notes.txt": b"not a photo\n",
+        "bomb.png": png_bomb,
+    })
+    os.symlink("/etc/passwd", src / "passwd.jpg")
+    os.symlink("/dev/zero", src / "zero.jpg")
+    os.mkfifo(src / "fifo.jpg")
+    with open(os.path.join(os.fsencode(str(src)), b"bad\xffname.jpg"), "wb") as f:
+        f.write(photos["p2.jpg"])
+    with tarfile.open(src / "album.tar.gz", "w:gz") as tar:
+        for name, data in (("in/tar.jpg", photos["p3.jpg"]), ("../escape.jpg", photos["p3.jpg"]),
+                           ("bomb.png", png_bomb)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with zipfile.ZipFile(src / "album.zip", "w") as zf:
+        zf.writestr("zip.jpg", photos["p4.jpg"])
+    _write_all(str(src), {"broken.zip": b"PK\x03\x04 not really a zip"})
+
+    out = str(tmp_path / "out")
+    assert _run(src, out, "--batch_size=4", model=model_base) == 0
+    report = _report(out)
+    assert _skips(report) == {
+        "empty.jpg": sources.EMPTY_FILE, "truncated.jpg": sources.UNDECODABLE,
+        "notes.txt": sources.UNDECODABLE, "bomb.png": sources.IMAGE_TOO_LARGE,
+        "passwd.jpg": sources.NOT_A_REGULAR_FILE, "zero.jpg": sources.NOT_A_REGULAR_FILE,
+        "fifo.jpg": sources.NOT_A_REGULAR_FILE, "bad\\xffname.jpg": sources.BAD_FILE_NAME,
+        "album.tar.gz/../escape.jpg": sources.UNSAFE_ARCHIVE_PATH,
+        "album.tar.gz/bomb.png": sources.IMAGE_TOO_LARGE,
+        "broken.zip": sources.UNREADABLE_ARCHIVE}
+    counts = report["counts"]
+    assert counts["inputs"] == counts["annotated"] + counts["skipped"] == 11 + 4
+    rows = _rows(out)
+    assert set(rows["path"]) == {"a.jpg", "b.png", "album.tar.gz/in/tar.jpg",
+                                 "album.zip/zip.jpg"}
+    assert set(rows.loc[rows.archive.notna(), "archive"]) == {"album.tar.gz", "album.zip"}
+
+
+@pytest.mark.slow
+def test_same_rows_on_every_run_whatever_the_workers_and_spread(model_base, photos, tmp_path):
+    """Rows and their order depend on the inputs and the model only."""
+    src = tmp_path / "in"
+    _write_all(str(src), {k: v for k, v in photos.items() if k != "p4.jpg"})
+    with tarfile.open(src / "more.tar", "w") as tar:
+        for i, name in enumerate(("p4.jpg", "p0.jpg", "p1.jpg")):
+            info = tarfile.TarInfo(f"m{i}.jpg")
+            info.size = len(photos[name])
+            tar.addfile(info, io.BytesIO(photos[name]))
+    outputs = []
+    for i, flags in enumerate((["--direct_num_workers=1"],
+                               ["--direct_num_workers=2", "--archive_spread_mb=0.05"])):
+        out = str(tmp_path / f"out{i}")
+        rc = annotate.main([f"--model={model_base}", f"--input={src}", f"--output_dir={out}",
+                            "--batch_size=3", "--photos_per_file=2",
+                            "--direct_running_mode=in_memory", *flags])
+        assert rc == 0
+        data = os.path.join(out, parquet_sink.DATASET_DIR)
+        outputs.append({n: open(os.path.join(data, n), "rb").read() for n in os.listdir(data)})
+        report = _report(out)
+        report.pop("throughput")
+        outputs[-1]["report"] = report
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) == 1 + 3 + 2  # report, 5 files in 3 runs of 2, 3 members in 2
+
+
+@pytest.mark.slow
+def test_faces_dir_feeds_the_records_job(model_base, photos, tmp_path):
+    from pipeline import build_records
+
+    src, out, faces = tmp_path / "in", str(tmp_path / "out"), str(tmp_path / "faces")
+    _write_all(str(src), photos)
+    assert _run(src, out, f"--faces_dir={faces}", model=model_base) == 0
+    rows = _rows(out)
+    found = rows[rows.face_index.notna()]
+    crops = sorted(n for n in os.listdir(faces) if n.endswith(".jpg"))
+    assert crops == sorted(face_crops.crop_name(p, int(j))
+                           for p, j in zip(found.path, found.face_index))
+    from PIL import Image
+    assert Image.open(os.path.join(faces, crops[0])).size == (160, 160)
+    with open(os.path.join(faces, face_crops.LABELS_FILE)) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "file,age,gender" and lines[1].startswith("#")
+    assert len(lines) == 2 + len(found)
+    # A person corrects one label; the folder becomes records with those labels.
+    first = lines[2].split(",")
+    lines[2] = f"{first[0]},7,1"
+    with open(os.path.join(faces, face_crops.LABELS_FILE), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    records = str(tmp_path / "records")
+    assert build_records.main([f"--input={faces}/*.jpg", f"--output_dir={records}",
+                               f"--labels_csv={faces}/{face_crops.LABELS_FILE}",
+                               "--direct_running_mode=in_memory",
+                               "--direct_num_workers=1"]) == 0
+    with open(os.path.join(records, "report.json")) as f:
+        counts = json.load(f)["counts"]
+    assert counts["inputs"] == len(found)
+    assert counts["written"] + counts["skipped_by_reason"].get("duplicate", 0) == len(found)
+    assert counts["skipped_by_reason"].keys() <= {"duplicate"}
+
+
+def test_crops_are_answered_by_serving_default(model_base, tmp_path):
+    from agegender import FaceAnalyzer
+    from export import export_model
+
+    crops = {f"c{i}.jpg": export_model.synthetic_jpeg(size=40 + 10 * i, seed=i) for i in range(3)}
+    src, out = tmp_path / "crops", str(tmp_path / "out")
+    _write_all(str(src), crops)
+    assert _run(src, out, "--crops", model=model_base) == 0
+    rows = _rows(out)
+    assert list(rows.path) == sorted(crops) and (rows.face_index == 0).all()
+    assert rows.box_x1.isna().all() and rows.landmarks.isna().all()
+    want = FaceAnalyzer.load(model_base).estimate_crops([crops[p] for p in sorted(crops)])
+    np.testing.assert_allclose(rows.age, [f.age for f in want], atol=TOL)
+    assert _report(out)["metadata"]["signature"] == "serving_default"
+
+
+def test_bad_flags_and_models_are_one_line_errors(model_base, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"x")
+    out = str(tmp_path / "out")
+    for flags, message in (
+            (["--max_image_pixels=0"], "expected a positive whole number"),
+            ([f"--model={model_base}", "--crops", f"--faces_dir={tmp_path}/f"], "--faces_dir"),
+            ([f"--model={tmp_path}/nothing"], "annotate: error:"),
+            ([f"--model={model_base}", f"--faces_dir={out}"], "different directories")):
+        argv = [f"--input={src}", f"--output_dir={out}", *flags]
+        if not any(f.startswith("--model") for f in flags):
+            argv.append(f"--model={model_base}")
+        with pytest.raises(SystemExit) if "positive" in message else _nothing():
+            rc = annotate.main(argv)
+            assert rc == 2
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert len([line for line in err.splitlines() if "error" in line]) == 1
+        assert not os.path.exists(out)
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "mine.txt").write_text("keep me")
+    assert annotate.main([f"--model={model_base}", f"--input={src}",
+                          f"--output_dir={tmp_path / 'records'}"]) == 2
+    assert "holds files an annotations directory does not have" in capsys.readouterr().err
+    assert (tmp_path / "records" / "mine.txt").read_text() == "keep me"
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_refused_photos_carry_their_reason_through_the_dead_letter_output():
+    refused = inference_handler.PhotoRefused("image_too_large: the model refused the image: x")
+    assert inference_handler.failure_reason(type(refused), repr(refused)) == (
+        "image_too_large", "the model refused the image: x")
+    reason, detail = inference_handler.failure_reason(RuntimeError, "RuntimeError('down')")
+    assert reason is None and "down" in detail
+
+
+def test_batches_are_bounded_by_count_and_bytes():
+    batches = photo_batches.PhotoBatches(max_size=3, max_bytes=100)
+    got = []
+    for i, size in enumerate([10, 10, 10, 10, 95, 200, 5]):
+        got += batches.add((i, b"x" * size))
+    got += batches.rest()
+    assert [[i for i, _ in b] for b in got] == [[0, 1, 2], [3], [4], [5], [6]]
+
+
+def test_files_are_fixed_ranges_of_the_listing():
+    assert parquet_sink.shard_of(0, None, 10) == parquet_sink.shard_of(9, None, 10) == (0, 0)
+    assert parquet_sink.shard_of(10, None, 10) == (10, 0)
+    assert parquet_sink.shard_of(12, 0, 10) == (12, 1) and parquet_sink.shard_of(12, 25, 10) == (12, 3)
+    assert parquet_sink.file_name((10, 0)) == "faces.parquet/part-00000010-00000.parquet"
+    assert parquet_sink.owns("faces.parquet") and not parquet_sink.owns("notes.txt")
+
+
+def test_crop_names_are_unique_and_readable():
+    names = {face_crops.crop_name(p, j) for p in ("a/b.jpg", "a_b.jpg", "x.tar/a/b.jpg")
+             for j in (0, 1)}
+    assert len(names) == 6
+    assert face_crops.crop_name("holidays/IMG 0001.JPG", 3).startswith("IMG_0001-")
+    assert all(face_crops.owns(n) for n in names) and face_crops.owns("labels.csv")
