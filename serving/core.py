@@ -189,7 +189,9 @@ class ServingCore:
                 continue
             for i, value in enumerate(array.reshape(-1)):
                 try:
-                    preprocessing.decode_rgb(tf.constant(value), max_pixels=0)
+                    preprocessing.decode_rgb(  # with a limit even when the server has none
+                        tf.constant(value),
+                        max_pixels=self.max_image_pixels or image_header.DEFAULT_MAX_PIXELS)
                 except tf.errors.OpError as e:
                     fmt = (image_header.sniff_format(value) or "image").upper()
                     return invalid(f"input '{name}'[{i}]: {client_message(e.message)} "

@@ -65,8 +65,8 @@ def busy(message):
 
 # Inline pieces of TensorFlow's error text that name graph internals.
 _INTERNALS = re.compile(
-    r"\{\{function_node [^}]*\}\}"  # {{function_node __inference_signature_wrapper_123}}
-    r"|\[\[\{\{node [^}]*\}\}\]\]"  # [[{{node decode/DecodeImage}}]]
+    r"\[\[(?:\{\{[^}]*\}\})+\]\]"  # [[{{function_node f}}{{node decode/DecodeImage}}]]
+    r"|\{\{function_node [^}]*\}\}"  # {{function_node __inference_signature_wrapper_123}}
     r"|\{\{node [^}]*\}\}"
     r"|\[Op:[^\]]*\](?: name: ?\S*)?"  # [Op:DecodeImage] name: foo
     r"|\b__\w+"  # __inference_..., __wrapped__...

@@ -48,7 +48,8 @@ def test_server_and_client_commands(model_base, images, tmp_path):
                                   "--rest_api_max_connections=0", "--num_batch_threads=two",
                                   "--max_image_pixels=-1", "--rest_api_num_threads=0",
                                   "--rest_api_header_timeout=0", "--rest_api_idle_timeout=x",
-                                  "--rest_api_min_body_rate=0"])
+                                  "--rest_api_min_body_rate=0", "--max_request_pixels=0",
+                                  "--max_inflight_pixels=-1", "--max_request_pixels=x"])
 def test_server_refuses_impossible_settings_with_a_usage_error(model_base, flag, capsys):
     from serving import server
 
@@ -57,6 +58,18 @@ def test_server_refuses_impossible_settings_with_a_usage_error(model_base, flag,
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert flag.split("=")[0] in err and "expected" in err
+
+
+def test_server_refuses_a_request_pixel_cap_over_three_quarters_of_the_budget(model_base,
+                                                                             capsys):
+    from serving import server
+
+    with pytest.raises(SystemExit) as exit_info:
+        server.main([f"--model_base_path={model_base}", "--port=0", "--rest_api_port=0",
+                     "--max_request_pixels=80", "--max_inflight_pixels=100"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--max_request_pixels" in err and "3/4" in err
 
 
 def test_client_prints_the_spread_of_each_images_age(server, images, reference, tmp_path,
