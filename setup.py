@@ -35,8 +35,9 @@ setup(
         # so no system ffmpeg. scipy: the tracker's Hungarian matching (linear_sum_assignment).
         "av>=18",
         "scipy>=1.11",
-        # HTTP servers (serving/rest_api.py): bounded request lines and headers, keep-alive,
-        # pipelining, on asyncio; the reasons are in docs/serving.md.
+        # HTTP servers (serving/rest_api.py, web/, whose backend calls use its client too):
+        # bounded request lines and headers, keep-alive, pipelining, on asyncio; the reasons
+        # are in docs/serving.md and docs/web.md.
         "aiohttp>=3.9",
     ],
     extras_require={
@@ -44,7 +45,10 @@ setup(
         # dask and distributed (2024.4.2 or later); the same versions on every worker.
         "dask": ["apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2"],
         # dask too: tests/pipeline/build_records_dask_test.py runs a real Dask cluster.
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "pillow>=10",
+        # pytest-xdist runs the suite on every core; import-linter checks the layers
+        # (.importlinter) in `make test`.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "import-linter>=2.1",
+                 "pillow>=10",
                  "apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2",
                  # tests/web drive the headless Chromium of the system through /usr/bin/chromedriver
                  "selenium>=4.20"],

@@ -1,10 +1,13 @@
 """A web page for people who judge an age model by dropping photos on it.
 
-- `app`: the page's own small HTTP server (CLI `python -m web.app`): serves the static page
-  and forwards each photo to a TF Serving REST endpoint (TF Serving sends no CORS headers,
-  so the browser talks to this process only), with bounded uploads, connections, concurrent
-  predictions and timeouts.
-- `backend`: the REST call to the model server and its failures as HTTP statuses.
+- `app`: the page's own HTTP server on aiohttp (CLI `python -m web.app`): serves the static
+  page and forwards each photo to a TF Serving REST endpoint (TF Serving sends no CORS
+  headers, so the browser talks to this process only), with bounded uploads, upload bytes
+  held, concurrent predictions and timeouts.
+- `connections`: how long a request may take to arrive and how many connections are open
+  (aiohttp's protocol with a header deadline, a body deadline and a connection cap).
+- `backend`: the REST call to the model server (its whole answer within the photo's
+  deadline, size- and depth-bounded JSON) and its failures as HTTP statuses.
 - `photo_contract`: the `predict_photo` signature as the page uses it (names, request,
   per-face unpadding of the answer).
 - `static/`: the page itself (plain HTML, CSS and JavaScript, no build step, nothing fetched

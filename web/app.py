@@ -8,16 +8,20 @@ page with the faces found.
 
 Routes: `GET /` (the page), `GET /app.js`, `GET /style.css`, `GET /api/config` (the limits the
 page applies before uploading), `POST /api/predict` (body: one JPEG/PNG photo; answer
-`{"faces": [...]}` or `{"error": "..."}` with 400/404/405/411/413/415 for a bad request and
-502/503/504 when the model server answers an error, is down or is too slow).
+`{"faces": [...]}` or `{"error": "..."}` with 400/404/405/408/411/413/415 for a bad request
+and 502/503/504 when the model server answers an error, is down or is too slow).
 
-It must not be a new way to hurt the model server, so everything is bounded: the upload
-(`--max_request_bytes`, refused from its Content-Length before it is read) and its declared
-pixels (`--max_image_pixels`, from the header), open connections (`--max_connections`, one
-thread each; beyond, 503 at once), idle keep-alive connections (`--idle_timeout`),
-predictions in flight to the model server (`--max_concurrent_predictions`; a photo waits for
-a slot at most half its `--timeout`, then gets 503), and each photo (`--timeout`, the wait
-for a slot included).
+It runs on aiohttp's low-level server, one event loop thread (`web.connections` bounds each
+connection's time and their number; docs/web.md says why aiohttp). It must not be a new
+way to hurt the model server, so everything is bounded: the upload (`--max_request_bytes`,
+refused from its Content-Length before it is read), its declared pixels
+(`--max_image_pixels`, from the header), the upload bytes held at once
+(`--max_inflight_request_bytes`), the time a request may take to arrive
+(`--header_timeout`, then `--min_body_rate`), open connections (`--max_connections`),
+idle keep-alive connections (`--idle_timeout`), predictions in flight to the model server
+(`--max_concurrent_predictions`; a photo waits for a slot at most half its `--timeout`, then
+gets 503), and each photo (`--timeout`, the wait for a slot and the model server's whole
+answer included).
 Binds 127.0.0.1 unless `--host` says otherwise.
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
@@ -25,19 +29,22 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
     console.quiet()
 
 import argparse
+import asyncio
 import importlib.resources
-import json
 import logging
 import signal
 import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from aiohttp import web
 
 from agegender import arg_types, console, image_header
 from agegender import serving_contract as contract
 from web import backend as backend_lib
+from web import connections
+from web.connections import HttpError
 
 log = logging.getLogger("web.app")
 
@@ -45,8 +52,17 @@ DEFAULT_MAX_REQUEST_BYTES = contract.DEFAULT_MAX_REQUEST_BYTES  # as the model s
 DEFAULT_BACKEND = f"localhost:{contract.DEFAULT_REST_PORT}"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_CONCURRENT_PREDICTIONS = 2
-DEFAULT_MAX_CONNECTIONS = 32
+# Connections cost a socket and a few KB on the event loop, not a thread: 256 leave room for
+# a crowd of slow clients beside the browsers (each also closed after header_timeout).
+DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_IDLE_TIMEOUT = 30.0
+DEFAULT_HEADER_TIMEOUT = 5.0
+DEFAULT_MIN_BODY_RATE = 256 << 10  # bytes/s: a 16 MB upload may take 5 + 64 s
+# Upload bytes held at once (received, or waiting for the model server): ~100 page uploads,
+# or 4 at the 16 MiB limit; the page's memory bound.
+DEFAULT_MAX_INFLIGHT_REQUEST_BYTES = 64 << 20
+# Connections waiting to be accepted: a burst of uploads queues here instead of being reset.
+LISTEN_BACKLOG = 1024
 # The page downscales photos whose longer side is larger before uploading: a 12 MP phone
 # photo becomes ~0.3-0.6 MB of JPEG, and faces of a group photo keep ~50+ px at this size.
 DEFAULT_MAX_SIDE = 1600
@@ -75,202 +91,40 @@ def load_static():
             for path, (name, ctype) in _STATIC.items()}
 
 
-class _HttpError(Exception):
-    def __init__(self, status, message, close=False):
-        super().__init__(message)
-        self.status, self.message, self.close = status, message, close
-
-
-def make_handler(app):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive; every answer has a Content-Length
-        server_version = "agegender-web"
-        timeout = app.idle_timeout  # an idle or stalled connection is closed after this
-
-        def log_message(self, fmt, *args):
-            log.debug("%s " + fmt, self.address_string(), *args)
-
-        def _send(self, status, body, content_type, extra_headers=()):
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Cache-Control", "no-store")
-            for name, value in extra_headers:
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _json(self, status, obj):
-            self._send(status, json.dumps(obj, allow_nan=False).encode("utf-8"),
-                       "application/json")
-
-        def _error(self, err):
-            if err.close:
-                self.close_connection = True
-            if err.status >= 500:
-                log.warning("%s %s -> %d %s", self.command, self.path, err.status, err.message)
-            self._json(err.status, {"error": err.message})
-
-        def send_error(self, code, message=None, explain=None):
-            """http.server's own refusals (malformed request line or headers, unknown method)
-            in the same JSON shape, always with a status line."""
-            self.close_connection = True
-            if self.request_version == "HTTP/0.9":
-                self.request_version = "HTTP/1.0"
-            self._json(code, {"error": message or self.responses.get(code, ("error",))[0]})
-
-        def _path(self):
-            return self.path.split("?", 1)[0]
-
-        def do_GET(self):
-            path = self._path()
-            if path in app.static:
-                body, ctype = app.static[path]
-                self._send(200, body, ctype,
-                           [("Content-Security-Policy", CONTENT_SECURITY_POLICY),
-                            ("Referrer-Policy", "no-referrer")])
-            elif path == "/api/config":
-                self._json(200, app.page_config())
-            elif path == "/api/predict":
-                self._error(_HttpError(405, "POST a photo to /api/predict"))
-            else:
-                self._error(_HttpError(404, f"no such page: {path}"))
-
-        do_HEAD = do_GET
-
-        def do_POST(self):
-            try:
-                if self._path() != "/api/predict":
-                    # Its body is not read: close so it is not taken for the next request.
-                    raise _HttpError(404, f"no such endpoint: POST {self._path()}", close=True)
-                photo = self._read_body()
-                self._json(200, {"faces": app.predict(photo)})
-            except _HttpError as e:
-                self._error(e)
-            except backend_lib.BackendError as e:
-                self._error(_HttpError(e.status, e.message))
-            except Exception as e:  # a bug: report it, keep serving
-                log.exception("POST %s failed", self.path)
-                self._error(_HttpError(500, f"internal error: {e}"))
-
-        def _read_body(self):
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                raise _HttpError(411, "send the photo with a Content-Length, not chunked",
-                                 close=True)
-            length = self.headers.get("Content-Length")
-            if length is None or not length.strip().isdigit():
-                raise _HttpError(411, "a POST needs a Content-Length header", close=True)
-            length = int(length)
-            if length > app.max_request_bytes:
-                raise _HttpError(413, f"the photo is too large: {length} bytes, the limit is "
-                                      f"{app.max_request_bytes} bytes", close=True)
-            if length == 0:
-                raise _HttpError(400, "the request holds no photo")
-            try:
-                data = self.rfile.read(length)
-            except (socket.timeout, TimeoutError):
-                raise _HttpError(408, "the photo did not arrive in time", close=True) from None
-            if len(data) < length:
-                raise _HttpError(400, "the photo was cut off before its Content-Length",
-                                 close=True)
-            return data
-
-    return Handler
-
-
-class _BoundedHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with at most `max_connections` connection threads at a time; a
-    connection beyond the cap gets 503 and is closed without a thread. (The model server's
-    REST endpoint does the same; its module imports TensorFlow, so it is not reused here.)"""
-    daemon_threads = True
-
-    def __init__(self, address, handler, max_connections):
-        self.max_connections = max_connections
-        self._open = threading.BoundedSemaphore(max_connections)
-        self._lock = threading.Lock()
-        self._connections = set()
-        super().__init__(address, handler)
-
-    def close_connections(self):
-        """Ends every open connection: a keep-alive browser would otherwise go on being
-        served by its thread after the listening socket is closed."""
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def process_request(self, request, client_address):
-        if not self._open.acquire(blocking=False):
-            self._refuse(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._open.release()
-            raise
-
-    def process_request_thread(self, request, client_address):
-        with self._lock:
-            self._connections.add(request)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._lock:
-                self._connections.discard(request)
-            self._open.release()
-
-    def _refuse(self, request):
-        body = json.dumps({"error": f"this page's server has {self.max_connections} open "
-                                    "connections, its limit; retry later"}).encode()
-        try:
-            request.settimeout(1.0)
-            request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json"
-                            b"\r\nConnection: close\r\nContent-Length: "
-                            + str(len(body)).encode() + b"\r\n\r\n" + body)
-            request.setblocking(False)
-            while request.recv(65536):  # unread input would turn the close into a reset
-                pass
-        except OSError:
-            pass
-        finally:
-            self.shutdown_request(request)
-
-
 class WebApp:
-    """The page's server, serving in a background thread (`start()`/`stop()`, or `with`)."""
+    """The page's server, its event loop in a background thread (`start()`/`stop()`, or
+    `with`)."""
 
     def __init__(self, backend=DEFAULT_BACKEND, model_name=contract.DEFAULT_MODEL_NAME,
                  host="127.0.0.1", port=8080,
                  max_request_bytes=DEFAULT_MAX_REQUEST_BYTES, timeout=DEFAULT_TIMEOUT,
                  max_concurrent_predictions=DEFAULT_MAX_CONCURRENT_PREDICTIONS,
                  max_connections=DEFAULT_MAX_CONNECTIONS, idle_timeout=DEFAULT_IDLE_TIMEOUT,
-                 max_side=DEFAULT_MAX_SIDE, max_image_pixels=image_header.DEFAULT_MAX_PIXELS):
+                 max_side=DEFAULT_MAX_SIDE, max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
+                 header_timeout=DEFAULT_HEADER_TIMEOUT, min_body_rate=DEFAULT_MIN_BODY_RATE,
+                 max_inflight_request_bytes=DEFAULT_MAX_INFLIGHT_REQUEST_BYTES):
         for name, value in (("max_request_bytes", max_request_bytes), ("timeout", timeout),
                             ("max_concurrent_predictions", max_concurrent_predictions),
-                            ("max_connections", max_connections),
-                            ("idle_timeout", idle_timeout), ("max_side", max_side)):
+                            ("max_side", max_side), ("max_image_pixels", max_image_pixels),
+                            ("max_inflight_request_bytes", max_inflight_request_bytes)):
             if value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        self.limits = connections.Limits(max_connections, header_timeout, idle_timeout,
+                                         min_body_rate)
         self.backend = backend_lib.RestBackend(backend, model_name, timeout)
         self.max_request_bytes = max_request_bytes
         self.timeout = timeout
-        self.idle_timeout = idle_timeout
         self.max_side = max_side
         self.max_image_pixels = max_image_pixels
         self.max_concurrent_predictions = max_concurrent_predictions
-        self._slots = threading.BoundedSemaphore(max_concurrent_predictions)
+        self.uploads = connections.ByteBudget(max_inflight_request_bytes)
         self.static = load_static()
-        self.httpd = _BoundedHTTPServer((host, port), make_handler(self), max_connections)
-        self.host, self.port = self.httpd.server_address[:2]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="web",
-                                        kwargs={"poll_interval": 0.2}, daemon=True)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, port), family=family,
+                                              backlog=LISTEN_BACKLOG)
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._loop = self._server = self._aio = self._slots = self._thread = None
+        self._started = threading.Event()
 
     @property
     def url(self):
@@ -283,43 +137,159 @@ class WebApp:
                 "max_side": self.max_side, "jpeg_quality": DEFAULT_JPEG_QUALITY,
                 "timeout_seconds": self.timeout}
 
-    def predict(self, photo):
-        """Encoded photo -> [face dict]; raises _HttpError / BackendError."""
-        try:
-            size = image_header.check(photo, self.max_image_pixels)
-        except image_header.ImageTooLarge as e:
-            raise _HttpError(413, f"the photo is too large: {e}") from None
-        except image_header.NotAnImage as e:
-            raise _HttpError(415, f"not a JPEG or PNG photo ({e})") from None
-        if size.format not in ACCEPTED_FORMATS:
-            raise _HttpError(415, f"a {size.format.upper()} image: send a JPEG or PNG photo")
-        deadline = time.monotonic() + self.timeout
-        # Bounded concurrency toward the model server: a photo waits for a slot at most half
-        # its timeout (the other half is the model's), so a crowd of uploads is turned away
-        # instead of queueing there.
-        if not self._slots.acquire(timeout=self.timeout / 2):
-            raise _HttpError(503, f"busy: the model server already has the page's "
-                                  f"{self.max_concurrent_predictions} photos in flight; retry shortly")
-        try:
-            return self.backend.predict_photo(photo, deadline)
-        finally:
-            self._slots.release()
-
+    # -- lifecycle ---------------------------------------------------------------------
     def start(self):
+        self._thread = threading.Thread(target=self._run, name="web", daemon=True)
         self._thread.start()
+        self._started.wait()
+        if self._aio is None:
+            raise RuntimeError("the page's server did not start (see the log)")
         return self
 
+    def _run(self):
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            self._slots = asyncio.Semaphore(self.max_concurrent_predictions)
+            # auto_decompress off: a gzip-encoded upload is not a photo (415), and it could
+            # inflate past --max_request_bytes.
+            self._server = connections.Server(self._handle, self.limits, loop=loop,
+                                              access_log=None, auto_decompress=False,
+                                              lingering_time=connections.LINGER_SECONDS)
+            self._aio = loop.run_until_complete(loop.create_server(self._server,
+                                                                   sock=self._listener))
+        except Exception:
+            log.exception("the page's server failed to start")
+        finally:
+            self._started.set()
+        if self._aio is not None:
+            loop.run_forever()
+        loop.close()
+
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.httpd.close_connections()
+        """Stops listening and ends every open connection (a keep-alive browser would
+        otherwise go on being served)."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            self._listener.close()
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
+        except Exception as e:
+            log.warning("stopping the page's server: %s", e)
+        loop.call_soon_threadsafe(loop.stop)
         self._thread.join(timeout=10)
+
+    async def _shutdown(self):
+        self._aio.close()
+        self._server.pre_shutdown()
+        await self._server.shutdown(timeout=2)
+
+    def connection_counts(self):
+        """(open connections, connections with a request in progress)."""
+        async def counts():
+            return self._server.counts()
+        return asyncio.run_coroutine_threadsafe(counts(), self._loop).result(5)
 
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc):
         self.stop()
+
+    # -- requests ------------------------------------------------------------------------
+    async def _handle(self, request):
+        connection = request.protocol
+        started = connection.request_started()
+        try:
+            response = await self._answer(request, started)
+        except HttpError as e:
+            response = self._error(request, e)
+        except backend_lib.BackendError as e:
+            response = self._error(request, HttpError(e.status, e.message))
+        except Exception as e:  # a bug: report it, keep serving
+            log.exception("%s %s failed", request.method, request.path)
+            response = self._error(request, HttpError(500, f"internal error: {e}"))
+        finally:
+            connection.request_finished()
+        response.headers.update(connections.COMMON_HEADERS)
+        return response
+
+    def _error(self, request, err):
+        if err.status >= 500:
+            log.warning("%s %s -> %d %s", request.method, request.path, err.status, err.message)
+        return connections.json_response(err.status, {"error": err.message}, close=err.close)
+
+    async def _answer(self, request, started):
+        path = request.path
+        if request.method in ("GET", "HEAD"):
+            if path in self.static:
+                body, ctype = self.static[path]
+                return web.Response(body=body, headers={
+                    "Content-Type": ctype, "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                    "Referrer-Policy": "no-referrer"})
+            if path == "/api/config":
+                return connections.json_response(200, self.page_config())
+            if path == "/api/predict":
+                raise HttpError(405, "POST a photo to /api/predict")
+            raise HttpError(404, f"no such page: {path}")
+        # Any other method's body is not read: close so it is not taken for the next request.
+        if request.method != "POST":
+            raise HttpError(405, f"{request.method} is not supported here", close=True)
+        if path != "/api/predict":
+            raise HttpError(404, f"no such endpoint: POST {path}", close=True)
+        photo = await self._read_photo(request, started)
+        try:
+            return connections.json_response(200, {"faces": await self.predict(photo)})
+        finally:
+            self.uploads.give(len(photo))
+
+    async def _read_photo(self, request, started):
+        """The upload, refused from its headers when they say it cannot be a photo here.
+        (aiohttp's parser has refused Content-Lengths that are not decimal numbers.)"""
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            raise HttpError(411, "send the photo with a Content-Length, not chunked", close=True)
+        length = request.content_length
+        if length is None:
+            raise HttpError(411, "a POST needs a Content-Length header", close=True)
+        if length > self.max_request_bytes:
+            raise HttpError(413, f"the photo is too large: {length} bytes, the limit is "
+                                 f"{self.max_request_bytes} bytes", close=True)
+        if length == 0:
+            raise HttpError(400, "the request holds no photo")
+        seconds = started + self.limits.request_seconds(length) - self._loop.time()
+        photo = await connections.read_body(request, max_bytes=length, seconds=seconds,
+                                            budget=self.uploads)
+        if len(photo) < length:
+            self.uploads.give(len(photo))
+            raise HttpError(400, "the photo was cut off before its Content-Length", close=True)
+        return photo
+
+    async def predict(self, photo):
+        """Encoded photo -> [face dict]; raises HttpError / BackendError."""
+        try:
+            # In a thread: the header walk is linear in the photo's bytes.
+            size = await asyncio.to_thread(image_header.check, photo, self.max_image_pixels)
+        except image_header.ImageTooLarge as e:
+            raise HttpError(413, f"the photo is too large: {e}") from None
+        except image_header.NotAnImage as e:
+            raise HttpError(415, f"not a JPEG or PNG photo ({e})") from None
+        if size.format not in ACCEPTED_FORMATS:
+            raise HttpError(415, f"a {size.format.upper()} image: send a JPEG or PNG photo")
+        deadline = time.monotonic() + self.timeout
+        # Bounded concurrency toward the model server: a photo waits for a slot at most half
+        # its timeout (the other half is the model's), so a crowd of uploads is turned away
+        # instead of queueing there.
+        try:
+            async with asyncio.timeout(self.timeout / 2):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise HttpError(503, f"busy: the model server already has the page's "
+                                 f"{self.max_concurrent_predictions} photos in flight; retry "
+                                 "shortly") from None
+        try:
+            return await self.backend.predict_photo(photo, deadline)
+        finally:
+            self._slots.release()
 
 
 _positive = arg_types.positive
@@ -339,17 +309,33 @@ def main(argv=None):
                    default=image_header.DEFAULT_MAX_PIXELS,
                    help="largest photo by its header's width x height (default %(default)s)")
     p.add_argument("--timeout", type=_positive(float, "seconds"), default=DEFAULT_TIMEOUT,
-                   help="seconds one photo may take, waiting for a slot included "
-                        "(default %(default)s)")
+                   help="seconds one photo may take, the wait for a slot and the model "
+                        "server's whole answer included (default %(default)s)")
     p.add_argument("--max_concurrent_predictions", type=_positive(int, "a count"),
                    default=DEFAULT_MAX_CONCURRENT_PREDICTIONS,
                    help="photos in flight to the model server at once (default %(default)s)")
     p.add_argument("--max_connections", type=_positive(int, "a count"),
                    default=DEFAULT_MAX_CONNECTIONS,
-                   help="open browser connections, one thread each (default %(default)s)")
+                   help="open connections; beyond, a newcomer replaces the one waiting "
+                        "longest without a request in progress, else gets 503 "
+                        "(default %(default)s)")
     p.add_argument("--idle_timeout", type=_positive(float, "seconds"),
                    default=DEFAULT_IDLE_TIMEOUT,
-                   help="seconds before an idle connection is closed (default %(default)s)")
+                   help="seconds before an idle keep-alive connection is closed "
+                        "(default %(default)s)")
+    p.add_argument("--header_timeout", type=_positive(float, "seconds"),
+                   default=DEFAULT_HEADER_TIMEOUT,
+                   help="seconds a request's headers may take from its first byte, else 408 "
+                        "and closed (default %(default)s)")
+    p.add_argument("--min_body_rate", type=_positive(float, "a rate in bytes/s"),
+                   default=DEFAULT_MIN_BODY_RATE,
+                   help="an upload of N bytes must be in within header_timeout + "
+                        "N / this rate of the request's first byte, else 408 "
+                        "(default %(default)s bytes/s)")
+    p.add_argument("--max_inflight_request_bytes", type=_positive(int, "a byte count"),
+                   default=DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
+                   help="upload bytes held at once by all requests; beyond, 503 "
+                        "(default 64 MiB)")
     p.add_argument("--max_side", type=_positive(int, "pixels"), default=DEFAULT_MAX_SIDE,
                    help="the page downscales photos to this longer side before uploading "
                         "(default %(default)s)")
@@ -362,7 +348,9 @@ def main(argv=None):
                      max_request_bytes=args.max_request_bytes, timeout=args.timeout,
                      max_concurrent_predictions=args.max_concurrent_predictions,
                      max_connections=args.max_connections, idle_timeout=args.idle_timeout,
-                     max_side=args.max_side, max_image_pixels=args.max_image_pixels)
+                     max_side=args.max_side, max_image_pixels=args.max_image_pixels,
+                     header_timeout=args.header_timeout, min_body_rate=args.min_body_rate,
+                     max_inflight_request_bytes=args.max_inflight_request_bytes)
     except ValueError as e:
         p.error(str(e))
     except OSError as e:

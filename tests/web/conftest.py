@@ -219,3 +219,85 @@ def expected_box(x, y, side):
 @pytest.fixture(scope="session")
 def make_photo():
     return photo
+
+
+class CannedBackend:
+    """A 'model server' on a socket that reads each request whole and answers it with
+    `answer` (bytes: status line, headers and body), all at once or `trickle` seconds per
+    byte of the body; `accepted` counts its connections."""
+
+    def __init__(self, answer, trickle=None):
+        import socket
+        import threading
+
+        self.answer, self.trickle = answer, trickle
+        self.accepted = 0
+        self._closed = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        import re
+
+        with conn:
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536) or self._eof()
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length:\s*(\d+)", head)[1])
+                while len(body) < length:
+                    body += conn.recv(65536) or self._eof()
+                if self.trickle is None:
+                    conn.sendall(self.answer)
+                    return
+                head, _, body = self.answer.partition(b"\r\n\r\n")
+                conn.sendall(head + b"\r\n\r\n")
+                for i in range(len(body)):
+                    if self._closed.wait(self.trickle):
+                        return
+                    conn.sendall(body[i:i + 1])
+            except (OSError, EOFError):
+                return
+
+    @staticmethod
+    def _eof():
+        raise EOFError
+
+    def close(self):
+        self._closed.set()
+        self.sock.close()
+
+
+def http_answer(body, status="200 OK", content_type="application/json", extra=b""):
+    """An HTTP/1.1 answer as bytes (Connection: close)."""
+    return (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}"
+            "\r\nConnection: close\r\n").encode() + extra + b"\r\n" + body
+
+
+@pytest.fixture
+def canned_backend():
+    """canned_backend(body, status="200 OK", trickle=None, headers=b"") -> a started
+    CannedBackend answering that, closed afterwards."""
+    made = []
+
+    def make(body, status="200 OK", trickle=None, headers=b""):
+        made.append(CannedBackend(http_answer(body, status, extra=headers), trickle))
+        return made[-1]
+
+    yield make
+    for backend in made:
+        backend.close()
