@@ -461,3 +461,52 @@ def test_connection_cap_closes_idle_ones_first_and_refuses_only_when_all_are_bus
         s.close()
     for c in idle + [newcomer]:
         c.close()
+
+
+def test_slowloris_connections_hold_a_connection_each_never_the_service(strict_rest, images):
+    """64 clients trickling header lines (the issue's attack, faster: a line every 0.3 s)
+    against a cap of 32 connections: each is closed by the header deadline (408) or evicted
+    for a newcomer, and an ordinary client is answered all along."""
+    port = strict_rest(header_timeout=2.0, max_connections=32).port
+    slow = []
+    for _ in range(64):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"POST /v1/models/age:predict HTTP/1.1\r\nHost: x\r\n")
+        slow.append(s)
+    answers, stop = [], threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            for s in slow:
+                try:
+                    s.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    pass
+            time.sleep(0.3)
+
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
+    try:
+        for _ in range(4):
+            client = RestClient(f"127.0.0.1:{port}", timeout=10)
+            answers.append(client.request("POST", "/v1/models/age:predict", {
+                "instances": [{"image_bytes": b64(images[0])}]})[0])
+            client.close()
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        trickler.join(10)
+    assert answers == [200] * 4
+    for s in slow:  # each one is closed by now (a recv that times out fails the test)
+        s.settimeout(5)
+        received = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except ConnectionResetError:  # evicted while its headers were still coming
+            pass
+        s.close()
+        assert received == b"" or received.startswith(b"HTTP/1.1 408"), received[:100]
