@@ -506,3 +506,17 @@ def test_upload_bytes_held_at_once_are_bounded(make_photo):
             assert web_app.uploads.used == 0
     finally:
         silent.close()
+
+
+def test_a_jpeg_costing_minutes_to_decode_never_reaches_the_model_server(hostile_files):
+    """A progressive JPEG whose last scan is repeated 5,000 times: refused by the page from
+    its header (agegender.image_header's scan limit), before the model server sees it."""
+    silent = SilentBackend()
+    try:
+        with WebApp(f"127.0.0.1:{silent.port}", port=0, timeout=5) as web_app:
+            status, _, body = call(web_app, "POST", "/api/predict",
+                                   hostile_files.jpeg_scan_bomb(512, repeats=5000))
+        assert status == 413 and "scans" in body["error"], body
+        assert not silent.accepted
+    finally:
+        silent.close()
