@@ -28,11 +28,19 @@ demo: venv
 	$(PY) scripts/demo.py $(if $(DATA),--data="$(DATA)") --out=$(OUT) \
 		$(if $(KEEP_PAGE),--keep_page) $(DEMO_ARGS)
 
+# Test tiers (pytest.ini, tests/conftest.py): unit, integration, e2e. `make test` checks the
+# import layers (.importlinter) and runs every tier, one pytest-xdist worker per core (a test
+# file stays on one worker, so its module fixtures are built once); `make test-fast` runs the
+# unit tier only. TEST_WORKERS=0 runs in this process (for a debugger).
+TEST_WORKERS ?= 2
+
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: venv
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not integration" $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m benchmarks.build_records

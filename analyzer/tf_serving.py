@@ -110,7 +110,7 @@ class GrpcClient:
         """{input: array-like} -> {output: ndarray} (any signature)."""
         from tensorflow_serving.apis import predict_pb2
 
-        from serving.tensor_codec import array_to_proto, proto_to_array
+        from agegender.tensor_protos import array_to_proto, proto_to_array
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name

@@ -123,3 +123,25 @@ def hostile_files():
 
     return types.SimpleNamespace(jpeg_scan_bomb=jpeg_scan_bomb,
                                  zip_with_false_size=zip_with_false_size)
+
+
+# --- Test tiers -------------------------------------------------------------------------
+# unit (no marker): seconds, no training, no server; `make test-fast` runs these.
+# integration: builds a tiny model, starts a server, a cluster or a browser; applied here to
+#   every test that uses such a fixture, so a new test is tiered by what it needs.
+# e2e: runs the project's commands as a user would (marked `e2e`, or `slow`, its old name).
+# `make test` runs all three in parallel (pytest-xdist).
+INTEGRATION_FIXTURES = frozenset({
+    "job_dir", "job_dirs", "model_base", "exported", "analyzer", "server", "rest",
+    "grpc_client", "limited_server", "unchecked_model_base", "reference", "backend",
+    "backend_factory", "real_model_base", "real_backend", "face_model", "dask_cluster",
+    "detector", "photos", "synthetic_photos", "tiny_records", "two_face_photo"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.e2e)
+        if (not item.get_closest_marker("e2e")
+                and INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ()))):
+            item.add_marker(pytest.mark.integration)
