@@ -7,12 +7,12 @@ would, without exporting it first (trainer predict mode runs here).
 import tensorflow as tf
 
 from agegender import heads, inference, photo_answers, preprocessing
-from faces import photo_predictor
 from agegender import job_dir as job_dir_lib
 from agegender import serving_contract as contract
 from agegender.errors import ModelLoadError
 from agegender.results import ModelInfo
 from analyzer.backends.saved_model import refusal
+from faces import photo_predictor
 
 
 class JobDirBackend:

@@ -14,15 +14,17 @@ aligned crops through the age model. The face networks are looked for in `faces_
 """
 import json
 import os
+import threading
 
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads, inference, photo_answers, photo_inference, preprocessing
+from agegender import heads, inference, photo_answers, preprocessing
 from agegender import serving_contract as contract
 from agegender.errors import ModelLoadError
 from agegender.results import ModelInfo
 from analyzer.backends.saved_model import refusal
+from faces import photo_predictor
 
 FACES_METADATA = "faces.json"  # export.export_litert_faces.METADATA_FILE
 
@@ -64,18 +66,25 @@ class LiteRTAgeModel:
         return self.pixels_outputs(pixels)
 
 
-def _lite_network(network, outputs, empty_shapes):
-    """A LiteRT face network as the TF network is called in `faces.detector`: a tensor in,
-    a tuple of float32 tensors out (RNet/ONet: an empty batch answered without a call,
-    as the TF networks' guard does)."""
+def _lite_network(network, outputs, shapes, batched):
+    """A LiteRT face network as `faces.detector` calls the TF one: a tensor in, a tuple of
+    float32 tensors of `shapes` out. `batched` (RNet, ONet): an empty batch is answered
+    without a call, as the TF networks' guard does (the files need N >= 1). One call at a
+    time: the graph may run pyramid levels side by side, and an interpreter is not
+    thread-safe."""
+    lock = threading.Lock()
+
     def run(x):
-        if empty_shapes is not None and x.shape[0] == 0:
-            return tuple(np.zeros((0, *shape), np.float32) for shape in empty_shapes)
-        answer = network(x)
+        if batched and x.shape[0] == 0:
+            return tuple(np.zeros([0, *shape[1:]], np.float32) for shape in shapes)
+        with lock:
+            answer = network(x)
         return tuple(np.asarray(answer[name], np.float32) for name in outputs)
 
     def call(x):
         results = tf.numpy_function(run, [x], [tf.float32] * len(outputs), stateful=False)
+        for tensor, shape in zip(results, shapes):
+            tensor.set_shape(shape)
         return tuple(results)
     return call
 
@@ -98,21 +107,22 @@ def _detector(faces_dir, max_pixels):
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, ExportError) as e:
         raise ModelLoadError(f"{faces_dir}: not the LiteRT face networks of "
                              f"`python -m export.export_litert_faces` ({e})") from None
-    # What the SavedModel's predict_photo uses (agegender.photo_inference).
+    # What the SavedModel's predict_photo uses (faces.photo_predictor).
     parameters.update(max_faces=contract.DEFAULT_MAX_FACES,
-                      min_face_size=photo_inference.DEFAULT_MIN_FACE_SIZE)
+                      min_face_size=photo_predictor.DEFAULT_MIN_FACE_SIZE)
 
     class LiteRTFaceDetector(detector_lib.FaceDetector):
         def __init__(self):
             tf.Module.__init__(self, name="litert_face_detector")
             self.config = detector_lib.DetectorConfig(**parameters)
             self._max_pixels = max_pixels
-            self.pnet = _lite_network(lite[networks.PNET], (elf.PROBABILITY, elf.OFFSETS), None)
+            self.pnet = _lite_network(lite[networks.PNET], (elf.PROBABILITY, elf.OFFSETS),
+                                      ([1, None, None], [1, None, None, 4]), batched=False)
             self.rnet = _lite_network(lite[networks.RNET], (elf.PROBABILITY, elf.OFFSETS),
-                                      ([], [4]))
+                                      ([None], [None, 4]), batched=True)
             self.onet = _lite_network(lite[networks.ONET],
                                       (elf.PROBABILITY, elf.OFFSETS, elf.LANDMARKS),
-                                      ([], [4], [10]))
+                                      ([None], [None, 4], [None, 10]), batched=True)
 
     return LiteRTFaceDetector(), metadata
 
@@ -139,7 +149,7 @@ class LiteRTBackend:
         detector, _ = _detector(self._faces_dir, self._max_pixels)
         self._faces = photo_lib.PhotoFaces(
             self.age.spec.img_dim, detector=detector,
-            template=photo_inference.template_points(self.age.spec), max_pixels=self._max_pixels)
+            template=photo_predictor.template_points(self.age.spec), max_pixels=self._max_pixels)
 
     def photos(self, encoded):
         if self._faces is None:
