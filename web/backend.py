@@ -141,6 +141,8 @@ class RestBackend:
                                      f"{message}")
         if status == 503:
             return BackendError(503, f"the model server is unavailable: {message}")
+        if status == 429:  # over its budget of pixels or bytes in flight: retry shortly
+            return BackendError(503, f"the model server is busy: {message}")
         return BackendError(502, f"the model server answered HTTP {status}: {message}")
 
 

@@ -35,6 +35,7 @@ def test_bad_addresses_are_refused(text):
     (400, 'Serving signature name: "predict_photo" not found in signature def', 502,
      "has no 'predict_photo' signature"),
     (503, "the server has 256 open connections", 503, "unavailable"),
+    (429, "over the budget of pixels in flight", 503, "model server is busy: over the budget"),
     (500, "boom", 502, "answered HTTP 500: boom"),
 ])
 def test_refusals(status, message, expected_status, words):
