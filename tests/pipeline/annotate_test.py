@@ -187,17 +187,19 @@ def test_same_rows_on_every_run_whatever_the_workers_and_spread(model_base, phot
     """Rows and their order depend on the inputs and the model only."""
     src = tmp_path / "in"
     _write_all(str(src), {k: v for k, v in photos.items() if k != "p4.jpg"})
+    members = ("p4.jpg", "p0.jpg", "p1.jpg")
+    spread_mb = sum(len(photos[n]) for n in members[:2]) / (1 << 20)  # the first batch of 2
     with tarfile.open(src / "more.tar", "w") as tar:
-        for i, name in enumerate(("p4.jpg", "p0.jpg", "p1.jpg")):
+        for i, name in enumerate(members):
             info = tarfile.TarInfo(f"m{i}.jpg")
             info.size = len(photos[name])
             tar.addfile(info, io.BytesIO(photos[name]))
     outputs = []
-    for i, flags in enumerate((["--direct_num_workers=1"],
-                               ["--direct_num_workers=2", "--archive_spread_mb=0.05"])):
+    spread = f"--archive_spread_mb={spread_mb + 1e-6:.6f}"
+    for i, flags in enumerate((["--direct_num_workers=1"], ["--direct_num_workers=2", spread])):
         out = str(tmp_path / f"out{i}")
         rc = annotate.main([f"--model={model_base}", f"--input={src}", f"--output_dir={out}",
-                            "--batch_size=3", "--photos_per_file=2",
+                            "--batch_size=2", "--photos_per_file=2",
                             "--direct_running_mode=in_memory", *flags])
         assert rc == 0
         data = os.path.join(out, parquet_sink.DATASET_DIR)
@@ -206,7 +208,8 @@ def test_same_rows_on_every_run_whatever_the_workers_and_spread(model_base, phot
         report.pop("throughput")
         outputs[-1]["report"] = report
     assert outputs[0] == outputs[1]
-    assert len(outputs[0]) == 1 + 3 + 2  # report, 5 files in 3 runs of 2, 3 members in 2
+    # report; 6 listed inputs (5 files, the tar) in 3 runs of 2; 3 members in 2 chunks
+    assert len(outputs[0]) == 1 + 3 + 2
 
 
 @pytest.mark.slow
