@@ -16,6 +16,8 @@ Plain Python, no imports beyond the standard library: the ground floor of `agege
 
 # Skip reasons, spelled as the records job's report spells them (agegender.image_sources).
 UNREADABLE = "unreadable"
+NOT_A_REGULAR_FILE = "not_a_regular_file"  # a directory, FIFO, device
+FILE_TOO_LARGE = "file_too_large"  # more bytes than any photo has
 UNDECODABLE = "undecodable"  # not a JPEG/PNG/GIF/BMP/WebP, or its header is corrupt
 IMAGE_TOO_LARGE = "image_too_large"  # declares more pixels than max_image_pixels
 NOT_AN_IMAGE = UNDECODABLE  # the contract's name for the same reason

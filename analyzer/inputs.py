@@ -14,7 +14,8 @@ import stat
 import numpy as np
 
 from agegender import image_header
-from agegender.errors import IMAGE_TOO_LARGE, UNDECODABLE, UNREADABLE, ImageError
+from agegender.errors import (FILE_TOO_LARGE, IMAGE_TOO_LARGE, NOT_A_REGULAR_FILE, UNDECODABLE,
+                              UNREADABLE, ImageError)
 
 # A photo is megabytes; a file past this is refused unread (the records job's bound too).
 MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -59,15 +60,16 @@ def check(data, max_pixels):
 
 def _read_file(path):
     try:
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ImageError(UNREADABLE, f"{path}: not a regular file")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ImageError(NOT_A_REGULAR_FILE, f"{path}: not a regular file")
             data = f.read(MAX_INPUT_BYTES + 1)
     except OSError as e:
         raise ImageError(UNREADABLE, f"{path}: {e.strerror or e}") from None
     if len(data) > MAX_INPUT_BYTES:
-        raise ImageError(UNREADABLE, f"{path}: over {MAX_INPUT_BYTES:,} bytes, not read")
+        raise ImageError(FILE_TOO_LARGE, f"{path}: over {MAX_INPUT_BYTES:,} bytes, not read")
     return data
 
 
