@@ -62,9 +62,10 @@ def _read_file(path):
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it).
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ImageError(NOT_A_REGULAR_FILE, f"{path}: not a regular file")
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ImageError(NOT_A_REGULAR_FILE, f"{path}: not a regular file")
             data = f.read(MAX_INPUT_BYTES + 1)
     except OSError as e:
         raise ImageError(UNREADABLE, f"{path}: {e.strerror or e}") from None
