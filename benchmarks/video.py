@@ -1,0 +1,403 @@
+"""Video: per-frame vs fused-track accuracy, steadiness, coverage, tracking quality, speed.
+
+    .venv/bin/python -m benchmarks.video --model=models/age [--clips=6] [--val_clips=6] \
+        [--frames=125] [--people=2,4] [--seed=0] [--speed_frames=150] [--no_server] \
+        [--compare_trackers] [--output=video.json] [--fusion_output=fusion.json]
+
+Clips come from `video.synthetic`: 640x480 at 25 frames/s, 2-4 labelled UTKFace faces
+each, moving along smooth paths, changing scale (40-160 px), crossing (the nearer hides the
+farther), half of them leaving the frame and coming back, with per-frame motion blur, JPEG
+(quality 30-90) and brightness flicker. Test clips use only TEST-split faces; the fusion
+temper (`video.fusion.fit`) is fitted on clips of VALIDATION-split faces, then applied to
+the test clips. Every frame is answered once by the model (`--model`, in process); the
+trackers and fusions are then compared on the same answers:
+
+1. tracking (motmetrics, a detection matches a visible true face at IoU >= 0.5): IDF1, ID
+   switches per 100 true face-frames, MOTA; ours (`video.tracking`), ours without the
+   appearance term, and with --compare_trackers supervision's ByteTrack and norfair when
+   importable (neither is a project dependency: norfair pins numpy < 2, and supervision
+   moved ByteTrack out after 0.26; see docs/video.md for how they were installed);
+2. age, on the detections matched to a true face and tracked: per-frame MAE vs the MAE of
+   the fused (displayed) age at the same frames, and of each track's final fused age;
+   the displayed age's frame-to-frame change after a track's 10th frame (median), beside
+   the per-frame answers' change; the fused 50% / 80% intervals' coverage (at every
+   displayed frame and at track end), with the fitted temper and with rho = 0
+   (independent frames) and 1 (geometric mean) for reference; gender accuracy per frame
+   and fused;
+3. speed end to end (`video.annotate.annotate`: decode, JPEG-encode the frame, detect and
+   answer, track, fuse, draw, encode the annotated H.264 copy), frames per second and
+   seconds per stage, on a `--speed_frames` clip with 4 people: in process, and through
+   the local server (`python -m serving.server`, started here on 127.0.0.1) over gRPC.
+
+The machine may be shared: the load average is printed beside the speed figures.
+"""
+if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
+    from agegender import console
+    console.quiet()
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from agegender import console
+from video import face_tracks, fusion, synthetic, tracking
+from video import annotate as annotate_lib
+from video import io as video_io
+
+MATCH_IOU = 0.5
+STEADY_AFTER = 10  # frames of a track before the displayed age is expected to hold still
+
+
+# -- clips and the model's answers ---------------------------------------------------------
+
+def answered_clips(analyzer, split, count, frames, people, seed):
+    """(clips without their frames, the model's faces for every frame): each clip is made,
+    answered frame by frame (as the annotator sends frames) and its pixels dropped."""
+    source = synthetic.FaceSource(split, seed=seed)
+    rng = np.random.default_rng(seed)
+    clips, answers = [], []
+    for i in range(count):
+        n = int(rng.integers(people[0], people[1] + 1))
+        clip = synthetic.clip(source.take(n), seed=seed * 1000 + i, frames=frames)
+        answers.append([analyzer.analyze(annotate_lib.encode_frame(f)) for f in clip.frames])
+        clips.append(clip._replace(frames=None))
+    return clips, answers
+
+
+# -- trackers on the same answers ----------------------------------------------------------
+
+def run_ours(answers, fps, params, appearance=True):
+    """[(track id or None, face, fused Answer or None)] per frame."""
+    people = face_tracks.FaceTracks(params, **({} if appearance else {"appearance_weight": 0}))
+    out = []
+    for i, faces in enumerate(answers):
+        tracked = people.update(i, i / fps, faces)
+        out.append([(t.track_id, t.face, t.answer) for t in tracked])
+    people.finish()
+    return out
+
+
+def run_bytetrack(answers, fps):
+    import supervision as sv
+
+    tracker = sv.ByteTrack(frame_rate=int(round(fps)))
+    out = []
+    for faces in answers:
+        if not faces:
+            tracker.update_with_detections(sv.Detections.empty())
+            out.append([])
+            continue
+        detections = sv.Detections(
+            xyxy=np.array([f.box for f in faces], np.float32),
+            confidence=np.array([f.score or 1.0 for f in faces], np.float32),
+            data={"index": np.arange(len(faces))})
+        result = tracker.update_with_detections(detections)
+        ids = dict(zip(result.data["index"].tolist(), result.tracker_id.tolist()))
+        out.append([(ids.get(j), f, None) for j, f in enumerate(faces)])
+    return out
+
+
+def run_norfair(answers, fps):
+    from norfair import Detection, Tracker
+
+    tracker = Tracker(distance_function="iou", distance_threshold=0.8,
+                      hit_counter_max=int(fps), initialization_delay=1)
+    out = []
+    for faces in answers:
+        detections = [Detection(np.array([[f.box[0], f.box[1]], [f.box[2], f.box[3]]]),
+                                data=j) for j, f in enumerate(faces)]
+        objects = tracker.update(detections)
+        this_frame = {id(d): j for j, d in enumerate(detections)}
+        ids = {this_frame[id(o.last_detection)]: o.id for o in objects
+               if id(o.last_detection) in this_frame}
+        out.append([(ids.get(j), f, None) for j, f in enumerate(faces)])
+    return out
+
+
+# -- matching to the truth -----------------------------------------------------------------
+
+def match_truth(frame_truth, faces):
+    """{face index: person} for detections at IoU >= MATCH_IOU with a visible true face."""
+    if not frame_truth or not faces:
+        return {}
+    truth_boxes = np.array([box for _, box in frame_truth])
+    iou = tracking.iou_matrix(truth_boxes, np.array([f.box for f in faces]))
+    rows, cols = linear_sum_assignment(-iou)
+    return {int(c): frame_truth[r][0] for r, c in zip(rows, cols) if iou[r, c] >= MATCH_IOU}
+
+
+def tracking_quality(clips, tracked_clips):
+    """IDF1, ID switches per 100 true face-frames and MOTA (motmetrics) over all clips."""
+    import motmetrics as mm
+
+    accumulators = []
+    truth_frames = 0
+    for clip, tracked in zip(clips, tracked_clips):
+        acc = mm.MOTAccumulator(auto_id=True)
+        for frame_truth, items in zip(clip.truth, tracked):
+            items = [(tid, face) for tid, face, _ in items if tid is not None]
+            # motmetrics' own iou_matrix uses np.asfarray (gone in NumPy 2): the same
+            # distances (1 - IoU, NaN below the match threshold) from video.tracking.
+            iou = tracking.iou_matrix([box for _, box in frame_truth],
+                                      [face.box for _, face in items])
+            distances = np.where(iou >= MATCH_IOU, 1 - iou, np.nan)
+            acc.update([k for k, _ in frame_truth], [tid for tid, _ in items], distances)
+            truth_frames += len(frame_truth)
+        accumulators.append(acc)
+    metrics = mm.metrics.create()
+    summary = metrics.compute_many(accumulators, metrics=["idf1", "num_switches", "mota"],
+                                   generate_overall=True).loc["OVERALL"]
+    return {"idf1": float(summary["idf1"]), "id_switches": int(summary["num_switches"]),
+            "id_switches_per_100": 100 * float(summary["num_switches"]) / max(truth_frames, 1),
+            "mota": float(summary["mota"]), "truth_face_frames": truth_frames}
+
+
+def labelled_tracks(clips, tracked_clips):
+    """Per track (clip, id): its person (most matched frames) and its frames in order as
+    (frame, face, fused answer, person matched at that frame or None)."""
+    tracks = {}
+    for c, (clip, tracked) in enumerate(zip(clips, tracked_clips)):
+        for i, (frame_truth, items) in enumerate(zip(clip.truth, tracked)):
+            matched = match_truth(frame_truth, [face for _, face, _ in items])
+            for j, (tid, face, answer) in enumerate(items):
+                if tid is not None:
+                    tracks.setdefault((c, tid), []).append((i, face, answer, matched.get(j)))
+    out = []
+    for (c, tid), frames in tracks.items():
+        persons = [p for *_, p in frames if p is not None]
+        if persons:
+            person = max(set(persons), key=persons.count)
+            out.append((clips[c].people[person], frames))
+    return out
+
+
+def fit_inputs(tracks):
+    ages, genders = [], []
+    for person, frames in tracks:
+        distributions = [face.age_distribution for _, face, _, _ in frames
+                         if face.age_distribution is not None]
+        if distributions:
+            ages.append((person.age, distributions))
+        females = [fusion.female_probability(face) for _, face, _, _ in frames]
+        if all(q is not None for q in females) and person.gender in (0, 1):
+            genders.append((person.gender == 1, np.array(females)))
+    return ages, genders
+
+
+def accuracy(tracks, params):
+    """Per-frame vs fused figures on the matched, tracked detections (fusion rerun with
+    `params` over each track's frames, so several tempers are compared on one tracking)."""
+    frame_err, fused_err, end_err, frame_step, fused_step = [], [], [], [], []
+    cover = {"frame80": [], "fused50": [], "fused80": [], "end50": [], "end80": []}
+    gender_frame, gender_fused = [], []
+    for person, frames in tracks:
+        state = fusion.TrackFusion(params)
+        previous = None
+        for n, (_, face, _, matched) in enumerate(frames, start=1):
+            state.add(face)
+            answer = state.answer()
+            if previous is not None and n > STEADY_AFTER:
+                fused_step.append(abs(answer.age - previous[0]))
+                frame_step.append(abs(face.age - previous[1]))
+            previous = (answer.age, face.age)
+            if matched is None:
+                continue
+            frame_err.append(abs(face.age - person.age))
+            fused_err.append(abs(answer.age - person.age))
+            if face.age_interval_80 is not None:
+                cover["frame80"].append(_inside(person.age, face.age_interval_80))
+            if answer.age_interval_80 is not None:
+                cover["fused50"].append(_inside(person.age, answer.age_interval_50))
+                cover["fused80"].append(_inside(person.age, answer.age_interval_80))
+            if face.gender is not None and person.gender in (0, 1):
+                truth = "female" if person.gender == 1 else "male"
+                gender_frame.append(face.gender == truth)
+                gender_fused.append(answer.gender == truth)
+        answer = state.answer()
+        end_err.append(abs(answer.age - person.age))
+        if answer.age_interval_80 is not None:
+            cover["end50"].append(_inside(person.age, answer.age_interval_50))
+            cover["end80"].append(_inside(person.age, answer.age_interval_80))
+    mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
+    return {"faces": len(frame_err), "tracks": len(tracks),
+            "per_frame_mae": mean(frame_err), "fused_mae": mean(fused_err),
+            "track_end_mae": mean(end_err),
+            "per_frame_change_median": float(np.median(frame_step)) if frame_step else None,
+            "fused_change_median": float(np.median(fused_step)) if fused_step else None,
+            "coverage": {k: mean(v) for k, v in cover.items()},
+            "gender_accuracy_per_frame": mean(gender_frame),
+            "gender_accuracy_fused": mean(gender_fused)}
+
+
+def _inside(age, interval):
+    return float(interval[0] <= min(age, 100) <= interval[1])
+
+
+# -- speed ----------------------------------------------------------------------------------
+
+def speed(analyzer, clip_path, frames):
+    with tempfile.TemporaryDirectory() as out:
+        summary = annotate_lib.annotate(analyzer, clip_path,
+                                        output=os.path.join(out, "annotated.mp4"),
+                                        tracks=os.path.join(out, "tracks.jsonl"),
+                                        progress=False)
+    assert summary["frames"] == frames
+    per_frame_ms = {k: round(1000 * v / frames, 1) for k, v in summary["stage_seconds"].items()}
+    return {"frames_per_second": summary["frames_per_second"], "stage_ms_per_frame": per_frame_ms,
+            "tracks": summary["tracks"]}
+
+
+def base_of(model):
+    """The base directory (numbered versions) a server is started on."""
+    if os.path.exists(os.path.join(model, "saved_model.pb")):
+        return os.path.dirname(os.path.abspath(model))
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.video",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="an exported SavedModel with "
+                        "predict_photo (a version or base directory)")
+    parser.add_argument("--clips", type=int, default=6, help="test-split clips")
+    parser.add_argument("--val_clips", type=int, default=6,
+                        help="validation-split clips to fit the fusion temper on")
+    parser.add_argument("--frames", type=int, default=125, help="frames per clip (25/s)")
+    parser.add_argument("--people", default="2,4", help="people per clip: min,max")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speed_frames", type=int, default=150)
+    parser.add_argument("--no_server", action="store_true", help="skip the gRPC speed run")
+    parser.add_argument("--compare_trackers", action="store_true",
+                        help="also supervision's ByteTrack and norfair (when importable)")
+    parser.add_argument("--answers_cache", help="a pickle of the clips and the model's "
+                        "answers: written on the first run, read on the next (same flags)")
+    parser.add_argument("--output", help="write every figure here as JSON")
+    parser.add_argument("--fusion_output", help="write the fitted temper here (for "
+                        "video.annotate --fusion_params)")
+    console.add_verbose_flag(parser)
+    args = parser.parse_args(argv)
+    people = tuple(int(v) for v in args.people.split(","))
+
+    from agegender import FaceAnalyzer
+
+    results = {"model": args.model, "seed": args.seed, "frames_per_clip": args.frames,
+               "load_average_start": os.getloadavg()}
+    analyzer = FaceAnalyzer.load(args.model)
+    fps = 25.0
+    t = time.time()
+    splits = {}
+    if args.answers_cache and os.path.exists(args.answers_cache):
+        import pickle
+
+        with open(args.answers_cache, "rb") as f:
+            splits = pickle.load(f)
+    for split, count, seed in (("validation", args.val_clips, args.seed + 100),
+                               ("test", args.clips, args.seed)):
+        if split in splits:
+            continue
+        clips, answers = answered_clips(analyzer, split, count, args.frames, people, seed)
+        splits[split] = (clips, answers)
+        print(f"{split}: {count} clips, {sum(len(a) for a in answers)} frames, "
+              f"{sum(len(t) for c in clips for t in c.truth)} true face-frames answered "
+              f"({time.time() - t:.0f} s)", flush=True)
+    if args.answers_cache and not os.path.exists(args.answers_cache):
+        import pickle
+
+        with open(args.answers_cache, "wb") as f:
+            pickle.dump(splits, f)
+
+    # Fit on validation clips (tracked by ours with the default temper: the tracks'
+    # frames, not the temper, are what the fit needs).
+    val_clips, val_answers = splits["validation"]
+    val_tracked = [run_ours(a, fps, fusion.DEFAULT_PARAMS) for a in val_answers]
+    ages, genders = fit_inputs(labelled_tracks(val_clips, val_tracked))
+    fitted = fusion.fit(ages, genders, temperatures=(0.8, 1.0, 1.25, 1.5, 2.0))
+    results["fusion"] = fitted.to_dict()
+    results["validation_coverage_by_length"] = {
+        str(n): v for n, v in fusion.coverage_by_length(ages, fitted).items()}
+    print(f"fitted on {len(ages)} validation tracks: {fitted}")
+    if args.fusion_output:
+        with open(args.fusion_output, "w") as f:
+            json.dump({"fusion": fitted.to_dict(), "fitted_on": f"{len(ages)} validation "
+                       f"tracks, benchmarks.video seed {args.seed}", "model": args.model}, f,
+                      indent=1)
+
+    clips, answers = splits["test"]
+    trackers = {"ours": lambda a: run_ours(a, fps, fitted),
+                "ours_no_appearance": lambda a: run_ours(a, fps, fitted, appearance=False)}
+    if args.compare_trackers:
+        for name, fn in (("bytetrack", run_bytetrack), ("norfair", run_norfair)):
+            try:
+                fn([[]], fps)
+                trackers[name] = lambda a, fn=fn: fn(a, fps)
+            except ImportError as error:
+                print(f"{name}: not importable ({error}); left out")
+    results["tracking"] = {}
+    tracked_by = {}
+    for name, run in trackers.items():
+        started = time.perf_counter()
+        tracked_by[name] = [run(a) for a in answers]
+        quality = tracking_quality(clips, tracked_by[name])
+        quality["ms_per_frame"] = 1000 * (time.perf_counter() - started) / sum(
+            len(a) for a in answers)
+        results["tracking"][name] = quality
+        print(f"tracking {name:20s} IDF1 {quality['idf1']:.3f}  ID switches "
+              f"{quality['id_switches']} ({quality['id_switches_per_100']:.2f} per 100 "
+              f"face-frames)  MOTA {quality['mota']:.3f}  {quality['ms_per_frame']:.2f} ms/frame")
+
+    tracks = labelled_tracks(clips, tracked_by["ours"])
+    results["accuracy"] = {}
+    for name, params in (("fitted", fitted), ("independent_rho0", fusion.FusionParams(
+            0.0, fitted.temperature, 0.0)), ("geometric_mean_rho1", fusion.FusionParams(
+            1.0, fitted.temperature, 1.0))):
+        figures = accuracy(tracks, params)
+        results["accuracy"][name] = figures
+        c = figures["coverage"]
+        print(f"age [{name}]: per-frame MAE {figures['per_frame_mae']:.2f}, fused "
+              f"(displayed) {figures['fused_mae']:.2f}, track end {figures['track_end_mae']:.2f} "
+              f"({figures['faces']} faces, {figures['tracks']} tracks); change per frame after "
+              f"{STEADY_AFTER}: per-frame {figures['per_frame_change_median']:.2f}, displayed "
+              f"{figures['fused_change_median']:.3f}; 80% coverage per frame "
+              f"{c['frame80']:.3f}, fused {c['fused80']:.3f} (end {c['end80']:.3f}), 50% fused "
+              f"{c['fused50']:.3f} (end {c['end50']:.3f}); gender per frame "
+              f"{figures['gender_accuracy_per_frame']:.3f}, fused "
+              f"{figures['gender_accuracy_fused']:.3f}")
+
+    # Speed: one clip of 4 people, 640x480, written as H.264 and read back.
+    speed_clip = synthetic.clip(synthetic.FaceSource("test", seed=args.seed + 7).take(4),
+                                seed=args.seed + 7, frames=args.speed_frames)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "speed.mp4")
+        with video_io.open_sink(path, 640, 480, fps) as sink:
+            for frame in speed_clip.frames:
+                sink.write(frame)
+        annotate_lib.annotate(analyzer, path, progress=False, tracks=os.path.join(
+            folder, "warm.jsonl"), max_frames=args.speed_frames)  # warm-up (traces)
+        results["speed_in_process"] = speed(analyzer, path, args.speed_frames)
+        results["speed_in_process"]["load_average"] = os.getloadavg()
+        print(f"speed in process: {results['speed_in_process']}")
+        if not args.no_server:
+            from serving.server_process import ServerProcess
+
+            with ServerProcess(base_of(args.model)) as server:
+                remote = FaceAnalyzer.from_server(server.grpc_address, protocol="grpc")
+                annotate_lib.annotate(remote, path, progress=False, tracks=os.path.join(
+                    folder, "warm.jsonl"))
+                results["speed_grpc"] = speed(remote, path, args.speed_frames)
+                results["speed_grpc"]["load_average"] = os.getloadavg()
+                remote.close()
+            print(f"speed over gRPC (local server): {results['speed_grpc']}")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=1, default=float)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
