@@ -44,6 +44,8 @@ setup(
         # The records job on a Dask cluster (--runner=DaskRunner): the Beam dask extra is
         # dask and distributed (2024.4.2 or later); the same versions on every worker.
         "dask": ["apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2"],
+        # benchmarks/video.py: IDF1 and ID switches with the MOT community's metrics library.
+        "video-benchmark": ["motmetrics>=1.4"],
         # dask too: tests/pipeline/build_records_dask_test.py runs a real Dask cluster.
         # pytest-xdist runs the suite on every core; import-linter checks the layers
         # (.importlinter) in `make test`.
