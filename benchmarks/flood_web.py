@@ -10,7 +10,7 @@ UTKFace test-split face pasted on a background by `faces.synthetic`, or `--photo
 the page every `--interval` seconds: first alone (`--baseline` seconds), then for
 `--duration` seconds while
 - `--slowloris` connections (64) each send `POST /api/predict HTTP/1.1`, `Host: x`, then one
-  header line every `--trickle` seconds, reconnecting as soon as the page closes them;
+  header line every `--trickle` seconds (10), reconnecting as soon as the page closes them;
 - `--flooders` clients (4) post, back to back, a 7000x7000 progressive JPEG whose last scan
   is repeated 5,000 times (issue 23) and a 1-bit PNG at the page's pixel limit (50 MP,
   ~6 KB that decode to 50 MB and cost seconds of CPU).
@@ -172,7 +172,7 @@ def main(argv=None):
     p.add_argument("--baseline", type=float, default=15.0, help="seconds without flood first")
     p.add_argument("--interval", type=float, default=0.5, help="normal client's period, s")
     p.add_argument("--slowloris", type=int, default=64)
-    p.add_argument("--trickle", type=float, default=2.0,
+    p.add_argument("--trickle", type=float, default=10.0,
                    help="seconds between a slow connection's header lines")
     p.add_argument("--flooders", type=int, default=4)
     p.add_argument("--page_flags", default="", help="extra flags for web.app, space-separated")
