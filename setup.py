@@ -7,12 +7,16 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*",
-                                    "evaluation*", "faces*", "web*", "video*"]),
+                                    "evaluation*", "faces*", "web*", "video*", "analyzer*",
+                                    "commands*"]),
     # The alignment template faces.template computed from the training crops; the web page
     # (web/static) ships inside the package: no build step, nothing fetched at run time.
     package_data={"faces": ["*.json"],
                   "web": ["static/*.html", "static/*.css", "static/*.js"]},
     install_requires=[
+        # The Python API (analyzer.inputs) encodes arrays and PIL images as PNG without
+        # TensorFlow; faces.drawing draws the boxes.
+        "pillow>=10",
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",
         # The tfrecord extra brings the crc32c implementation of the Beam TFRecord codec.
@@ -40,6 +44,20 @@ setup(
         # are in docs/serving.md and docs/web.md.
         "aiohttp>=3.9",
     ],
+    # One installed command per program (commands.COMMANDS; a test checks the two agree).
+    entry_points={"console_scripts": [
+        "agegender-records = commands:records",
+        "agegender-annotate = commands:annotate",
+        "agegender-train = commands:train",
+        "agegender-evaluate = commands:evaluate",
+        "agegender-export = commands:export",
+        "agegender-export-litert = commands:export_litert",
+        "agegender-export-litert-faces = commands:export_litert_faces",
+        "agegender-serve = commands:serve",
+        "agegender-client = commands:client",
+        "agegender-web = commands:web",
+        "agegender-video = commands:video",
+    ]},
     extras_require={
         # The records job on a Dask cluster (--runner=DaskRunner): the Beam dask extra is
         # dask and distributed (2024.4.2 or later); the same versions on every worker.
