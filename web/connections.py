@@ -169,6 +169,10 @@ class Connection(web.RequestHandler):
         self.pending = bool(self._messages)  # a pipelined request is next
         self.waiting_since = self._loop.time()
 
+    def closing(self):
+        """Answered here (408) or closed: no longer counted against the cap."""
+        return self._discard or self.transport is None or self.transport.is_closing()
+
     def evictable_since(self):
         """When it started waiting without a request in the app's hands; None if it has one."""
         if self.busy or self.pending or self._discard:
@@ -239,8 +243,7 @@ class Server(web.Server):
         """True when a new connection may open: under `limit`, or after closing the one
         that has waited longest without a request in progress (idle keep-alive ones first,
         then those still sending headers), if it has waited EVICTION_GRACE or more."""
-        open_ = [c for c in self.connections if c.transport is not None
-                 and not c.transport.is_closing()]
+        open_ = [c for c in self.connections if not c.closing()]
         if len(open_) < limit:
             return True
         now = self._loop.time()
