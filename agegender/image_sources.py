@@ -322,11 +322,13 @@ def read_file(path, max_bytes=None, follow_symlinks=True):
     """All bytes of one file on any Beam filesystem (see `open_input`).
 
     max_bytes: read at most this many; a file holding more raises `InputTooLarge` (the size
-    the listing saw may be stale or, for a special file, meaningless).
+    the listing saw may be stale or, for a special file, meaningless). Read in pieces with a
+    running count: `read(max_bytes + 1)` would reserve 64 MB per file up front, which under
+    a data limit (RLIMIT_DATA counts it) failed small reads with MemoryError.
     """
     with open_input(path, follow_symlinks) as f:
-        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
-    if max_bytes is not None and len(data) > max_bytes:
+        data = f.read() if max_bytes is None else archive_members.read_counted(f, max_bytes)
+    if data is None:
         raise InputTooLarge(errno.EFBIG, f"more than {max_bytes} bytes", path)
     return data
 
