@@ -17,7 +17,9 @@ both classes' probabilities; the reader keeps the chosen one).
 
 `strict=True` is for answers from a peer that is not trusted (a REST endpoint, as the web
 page reads): any output of the wrong type or shape, an unknown gender letter or a
-non-finite age or box raises `ServerError` (code None) with a message naming the output.
+non-finite age, box or distribution raises `ServerError` (code None) with a message naming
+the output; a non-finite optional value (spread, interval, landmarks, score, gender
+probability) reads as None.
 Without it the reader trusts the shapes (the model in process, gRPC tensors) and only
 converts.
 
@@ -309,7 +311,7 @@ class _StrictField(_Field):
         if not math.isfinite(value):
             if required:
                 _fail(f"'{name}' is not a finite number: {value}")
-            return float("nan")
+            return None  # an optional value the model could not give (JSON has no NaN)
         return value
 
     @classmethod
@@ -319,10 +321,18 @@ class _StrictField(_Field):
         return [cls.number(v, name, required) for v in value]
 
     @classmethod
+    def pair(cls, value, name):
+        if value is None:
+            return None
+        pair = cls.numbers(value, 2, name)
+        return None if None in pair else tuple(pair)
+
+    @classmethod
     def points(cls, value):
         if not isinstance(value, list) or len(value) != 5:
             _fail(f"'{contract.LANDMARKS}' should be 5 points, got {value!r:.60}")
-        return tuple(tuple(cls.numbers(p, 2, contract.LANDMARKS)) for p in value)
+        points = tuple(tuple(cls.numbers(p, 2, contract.LANDMARKS)) for p in value)
+        return None if any(None in p for p in points) else points
 
     @classmethod
     def distribution(cls, value):

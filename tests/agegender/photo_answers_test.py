@@ -129,3 +129,19 @@ def test_crop_answers_read_as_faces_without_a_box():
     assert [f.gender_probability for f in faces] == pytest.approx([0.7, 0.8])
     assert faces[0].age_distribution.shape == (101,)
     assert photo_answers.read_crops(_json(outputs), strict=True)[1].gender == "female"
+
+
+def test_non_finite_optional_values_read_as_none_in_strict_mode():
+    """JSON for browsers has no NaN: a spread or probability the model could not give is
+    None (the face is kept); a non-finite age or box is a malformed answer."""
+    outputs = _json(_outputs())
+    outputs["gender_probability"][0][0] = [float("nan"), float("nan")]
+    outputs["face_scores"][0][1] = float("inf")
+    outputs["age_interval_80"] = [[[1.0, float("nan")], [2.0, 9.0], [0, 0]], [[0, 0]] * 3]
+    first, second = photo_answers.read_photos(outputs, strict=True)[0].faces
+    assert first.gender == "female" and first.gender_probability is None
+    assert second.score is None and first.age_interval_80 is None
+    assert second.age_interval_80 == (2.0, 9.0)
+    outputs["boxes"][0][0][2] = float("nan")
+    with pytest.raises(ServerError, match="'boxes' is not a finite number"):
+        photo_answers.read_photos(outputs, strict=True)
