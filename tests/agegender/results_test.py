@@ -46,3 +46,21 @@ def test_to_dict_is_json_and_round_trips():
 def test_model_info_to_dict():
     info = ModelInfo(backend="rest", source="h:1", version=2, signatures=("a", "b"))
     assert json.loads(json.dumps(info.to_dict()))["signatures"] == ["a", "b"]
+
+
+def test_the_api_imports_load_neither_tensorflow_nor_beam():
+    """`from agegender import FaceAnalyzer, Face` (and the one reader, the wire clients and
+    the serving client) in a fresh interpreter: the ground floor stays light."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = ("import sys\n"
+            "from agegender import FaceAnalyzer, Face, AnalyzerError, photo_answers\n"
+            "import analyzer.tf_serving, serving.client\n"
+            "print(sorted(m for m in ('tensorflow', 'apache_beam', 'keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
