@@ -64,6 +64,57 @@ def per_decade(true_age, pred_age):
     return _by_decade(np.minimum(true_age // 10, 10).astype(int), true_age, pred_age)
 
 
+# Age bands for children and the photos families keep (issue 27): the first two decades in
+# five-year steps, where the shared subset is thin and old prints mislead most, then wider.
+AGE_BANDS = (0, 5, 10, 15, 20, 40, 60, 70)
+
+
+def band_name(edges, index):
+    low = edges[index]
+    return f"{low}+" if index == len(edges) - 1 else f"{low}-{edges[index + 1] - 1}"
+
+
+def per_age_band(true_age, pred_age, edges=AGE_BANDS):
+    """Like `per_decade`, over the bands starting at `edges` (the last open-ended):
+    {"0-4": {count, mae, mean_signed_error, signed_error_standard_error}, ...}."""
+    true_age = np.asarray(true_age, np.float64)
+    pred_age = np.asarray(pred_age, np.float64)
+    which = np.searchsorted(np.asarray(edges), true_age, side="right") - 1
+    out = {}
+    for i in sorted(set(which.tolist())):
+        if i < 0:
+            continue
+        err = pred_age[which == i] - true_age[which == i]
+        out[band_name(edges, i)] = {"count": int(err.size), "mae": float(np.abs(err).mean()),
+                                    "mean_signed_error": float(err.mean()),
+                                    "signed_error_standard_error": _standard_error(err)}
+    return out
+
+
+def pooled(groups):
+    """One group's statistics pooled over several samples of it (e.g. the 60-69 decade of
+    the validation and the test split): the entries of `per_decade` / `per_age_band`
+    ({count, mae, mean_signed_error, signed_error_standard_error}) -> the same fields over
+    all their faces, exactly (each sample's sd is its standard error x sqrt(n))."""
+    groups = [g for g in groups if g and g.get("count")]
+    n = np.array([g["count"] for g in groups], np.float64)
+    if not n.size:
+        return {"count": 0}
+    total = n.sum()
+    mean = float((n * [g["mean_signed_error"] for g in groups]).sum() / total)
+    out = {"count": int(total),
+           "mae": float((n * [g["mae"] for g in groups]).sum() / total),
+           "mean_signed_error": mean, "signed_error_standard_error": None}
+    if total >= 2 and all(g.get("signed_error_standard_error") is not None or g["count"] == 1
+                          for g in groups):
+        sd = np.array([(g.get("signed_error_standard_error") or 0.0) * np.sqrt(g["count"])
+                       for g in groups])
+        means = np.array([g["mean_signed_error"] for g in groups])
+        ss = ((n - 1) * sd ** 2).sum() + (n * (means - mean) ** 2).sum()
+        out["signed_error_standard_error"] = float(np.sqrt(ss / (total - 1) / total))
+    return out
+
+
 def gender_accuracy(true_gender, pred_gender):
     """Accuracy over the images whose gender is known; None when there are none."""
     true_gender = np.asarray(true_gender)
@@ -160,6 +211,7 @@ def full_report(true_age, pred_age, race=None, true_gender=None, pred_gender=Non
     report = age_metrics(true_age, pred_age)
     report["per_decade"] = per_decade(true_age, pred_age)
     report["per_predicted_decade"] = per_predicted_decade(true_age, pred_age)
+    report["per_age_band"] = per_age_band(true_age, pred_age)
     report["gender_accuracy"] = (None if pred_gender is None
                                  else gender_accuracy(true_gender, pred_gender))
     report["per_race_gender"] = per_race_gender(true_age, pred_age, race, true_gender,

@@ -71,3 +71,28 @@ def test_per_predicted_decade_and_gender_calibration():
                                  age_std=[1, 2], gender_probability=probs[:2])
     assert "uncertainty" in report and "gender_calibration" in report
     assert "uncertainty" not in metrics.full_report([20], [21])
+
+
+def test_per_age_band_splits_children_in_five_year_bands():
+    true = [0, 4, 5, 9, 12, 17, 19, 25, 45, 65, 70, 99]
+    pred = [2, 4, 8, 9, 10, 18, 25, 25, 45, 60, 80, 89]
+    bands = metrics.per_age_band(true, pred)
+    assert list(bands) == ["0-4", "5-9", "10-14", "15-19", "20-39", "40-59", "60-69", "70+"]
+    assert bands["0-4"]["count"] == 2 and bands["0-4"]["mean_signed_error"] == 1.0
+    assert bands["5-9"]["mae"] == 1.5 and bands["15-19"]["mean_signed_error"] == 3.5
+    assert bands["70+"]["count"] == 2 and bands["70+"]["mean_signed_error"] == 0.0
+    assert bands["60-69"]["signed_error_standard_error"] is None  # one face
+    assert "per_age_band" in metrics.full_report(true, pred)
+
+
+def test_pooled_equals_the_statistics_of_all_faces():
+    rng = np.random.default_rng(1)
+    a_true, b_true = rng.integers(60, 70, 40), rng.integers(60, 70, 70)
+    a_pred, b_pred = a_true + rng.normal(-3, 4, 40), b_true + rng.normal(-1, 6, 70)
+    parts = [metrics.per_decade(a_true, a_pred)["60-69"],
+             metrics.per_decade(b_true, b_pred)["60-69"]]
+    whole = metrics.per_decade(np.r_[a_true, b_true], np.r_[a_pred, b_pred])["60-69"]
+    got = metrics.pooled(parts)
+    for key in ("count", "mae", "mean_signed_error", "signed_error_standard_error"):
+        assert got[key] == pytest.approx(whole[key]), key
+    assert metrics.pooled([None, {"count": 0}]) == {"count": 0}
