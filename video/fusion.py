@@ -111,9 +111,11 @@ class TrackFusion:
         self._age_sum = 0.0
         self._logit_sum = 0.0
         self._with_gender = 0
+        self._fused = None         # the fused distribution, until the next add
 
     def add(self, face):
         self.frames += 1
+        self._fused = None
         self._age_sum += float(face.age)
         distribution = getattr(face, "age_distribution", None)
         if distribution is not None and len(distribution):
@@ -130,10 +132,13 @@ class TrackFusion:
         """The fused age distribution, or None (no frame carried one)."""
         if self._log_sum is None:
             return None
-        p = self.params
-        z = tau(self._with_distribution, p.rho) * self._log_sum / p.temperature
-        z = np.exp(z - z.max())
-        return z / z.sum()
+        if self._fused is None:
+            p = self.params
+            z = tau(self._with_distribution, p.rho) * self._log_sum / p.temperature
+            z = np.exp(z - z.max())
+            self._fused = z / z.sum()
+            self._fused.setflags(write=False)
+        return self._fused
 
     def female_probability(self):
         if not self._with_gender:
