@@ -7,8 +7,9 @@ decode to 1.2 GB (more as float32 in a resize); TensorFlow's own checks only sto
 over ~2^29 pixels. The size a decoder will allocate is in the header, so it is read first:
 
 - `check(data, max_pixels)` in Python, for the server (per image, before batching), the
-  records job, the evaluation tool and predict mode: raises `NotAnImage` or
-  `ImageTooLarge` with a message that says what is wrong.
+  records job, the evaluation tool, the page and predict mode: returns the `ImageSize`
+  (format, width, height, pixels, frames, scans; `.cost`) or raises `NotAnImage`,
+  `ImageTooLarge` or `ImageTooCostly` with a message that says what is wrong.
 - `assert_within_limit_tf(image_bytes, max_pixels)` inside a graph, so the exported
   SavedModel refuses the same images on real TF Serving (`agegender.preprocessing`
   applies it before every decode).
@@ -20,10 +21,11 @@ Pixels do not bound every decoder's work, so `check` also refuses (`ImageTooCost
 of `ImageTooLarge`) the format features whose cost grows without them, each from the bytes
 and before any decoder runs (docs/limits.md has the figures):
 
-- a JPEG with more than `MAX_JPEG_SCANS` scans: each progressive scan is a pass over every
-  block of the picture, and a 75-byte refinement scan can be repeated thousands of times
-  (libjpeg-turbo's "LJT-01-003"; its TJPARAM_SCANLIMIT / djpeg -maxscans exist for it).
-  Counted in-graph too (`assert_within_limit_tf`), so the exported model refuses it;
+- a JPEG with more than `MAX_JPEG_SCANS` scans, or whose scans times pixels pass
+  `MAX_JPEG_PASSES`: each progressive scan is a pass over every block of the picture, and
+  a 75-byte refinement scan can be repeated thousands of times (libjpeg-turbo's
+  "LJT-01-003"; its TJPARAM_SCANLIMIT / djpeg -maxscans exist for it). Checked in-graph
+  too (`assert_within_limit_tf`), so the exported model refuses it;
 - a PNG whose image data inflates to more than its rows need, or whose compressed text
   and ICC chunks inflate to megabytes (libpng inflates both: `agegender.png_chunks`);
 - a GIF or WebP with more than `MAX_FRAMES` frames (giflib reads every frame even when
@@ -49,8 +51,11 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # libjpeg's progressive scripts write 10 scans for colour, 6 for grey and 18 for CMYK
 # (jcparam.c, jpeg_simple_progression); guards in other decoders sit at 256 (nvImageCodec)
 # and 500 (DALI, libjpeg-turbo's fuzzers). Each scan is a pass over the whole picture, so
-# 100 bounds a JPEG's decode at ~10x a normal progressive file's.
+# 100 scans still let a 50 MP file cost 100 passes (~4 s), so the passes of a multi-scan
+# JPEG, pixels x scans, are bounded too: 20 passes over a 50 MP picture (libjpeg's CMYK
+# script, the longest, makes 18), ~0.75 s of CPU at the 0.73 ns per pixel per scan measured.
 MAX_JPEG_SCANS = 100
+MAX_JPEG_PASSES = 20 * DEFAULT_MAX_PIXELS
 MAX_FRAMES = 10_000  # GIF / animated WebP frames (each one is held and walked)
 MAX_CHUNKS = png_chunks.MAX_CHUNKS  # WebP's RIFF chunks, as PNG's
 
@@ -160,6 +165,9 @@ def _too_costly(data, size):
     if size.scans > MAX_JPEG_SCANS:
         return (f"has {size.scans:,} scans, over the limit of {MAX_JPEG_SCANS} (encoders write "
                 "at most ~20; each scan is a pass over every pixel)")
+    if size.scans > 1 and size.cost > MAX_JPEG_PASSES:
+        return (f"has {size.scans} scans over {size.pixels:,} pixels, {size.cost:,} pixel "
+                f"passes, over the limit of {MAX_JPEG_PASSES:,}")
     if size.frames > MAX_FRAMES:
         return f"has more than {MAX_FRAMES:,} frames"
     if size.format == PNG:
@@ -363,18 +371,24 @@ def jpeg_scans_tf(image_bytes):
 
 def assert_within_limit_tf(image_bytes, max_pixels=DEFAULT_MAX_PIXELS):
     """An op that fails (InvalidArgumentError, saying why) when the header is over the pixel
-    limit or the JPEG has more than `MAX_JPEG_SCANS` scans (`check`'s JPEG cost bound).
+    limit, or the JPEG is over `check`'s scan bounds (`MAX_JPEG_SCANS`, `MAX_JPEG_PASSES`).
 
     Run it before decoding (`tf.control_dependencies`); `max_pixels` 0 or None: no pixel
-    limit (the scan limit stays).
+    limit (the scan bounds stay).
     """
     import tensorflow as tf
 
     scans = jpeg_scans_tf(image_bytes)
+
+    def passes():  # read for multi-scan JPEGs only: other bytes keep their decoder's errors
+        size = size_tf(image_bytes)
+        return size[0] * size[1] * scans
+    passes = tf.cond(scans > 1, passes, lambda: tf.constant(0, tf.int64))
     too_costly = tf.debugging.Assert(
-        scans <= MAX_JPEG_SCANS,
-        [f"image too costly: a JPEG with more than {MAX_JPEG_SCANS} scans (each a pass over "
-         "every pixel); refused before decoding. Scans:", scans], name="max_jpeg_scans")
+        tf.logical_and(scans <= MAX_JPEG_SCANS, passes <= MAX_JPEG_PASSES),
+        [f"image too costly: a JPEG with more than {MAX_JPEG_SCANS} scans or more than "
+         f"{MAX_JPEG_PASSES} pixel passes (each scan is a pass over every pixel); refused "
+         "before decoding. Scans, pixel passes:", scans, passes], name="max_jpeg_scans")
     if not max_pixels:
         return too_costly
     size = size_tf(image_bytes)

@@ -159,6 +159,22 @@ def test_a_jpeg_over_the_scan_limit_is_too_costly_in_python_and_in_the_graph(hos
         preprocessing.decode_rgb(tf.constant(over), max_pixels=0)  # no pixel limit: still
 
 
+def test_scans_times_pixels_are_bounded_too(hostile_files):
+    """100 scans over 49 MP would be ~4 s of decoding: a multi-scan JPEG may make at most
+    MAX_JPEG_PASSES pixel passes (20 over a 50 MP picture)."""
+    def at_7000(repeats):
+        data = bytearray(hostile_files.jpeg_scan_bomb(64, repeats))
+        sof = data.index(b"\xff\xc2")  # progressive start of frame
+        struct.pack_into(">HH", data, sof + 5, 7000, 7000)
+        return bytes(data)
+    assert image_header.check(at_7000(0)).cost == 6 * 7000 * 7000  # passes (not decoded)
+    over = at_7000(15)  # 21 scans: 1,029,000,000 pixel passes
+    with pytest.raises(image_header.ImageTooCostly, match="1,029,000,000 pixel passes"):
+        image_header.check(over)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image too costly"):
+        preprocessing.decode_rgb(tf.constant(over))
+
+
 @pytest.mark.slow
 def test_the_scan_bomb_is_refused_before_any_decoding_under_a_cpu_limit(tmp_path,
                                                                        hostile_files):
