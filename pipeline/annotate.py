@@ -30,7 +30,6 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
 import argparse
 import contextlib
 import dataclasses
-import os
 import sys
 import time
 
@@ -155,49 +154,54 @@ def build_pipeline(p, inputs, options, model_info, *, template=None, report_extr
     handler = options.handler()
     read_args = (options.photos_per_file, handler.max_batch_size, handler.max_batch_bytes,
                  options.max_image_pixels, options.follow_symlinks)
+    crop_writer = None
+    if options.faces_dir:
+        crop_writer = face_crops.CropWriter(options.faces_dir, template, options.max_image_pixels)
+
+    def annotated(batches, label):
+        # Each source of batches gets its own RunInference, fused with the step that made
+        # the batches (the model is loaded once per process all the same): a Flatten of
+        # several inputs is materialised by the in-process runner, and the photos' bytes
+        # must never be. Rows are small: they are what is flattened.
+        answered, failed_batches = _infer(batches, label, handler)
+        rows.append((answered | f"{label}Rows" >> portable.ParDoWithOutputs(
+            ToRows(crop_writer)))[portable.MAIN])
+        return failed_batches
+
     listed = list(enumerate(inputs))
     files = [(i, f) for i, f in listed if not f.is_archive]
     archives = [(i, f) for i, f in listed if f.is_archive]
     input_counts = [p | "CountFiles" >> beam.Create([len(files)])]
-    batches, read_skips, answered, failed = [], [], [], []
+    read_skips, rows, failed = [], [], []
     if files:
         read = (p | "ListFiles" >> beam.Create(_groups(files))
                 | "SpreadFiles" >> beam.Reshuffle()
                 | "ReadFiles" >> portable.ParDoWithOutputs(photo_batches.ReadPhotos(*read_args),
                                                          SKIPPED))
-        batches.append(read[portable.MAIN])
+        failed.append(annotated(read[portable.MAIN], "Annotate"))
         read_skips.append(read[SKIPPED])
     if archives:
         members = (p | "ListArchives" >> beam.Create(archives)
                    | "ReadArchives" >> portable.ParDoWithOutputs(
                        photo_batches.ReadArchivePhotos(options.archive_spread_bytes, *read_args),
                        SKIPPED, LOCAL))
-        batches.append(members[portable.MAIN] | "SpreadMembers" >> beam.Reshuffle())
+        failed.append(annotated(members[portable.MAIN] | "SpreadMembers" >> beam.Reshuffle(),
+                                "AnnotateMembers"))
+        failed.append(annotated(members[LOCAL], "AnnotateInPlace"))
         read_skips.append(members[SKIPPED])
-        local = _infer(members[LOCAL], "AnnotateInPlace", handler)
-        answered.append(local[0])
-        failed.append(local[1])
         input_counts += [members[portable.MAIN] | "MembersInBatch" >> beam.Map(len),
                          members[LOCAL] | "MembersInPlace" >> beam.Map(len),
                          members[SKIPPED] | "OneMemberSkip" >> beam.Map(_one)]
-    spread = _infer(batches | "AllBatches" >> beam.Flatten(), "Annotate", handler)
-    answered.append(spread[0])
-    failed.append(spread[1])
     # A refused batch: its photos again, one at a time; what fails alone is a skip.
-    alone = _infer(failed | "FailedBatches" >> beam.Flatten()
-                   | "OneByOne" >> beam.FlatMap(_one_by_one), "AnnotateAlone", handler)
-    answered.append(alone[0])
+    refused = annotated(failed | "FailedBatches" >> beam.Flatten()
+                        | "OneByOne" >> beam.FlatMap(_one_by_one), "AnnotateAlone")
 
-    crop_writer = None
-    if options.faces_dir:
-        crop_writer = face_crops.CropWriter(options.faces_dir, template, options.max_image_pixels)
     metadata = options.metadata(model_info, report_extra)
-    rows = (answered | "AllAnswers" >> beam.Flatten()
-            | "ToRows" >> portable.ParDoWithOutputs(ToRows(crop_writer)))[portable.MAIN]
-    written = (rows | "GroupByFile" >> beam.GroupByKey()
+    written = (rows | "AllRows" >> beam.Flatten()
+               | "GroupByFile" >> beam.GroupByKey()
                | "WriteFiles" >> beam.ParDo(parquet_sink.WriteShard(
                    options.output_dir, metadata, progress_seconds)))
-    skips = ((*read_skips, alone[1] | "RefusedPhotos" >> beam.Map(_skip_of))
+    skips = ((*read_skips, refused | "RefusedPhotos" >> beam.Map(_skip_of))
              | "AllSkips" >> beam.Flatten()
              | "CountSkips" >> beam.Map(parquet_sink.count_skip))
     num_inputs = (input_counts | "InputCounts" >> beam.Flatten()
@@ -218,7 +222,6 @@ def _finalize(entries, output_dir, faces_dir, metadata):
         def after(report):
             face_crops.write_labels(faces_dir, output_dir, report)
     return parquet_sink.finalize(entries, output_dir=output_dir, metadata=metadata, after=after)
-
 
 
 def _positive_int(text):
@@ -281,8 +284,6 @@ def _error(message):
 def load_model(options):
     """The analyzer (loaded once here: a bad --model is a clear error before the job
     starts, and the in-process runner's workers reuse it) and the crop template."""
-    from agegender import serving_contract as contract
-
     analyzer = inference_handler.load(options.model, options.max_image_pixels)
     info = analyzer.info
     wanted = options.handler().signature
@@ -299,7 +300,6 @@ def load_model(options):
             from export import export_model
             alignment = export_model.read_face_alignment(info.source)
         template = (alignment or {}).get("template") or template_lib.load().points.tolist()
-    del contract
     return info, template
 
 
