@@ -147,20 +147,22 @@ class ServingCore:
         signature_name = signature_name or contract.SERVING_DEFAULT
         sd = model.signature_def(signature_name)
         batching.task_size(inputs, self.max_batch_size)
-        pixels = 0
-        for name, array in inputs.items():
-            if is_image_input(name, array):
-                for i, value in enumerate(array.reshape(-1)):
-                    try:
-                        pixels += image_header.check(value, self.max_image_pixels).pixels
-                    except ValueError as e:  # NotAnImage, ImageTooLarge
-                        raise invalid(f"input '{name}'[{i}]: {e}") from None
+        images = [(f"input '{name}'[{i}]", value) for name, array in inputs.items()
+                  if is_image_input(name, array) for i, value in enumerate(array.reshape(-1))]
+        pixels = sum(self._declared_pixels(where, value) for where, value in images)
         unknown = sorted(set(output_filter) - set(sd.outputs))
         if unknown:
             raise invalid(f"output_filter {unknown} not in the signature's outputs "
                           f"{sorted(sd.outputs)}")
         try:
             with self.pixels.admit(pixels):
+                # The whole check (a decode cost the pixels do not bound, e.g. a JPEG's
+                # scans) can cost a few ms per image itself: run within the budget.
+                for where, value in images:
+                    try:
+                        image_header.check(value, self.max_image_pixels)
+                    except ValueError as e:  # NotAnImage, ImageTooLarge
+                        raise invalid(f"{where}: {e}") from None
                 if self.batcher is not None:
                     outputs = self.batcher.submit(model, signature_name, inputs,
                                                   timeout=self.request_timeout)
@@ -173,6 +175,18 @@ class ServingCore:
         if output_filter:
             outputs = {k: v for k, v in outputs.items() if k in set(output_filter)}
         return outputs
+
+    def _declared_pixels(self, where, value):
+        """An image's pixels from its header alone (cheap), refused over --max_image_pixels."""
+        size = image_header.read_size(value)
+        try:
+            if size is None:
+                image_header.check(value, self.max_image_pixels)  # raises NotAnImage
+            elif self.max_image_pixels and size.pixels > self.max_image_pixels:
+                raise image_header.ImageTooLarge(size, self.max_image_pixels)
+        except ValueError as e:
+            raise invalid(f"{where}: {e}") from None
+        return size.pixels
 
     def _which_image(self, inputs, error):
         """The model refused the request: if an image does not decode, say which one.
