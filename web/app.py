@@ -183,6 +183,12 @@ class WebApp:
         self._aio.close()
         self._server.pre_shutdown()
         await self._server.shutdown(timeout=2)
+        # What is left (a lingering refusal's task, a photo at the model server) is
+        # cancelled here, not destroyed pending with the loop.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def connection_counts(self):
         """(open connections, connections with a request in progress)."""
@@ -256,6 +262,8 @@ class WebApp:
                                  f"{self.max_request_bytes} bytes", close=True)
         if length == 0:
             raise HttpError(400, "the request holds no photo")
+        if not self.uploads.fits(length):  # refused before its body is read (another
+            raise connections.budget_full(self.uploads)  # may still fill it meanwhile)
         seconds = started + self.limits.request_seconds(length) - self._loop.time()
         photo = await connections.read_body(request, max_bytes=length, seconds=seconds,
                                             budget=self.uploads)

@@ -71,7 +71,7 @@ class RestBackend:
         `deadline` (time.monotonic()) bounds the whole call, the answer's last byte
         included; default now + timeout."""
         deadline = deadline if deadline is not None else time.monotonic() + self.timeout
-        body = json.dumps(photo_contract.request_body(image_bytes)).encode("ascii")
+        body = photo_contract.request_bytes(image_bytes)
         status, payload = await self._post(f"/v1/models/{self.model_name}:predict", body,
                                            deadline)
         if status != 200:

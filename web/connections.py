@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 # newcomer may take its place: a browser sends right after connecting.
 EVICTION_GRACE = 1.0
 # A refused or timed-out connection reads and drops its client's input this long before it
-# closes: closing with unread input sends a reset, which can destroy the answer unread.
-LINGER_SECONDS = 1.0
+# closes: closing with unread input sends a reset, which can destroy the answer unread
+# (an upload refused early is still arriving).
+LINGER_SECONDS = 2.0
 MAX_HEADER_BYTES = 8190  # the request line, and each header line (aiohttp's defaults)
 
 
@@ -89,6 +90,9 @@ class ByteBudget:
 
     def __init__(self, limit):
         self.limit, self.used = limit, 0
+
+    def fits(self, n):
+        return self.used + n <= self.limit
 
     def take(self, n):
         if self.used + n > self.limit:
@@ -263,10 +267,17 @@ class Server(web.Server):
         return len(connections), sum(c.busy for c in connections)
 
 
+def budget_full(budget):
+    return HttpError(503, f"busy: this page's server holds {budget.used} bytes of uploads, "
+                          f"its limit being {budget.limit}; retry shortly", close=True)
+
+
 async def read_body(request, *, max_bytes, seconds, budget):
-    """The request's body, read within `seconds`; bytes counted against `budget` as they
-    arrive (the caller gives back len(body) when done). Raises HttpError (closing)."""
-    chunks, received = [], 0
+    """The request's body (a bytearray: grown in place, no joined copy), read within
+    `seconds`; bytes counted against `budget` as they arrive (the caller gives back
+    len(body) when done). Raises HttpError (closing)."""
+    body = bytearray()
+    received = 0
     try:
         async with asyncio.timeout(seconds):
             while True:
@@ -277,10 +288,9 @@ async def read_body(request, *, max_bytes, seconds, budget):
                     raise HttpError(413, f"the photo is too large: over {max_bytes} bytes",
                                     close=True)
                 if not budget.take(len(chunk)):
-                    raise HttpError(503, f"busy: this page's server holds {budget.used} bytes "
-                                         "of uploads, its limit; retry shortly", close=True)
+                    raise budget_full(budget)
                 received += len(chunk)
-                chunks.append(chunk)
+                body += chunk
     except TimeoutError:
         budget.give(received)
         raise HttpError(408, f"the photo did not arrive within {seconds:.0f} s",
@@ -292,4 +302,4 @@ async def read_body(request, *, max_bytes, seconds, budget):
         budget.give(received)
         raise HttpError(400, "the connection broke off before the photo was in",
                         close=True) from None
-    return b"".join(chunks)
+    return body

@@ -14,6 +14,7 @@ as (x1, y1, x2, y2) in pixels of the decoded photo (x right, y down), `landmarks
 are padding.
 """
 import base64
+import json
 import math
 
 from agegender import serving_contract as contract
@@ -42,6 +43,13 @@ def request_body(image_bytes):
     """The TF Serving REST predict body for one photo (row format, named input)."""
     return {"signature_name": SIGNATURE,
             "instances": [{IMAGE_BYTES: {"b64": base64.b64encode(image_bytes).decode("ascii")}}]}
+
+
+def request_bytes(image_bytes):
+    """`request_body` encoded as JSON bytes, built without the intermediate str copies
+    (a 16 MB photo is 22 MB of base64: one copy of it is held, not three)."""
+    head, tail = json.dumps(request_body(b"")).encode("ascii").split(b'""')
+    return b"".join((head, b'"', base64.b64encode(image_bytes), b'"', tail))
 
 
 def _number(value, what):

@@ -1,5 +1,6 @@
 """web.photo_contract: the predict_photo request, and faces from answers of every shape."""
 import base64
+import json
 import math
 
 import pytest
@@ -76,3 +77,8 @@ def test_non_finite_numbers_become_null():
 def test_malformed_answers_are_refused_with_what_is_wrong(payload, words):
     with pytest.raises(photo_contract.ContractError, match=words):
         photo_contract.faces(payload)
+
+
+def test_request_bytes_are_the_request_body_as_json():
+    photo = bytes(range(256)) * 50
+    assert json.loads(photo_contract.request_bytes(photo)) == photo_contract.request_body(photo)
