@@ -25,7 +25,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 
 from agegender import FaceAnalyzer, console
 from faces import synthetic

@@ -5,7 +5,6 @@ the served ones, called with the same inputs. A photo the signature refuses (und
 past its header, over the in-graph pixel limit) raises `ImageError`.
 """
 import hashlib
-import os
 
 import tensorflow as tf
 
