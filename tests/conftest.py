@@ -71,58 +71,12 @@ def photo_tools():
     return types.SimpleNamespace(encode=encode_photo, plain=plain_photo)
 
 
-def jpeg_scan_bomb(size=64, repeats=0, mode="L"):
-    """A progressive JPEG of one flat colour, size x size, with its last scan (a refinement
-    scan of a few dozen bytes: one EOB run covers the picture) repeated `repeats` more times
-    before EOI: each copy is one more pass of the decoder over every block (issue 23)."""
-    import io
-
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new(mode, (size, size), 128 if mode == "L" else (128, 90, 60)).save(
-        out, "JPEG", progressive=True, quality=90)
-    data = out.getvalue()
-    last = data.rindex(b"\xff\xda")
-    return data[:-2] + data[last:-2] * repeats + data[-2:]
-
-
-def zip_with_false_size(members, zeros, declared, name="30_1_0_20170101000000999.jpg"):
-    """A zip of `members` ({name: bytes}, deflated honestly) plus `name`: `zeros` zero bytes
-    deflated (a multiple of 16 MiB, ~1 KB per MiB) under headers declaring `declared` bytes.
-
-    Written by hand: zipfile would spend seconds compressing gigabytes. The zeros' stream is
-    one 16 MiB block compressed after a full flush, repeated: each copy starts from an empty
-    history, so the copies inflate to 16 MiB each."""
-    import struct
-    import zlib
-
-    piece = 16 << 20
-    assert zeros % piece == 0
-    z = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = z.compress(bytes(piece)) + z.flush(zlib.Z_FULL_FLUSH)
-    entries = [(n, zlib.crc32(d), len(d), zlib.compress(d, 9)[2:-4]) for n, d in members.items()]
-    entries.append((name, zlib.crc32(b"\0" * declared), declared,
-                    block * (zeros // piece) + b"\x03\x00"))  # + an empty final block
-    local, central = bytearray(), bytearray()
-    for n, crc, size, stream in entries:
-        encoded = n.encode()
-        central += struct.pack("<4s6H3L5HLL", b"PK\x01\x02", 20, 20, 0, 8, 0, 0x21, crc,
-                               len(stream), size, len(encoded), 0, 0, 0, 0, 0, len(local))
-        central += encoded
-        local += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(stream),
-                             size, len(encoded), 0) + encoded + stream
-    return bytes(local + central + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries),
-                                               len(entries), len(central), len(local), 0))
-
-
 @pytest.fixture(scope="session")
 def hostile_files():
-    """`jpeg_scan_bomb` and `zip_with_false_size` above, for every part's tests."""
-    import types
+    """`agegender.hostile_samples`: issue 23's costly files (scan bomb, false-size zip...)."""
+    from agegender import hostile_samples
 
-    return types.SimpleNamespace(jpeg_scan_bomb=jpeg_scan_bomb,
-                                 zip_with_false_size=zip_with_false_size)
+    return hostile_samples
 
 
 # --- Test tiers -------------------------------------------------------------------------

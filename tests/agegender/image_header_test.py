@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from agegender import image_header, png_chunks, preprocessing
+from agegender import hostile_samples, image_header, png_chunks, preprocessing
 
 REPO = __file__.rsplit("/tests/", 1)[0]
 
@@ -210,9 +210,7 @@ def test_the_scan_bomb_is_refused_before_any_decoding_under_a_cpu_limit(tmp_path
     assert result.stdout.strip().splitlines()[-2:] == ["python: refused 5006", "graph: refused"]
 
 
-def _chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(
-        ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+_chunk = hostile_samples.png_chunk
 
 
 def _png(width, height, rows, extra=b"", colour=2, interlace=0):
@@ -257,25 +255,21 @@ def test_an_interlaced_png_passes_and_decodes():
         image_header.check(_png(width, height, rows + bytes(1 << 20), interlace=1))
 
 
-def test_png_data_past_its_rows_is_too_costly():
+def test_png_data_past_its_rows_is_too_costly(hostile_files):
     """libpng inflates and discards what follows the last row: 1 GB of zeros behind a 1x1
     PNG is a 1 MB file and 1.9 s of TensorFlow's CPU; refused from a bounded inflate."""
-    z = zlib.compressobj(9)
-    stream = z.compress(b"\0" * 4) + b"".join(z.compress(bytes(1 << 24)) for _ in range(8))
-    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-            + _chunk(b"IDAT", stream + z.flush()) + _chunk(b"IEND", b""))
+    data = hostile_files.png_with_extra_data(8)
     with pytest.raises(image_header.ImageTooCostly, match="more than the 4 bytes its rows need"):
         image_header.check(data)
     # A little slack (some encoders pad) passes.
     assert image_header.check(_png(1, 1, bytes(4 + 1000))).pixels == 1
 
 
-def test_png_compressed_text_and_icc_chunks_are_bounded():
+def test_png_compressed_text_and_icc_chunks_are_bounded(hostile_files):
     """1000 zTXt chunks of 8 MB each (an 8 MB file) cost TensorFlow's decoder 14 s."""
     blob = zlib.compress(bytes(1_000_000), 9)
-    ztxt = b"".join(_chunk(b"zTXt", b"k%d\0\0" % i + blob) for i in range(9))
     with pytest.raises(image_header.ImageTooCostly, match="text/ICC chunks inflating"):
-        image_header.check(_png(1, 1, bytes(4), ztxt))
+        image_header.check(hostile_files.png_with_compressed_text(9, 1_000_000))
     itxt = b"".join(_chunk(b"iTXt", b"k\0\x01\0en\0k\0" + blob) for _ in range(9))
     with pytest.raises(image_header.ImageTooCostly, match="text/ICC chunks inflating"):
         image_header.check(_png(1, 1, bytes(4), itxt))
