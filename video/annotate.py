@@ -35,6 +35,7 @@ import sys
 import time
 
 from agegender import arg_types, console, image_header
+from agegender.errors import ImageError
 from video import drawing, face_tracks
 from video import fusion as fusion_lib
 from video import io as video_io
@@ -121,6 +122,7 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
     summary = {"input": input, "frames": 0, "frames_with_faces": 0, "faces": 0,
                "tracks": 0, "skipped_frames": []}
     pending = collections.deque()  # (frame, tracked) waiting for tentative tracks
+    refused = []  # (frame, reason) of frames the model refused
 
     def write_lines(records):
         if lines is not None:
@@ -143,7 +145,8 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
     try:
         if tracks:
             lines = open(outputs.path(tracks), "w")
-        meter = console.Progress("video", "frames", total=None) if progress else None
+        meter = console.Progress("video", "frames", total=None if fps else source.info.frames
+                                 ) if progress else None
         frames = iter(source)
         while True:
             t0 = time.perf_counter()
@@ -154,7 +157,11 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
                 break
             encoded = encode_frame(frame.image)
             t2 = time.perf_counter()
-            found = analyzer.analyze(encoded)
+            try:
+                found = analyzer.analyze(encoded)
+            except ImageError as error:  # the model refused this frame: it alone is skipped
+                refused.append((f"frame {frame.index}", error.reason))
+                found = []
             t3 = time.perf_counter()
             tracked = people.update(frame.index, frame.time, found)
             closed = people.pop_closed()
@@ -214,7 +221,7 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
     summary.update(seconds=round(seconds, 3),
                    frames_per_second=round(summary["frames"] / seconds, 2) if seconds else None,
                    stage_seconds={k: round(v, 3) for k, v in stage_seconds.items()},
-                   skipped_frames=source.skipped, truncated=source.truncated,
+                   skipped_frames=source.skipped + refused, truncated=source.truncated,
                    source={"kind": source.info.kind, "width": source.info.width,
                            "height": source.info.height, "fps": source.info.fps,
                            "container": source.info.container, "codec": source.info.codec,
@@ -272,6 +279,12 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:  # the input is checked before a model is loaded (seconds of TensorFlow start-up)
+        video_io.open_source(args.input, fps=args.fps, max_frames=args.max_frames,
+                             max_pixels=args.max_image_pixels).close()
+    except video_io.VideoError as error:
+        print(f"video.annotate: {error} [{error.reason}]", file=sys.stderr)
+        return 1
     from agegender import FaceAnalyzer
     from agegender.errors import AnalyzerError
 

@@ -82,6 +82,21 @@ def test_tracks_and_per_frame_lines(tmp_path, clip):
     assert len(frames) == 12 and frames[0].image.shape == (96, 160, 3)
 
 
+def test_a_frame_the_model_refuses_is_skipped_alone(tmp_path, clip):
+    from agegender.errors import ImageError
+
+    class Refusing(ScriptedAnalyzer):
+        def analyze(self, encoded):
+            if self.calls == 3:
+                self.calls += 1
+                raise ImageError("undecodable", "the model refused the image")
+            return super().analyze(encoded)
+    summary = annotate.annotate(Refusing(two_people), clip, tracks=str(tmp_path / "t.jsonl"),
+                                progress=False)
+    assert summary["frames"] == 12 and summary["faces"] == 22 and summary["tracks"] == 2
+    assert summary["skipped_frames"] == [("frame 3", "undecodable")]
+
+
 def test_clip_without_faces_is_a_normal_result(tmp_path, clip):
     tracks = str(tmp_path / "tracks.jsonl")
     summary = annotate.annotate(ScriptedAnalyzer(lambda i: []), clip, tracks=tracks,
@@ -120,11 +135,26 @@ def run_cli(*args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_cli_usage_errors(tmp_path):
-    result = run_cli("--model=x", "--input=y.mp4")
-    assert result.returncode == 2 and "--output and/or --tracks" in result.stderr
-    result = run_cli("--model=x", "--input=y.mp4", "--tracks=t", "--max_image_pixels=0")
-    assert result.returncode == 2 and "max_image_pixels" in result.stderr
+def test_cli_usage_errors(capsys):
+    for argv, words in ((["--model=x", "--input=y.mp4"], "--output and/or --tracks"),
+                        (["--model=x", "--input=y.mp4", "--tracks=t", "--max_image_pixels=0"],
+                         "max_image_pixels"),
+                        (["--model=x", "--input=y.mp4", "--output=y.jpg"], "extension"),
+                        (["--model=x", "--server=h:1", "--input=y.mp4", "--tracks=t"],
+                         "not allowed with")):
+        with pytest.raises(SystemExit) as exit_:
+            annotate.parse_args(argv)
+        assert exit_.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_cli_refuses_a_bad_input_before_loading_a_model(tmp_path, capsys):
+    bad = tmp_path / "clip.mp4"
+    bad.write_text("not a video")
+    code = annotate.main(["--model=/nonexistent/model", f"--input={bad}",
+                          f"--tracks={tmp_path / 't'}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "not_a_video" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t").exists()
 
 
 @pytest.fixture(scope="module")
@@ -192,12 +222,3 @@ def test_cli_through_the_server_over_grpc(tmp_path, tiny_model, face_clip):
                      f"--tracks={tmp_path / 'again.jsonl'}", "--timeout=2")
     assert result.returncode == 1 and "UNAVAILABLE" in result.stderr
     assert not (tmp_path / "again.jsonl").exists()
-
-
-def test_cli_not_a_video(tmp_path):
-    bad = tmp_path / "clip.mp4"
-    bad.write_text("not a video")
-    result = run_cli("--server=127.0.0.1:9", f"--input={bad}", f"--tracks={tmp_path / 't'}",
-                     timeout=120)
-    assert result.returncode == 1 and "not_a_video" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
