@@ -14,9 +14,11 @@ the page every `--interval` seconds: first alone (`--baseline` seconds), then fo
 - `--flooders` clients (4) post, back to back, a 7000x7000 progressive JPEG whose last scan
   is repeated 5,000 times (issue 23) and a 1-bit PNG at the page's pixel limit (50 MP,
   ~6 KB that decode to 50 MB and cost seconds of CPU).
+Then `--big_uploads` clients (30) post a ~12 MB JPEG (noise, just under the page's default
+`--max_request_bytes`) at the same instant: the page's memory at its upload-bytes budget.
 Prints, per phase, the normal client's requests, answers with a face, median / p90 / max
 latency, what the flood got back (statuses), how often the slow connections were closed,
-and the page's and the server's peak RSS (VmHWM). Everything stays on loopback, every
+and the page's and the server's peak RSS (VmHWM) after the flood and after the big uploads. Everything stays on loopback, every
 phase is bounded in time, and the children are stopped by their pid. Not a test: the
 figures depend on the machine and on what else runs.
 """
@@ -76,6 +78,21 @@ def png_at_limit(pixels=PIXEL_LIMIT):
     out = io.BytesIO()
     Image.new("1", (side, side), 0).save(out, "PNG", optimize=True)
     return out.getvalue()
+
+
+def big_jpeg(limit):
+    """A JPEG of noise just under `limit` bytes (quality 100 keeps noise near 2 bytes/px)."""
+    import numpy as np
+    from PIL import Image
+
+    side = int((limit / 2.05) ** 0.5)
+    while True:
+        pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, "JPEG", quality=100)
+        if out.tell() <= limit:
+            return out.getvalue()
+        side = int(side * 0.97)
 
 
 def post(address, body, timeout=60):
@@ -162,6 +179,13 @@ def flooder(address, bodies, stop, statuses):
         i += 1
 
 
+def print_peaks(when, page, server):
+    line = f"{when}: page peak RSS {page.memory()['VmHWM'] / 1024:.0f} MB"
+    if server is not None:
+        line += f", server peak RSS {server.memory()['VmHWM'] / 1024:.0f} MB"
+    print(line, flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="SavedModel base dir (<dir>/<version>/) to serve")
@@ -175,6 +199,8 @@ def main(argv=None):
     p.add_argument("--trickle", type=float, default=10.0,
                    help="seconds between a slow connection's header lines")
     p.add_argument("--flooders", type=int, default=4)
+    p.add_argument("--big_uploads", type=int, default=30,
+                   help="simultaneous ~12 MB uploads after the flood (0: none)")
     p.add_argument("--page_flags", default="", help="extra flags for web.app, space-separated")
     console.add_verbose_flag(p)
     args = p.parse_args(argv)
@@ -220,10 +246,26 @@ def main(argv=None):
         print(flood.line())
         print(f"flood answers: {dict(flood_statuses)}")
         print(f"slow connections closed by the page: {dict(closed)}")
-        page_mem = page.memory()
-        print(f"page peak RSS {page_mem['VmHWM'] / 1024:.0f} MB")
-        if server is not None:
-            print(f"server peak RSS {server.memory()['VmHWM'] / 1024:.0f} MB")
+        print_peaks("after the flood", page, server)
+        if args.big_uploads:
+            from web.app import DEFAULT_MAX_REQUEST_BYTES
+
+            body = big_jpeg(DEFAULT_MAX_REQUEST_BYTES)
+            statuses = collections.Counter()
+            barrier = threading.Barrier(args.big_uploads)
+
+            def upload():
+                barrier.wait(30)
+                statuses[post(address, body, timeout=120)[0]] += 1
+
+            uploaders = [threading.Thread(target=upload) for _ in range(args.big_uploads)]
+            for t in uploaders:
+                t.start()
+            for t in uploaders:
+                t.join(180)
+            print(f"{args.big_uploads} simultaneous uploads of {len(body):,} bytes: "
+                  f"{dict(statuses)}")
+            print_peaks("after the big uploads", page, server)
     finally:
         page.stop()
         if server is not None:

@@ -48,7 +48,10 @@ from web.connections import HttpError
 
 log = logging.getLogger("web.app")
 
-DEFAULT_MAX_REQUEST_BYTES = contract.DEFAULT_MAX_REQUEST_BYTES  # as the model server's
+# A photo is forwarded as base64 in JSON (4/3 of its size): this is the largest photo whose
+# request fits the model server's default limit (16 MiB), so the page refuses what the
+# model server would.
+DEFAULT_MAX_REQUEST_BYTES = (contract.DEFAULT_MAX_REQUEST_BYTES - 1024) // 4 * 3
 DEFAULT_BACKEND = f"localhost:{contract.DEFAULT_REST_PORT}"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_CONCURRENT_PREDICTIONS = 2
@@ -312,7 +315,9 @@ def main(argv=None):
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     p.add_argument("--max_request_bytes", type=_positive(int, "a byte count"),
-                   default=DEFAULT_MAX_REQUEST_BYTES, help="largest upload (default 16 MiB)")
+                   default=DEFAULT_MAX_REQUEST_BYTES,
+                   help="largest upload (default %(default)s: as base64 in JSON it fits the "
+                        "model server's default 16 MiB)")
     p.add_argument("--max_image_pixels", type=_positive(int, "a pixel count"),
                    default=image_header.DEFAULT_MAX_PIXELS,
                    help="largest photo by its header's width x height (default %(default)s)")

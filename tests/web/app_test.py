@@ -520,3 +520,16 @@ def test_a_jpeg_costing_minutes_to_decode_never_reaches_the_model_server(hostile
         assert not silent.accepted
     finally:
         silent.close()
+
+
+def test_the_largest_default_upload_fits_the_model_servers_default_limit():
+    """A photo is forwarded as base64 in JSON: at the page's default limit, the request
+    still fits the model server's (else the server, not the page, would refuse it)."""
+    from agegender import serving_contract as contract
+    from web import app as app_lib, photo_contract
+
+    largest = app_lib.DEFAULT_MAX_REQUEST_BYTES
+    assert len(photo_contract.request_bytes(b"\xff" * largest)) <= \
+        contract.DEFAULT_MAX_REQUEST_BYTES
+    assert len(photo_contract.request_bytes(b"\xff" * (largest + 1024))) > \
+        contract.DEFAULT_MAX_REQUEST_BYTES  # and not far below it
