@@ -208,6 +208,25 @@ def _uncertainty_section(report, plot_paths):
     return parts
 
 
+def _age_band_section(report, compare, names):
+    """Children in five-year bands, then wider ones (`metrics.AGE_BANDS`): where old
+    photos and the thin teenage decade mislead most."""
+    bands = report.get("per_age_band")
+    if not bands:
+        return []
+    header = ["age band", "count", "MAE", "mean signed error (bias)", "its standard error"]
+    if compare is not None:
+        header.append(f"bias ({names[1]})")
+    rows = []
+    for band, c in bands.items():
+        row = [band, c["count"], c["mae"], c["mean_signed_error"],
+               c.get("signed_error_standard_error")]
+        if compare is not None:
+            row.append(compare.get("per_age_band", {}).get(band, {}).get("mean_signed_error"))
+        rows.append(row)
+    return ["<h2>Per age band</h2>", _table(header, rows)]
+
+
 def write_html(report, plot_paths, output_dir, compare=None):
     """Writes the self-contained report.html; returns its path."""
     name = _label(report, "this model")
@@ -236,7 +255,9 @@ def write_html(report, plot_paths, output_dir, compare=None):
     header = ["decade", "count", "MAE", "mean signed error (bias)", "its standard error"]
     if compare is not None:
         header.append(f"MAE ({names[1]})")
-    parts += [_table(header, decade_rows), "<h2>Cumulative score</h2>",
+    parts += [_table(header, decade_rows)]
+    parts += _age_band_section(report, compare, names)
+    parts += ["<h2>Cumulative score</h2>",
               _img(plot_paths["cs_curve"], "CS@k curve"),
               _table(["k"] + names, [[f"cs@{k}", report.get(f"cs@{k}")]
                                      + ([compare.get(f"cs@{k}")] if compare else [])
