@@ -36,6 +36,7 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
     console.quiet()
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -194,11 +195,30 @@ def labelled_tracks(clips, tracked_clips):
     return out
 
 
-def fit_inputs(tracks):
+def served_temperature(answers):
+    """The model's calibration temperature, from the first face that shows it."""
+    for frames in answers:
+        for faces in frames:
+            for face in faces:
+                found = fusion.served_temperature(face)
+                if found is not None:
+                    return found
+    return 1.0
+
+
+def calibrated(distribution, temperature):
+    z = np.log(np.clip(np.asarray(distribution, np.float64), 1e-12, None)) / temperature
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+def fit_inputs(tracks, served):
+    """(age tracks, gender tracks) for `fusion.fit`: distributions calibrated as the
+    model's served spread is (as `video.face_tracks` fuses them)."""
     ages, genders = [], []
     for person, frames in tracks:
-        distributions = [face.age_distribution for _, face, _, _ in frames
-                         if face.age_distribution is not None]
+        distributions = [calibrated(face.age_distribution, served)
+                         for _, face, _, _ in frames if face.age_distribution is not None]
         if distributions:
             ages.append((person.age, distributions))
         females = [fusion.female_probability(face) for _, face, _, _ in frames]
@@ -207,9 +227,11 @@ def fit_inputs(tracks):
     return ages, genders
 
 
-def accuracy(tracks, params):
+def accuracy(tracks, params, served=1.0):
     """Per-frame vs fused figures on the matched, tracked detections (fusion rerun with
-    `params` over each track's frames, so several tempers are compared on one tracking)."""
+    `params` over each track's frames, so several tempers are compared on one tracking;
+    `served`: the model's calibration temperature, as `video.face_tracks` applies it)."""
+    params = dataclasses.replace(params, temperature=params.temperature * served)
     frame_err, fused_err, end_err, frame_step, fused_step = [], [], [], [], []
     cover = {"frame80": [], "fused50": [], "fused80": [], "end50": [], "end80": []}
     gender_frame, gender_fused = [], []
@@ -333,12 +355,15 @@ def main(argv=None):
     # frames, not the temper, are what the fit needs).
     val_clips, val_answers = splits["validation"]
     val_tracked = [run_ours(a, fps, fusion.DEFAULT_PARAMS) for a in val_answers]
-    ages, genders = fit_inputs(labelled_tracks(val_clips, val_tracked))
-    fitted = fusion.fit(ages, genders, temperatures=(0.8, 1.0, 1.25, 1.5, 2.0))
+    served = served_temperature(val_answers)
+    results["served_temperature"] = served
+    ages, genders = fit_inputs(labelled_tracks(val_clips, val_tracked), served)
+    fitted = fusion.fit(ages, genders, temperatures=(0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0))
     results["fusion"] = fitted.to_dict()
     results["validation_coverage_by_length"] = {
         str(n): v for n, v in fusion.coverage_by_length(ages, fitted).items()}
-    print(f"fitted on {len(ages)} validation tracks: {fitted}")
+    print(f"fitted on {len(ages)} validation tracks (the model's own calibration "
+          f"temperature {served:.3f} applied first): {fitted}")
     if args.fusion_output:
         with open(args.fusion_output, "w") as f:
             json.dump({"fusion": fitted.to_dict(), "fitted_on": f"{len(ages)} validation "
@@ -375,7 +400,7 @@ def main(argv=None):
     for name, params in (("fitted", fitted), ("independent_rho0", fusion.FusionParams(
             0.0, fitted.temperature, 0.0)), ("geometric_mean_rho1", fusion.FusionParams(
             1.0, fitted.temperature, 1.0))):
-        figures = accuracy(tracks, params)
+        figures = accuracy(tracks, params, served)
         results["accuracy"][name] = figures
         c = figures["coverage"]
         print(f"age [{name}]: per-frame MAE {figures['per_frame_mae']:.2f}, fused "

@@ -45,8 +45,20 @@ class FaceTracks:
     `video.tracking.Tracker` (e.g. max_tracks, max_missed_seconds)."""
 
     def __init__(self, params=None, **tracker_options):
-        self.params = params or fusion_lib.FusionParams()
+        self.params = params or fusion_lib.DEFAULT_PARAMS
+        self._fusion_params = None  # params with the model's calibration temperature
         self.tracker = tracking.Tracker(**tracker_options)
+
+    def _params_for(self, face):
+        """The fusion's params, its temperature times the model's calibration temperature
+        (`fusion.served_temperature`, read from the first face that shows it)."""
+        if self._fusion_params is None:
+            served = fusion_lib.served_temperature(face)
+            if served is None:
+                return self.params
+            self._fusion_params = dataclasses.replace(
+                self.params, temperature=self.params.temperature * served)
+        return self._fusion_params
 
     def update(self, frame_index, time, faces):
         faces = [f for f in faces if getattr(f, "box", None) is not None]
@@ -60,7 +72,7 @@ class FaceTracks:
                 tracked.append(TrackedFace(None, face, None))
                 continue
             if track.state is None:
-                track.state = _TrackState(fusion_lib.TrackFusion(self.params))
+                track.state = _TrackState(fusion_lib.TrackFusion(self._params_for(face)))
             state = track.state
             state.fusion.add(face)
             score = -1.0 if face.score is None else float(face.score)

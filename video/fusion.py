@@ -23,14 +23,23 @@ The displayed age is the fused distribution's mean; its intervals are central in
 the fused distribution, read as `agegender.heads` reads a single face's (first bin whose
 CDF reaches each tail's level).
 
-A model without a distribution (a regression head) gives frames with an age only: the
-fused age is their mean and no interval is claimed.
+A model without a one-year distribution (a regression head, or the 5-year ranges of a
+range head) gives frames with an age only: the fused age is their mean and no interval is
+claimed.
+
+`served_temperature(face)`: the served `age_distribution` output is the model's raw
+distribution; its calibration temperature shows only in the served `age_std`. Solving
+std(softmax(log p / T)) = age_std for T recovers it from any one face, so `FaceTracks`
+fuses distributions calibrated as the model's own spread is, whatever model answers, and
+the fitted `temperature` is what fusion adds on top (about 1).
 """
 import dataclasses
 import json
 import math
 
 import numpy as np
+
+from agegender import schema
 
 INTERVALS = (0.5, 0.8)
 _FLOOR = 1e-12  # log(0) guard: a calibrated softmax never gives exactly 0 in float32
@@ -118,7 +127,9 @@ class TrackFusion:
         self._fused = None
         self._age_sum += float(face.age)
         distribution = getattr(face, "age_distribution", None)
-        if distribution is not None and len(distribution):
+        # One-year bins only: a range model's distribution (5-year ranges) is fused by its
+        # ages' mean, as a regression model's is.
+        if distribution is not None and len(distribution) == schema.NUM_AGE_BINS:
             log_p = np.log(np.clip(np.asarray(distribution, np.float64), _FLOOR, None))
             self._log_sum = log_p if self._log_sum is None else self._log_sum + log_p
             self._with_distribution += 1
@@ -163,6 +174,32 @@ class TrackFusion:
             gender, probability = ("female", female) if female >= 0.5 else ("male", 1 - female)
         return Answer(age, std, intervals.get(0.5), intervals.get(0.8), gender, probability,
                       self.frames)
+
+
+def served_temperature(face, low=0.05, high=20.0):
+    """The calibration temperature T for which softmax(log p / T) of the face's raw
+    `age_distribution` has the face's served `age_std`; None when the face lacks either,
+    or its spread is not one such a T gives (bisection on log T; std grows with T)."""
+    distribution = getattr(face, "age_distribution", None)
+    std = getattr(face, "age_std", None)
+    if distribution is None or std is None or len(distribution) != schema.NUM_AGE_BINS:
+        return None
+    log_p = np.log(np.clip(np.asarray(distribution, np.float64), _FLOOR, None))
+
+    def spread_at(t):
+        z = log_p / t
+        z = np.exp(z - z.max())
+        return spread(z)[1]
+    if not spread_at(low) <= std <= spread_at(high):
+        return None
+    lo, hi = math.log(low), math.log(high)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if spread_at(math.exp(mid)) < std:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp((lo + hi) / 2)
 
 
 def female_probability(face):

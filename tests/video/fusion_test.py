@@ -113,3 +113,25 @@ def test_params_load(tmp_path):
     path.write_text('{"fusion": {"rho": 0.3, "gender_rho": 0.6}, "other": 1}')
     params = fusion.FusionParams.load(str(path))
     assert (params.rho, params.gender_rho, params.temperature) == (0.3, 0.6, 1.0)
+
+
+def test_served_temperature_recovers_the_models_calibration():
+    raw = gaussian(40, 6)
+    for temperature in (0.75, 1.0, 1.6):
+        z = np.exp(np.log(raw) / temperature)
+        _, served_std, _ = fusion.spread(z / z.sum())
+        found = fusion.served_temperature(types.SimpleNamespace(age_distribution=raw,
+                                                                age_std=served_std))
+        assert found == pytest.approx(temperature, rel=1e-3)
+    assert fusion.served_temperature(types.SimpleNamespace(age_distribution=raw,
+                                                           age_std=None)) is None
+    assert fusion.served_temperature(types.SimpleNamespace(age_distribution=raw[:21],
+                                                           age_std=3.0)) is None
+
+
+def test_range_model_distributions_are_fused_by_their_ages():
+    track = fusion.TrackFusion()
+    for age in (20.0, 24.0):
+        track.add(types.SimpleNamespace(age=age, age_distribution=np.full(21, 1 / 21),
+                                        gender=None, gender_probability=None))
+    assert track.answer().age == 22.0 and track.answer().age_interval_80 is None
