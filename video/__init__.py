@@ -1,12 +1,14 @@
-"""Video: every person in a clip tracked, with one steady age per person.
+"""Video: every person in a clip tracked, with one steady age per person (docs/video.md).
 
 - `io`: clips and image sequences in, an annotated copy out (PyAV), with the project's limits.
-- `tracking`: per-frame faces -> stable track ids (a Hungarian matcher over boxes, scipy).
+- `tracking`: per-frame boxes -> stable track ids (a Hungarian matcher over boxes, scipy).
 - `fusion`: a track's per-frame calibrated age distributions and gender probabilities ->
-  one tempered answer whose interval narrows as evidence accumulates.
+  one tempered answer whose interval narrows as evidence accumulates; the temper's fit.
+- `face_tracks`: the tracker and one fusion per track; what is reported of a track.
 - `drawing`: boxes, track ids and fused answers drawn on frames.
-- `annotate`: the library function and the thin CLI (`python -m video.annotate`).
+- `annotate`: the clip loop and the thin CLI (`python -m video.annotate`).
 - `session`: a bounded per-session tracker (bounded tracks, idle expiry) for a live page.
+- `synthetic`: labelled clips of one split's faces, for tests and benchmarks/video.py.
 
 No web/ import here: the web page may import this package, never the reverse.
 """
