@@ -2,7 +2,8 @@
 
 Each costs a decoder or an archive reader far more than its size: `jpeg_scan_bomb` (scans
 repeated), `png_with_extra_data` and `png_with_compressed_text` (what libpng inflates beyond
-the pixels), `zip_with_false_size` (a member much larger than its header says). The limits
+the pixels), `gif_of_frames` (frames giflib reads), `zip_with_false_size` (a member much
+larger than its header says). The limits
 that refuse them: `agegender.image_header`, `agegender.png_chunks`,
 `agegender.archive_members`; docs/limits.md.
 """
@@ -53,6 +54,13 @@ def _png_1x1(before_data, stream):
     ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + before_data
             + png_chunk(b"IDAT", stream) + png_chunk(b"IEND", b""))
+
+
+def gif_of_frames(frames):
+    """A 1x1 GIF of `frames` frames (~14 bytes each): giflib reads every one of them."""
+    head = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x4c\x01\x00"
+    return head + frame * frames + b"\x3b"
 
 
 def zip_with_false_size(members, zeros, declared, name="30_1_0_20170101000000999.jpg"):

@@ -207,6 +207,8 @@ def _jpeg(data):
             continue
         if marker == _EOI or (marker == _SOS and size is None):  # the end, or a scan
             break                                                  # before any frame header
+        if i + 2 > n and size is not None:  # cut after the frame header: the decoder's to say
+            break
         length = struct.unpack_from(">H", data, i)[0]
         if marker in _SOF and size is None:
             height, width = struct.unpack_from(">HH", data, i + 3)

@@ -288,12 +288,12 @@ def test_a_png_of_too_many_chunks_is_too_costly():
         image_header.check(_png(1, 1, bytes(4), chunks))
 
 
-def test_a_gif_of_too_many_frames_is_too_costly():
+def test_a_gif_of_too_many_frames_is_too_costly(hostile_files):
     """giflib reads every frame even when TensorFlow returns only the first."""
-    head = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
-    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x4c\x01\x00"
-    fine = head + frame * 3 + b"\x3b"
+    fine = hostile_files.gif_of_frames(3)
     assert image_header.check(fine).frames == 3
     assert preprocessing.decode_rgb(tf.constant(fine)).shape == (1, 1, 3)
+    assert image_header.check(hostile_files.gif_of_frames(image_header.MAX_FRAMES)).frames \
+        == image_header.MAX_FRAMES
     with pytest.raises(image_header.ImageTooCostly, match="more than 10,000 frames"):
-        image_header.check(head + frame * (image_header.MAX_FRAMES + 1) + b"\x3b")
+        image_header.check(hostile_files.gif_of_frames(image_header.MAX_FRAMES + 1))
