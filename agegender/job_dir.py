@@ -5,6 +5,7 @@
               history.json       per-epoch metrics          eval.json   test-split metrics
               learning_curves.png                           train_state.json  resume state
               checkpoints/<phase>/   logs/ (TensorBoard)    lr_find.json / lr_find.png
+              records_fingerprint.json  the records it was trained on (trainer.records_fingerprint)
 
 The trainer writes it (`save`); predict mode, the export and the evaluation read it
 (`load`), on any filesystem TensorFlow knows. `load` registers the project's custom Keras
@@ -21,12 +22,13 @@ STATE_FILE = "train_state.json"
 CURVES_FILE = "learning_curves.png"
 LR_FIND_JSON = "lr_find.json"
 LR_FIND_PLOT = "lr_find.png"
+RECORDS_FINGERPRINT_FILE = "records_fingerprint.json"
 CHECKPOINTS_DIR = "checkpoints"
 LOGS_DIR = "logs"
 
 
 class JobDirError(FileNotFoundError):
-    """A job dir without the trained model's files."""
+    """A job dir without the trained model's files, or with damaged ones."""
 
 
 def path(job_dir, *names):
@@ -60,8 +62,13 @@ def load_spec(job_dir):
     if not tf.io.gfile.exists(spec_path):
         raise JobDirError(f"{spec_path} not found: is {str(job_dir)!r} a job dir written by "
                           f"the trainer (it must hold {MODEL_FILE} and {SPEC_FILE})?")
-    with tf.io.gfile.GFile(spec_path) as f:
-        return model_spec.ModelSpec.from_json(f.read())
+    with tf.io.gfile.GFile(spec_path, "rb") as f:
+        text = f.read()
+    try:
+        return model_spec.ModelSpec.from_json(text)
+    except (ValueError, TypeError) as e:  # TypeError: a key of the wrong kind
+        raise JobDirError(f"{spec_path} is not a valid model spec: {e}; it is damaged or "
+                          f"was edited (the trainer writes it with {MODEL_FILE})") from None
 
 
 def load(job_dir):
@@ -76,4 +83,16 @@ def load(job_dir):
         raise JobDirError(f"{model_path} not found: is {str(job_dir)!r} a job dir written by "
                           f"the trainer (it must hold {MODEL_FILE} and {SPEC_FILE})?")
     spec = load_spec(job_dir)
-    return keras.models.load_model(model_path, compile=False), spec
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as e:  # noqa: BLE001 (Keras raises many kinds for a damaged archive)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if reason.startswith("File not found"):  # what Keras says of a cut-off archive
+            reason = "not a complete .keras zip archive"
+        raise JobDirError(f"{model_path} cannot be loaded ({reason}): the file is damaged "
+                          f"or incomplete; copy it again or rerun the training") from None
+    side = tuple(model.inputs[0].shape[1:3]) if model.inputs else None
+    if side != (spec.img_dim, spec.img_dim):
+        raise JobDirError(f"{model_path} takes {side} pixel inputs but {SPEC_FILE} says "
+                          f"img_dim {spec.img_dim}: they are not from the same training")
+    return model, spec

@@ -14,6 +14,13 @@ import json
 from agegender import age_histogram, heads
 
 TYPES = ("classification", "regression")
+# Input sides a face model can have: below 16 px no backbone sees a face, above 1024 px one
+# image alone is gigabytes of activations. A spec outside is a damaged file, refused before
+# anything allocates pixels for it.
+MIN_IMG_DIM, MAX_IMG_DIM = 16, 1024
+# What defines the model's shape and heads: a spec file without them is not a spec (the
+# other fields were added over time and keep their defaults in older files).
+REQUIRED_KEYS = ("type", "range_mode", "predict_gender", "img_dim")
 
 
 @dataclasses.dataclass
@@ -44,6 +51,14 @@ class ModelSpec:
     face_alignment: dict = None
 
     def __post_init__(self):
+        if isinstance(self.img_dim, bool) or not isinstance(self.img_dim, int):
+            raise ValueError(f"img_dim must be a whole number of pixels, got {self.img_dim!r}")
+        if not MIN_IMG_DIM <= self.img_dim <= MAX_IMG_DIM:
+            raise ValueError(f"img_dim must be {MIN_IMG_DIM}..{MAX_IMG_DIM} pixels, got "
+                             f"{self.img_dim}")
+        for name in ("range_mode", "predict_gender", "test_time_flip"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.type not in TYPES:
             raise ValueError(f"model type must be one of {TYPES}, got {self.type!r}")
         if self.range_mode and self.type != "classification":
@@ -67,6 +82,15 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text):
-        values = json.loads(text)
+        """The spec `to_json` wrote; ValueError (one line) for anything else."""
+        try:
+            values = json.loads(text)
+        except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+            raise ValueError(f"not valid JSON ({e})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"a JSON object was expected, got {type(values).__name__}")
+        missing = [k for k in REQUIRED_KEYS if k not in values]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})

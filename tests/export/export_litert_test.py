@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -355,3 +356,88 @@ def test_postprocessing_in_the_metadata_reproduces_the_served_outputs(job_dirs, 
                                            - (raw["age_distribution"] @ bins) ** 2, 0))
                   ).max() > 1e-2
 
+
+
+def _damaged(job_dir, tmp_path, damage):
+    """A copy of a good job dir with one file damaged by `damage(copy)`."""
+    copy = tmp_path / "damaged_job"
+    shutil.copytree(job_dir, copy)
+    damage(copy)
+    return copy
+
+
+def _edit_spec(**changes):
+    def damage(job):
+        spec = json.loads((job / job_dir_lib.SPEC_FILE).read_text())
+        for key, value in changes.items():
+            if value is _DROP:
+                spec.pop(key)
+            else:
+                spec[key] = value
+        (job / job_dir_lib.SPEC_FILE).write_text(json.dumps(spec))
+    return damage
+
+
+_DROP = object()
+
+
+def _truncate_model(job):
+    model = job / job_dir_lib.MODEL_FILE
+    model.write_bytes(model.read_bytes()[:model.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage,message", [
+    (_truncate_model, r"model\.keras cannot be loaded .*damaged or incomplete"),
+    (lambda job: (job / job_dir_lib.MODEL_FILE).write_bytes(b""),
+     r"model\.keras cannot be loaded .*damaged or incomplete"),
+    (lambda job: (job / job_dir_lib.SPEC_FILE).write_text('{"type": "classification", '),
+     r"model_spec\.json is not a valid model spec: not valid JSON"),
+    (lambda job: (job / job_dir_lib.SPEC_FILE).write_bytes(b"\xff\xfe\x00junk"),
+     r"model_spec\.json is not a valid model spec: not valid JSON"),
+    (lambda job: (job / job_dir_lib.SPEC_FILE).write_text("[1, 2]"),
+     r"model_spec\.json is not a valid model spec: a JSON object was expected"),
+    (_edit_spec(img_dim="big"), r"img_dim must be a whole number of pixels, got 'big'"),
+    (_edit_spec(img_dim=100000), r"img_dim must be 16\.\.1024 pixels, got 100000"),
+    (_edit_spec(img_dim=0), r"img_dim must be 16\.\.1024 pixels, got 0"),
+    (_edit_spec(img_dim=64), r"takes \(32, 32\) pixel inputs but model_spec\.json says "
+                             r"img_dim 64"),
+    (_edit_spec(img_dim=_DROP, type=_DROP), r"missing type, img_dim"),
+    (_edit_spec(predict_gender="yes"), r"predict_gender must be true or false"),
+    (_edit_spec(type="oracle"), r"model type must be one of"),
+], ids=["truncated-model", "empty-model", "cut-json", "not-utf8", "json-list",
+        "img-dim-text", "img-dim-absurd", "img-dim-zero", "img-dim-other-model",
+        "missing-keys", "bool-as-text", "unknown-type"])
+def test_a_damaged_job_dir_is_one_clear_line_and_keeps_the_earlier_file(
+        job_dirs, tmp_path, capsys, damage, message):
+    """Each damage: exit 2 with one `error:` line naming the file and what is wrong (no
+    traceback, no allocation sized by the damaged spec), the earlier good .tflite and its
+    sidecar untouched."""
+    out = tmp_path / "age.tflite"
+    good = job_dirs["clf_gender"]
+    assert _cli([f"--job_dir={good}", f"--output={out}", "--check_images=2"], capsys)[0] == 0
+    before = out.read_bytes(), out.with_name("age.tflite.json").read_bytes()
+    job = _damaged(good, tmp_path, damage)
+    code, res = _cli([f"--job_dir={job}", f"--output={out}", "--check_images=2"], capsys)
+    assert code == 2
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.err
+    assert re.search(message, lines[0]), lines[0]
+    assert "File not found" not in lines[0]  # Keras' words for a file that is there
+    assert (out.read_bytes(), out.with_name("age.tflite.json").read_bytes()) == before
+
+
+def test_an_absurd_img_dim_is_refused_within_a_memory_limit(job_dirs, tmp_path):
+    """`img_dim` 100000 in the spec once made the check images a 149 GiB array: in a process
+    limited to 4 GiB of address space the export now ends with the one-line refusal."""
+    job = _damaged(job_dirs["clf_gender"], tmp_path, _edit_spec(img_dim=100000))
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_DATA, (4 << 30, 4 << 30))\n"
+        "from export import export_litert\n"
+        f"sys.exit(export_litert.main(['--job_dir={job}', '--output={tmp_path}/a.tflite']))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "img_dim must be 16..1024 pixels, got 100000" in result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
