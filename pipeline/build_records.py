@@ -451,6 +451,34 @@ class RunnerUnavailable(Exception):
     """The --runner named cannot run: packages not installed, or its cluster not reachable."""
 
 
+def local_cluster_start_failure(error):
+    """A one-line reason when `error` is the local Dask cluster failing to start (a worker
+    process killed or dying while it started, a start-up timeout), else None.
+
+    The DaskRunner starts that cluster inside `Client()`, so the failure arrives as whatever
+    the pipeline run raised; it is recognised by coming from `distributed.deploy` (where
+    LocalCluster starts its workers). The deepest cause names what failed.
+    """
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    if not any(f"{os.sep}distributed{os.sep}deploy{os.sep}" in f.filename for f in frames):
+        return None
+    cause = error
+    for _ in range(32):  # a chain, bounded (an exception can be its own context)
+        if (cause.__cause__ or cause.__context__) is None:
+            break
+        cause = cause.__cause__ or cause.__context__
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return (f"the local Dask cluster did not start ({reason}): a worker process was killed "
+            f"or failed while starting; run the job again, or start a cluster and pass "
+            f"--dask_client_address")
+
+
+class DaskStartFailed(Exception):
+    """The local Dask cluster failed to start (the message says why, in one line)."""
+
+
 def disconnect(p):
     """Closes the Dask client a DaskRunner run leaves open (it also stops the local cluster
     the client started when no --dask_client_address was given; a failed run's remaining
@@ -570,12 +598,17 @@ def main(argv=None):
                             side_inputs=not is_dask(beam_options))
                 finally:
                     disconnect(p)
-            except BaseException:
+            except BaseException as e:
+                failure = (isinstance(e, Exception) and is_dask(beam_options)
+                           and local_cluster_start_failure(e))
+                if failure:  # nothing ran: one line, no traceback of the cluster's internals
+                    raise DaskStartFailed(f"{failure}. {options.output_dir} is unchanged") \
+                        from None
                 print(f"build_records: the run failed; {options.output_dir} is unchanged (a "
                       f"report, if the run wrote one, is kept in {output.staging})", file=sys.stderr)
                 raise
             output.publish()
-    except (publish.OutputDirBusy, publish.OutputDirError) as e:
+    except (publish.OutputDirBusy, publish.OutputDirError, DaskStartFailed) as e:
         return _error(str(e))
     seconds = time.perf_counter() - start
     with tf.io.gfile.GFile(f"{options.output_dir}/{schema.REPORT_FILE}") as f:

@@ -206,3 +206,30 @@ def test_dask_runner_missing_is_a_clear_error(tmp_path, capsys, monkeypatch, too
     assert rc == 2
     assert "the DaskRunner needs dask and distributed" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_a_local_cluster_killed_while_starting_is_one_clear_line(tmp_path, tools):
+    """The local cluster's worker processes are killed as they start (a preload that
+    SIGKILLs its own process): the job ends with one error line saying the cluster did not
+    start, no traceback of Dask's internals, and no output directory."""
+    src = tmp_path / "faces"
+    tools.write(str(src), "20_0_0_20170101000000000.jpg", tools.image_bytes(1))
+    preload = tmp_path / "preload"
+    preload.mkdir()
+    (preload / "die_at_start.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    env = tools.dask_env()
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(preload)])
+    env["DASK_DISTRIBUTED__WORKER__PRELOAD"] = '["die_at_start"]'
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "pipeline.build_records", f"--input={src}",
+                             f"--output_dir={out}", "--runner=DaskRunner"], cwd=tools.REPO,
+                            env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    assert result.returncode == 2, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr[-4000:]
+    assert errors[0].startswith("build_records: error: the local Dask cluster did not start ("
+                                ), errors[0]
+    assert not out.exists()
