@@ -40,6 +40,7 @@ import tempfile
 import time
 
 from agegender import console
+from benchmarks.build_records import _cpu_seconds
 
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "utkface",
                             "UTKFace")
@@ -159,11 +160,12 @@ def main(argv=None):
         import apache_beam  # noqa: F401  (imports are paid once, by no contestant)
         import tensorflow  # noqa: F401
 
-        rates, outputs = {}, {}
+        rates, cpus, outputs = {}, {}, {}
         for round_ in range(args.repeat):
             for name in ["loop", *runners]:
                 out_dir = os.path.join(tmp, f"out-{name}")
                 shutil.rmtree(out_dir, ignore_errors=True)
+                cpu = _cpu_seconds()
                 if name == "loop":
                     start = time.perf_counter()
                     photos, faces = baseline_loop(args.model, paths, args.batch_size)
@@ -189,13 +191,17 @@ def main(argv=None):
                         return rc
                     what = (f"pipeline.annotate, DaskRunner (end to end; worker peak RSS "
                             f"{', '.join(f'{r:.0f}' for r in rss)} MB)")
+                cpu = _cpu_seconds() - cpu  # this process (Dask workers: not counted)
                 if name != "loop":
                     outputs.setdefault(name, _outputs(out_dir))
                 rates.setdefault(name, []).append(n / seconds)
+                cpus.setdefault(name, []).append(cpu / n * 1000)
                 print(f"round {round_ + 1}: {what}: {seconds:.1f} s = {n / seconds:.1f} "
-                      f"photos/s (load average {os.getloadavg()[0]:.2f})")
+                      f"photos/s, {cpu / n * 1000:.1f} CPU-ms/photo in this process "
+                      f"(load average {os.getloadavg()[0]:.2f})")
         for name in rates:
-            print(f"{name}: photos/s {', '.join(f'{r:.1f}' for r in rates[name])}")
+            print(f"{name}: photos/s {', '.join(f'{r:.1f}' for r in rates[name])}; "
+                  f"CPU-ms/photo {', '.join(f'{c:.1f}' for c in cpus[name])}")
         for a, b in (("direct", "loop"), ("dask", "direct")):
             if a in rates and b in rates:
                 print(f"ratio {a} / {b} = "
