@@ -71,6 +71,9 @@ setup(
                  "pillow>=10",
                  "apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2",
                  # tests/web drive the headless Chromium of the system through /usr/bin/chromedriver
-                 "selenium>=4.20"],
+                 "selenium>=4.20",
+                 # tests/pipeline/annotate_test.py reads the annotation job's Parquet rows as
+                 # its users do (the job itself needs neither: pyarrow comes with Beam)
+                 "pandas>=2", "duckdb>=1.0"],
     },
 )
