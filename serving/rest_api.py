@@ -1,57 +1,41 @@
 """TF Serving's REST API on aiohttp's low-level HTTP server, in a thread of its own.
 
-Owns the HTTP side: routing of
+Owns the HTTP side of the API: routing of
   GET  /v1/models/{name}[/versions/{v}]                  model status
   GET  /v1/models/{name}[/versions/{v}]/metadata         signature defs
   POST /v1/models/{name}[/versions/{v}]:predict          row / columnar predict
-request-size limits (413 from Content-Length, before the body is read), TF Serving's
-`{"error": "..."}` bodies with the HTTP status of the failure's code (for aiohttp's own
-parse errors too), and the time and connection limits that keep a slow or idle client from
-taking the API away from others. Request decoding is in `tensor_codec`, request semantics
-and admission in `core`. Why aiohttp and not Starlette on uvicorn/hypercorn: docs/serving.md.
+request-size limits (413 from Content-Length, before the body is read), the body's
+deadline, and TF Serving's `{"error": "..."}` bodies with the HTTP status of the failure's
+code. Connections (header deadline, connection cap, aiohttp's own refusals) are
+`rest_connections`'; request decoding is `tensor_codec`'s, request semantics and admission
+`core`'s. Why aiohttp and not Starlette on uvicorn/hypercorn: docs/serving.md.
 
-aiohttp parses HTTP (its C parser: request line and each header bounded by
-`max_line_size` / `max_field_size`), keeps connections alive, answers pipelined requests in
-order and closes idle keep-alive connections (`keepalive_timeout`). It has no deadline for
-a request's headers or body and no connection cap, so this module adds them to its
-protocol (`_Protocol`):
-- headers: complete within `header_timeout` seconds of the connection's accept, or of the
-  first byte of a later request on it, else 408 and close. A slowloris (a header line every
-  10 s) holds one connection for that long, no thread and no budget;
-- body: within `header_timeout` + its size / `min_body_rate` seconds, else 408 and close;
-- at most `max_connections` connections: a new one beyond that closes the longest-idle
-  keep-alive connection, else the one that has been sending its headers longest; only when
-  every connection has a request in progress does the newcomer get 503.
 Connections cost a socket and a few KB on the event loop, never a thread. A request whose
 body is in is decoded and run on a pool of `num_threads` threads (JSON parsing and the
 model must not stall the loop).
 """
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 import os
 import re
 import socket
 import threading
 
-from aiohttp import web, web_protocol
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp import web
 from google.protobuf import json_format
 
 from agegender import serving_contract as contract
 from serving import core as core_lib
-from serving import tensor_codec
+from serving import rest_connections, tensor_codec
 from serving.errors import ServingError, client_message, invalid, not_found
+# The REST flags' defaults, also read by serving.server.
+from serving.rest_connections import (DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,  # noqa: F401
+                                      DEFAULT_MAX_CONNECTIONS, DEFAULT_MIN_BODY_RATE,
+                                      LINGER_SECONDS, MAX_HEADER_BYTES, RestLimits)
+from serving.rest_connections import json_response as _json
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_CONNECTIONS = 256
-DEFAULT_HEADER_TIMEOUT = 5.0
-DEFAULT_IDLE_TIMEOUT = 60.0
-DEFAULT_MIN_BODY_RATE = 256 << 10  # bytes/s: a 16 MB body may take 5 + 64 s
-MAX_HEADER_BYTES = 64 << 10  # the request line, and each header line
-LINGER_SECONDS = 2.0
 
 _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -65,28 +49,6 @@ def _proto_json(message):
                                      always_print_fields_with_no_presence=True)
 
 
-def _json_bytes(status, body, close=False, extra_headers=()):
-    """A whole HTTP/1.1 response as bytes, for answers written straight to a transport."""
-    data = tensor_codec.dumps(body).encode("utf-8")
-    from http import HTTPStatus
-
-    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
-            f"Content-Length: {len(data)}", *extra_headers]
-    if close:
-        head.append("Connection: close")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
-
-
-def _response(status, body, close=False):
-    response = web.Response(status=status, body=tensor_codec.dumps(body).encode("utf-8"),
-                            content_type="application/json")
-    if status == 429:
-        response.headers["Retry-After"] = "1"
-    if close:
-        response.force_close()
-    return response
-
-
 def _error_response(err, method="", path=""):
     """A failed request's answer: TF Serving's {"error": ...} without TF's internals."""
     if not isinstance(err, ServingError):  # a bug: report it, keep serving
@@ -94,162 +56,7 @@ def _error_response(err, method="", path=""):
         err = ServingError("INTERNAL", str(err))
     elif err.http_status >= 500:
         log.warning("%s %s -> %s", method, path, err)
-    return _response(err.http_status, {"error": client_message(err.message)})
-
-
-def _parse_error(exc, message):
-    """aiohttp's parser refused the request: (status, client message)."""
-    # The parser's first line says what is wrong; the next ones quote the request.
-    text = str(message or exc or "bad request").strip().splitlines()[0].rstrip(":")[:200]
-    if isinstance(exc, LineTooLong):
-        return 431, f"the request line or a header exceeds {MAX_HEADER_BYTES} bytes"
-    if "content-length" in text.lower():
-        if "overflow" in text.lower():  # more digits than the parser reads: over any limit
-            return 413, "the request's Content-Length exceeds the limit (--max_request_bytes)"
-        return 400, f"the Content-Length header is not a decimal number ({text})"
-    return 400, f"malformed HTTP request: {text}"
-
-
-class _Protocol(web_protocol.RequestHandler):
-    """aiohttp's per-connection protocol with a header deadline and the connection cap."""
-
-    def __init__(self, manager, *, limits, **kwargs):
-        super().__init__(manager, **kwargs)
-        self._limits = limits
-        self._header_timer = None
-        self._refused = False
-        self.last_active = self._loop.time()  # accept, or the end of its last request
-        self.sending_since = None  # first byte of a request whose headers are not in yet
-
-    # -- connection cap ---------------------------------------------------------------
-    def connection_made(self, transport):
-        manager = self._manager
-        if len(manager.connections) >= self._limits.max_connections and \
-                not manager.evict_one():
-            self._refuse(transport)
-            return
-        super().connection_made(transport)
-        self.sending_since = self._loop.time()  # a new connection has header_timeout to ask
-        self._arm()
-
-    def _refuse(self, transport):
-        """Every connection has a request in progress: 503 to the newcomer, now."""
-        self._refused = True
-        self._manager = None  # never registered, nothing for connection_lost to undo
-        self.transport = transport
-        transport.write(_json_bytes(503, {
-            "error": f"the server has {self._limits.max_connections} open connections, its "
-                     "limit (--rest_api_max_connections), all busy; retry later"}, close=True))
-        self._linger(transport)
-
-    def _linger(self, transport):
-        """Stop writing, read (and drop) what the client still sends for a moment, then
-        close: closing with unread input sends a reset that can destroy the answer."""
-        try:
-            transport.write_eof()
-        except (OSError, RuntimeError):
-            transport.close()
-            return
-        self._loop.call_later(LINGER_SECONDS, transport.close)
-
-    def data_received(self, data):
-        if self._refused:
-            return
-        if self.sending_since is None and not self._request_in_progress:
-            self.sending_since = self._loop.time()
-            self._arm()
-        super().data_received(data)
-
-    def eof_received(self):
-        if self._refused and self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc):
-        self._disarm()
-        if self._refused:
-            self.transport = None
-            return
-        super().connection_lost(exc)
-
-    # -- header deadline --------------------------------------------------------------
-    def _arm(self):
-        self._disarm()
-        self._header_timer = self._loop.call_at(self.sending_since + self._limits.header_timeout,
-                                                self._headers_late)
-
-    def _disarm(self):
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _process_keepalive(self):
-        if self.sending_since is not None:  # not idle: the header deadline owns it
-            self._keepalive_handle = None
-            return
-        super()._process_keepalive()
-
-    def request_started(self):
-        self._disarm()
-        self.sending_since = None
-
-    def request_finished(self):
-        self.last_active = self._loop.time()
-
-    def _headers_late(self):
-        self._header_timer = None
-        transport = self.transport
-        if self._request_in_progress or self._messages or transport is None or \
-                transport.is_closing():
-            return
-        transport.write(_json_bytes(408, {
-            "error": f"the request headers did not arrive within "
-                     f"{self._limits.header_timeout:g} s"}, close=True))
-        self.close()  # aiohttp stops waiting for a request on it and parses nothing more
-        self._linger(transport)
-
-    def handle_error(self, request, status=500, exc=None, message=None):
-        """aiohttp's own refusals (unparsable requests, a failed handler) as TF Serving's
-        JSON error bodies."""
-        if status == 500:
-            if exc is not None:
-                log.error("REST request failed", exc_info=exc)
-            text = "internal error" if exc is None else client_message(str(exc))
-        elif status == 400 and exc is not None:
-            status, text = _parse_error(exc, message)
-        else:
-            text = str(message or exc or status)
-        if request.writer.output_size > 0:
-            raise ConnectionError("the response has been sent in part already")
-        return _response(status, {"error": text}, close=True)
-
-
-class _Server(web.Server):
-    """aiohttp's low-level server, making `_Protocol`s and picking eviction victims."""
-
-    def __init__(self, handler, limits, **kwargs):
-        super().__init__(handler, **kwargs)
-        self._limits = limits
-
-    def __call__(self):
-        return _Protocol(self, loop=self._loop, limits=self._limits, **self._kwargs)
-
-    def evict_one(self):
-        """Closes the connection without a request in progress that has waited longest;
-        idle keep-alive ones first (a client reconnects), then those sending headers.
-        False if every connection has a request in progress."""
-        candidates = [c for c in self.connections
-                      if not c._request_in_progress and not c._messages]
-        if not candidates:
-            return False
-        victim = min(candidates, key=lambda c: (c.sending_since is not None,
-                                                c.sending_since or c.last_active))
-        victim.force_close()
-        return True
-
-    def counts(self):
-        """(open connections, connections with a request in progress)."""
-        connections = self.connections
-        return len(connections), sum(c._request_in_progress for c in connections)
+    return _json(err.http_status, {"error": client_message(err.message)})
 
 
 def default_num_threads():
@@ -260,23 +67,6 @@ def default_num_threads():
     clients cost more server CPU per request than with 32 (benchmarks/serving.py,
     BUILD_NOTES.md)."""
     return max(32, 4 * (os.cpu_count() or 1))
-
-
-@dataclasses.dataclass(frozen=True)
-class RestLimits:
-    """What one REST endpoint allows its clients (the server's --rest_api_* flags)."""
-    max_request_bytes: int = contract.DEFAULT_MAX_REQUEST_BYTES
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    num_threads: int = 32
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
-    min_body_rate: float = DEFAULT_MIN_BODY_RATE
-
-    def __post_init__(self):
-        if self.max_connections < 1 or self.num_threads < 1:
-            raise ValueError("max_connections and num_threads must be >= 1")
-        if self.header_timeout <= 0 or self.idle_timeout <= 0 or self.min_body_rate <= 0:
-            raise ValueError("timeouts and the minimum body rate must be > 0")
 
 
 class RestServer:
@@ -312,7 +102,7 @@ class RestServer:
     def _run(self):
         loop = self._loop = asyncio.new_event_loop()
         try:
-            self._server = _Server(
+            self._server = rest_connections.Server(
                 self._handle, self.limits, loop=loop, access_log=None,
                 keepalive_timeout=self.limits.idle_timeout, lingering_time=LINGER_SECONDS,
                 max_line_size=MAX_HEADER_BYTES, max_field_size=MAX_HEADER_BYTES,
@@ -381,7 +171,7 @@ class RestServer:
                 out["metadata"]["signature_def"].pop("@type", None)  # as TF Serving prints it
             else:
                 raise ServingError("UNIMPLEMENTED", f"{verb} needs POST")
-            return _response(200, out)
+            return _json(200, out)
         if verb != ":predict":
             if verb in (":classify", ":regress"):
                 raise ServingError("UNIMPLEMENTED", f"{verb[1:]} is not supported by this "
@@ -423,13 +213,13 @@ class RestServer:
                         break
                     received += len(chunk)
                     if received > limits.max_request_bytes:
-                        return _response(413, {"error": f"request body exceeds the limit of "
+                        return _json(413, {"error": f"request body exceeds the limit of "
                                                         f"{limits.max_request_bytes} bytes "
                                                         "(--max_request_bytes)"}, close=True)
                     chunks.append(chunk)
         except TimeoutError:
             what = "" if length is None else f"of {length} bytes "
-            return _response(408, {"error": f"the request body {what}did not arrive within "
+            return _json(408, {"error": f"the request body {what}did not arrive within "
                                             f"{seconds:.0f} s (at least {limits.min_body_rate:g}"
                                             f" bytes/s after {limits.header_timeout:g} s)"},
                              close=True)
