@@ -214,6 +214,9 @@ def _jpeg(data):
             height, width = struct.unpack_from(">HH", data, i + 3)
             size = ImageSize(JPEG, width, height, width * height)
         scans += marker == _SOS
+        if scans > MAX_JPEG_SCANS:  # refused: count the rest in C (a 16 MB file can hold
+            scans += data.count(b"\xff\xda", i)  # 200k scans), not marker by marker
+            break
         if length < 2:
             break
         i += length
