@@ -19,9 +19,9 @@ refused from its Content-Length before it is read), its declared pixels
 (`--max_inflight_request_bytes`), the time a request may take to arrive
 (`--header_timeout`, then `--min_body_rate`), open connections (`--max_connections`),
 idle keep-alive connections (`--idle_timeout`), predictions in flight to the model server
-(`--max_concurrent_predictions`; a photo waits for a slot at most half its `--timeout`, then
-gets 503), and each photo (`--timeout`, the wait for a slot and the model server's whole
-answer included).
+(`--max_concurrent_predictions`, one of them kept for photos no larger than the page sends;
+a photo waits for a slot at most half its `--timeout`, then gets 503), and each photo
+(`--timeout`, the wait for a slot and the model server's whole answer included).
 Binds 127.0.0.1 unless `--host` says otherwise.
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
@@ -126,7 +126,8 @@ class WebApp:
         self._listener = socket.create_server((host, port), family=family,
                                               backlog=LISTEN_BACKLOG)
         self.host, self.port = self._listener.getsockname()[:2]
-        self._loop = self._server = self._aio = self._slots = self._thread = None
+        self._loop = self._server = self._aio = self._thread = None
+        self._slots = self._large_slots = None
         self._started = threading.Event()
 
     @property
@@ -153,6 +154,7 @@ class WebApp:
         loop = self._loop = asyncio.new_event_loop()
         try:
             self._slots = asyncio.Semaphore(self.max_concurrent_predictions)
+            self._large_slots = asyncio.Semaphore(max(1, self.max_concurrent_predictions - 1))
             # auto_decompress off: a gzip-encoded upload is not a photo (415), and it could
             # inflate past --max_request_bytes.
             self._server = connections.Server(self._handle, self.limits, loop=loop,
@@ -289,18 +291,29 @@ class WebApp:
         deadline = time.monotonic() + self.timeout
         # Bounded concurrency toward the model server: a photo waits for a slot at most half
         # its timeout (the other half is the model's), so a crowd of uploads is turned away
-        # instead of queueing there.
+        # instead of queueing there. Photos larger than the page itself sends (over
+        # max_side^2 pixels: not from its upload path) cost the model server seconds each;
+        # they may hold all slots but one, which stays for the page's own photos.
+        large = size.pixels > self.max_side ** 2 and self.max_concurrent_predictions > 1
+        held = []
         try:
             async with asyncio.timeout(self.timeout / 2):
-                await self._slots.acquire()
+                for slots in (self._large_slots, self._slots) if large else (self._slots,):
+                    await slots.acquire()
+                    held.append(slots)
         except TimeoutError:
-            raise HttpError(503, f"busy: the model server already has the page's "
-                                 f"{self.max_concurrent_predictions} photos in flight; retry "
-                                 "shortly") from None
+            for slots in held:
+                slots.release()
+            which = (f"{self.max_concurrent_predictions - 1} photos larger than "
+                     f"{self.max_side}x{self.max_side}" if large
+                     else f"{self.max_concurrent_predictions} photos")
+            raise HttpError(503, f"busy: the model server already has the page's {which} in "
+                                 "flight; retry shortly") from None
         try:
             return await self.backend.predict_photo(photo, deadline)
         finally:
-            self._slots.release()
+            for slots in held:
+                slots.release()
 
 
 _positive = arg_types.positive

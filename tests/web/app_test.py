@@ -533,3 +533,31 @@ def test_the_largest_default_upload_fits_the_model_servers_default_limit():
         contract.DEFAULT_MAX_REQUEST_BYTES
     assert len(photo_contract.request_bytes(b"\xff" * (largest + 1024))) > \
         contract.DEFAULT_MAX_REQUEST_BYTES  # and not far below it
+
+
+def test_photos_larger_than_the_page_sends_leave_a_slot_for_its_own(make_photo):
+    """Two photos over max_side^2 pixels (the page never sends those; each costs the model
+    server far more) cannot take both prediction slots: the second waits and gets 503,
+    and a photo of the page's size still reaches the model server."""
+    silent = SilentBackend()
+    large, small = make_photo(size=(400, 300)), make_photo(size=(90, 90))
+    try:
+        with WebApp(f"127.0.0.1:{silent.port}", port=0, timeout=2.0, max_side=100,
+                    max_concurrent_predictions=2) as web_app:
+            first = {}
+            thread = threading.Thread(target=lambda: first.update(
+                status=call(web_app, "POST", "/api/predict", large)[0]))
+            thread.start()
+            deadline = time.monotonic() + 5
+            while not silent.accepted and time.monotonic() < deadline:
+                time.sleep(0.01)
+            status, _, body = call(web_app, "POST", "/api/predict", large)
+            assert status == 503 and "larger than 100x100" in body["error"], body
+            assert len(silent.accepted) == 1
+            status, _, body = call(web_app, "POST", "/api/predict", small)
+            assert status == 504, body  # it reached the (silent) model server
+            assert len(silent.accepted) == 2
+            thread.join(10)
+            assert first["status"] == 504
+    finally:
+        silent.close()
