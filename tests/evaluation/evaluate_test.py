@@ -240,9 +240,9 @@ def test_photos_report_detection_recall_and_their_largest_faces(photo_model, tmp
     assert {"num_faces", "face_score", "face_x1", "face_y2"} <= set(header)
     row = dict(zip(header, next(r for r in rows if r.startswith(
         synthetic.labelled_name(several, 0))).split(",")))
-    assert float(row["pred_age"]) == pytest.approx(largest["age"], abs=1e-3)
+    assert float(row["pred_age"]) == pytest.approx(largest.age, abs=1e-3)
     assert int(row["num_faces"]) == 3
-    assert float(row["face_x1"]) == pytest.approx(largest["box"][0], abs=1e-3)
+    assert float(row["face_x1"]) == pytest.approx(largest.box[0], abs=1e-3)
     assert "Face detection (photos)" in (out / "report.html").read_text()
 
 
