@@ -1,12 +1,13 @@
 """Flood probe: does a normal client still get correct answers, in time, while hostile
 clients flood the server? (issue 23's target: median <= 2 s, bounded memory.)
 
-  .venv/bin/python -m benchmarks.flood [--model=<model base path>] [--duration=30] \
-      [--flood_clients=2] [--slowloris=64] [--targets=server]
+  .venv/bin/python -m benchmarks.flood [--model=tiny|mobilenetv2|<model base path>] \
+      [--duration=30] [--flood_clients=2] [--slowloris=64] [--targets=server]
 
 Starts `python -m serving.server` (its default flags, plus `--server_flags`) in a child
-process on 127.0.0.1, on `--model` (a base path of numeric versions; none: a tiny model
-exported to a temporary directory). Then, for `--duration` seconds, all at once:
+process on 127.0.0.1, on `--model` (a base path of numeric versions, or `tiny` /
+`mobilenetv2`: a model built and exported to a temporary directory). Then, for `--duration`
+seconds, all at once:
 - scan-bomb JPEGs: a 7000x7000 grey progressive JPEG whose last refinement scan is repeated
   5,000 times (567 KB that cost minutes to decode where scans are not counted), to
   `predict_photo`, over REST and gRPC (`--flood_clients` clients each);
@@ -85,12 +86,20 @@ def face_crop():
     return synthetic_jpeg(200)
 
 
-def tiny_model(directory):
-    """A few-kilobyte model of the trainer contract, exported with predict_photo."""
+def built_model(kind, directory):
+    """`tiny`: a few-kilobyte model of the trainer contract; `mobilenetv2`: the recipe's
+    architecture (MobileNetV2 1.0, 128 px, ImageNet backbone, untrained heads: the cost of
+    the real model, not its answers), as benchmarks.serving builds it. Exported with
+    predict_photo; returns the model base path."""
     from export import export_model, testing
 
-    job = testing.make_job_dir(os.path.join(directory, "job"), type="classification",
-                               predict_gender=True)
+    job = os.path.join(directory, "job")
+    if kind == "tiny":
+        testing.make_job_dir(job, type="classification", predict_gender=True)
+    else:
+        from benchmarks import serving as serving_benchmark
+
+        serving_benchmark.build_job_dir(job, 128, 1.0, serving_benchmark.DEFAULT_WEIGHTS)
     base = os.path.join(directory, "models", "age")
     export_model.export_saved_model(job, base)
     return base
@@ -312,7 +321,9 @@ def report(target, results, flood_outcomes, slow_counts, peak_rss, hwm, alive):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="model base path (numeric versions); default: a tiny model")
+    p.add_argument("--model", default="tiny",
+                   help="model base path (numeric versions), or 'tiny' / 'mobilenetv2': one "
+                        "built and exported to a temporary directory (default %(default)s)")
     p.add_argument("--targets", default="server", help=f"comma list of {sorted(TARGETS)}")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of flood per target")
     p.add_argument("--interval", type=float, default=0.25,
@@ -330,9 +341,10 @@ def main(argv=None):
     if unknown:
         p.error(f"unknown --targets {sorted(unknown)}, expected some of {sorted(TARGETS)}")
     with tempfile.TemporaryDirectory(prefix="flood-") as tmp:
-        model = args.model or tiny_model(tmp)
+        model = (built_model(args.model, tmp) if args.model in ("tiny", "mobilenetv2")
+                 else args.model)
         payloads = {"bomb": scan_bomb_jpeg(), "png": at_limit_png(), "face": face_crop()}
-        print(f"model: {args.model or 'tiny (exported to a temporary directory)'}; payloads: "
+        print(f"model: {args.model}; payloads: "
               f"scan bomb {len(payloads['bomb']):,} B, PNG {len(payloads['png']):,} B, face "
               f"{len(payloads['face']):,} B; {args.duration:g} s, {args.flood_clients} clients "
               f"per flood kind and protocol, {args.slowloris} slowloris connections",
