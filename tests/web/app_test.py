@@ -561,3 +561,48 @@ def test_photos_larger_than_the_page_sends_leave_a_slot_for_its_own(make_photo):
             assert first["status"] == 504
     finally:
         silent.close()
+
+
+@pytest.mark.slow
+def test_simultaneous_large_uploads_stay_within_a_memory_limit(make_photo):
+    """24 uploads of 11.5 MB at once to a page whose model server never answers: the
+    upload-bytes budget (64 MiB) holds a few, the rest get 503; the page, run under
+    RLIMIT_DATA = 450 MB (24 bodies alone would be 277 MB, plus their JSON copies), keeps
+    serving and none gets a 500."""
+    from serving import server_process
+
+    silent = SilentBackend()
+    port = free_port()
+    body = make_photo(size=(64, 64)) + bytes(11 << 20)  # a JPEG, then padding past EOI
+    page = server_process.ChildProcess(
+        [sys.executable, "-c", server_process._LIMITED, str(450 << 20), "-m", "web.app",
+         f"--backend=127.0.0.1:{silent.port}", f"--port={port}", "--timeout=6"],
+        "page: ", name="the page").start(timeout=60)
+    statuses = []
+    try:
+        def upload():
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                conn.request("POST", "/api/predict", body=body)
+                statuses.append(conn.getresponse().status)
+            except (OSError, http.client.HTTPException) as e:  # a refused upload still sending
+                statuses.append(type(e).__name__)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=upload) for _ in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        assert page.alive(), page.output()
+        assert 500 not in statuses and statuses.count(504) >= 2, statuses
+        assert statuses.count(503) >= 10, statuses
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/api/config")
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert page.memory()["VmHWM"] < 450 << 10  # kB
+    finally:
+        page.stop()
+        silent.close()
