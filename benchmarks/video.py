@@ -99,7 +99,8 @@ def run_bytetrack(answers, fps):
             confidence=np.array([f.score or 1.0 for f in faces], np.float32),
             data={"index": np.arange(len(faces))})
         result = tracker.update_with_detections(detections)
-        ids = dict(zip(result.data["index"].tolist(), result.tracker_id.tolist()))
+        ids = ({} if not len(result) else
+               dict(zip(result.data["index"].tolist(), result.tracker_id.tolist())))
         out.append([(ids.get(j), f, None) for j, f in enumerate(faces)])
     return out
 

@@ -64,9 +64,12 @@ class FusionParams:
         return cls(**{k: float(values[k]) for k in cls.__dataclass_fields__ if k in values})
 
 
-# What `video.annotate` uses without --fusion_params (docs/video.md: fitted on
-# validation-split clips by benchmarks/video.py).
-DEFAULT_PARAMS = FusionParams()
+# What `video.annotate` and `video.session` use without --fusion_params: fitted by
+# benchmarks/video.py on 19 validation-split tracks (5 clips) of the recipe's model
+# (docs/video.md). rho = 1: on those clips a person's frames err together (the model's
+# error is the person's, not the frame's), so the fused interval keeps one frame's width
+# while its centre averages the frames.
+DEFAULT_PARAMS = FusionParams(rho=1.0, temperature=1.1, gender_rho=0.475)
 
 
 def tau(n, rho):
@@ -113,7 +116,7 @@ class TrackFusion:
     `age_distribution`, `gender`, `gender_probability`: `agegender.Face`), `answer()`."""
 
     def __init__(self, params=None):
-        self.params = params or FusionParams()
+        self.params = params or DEFAULT_PARAMS
         self.frames = 0
         self._log_sum = None       # sum of log p over frames with a distribution
         self._with_distribution = 0

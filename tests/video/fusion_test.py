@@ -20,7 +20,7 @@ def face(mean, sd, gender="female", probability=0.8):
 
 
 def test_one_frame_is_that_frames_answer():
-    track = fusion.TrackFusion()
+    track = fusion.TrackFusion(fusion.FusionParams(temperature=1.0))
     track.add(face(30, 4))
     answer = track.answer()
     assert answer.age == pytest.approx(30, abs=0.01) and answer.frames == 1
