@@ -168,6 +168,7 @@ class WebApp:
             self._started.set()
         if self._aio is not None:
             loop.run_forever()
+            loop.run_until_complete(loop.shutdown_default_executor())  # the header checks
         loop.close()
 
     def stop(self):
