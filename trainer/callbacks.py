@@ -7,8 +7,11 @@
 - `ResumeState` makes a run resumable: at the end of every epoch it writes a
   `tf.train.Checkpoint` (model *and* optimizer state) and then, atomically, a JSON state
   file holding the phase, the epochs done, the checkpoint path, the history so far and the
-  plateau scheduler's counters. A process killed at any moment leaves either the previous
-  or the new epoch recorded, never half of one, and no epoch is counted twice.
+  plateau scheduler's counters. The checkpoint also holds the dropout layers' random
+  states, so a seeded run resumed after epoch k trains on as the uninterrupted one did
+  (the input stream's part: `input_pipeline.InputReader.training_stream`). A process
+  killed at any moment leaves either the previous or the new epoch recorded, never half of
+  one, and no epoch is counted twice.
 """
 import json
 import math
@@ -136,6 +139,15 @@ class TrainState:
         _atomic_write_json(self.path, self.data)
 
 
+def random_states(model):
+    """The state variables of the model's random number generators (Dropout's
+    `SeedGenerator`s), in layer order. They are among `model.variables` but not its weights,
+    and the model's checkpoint leaves them out: restored, a resumed run draws the dropout
+    masks the uninterrupted run drew; left out, it would start their sequence again."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 class ResumeState(keras.callbacks.Callback):
     """Per-epoch checkpoint of model + optimizer and the run state; restores on demand.
 
@@ -151,7 +163,8 @@ class ResumeState(keras.callbacks.Callback):
 
     def _checkpoint(self):
         if self._ckpt is None:
-            self._ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+            self._ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer,
+                                             seeds=random_states(self.model))
         return self._ckpt
 
     def restore(self, model):

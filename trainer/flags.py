@@ -28,6 +28,10 @@ def define_flags(fv=flags.FLAGS):
                         "Records directory written by `python -m pipeline.build_records`.", **d)
     flags.DEFINE_string("job_dir", None,
                         "Output directory: checkpoints, logs, history, model, eval.json.", **d)
+    flags.DEFINE_bool("allow_other_records", False,
+                      "Let a job dir go on (resume, refit the calibration, rewrite eval.json) on "
+                      "records other than those it was trained on; without it such a rerun "
+                      "is refused (the job dir keeps the records' fingerprint).", **d)
     flags.DEFINE_string("cache", "",
                         "Cache decoded images: '' (off), 'memory', or a file path prefix.", **d)
     flags.DEFINE_integer("shuffle_buffer", 4096, "Training shuffle buffer (images).", **d)
@@ -46,7 +50,9 @@ def define_flags(fv=flags.FLAGS):
                         "Where to look for ImageNet weight files (Keras file names) before "
                         f"$KERAS_HOME/models and ~/.keras/models. Default: ${WEIGHTS_DIR_ENV}.",
                         **d)
-    flags.DEFINE_integer("img_dim", 128, "Input size in pixels (square).", **d)
+    flags.DEFINE_integer("img_dim", 128, "Input size in pixels (square).",
+                         lower_bound=model_spec.MIN_IMG_DIM, upper_bound=model_spec.MAX_IMG_DIM,
+                         **d)
     flags.DEFINE_float("dropout", 0.2, "Dropout before the heads.", **d)
     flags.DEFINE_float("age_deviation", None,
                        "Label deviation in years; recomputed in-graph when it differs from "

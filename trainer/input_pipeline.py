@@ -311,27 +311,57 @@ class InputReader:
         waiting for a slow element is faster."""
         return not is_training or self.config.deterministic
 
-    def decoded(self, is_training):
-        """Per-image dicts (image + labels), decoded, before caching and batching."""
+    def _stream(self, ds, start):
+        """Endless passes over the shuffled split (each pass freshly shuffled), from its
+        `start`-th record. Placed before decoding (or after the cache), so the records a
+        resumed run skips are read but neither decoded twice nor augmented."""
+        ds = ds.repeat()
+        if start:
+            ds = ds.skip(start)
+        return ds
+
+    def decoded(self, is_training, stream_start=None):
+        """Per-image dicts (image + labels), decoded, before caching and batching.
+        `stream_start` (training without a cache): endless passes from that record on."""
         ds = self._records(is_training)
         if is_training and not self.config.cache:
             # Shuffle the serialized records: far smaller than decoded images.
             ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed,
                             reshuffle_each_iteration=True)
+            if stream_start is not None:
+                ds = self._stream(ds, stream_start)
         ds = ds.batch(records.PARSE_BATCH).map(self.decoder.decode, num_parallel_calls=AUTOTUNE)
         ds = ds.unbatch()
         ds = ds.map(self.parser.parse_fn(is_training), num_parallel_calls=AUTOTUNE,
                     deterministic=self._deterministic(is_training))
         return ds
 
-    def dataset(self, is_training, targets=True):
-        ds = self.decoded(is_training)
+    def training_stream(self, start_batch=0):
+        """The training batches as one endless stream: pass after pass over the train split,
+        each pass shuffled anew, batches running on across passes, from batch
+        `start_batch` on. A run resumed after epoch k starts at k * steps_per_epoch and,
+        seeded, is given exactly the batches (records, order and augmentation) the
+        uninterrupted run was given; so is each phase of transfer learning. Unseeded, the
+        order is drawn anew at each start and nothing is skipped."""
+        return self.dataset(is_training=True, stream_start=start_batch)
+
+    def dataset(self, is_training, targets=True, stream_start=None):
+        """One pass over the split (evaluation; training without `stream_start`), or the
+        endless training stream from batch `stream_start` (see `training_stream`)."""
+        start = None
+        if is_training and stream_start is not None:
+            # Skipping reproduces the uninterrupted run only when the order is seeded.
+            start = stream_start if self.config.deterministic else 0
+        ds = self.decoded(is_training,
+                          None if start is None else start * self.config.batch_size)
         if self.config.cache:
             ds = ds.cache("" if self.config.cache == "memory" else
                           f"{self.config.cache}-{'train' if is_training else 'eval'}")
             if is_training:
                 ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed,
                                 reshuffle_each_iteration=True)
+                if start is not None:
+                    ds = self._stream(ds, start * self.config.batch_size)
         # Fixed batch shapes in training (XLA, TPU, and no tiny last batch in BatchNorm).
         deterministic = self._deterministic(is_training)
         ds = ds.batch(self.config.batch_size, drop_remainder=is_training,
@@ -341,6 +371,8 @@ class InputReader:
                 # One seed per batch from a seeded stream (see augment_batch), so parallel
                 # map calls cannot change which batch gets which random numbers.
                 seeds = tf.data.Dataset.random(seed=self.config.seed).batch(2)
+                if start:
+                    seeds = seeds.skip(start)
                 ds = tf.data.Dataset.zip(ds, seeds)
             ds = ds.map(self.parser.augment_batch, num_parallel_calls=AUTOTUNE,
                         deterministic=deterministic)

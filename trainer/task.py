@@ -7,6 +7,8 @@ resume after a crash (rerun the same command), and the outputs in --job_dir:
   checkpoints/<phase>/   model + optimizer per epoch (two kept)   train_state.json
   logs/                  TensorBoard                              history.json
   learning_curves.png    model.keras + model_spec.json            eval.json (test split)
+  records_fingerprint.json  the records it was trained on: a rerun on others is refused
+                            without --allow_other_records (trainer.records_fingerprint)
 
 `--load` skips training: with --test_sample_dir it prints predictions for a directory of
 images (face crops; with --photos ordinary photos, one line per face found, and
@@ -38,6 +40,7 @@ from trainer import curves, distribution, input_pipeline, predict
 from trainer import flags as trainer_flags
 from trainer import keras_metrics
 from trainer import model as model_lib
+from trainer import records_fingerprint
 
 
 class ConfigError(ValueError):
@@ -133,8 +136,9 @@ class Run:
     out_dir: str
     writer: bool  # False on non-chief workers: they write into a scratch dir
     inputs: input_pipeline.InputConfig
+    counts: dict = None  # records per split, counted (and CRC-checked) before anything
     weights: object = None
-    train_ds: object = None
+    train_reader: object = None  # input_pipeline.InputReader of the train split
     val_ds: object = None
     steps_per_epoch: int = 0
     model: object = None
@@ -172,6 +176,12 @@ def prepare(cfg):
                                         cfg.age_prior_correction)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    counts = count_splits(cfg.records_dir)
+    try:  # before anything is built or written: a job dir belongs to its records
+        fingerprint = records_fingerprint.check(cfg.job_dir, cfg.records_dir,
+                                                cfg.allow_other_records)
+    except records_fingerprint.OtherRecordsError as e:
+        raise ConfigError(str(e)) from None
     strategy = distribution.make_strategy(cfg.distribution, cfg.tpu)
     distribution.set_precision(distribution.resolve_precision(cfg.mixed_precision, strategy))
     seed = set_seed(cfg.seed)
@@ -183,20 +193,34 @@ def prepare(cfg):
         shuffle_buffer=cfg.shuffle_buffer, seed=seed, deterministic=cfg.seed is not None,
         num_workers=distribution.num_workers(), augment=trainer_flags.augment_config(cfg))
     run = Run(cfg=cfg, spec=spec, strategy=strategy, out_dir=out_dir, writer=writer,
-              inputs=inputs)
+              inputs=inputs, counts=counts)
     run.weights = model_lib.resolve_weights(spec.base_model, spec.alpha, cfg.weights,
                                             cfg.weights_dir)
     tf.io.gfile.makedirs(out_dir)
+    if writer:
+        records_fingerprint.record(out_dir, fingerprint)
     return run
 
 
+def count_splits(records_dir):
+    """Records per split, each shard read once (CRCs checked). Validation and test are read
+    only after a whole epoch and after the whole training: a split that is missing or empty
+    (records built with `--split=1,0,0`) is refused now, in one line."""
+    counts = {split: records.count(records_dir, split) for split in schema.SPLITS}
+    for split in ("validation", "test"):
+        if not counts[split]:
+            raise ConfigError(
+                f"the {split!r} split of {str(records_dir)!r} is empty: the trainer needs "
+                f"validation records (per-epoch validation, calibration) and test records "
+                f"(eval.json); rebuild them with a share for every split, e.g. "
+                f"`python -m pipeline.build_records --split=0.8,0.1,0.1`")
+    return counts
+
+
 def make_datasets(run):
-    """The repeated training dataset, the validation dataset, and the epoch length."""
-    cfg, config = run.cfg, run.inputs
-    n_train = records.count(cfg.records_dir, "train")
-    has_validation = records.has_split(cfg.records_dir, "validation")
-    counts = {split: records.count(cfg.records_dir, split)  # read later: check them now
-              for split in ("validation", "test") if records.has_split(cfg.records_dir, split)}
+    """The training reader, the validation dataset, and the epoch length."""
+    cfg, config, counts = run.cfg, run.inputs, run.counts
+    n_train = counts["train"]
     run.steps_per_epoch = n_train // config.batch_size
     if run.steps_per_epoch == 0:
         raise ConfigError(f"{n_train} train records: fewer than one batch of "
@@ -204,18 +228,16 @@ def make_datasets(run):
     if cfg.steps_per_epoch:
         run.steps_per_epoch = min(run.steps_per_epoch, cfg.steps_per_epoch)
     parser = input_pipeline.Parser.for_config(run.spec, config)
-    # Repeated, so an epoch is exactly steps_per_epoch steps whatever the cap.
-    run.train_ds = input_pipeline.InputReader(config, "train", parser).dataset(
-        is_training=True).repeat()
-    if has_validation:
-        run.val_ds = input_pipeline.InputReader(config, "validation", parser).dataset(
-            is_training=False)
-        # The dataset states its length: unknown, Keras finds the end of the data by running
-        # out of it and warns "Your input ran out of data" in every run. (Each worker of a
-        # multi-worker run sees its own share: there the length is left unknown.)
-        if distribution.num_workers() <= 1:  # 0 outside a cluster
-            batches = math.ceil(counts["validation"] / config.batch_size)
-            run.val_ds = run.val_ds.apply(tf.data.experimental.assert_cardinality(batches))
+    # Its stream is endless, so an epoch is exactly steps_per_epoch steps whatever the cap.
+    run.train_reader = input_pipeline.InputReader(config, "train", parser)
+    run.val_ds = input_pipeline.InputReader(config, "validation", parser).dataset(
+        is_training=False)
+    # The dataset states its length: unknown, Keras finds the end of the data by running
+    # out of it and warns "Your input ran out of data" in every run. (Each worker of a
+    # multi-worker run sees its own share: there the length is left unknown.)
+    if distribution.num_workers() <= 1:  # 0 outside a cluster
+        batches = math.ceil(counts["validation"] / config.batch_size)
+        run.val_ds = run.val_ds.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def build(run):
@@ -231,7 +253,8 @@ def lr_find(run):
         model_lib.freeze_backbone(model)
         compile_model(model, run.spec, cfg, 1e-7)
     finder = callbacks_lib.LRFinder(steps=cfg.lr_find_steps)
-    model.fit(run.train_ds, epochs=1, steps_per_epoch=cfg.lr_find_steps, callbacks=[finder],
+    model.fit(run.train_reader.training_stream(), epochs=1, steps_per_epoch=cfg.lr_find_steps,
+              callbacks=[finder],
               verbose=_verbose(cfg))
     suggestion = finder.suggestion()
     job_dir_lib.write_json(run.out_dir, job_dir_lib.LR_FIND_JSON, {
@@ -261,12 +284,14 @@ def run_phase(run, state, phase, first, end, lr):
         checkpoints = job_dir_lib.path(run.out_dir, job_dir_lib.CHECKPOINTS_DIR, phase)
         resume = callbacks_lib.ResumeState(state, phase, checkpoints, plateau, run.writer)
         resumed = resume.restore(model)
-    distribution.work_around_keras_multi_worker(model, run.strategy, run.train_ds)
     initial_epoch = max(first, resumed)
+    # The stream where the uninterrupted run would be at this epoch (epochs across phases).
+    train_ds = run.train_reader.training_stream(initial_epoch * run.steps_per_epoch)
+    distribution.work_around_keras_multi_worker(model, run.strategy, train_ds)
     logging.info("Phase %s: epochs %d..%d (starting at %d), learning rate %g", phase,
                  first + 1, end, initial_epoch + 1, lr)
     model.fit(
-        run.train_ds, epochs=end, initial_epoch=initial_epoch,
+        train_ds, epochs=end, initial_epoch=initial_epoch,
         steps_per_epoch=run.steps_per_epoch, validation_data=run.val_ds,
         validation_steps=cfg.validation_steps, verbose=_verbose(cfg),
         shuffle=False,  # the dataset shuffles
@@ -288,7 +313,7 @@ def calibrate(run):
         logging.info("Age prior correction %g: class weights %.3f..%.3f",
                      cfg.age_prior_correction, min(run.spec.age_prior_weights),
                      max(run.spec.age_prior_weights))
-    if not cfg.calibrate or run.val_ds is None:
+    if not cfg.calibrate:
         return
     outputs, labels = predict.split_outputs(run.model, run.spec, cfg.records_dir,
                                             "validation", cfg.batch_size)
@@ -314,8 +339,6 @@ def write_outputs(run, state):
     curves.plot_learning_curves(state.history,
                                 keras_metrics.monitor_key(run.spec, validation=False),
                                 job_dir_lib.path(out_dir, job_dir_lib.CURVES_FILE))
-    if not records.has_split(cfg.records_dir, "test"):
-        return None
     report = predict.write_eval(out_dir, cfg.records_dir, "test", cfg.batch_size,
                                 cfg.eval_limit)
     coverage = {k: round(v["coverage"], 3) for k, v in report.get("uncertainty", {}).items()

@@ -241,3 +241,122 @@ def test_a_rare_age_weight_cap_without_weighting_is_refused(tiny_records, tmp_pa
     with pytest.raises(app.UsageError, match="--rare_age_weight_power"):
         _run(tiny_records, tmp_path / "j", tiny_run_args, "--rare_age_weight_max=3")
     assert not (tmp_path / "j").exists()
+
+
+def _records_with_empty(tiny_records, tmp_path, split):
+    """A copy of the records whose `split` is one empty shard, as `--split=1,0,0` writes it."""
+    import shutil
+
+    import tensorflow as tf
+
+    from agegender import schema
+
+    copy = tmp_path / f"records_no_{split}"
+    shutil.copytree(tiny_records, copy)
+    for shard in copy.glob(f"*-{split}.tfrecord-*"):
+        shard.unlink()
+    with tf.io.TFRecordWriter(f"{schema.shard_prefix(copy, split)}-00000-of-00001"):
+        pass
+    return copy
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_an_empty_validation_or_test_split_is_refused_before_training(
+        tiny_records, tmp_path, tiny_run_args, split):
+    """Records built with --split=1,0,0: refused in one line before any model or dataset is
+    built (it used to train a whole epoch, then fail on the missing validation metrics)."""
+    empty = _records_with_empty(tiny_records, tmp_path, split)
+    built = []
+    original = task.build
+    task.build = lambda run: built.append(run)  # must never be reached
+    try:
+        with pytest.raises(task.ConfigError, match=f"the '{split}' split of .* is empty"):
+            _run(empty, tmp_path / "j", tiny_run_args)
+    finally:
+        task.build = original
+    assert not built and not (tmp_path / "j" / "train_state.json").exists()
+
+
+class _Killed(Exception):
+    """Stands for the process being killed after an epoch's checkpoint was written."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", ["", "memory"], ids=["records", "memory-cache"])
+def test_a_resumed_run_ends_as_the_uninterrupted_one(tiny_records, tmp_path, tiny_run_args,
+                                                    monkeypatch, cache):
+    """Seeded: a run stopped after epoch 1 (head phase) and again after epoch 3 (fine-tune
+    phase), each time resumed with the same command, ends with exactly the weights,
+    per-epoch metrics and eval.json of a run never stopped. Epochs cover 3 of the split's
+    12 batches, so every resume has to pick the data stream up mid-pass."""
+    from trainer import callbacks as callbacks_lib
+
+    args = ["--seed=5", "--predict_gender", "--epochs=2", "--fine_tune_epochs=2",
+            "--fine_tune_at=120", "--steps_per_epoch=3", "--lr_scheduler=cosine",
+            "--degrade_probability=0.5", f"--cache={cache}"]
+
+    def train(job, stop_after=()):
+        original = callbacks_lib.ResumeState.on_epoch_end
+
+        def on_epoch_end(self, epoch, logs=None):
+            original(self, epoch, logs)
+            if epoch + 1 in stop_after:
+                raise _Killed(epoch + 1)
+        monkeypatch.setattr(callbacks_lib.ResumeState, "on_epoch_end", on_epoch_end)
+        keras.backend.clear_session()
+        try:
+            _run(tiny_records, job, tiny_run_args, *args)
+        except _Killed as stopped:
+            return int(str(stopped))
+        finally:
+            monkeypatch.undo()
+        return None
+
+    def outputs(job):
+        model = keras.models.load_model(os.path.join(job, job_dir_lib.MODEL_FILE),
+                                        compile=False)
+        return (json.loads((job / "history.json").read_text()), model.get_weights(),
+                json.loads((job / "eval.json").read_text()))
+
+    whole = tmp_path / "whole"
+    assert train(whole) is None
+    resumed = tmp_path / "resumed"
+    assert train(resumed, stop_after={1, 3}) == 1
+    assert not (resumed / "model.keras").exists()
+    assert train(resumed, stop_after={1, 3}) == 3  # epoch 1 is not run again
+    assert train(resumed, stop_after={1, 3}) is None
+    (h1, w1, e1), (h2, w2, e2) = outputs(whole), outputs(resumed)
+    assert [(h["phase"], h["epoch"]) for h in h2] == [(h["phase"], h["epoch"]) for h in h1]
+    for r1, r2 in zip(h1, h2):
+        for key in r1:
+            assert r1[key] == pytest.approx(r2[key], abs=1e-6), key
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)
+    assert e1["mae"] == pytest.approx(e2["mae"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_job_on_other_records_is_refused_unless_allowed(
+        tiny_records, tmp_path, tiny_run_args):
+    """A finished job rerun on records of another image size: refused before anything is
+    built, its eval.json and spec untouched; with --allow_other_records it refits on them
+    and the job dir names them from then on."""
+    import shutil
+
+    from agegender import schema
+    from trainer import records_fingerprint
+
+    job = tmp_path / "job"
+    _run(tiny_records, job, tiny_run_args)
+    other = tmp_path / "records_160"
+    shutil.copytree(tiny_records, other)
+    report = json.loads((other / schema.REPORT_FILE).read_text())
+    report["metadata"][schema.META_IMAGE_SIZE] = 160
+    (other / schema.REPORT_FILE).write_text(json.dumps(report))
+    before = {name: (job / name).read_bytes() for name in ("eval.json", "model_spec.json")}
+    with pytest.raises(task.ConfigError, match=r"was trained on other records \(48 px.*"
+                                               r"\(160 px.*--allow_other_records"):
+        _run(other, job, tiny_run_args)
+    assert {name: (job / name).read_bytes() for name in before} == before
+    _run(other, job, tiny_run_args, "--allow_other_records")
+    assert records_fingerprint.stored(job)["records_dir"] == str(other)
