@@ -95,6 +95,7 @@ def measure_faces(runner, items, severities, seed=0, batch_size=64):
     conditions = _conditions(severities)
     collected = {name: Collected() for name in conditions}
     batch, index = [], 0
+    progress = console.Progress("old prints", "faces measured")
 
     def flush(batch, index):
         data = [item.data for item in batch]
@@ -105,6 +106,7 @@ def measure_faces(runner, items, severities, seed=0, batch_size=64):
             outputs, ok = runner.predict(encoded)
             if ok.any():
                 collected[name].add(true[ok], outputs)
+        progress.add(len(batch))
     for item in items:
         batch.append(item)
         if len(batch) == batch_size:
@@ -130,6 +132,7 @@ def measure_photos(model_dir, count, severities, seed=0, split="test", data_dir=
     missed = {name: 0 for name in conditions}
     photos = synthetic.photos(count, seed, data_dir=data_dir, split=split,
                               context=synthetic.CONTEXT)
+    progress = console.Progress("old prints", "photos measured", total=count)
     for index, photo in enumerate(photos):
         clean = tf.io.encode_png(photo.image)
         true = np.array([names.parse_name(s).age for s in photo.sources], np.float64)
@@ -147,6 +150,7 @@ def measure_photos(model_dir, count, severities, seed=0, split="test", data_dir=
                 collected[name].add(true[keep], {
                     k: v[0].numpy()[rows] for k, v in out.items()
                     if k in (heads.AGE, *map(heads.interval_output, heads.INTERVALS))})
+        progress.add()
     results = {}
     for name, c in collected.items():
         if c.true:
