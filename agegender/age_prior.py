@@ -19,9 +19,9 @@ push back, one owner for the counts and the weights:
 """
 import numpy as np
 
-from agegender import metrics, records
+from agegender import decades, records
 
-NUM_DECADES = 11  # 0-9 ... 90-99, 100+
+NUM_DECADES = decades.NUM_DECADES  # 0-9 ... 90-99, 100+
 
 
 def train_decade_counts(records_dir):
@@ -30,10 +30,7 @@ def train_decade_counts(records_dir):
     return dict(report.get("splits", {}).get("train", {}).get("age_decade", {}))
 
 
-def decade_of(ages):
-    """Decade index (0 for 0-9, ..., 10 for 100+) of each age in years."""
-    return np.minimum(np.floor_divide(np.asarray(ages, np.float64), 10), NUM_DECADES - 1
-                      ).astype(np.int64)
+decade_of = decades.index  # kept for callers: the index lives in agegender.decades
 
 
 def decade_weights(counts, power, max_weight=None):
@@ -49,7 +46,7 @@ def decade_weights(counts, power, max_weight=None):
     if max_weight is not None and max_weight < 1:
         raise ValueError(f"the rare-age weight cap must be >= 1 (the mean weight), "
                          f"not {max_weight}")
-    n = np.array([counts.get(metrics.decade_name(d), 0) for d in range(NUM_DECADES)], float)
+    n = np.array([counts.get(decades.name(d), 0) for d in range(NUM_DECADES)], float)
     present = n > 0
     if not present.any():
         return None

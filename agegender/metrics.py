@@ -5,13 +5,12 @@ numbers the same way. Unknown gender/race (-1) are left out of the groups that n
 """
 import numpy as np
 
-from agegender import schema
+from agegender import decades, schema
 
 CS_THRESHOLDS = tuple(range(1, 11))
 
 
-def decade_name(decade):
-    return "100+" if decade >= 10 else f"{decade * 10}-{decade * 10 + 9}"
+decade_name = decades.name  # kept for callers: the name lives in agegender.decades
 
 
 def age_metrics(true_age, pred_age):
@@ -61,7 +60,7 @@ def per_decade(true_age, pred_age):
     decade present (100+ pooled)."""
     true_age = np.asarray(true_age, np.float64)
     pred_age = np.asarray(pred_age, np.float64)
-    return _by_decade(np.minimum(true_age // 10, 10).astype(int), true_age, pred_age)
+    return _by_decade(decades.index(true_age), true_age, pred_age)
 
 
 # Age bands for children and the photos families keep (issue 27): the first two decades in
@@ -150,7 +149,7 @@ def per_predicted_decade(true_age, pred_age):
     (a model that answers "70" for everyone over 60 looks fine per true decade)."""
     true_age = np.asarray(true_age, np.float64)
     pred_age = np.asarray(pred_age, np.float64)
-    return _by_decade(np.clip(np.floor(pred_age / 10), 0, 10).astype(int), true_age, pred_age)
+    return _by_decade(decades.index(pred_age), true_age, pred_age)
 
 
 CONFIDENT_FRACTIONS = (0.5, 0.8, 1.0)

@@ -21,7 +21,7 @@ import uuid
 
 import apache_beam as beam
 
-from agegender import console, schema
+from agegender import console, decades, schema
 
 NAMESPACE = "build_records"
 TMP_DIR = ".tmp-build_records"
@@ -68,8 +68,7 @@ def shard_markers(split_shards):
         yield (split, shard, n), None
 
 
-def age_decade(age):
-    return "100+" if age >= 100 else f"{age // 10 * 10}-{age // 10 * 10 + 9}"
+age_decade = decades.name_of_age  # report.json's counts per decade
 
 
 def _gender_name(gender):

@@ -17,8 +17,8 @@ import math
 
 import tensorflow as tf
 
-from agegender import (age_histogram, age_prior, degradations, heads, old_print, preprocessing,
-                       records, schema)
+from agegender import (age_histogram, age_prior, decades, degradations, heads, old_print,
+                       preprocessing, records, schema)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -278,7 +278,7 @@ class Parser:
         if self.decade_weights is None:
             weight = tf.ones([tf.shape(age)[0]], tf.float32)
         else:
-            decade = tf.minimum(age // 10, age_prior.NUM_DECADES - 1)
+            decade = decades.index(age, xp=tf)
             weight = tf.gather(tf.constant(self.decade_weights, tf.float32), decade)
         sw = {head.output: weight}
         gender = heads.gender_head(spec)
