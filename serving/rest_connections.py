@@ -14,8 +14,9 @@ connection cap, so `Protocol` (its per-connection protocol) adds them:
 - at most `max_connections` connections: a new one beyond that closes the longest-idle
   keep-alive connection, else the one that has been sending its headers longest; only when
   every connection has a request in progress does the newcomer get 503.
-It reads two aiohttp internals (`_request_in_progress`, `_messages`: whether a request is
-being answered or queued), covered by tests/serving/rest_api_test.py.
+It reads aiohttp internals of its protocol (`_request_in_progress`, `_messages`, `_close`,
+`_force_close`: whether a request is being answered or queued, whether the connection is
+closing), covered by tests/serving/rest_api_test.py.
 """
 import dataclasses
 import logging
@@ -102,7 +103,7 @@ class Protocol(web_protocol.RequestHandler):
     # -- connection cap ---------------------------------------------------------------
     def connection_made(self, transport):
         manager = self._manager
-        if len(manager.connections) >= self._limits.max_connections and \
+        if manager.open_count() >= self._limits.max_connections and \
                 not manager.evict_one():
             self._refuse(transport)
             return
@@ -215,7 +216,7 @@ class Server(web.Server):
         """Closes the connection without a request in progress that has waited longest;
         idle keep-alive ones first (a client reconnects), then those sending headers.
         False if every connection has a request in progress."""
-        candidates = [c for c in self.connections
+        candidates = [c for c in self._open()
                       if not c._request_in_progress and not c._messages]
         if not candidates:
             return False
@@ -224,7 +225,16 @@ class Server(web.Server):
         victim.force_close()
         return True
 
+    def _open(self):
+        # aiohttp forgets a closed connection only once its handler task ends; one closed or
+        # closing (evicted, or answered 408 and lingering) counts no more.
+        return [c for c in self.connections
+                if c.transport is not None and not c._close and not c._force_close]
+
+    def open_count(self):
+        return len(self._open())
+
     def counts(self):
         """(open connections, connections with a request in progress)."""
-        connections = self.connections
+        connections = self._open()
         return len(connections), sum(c._request_in_progress for c in connections)
