@@ -24,9 +24,13 @@ class JobDirBackend:
         self._max_pixels = max_image_pixels
         self._photo_fn = None
         spec = self.spec
+        # serving_default's computation as one graph: decode and resize every crop, then
+        # the forward pass and the heads.
         self._crop_fn = tf.function(
-            lambda x: heads.serving_outputs(inference.raw_outputs(self.model, x, spec), spec),
-            reduce_retracing=True)
+            lambda b: heads.serving_outputs(inference.raw_outputs(
+                self.model, preprocessing.model_input_batch(b, spec.img_dim, max_image_pixels),
+                spec), spec),
+            input_signature=[tf.TensorSpec([None], tf.string)])
         self.info = ModelInfo(backend="job_dir", source=path,
                               signatures=(contract.PREDICT_PHOTO, contract.SERVING_DEFAULT),
                               image_size=spec.img_dim)
@@ -44,11 +48,9 @@ class JobDirBackend:
 
     def crops(self, encoded):
         try:
-            pixels = tf.stack([preprocessing.model_input(tf.constant(data), self.spec.img_dim,
-                                                         self._max_pixels) for data in encoded])
+            out = self._crop_fn(tf.constant(encoded, tf.string))
         except tf.errors.InvalidArgumentError as e:
             raise refusal(e) from None
-        out = self._crop_fn(pixels)
         return photo_answers.read_crops({k: v.numpy() for k, v in out.items()})
 
     def close(self):

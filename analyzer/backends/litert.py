@@ -49,7 +49,11 @@ class LiteRTAgeModel:
         self.path = path
         self.metadata = metadata
         self.spec = export_litert.spec_from_metadata(metadata)
-        self._limits = () if max_image_pixels is None else (max_image_pixels,)
+        limits = () if max_image_pixels is None else (max_image_pixels,)
+        # The pixels of serving_default, decoded and resized in one graph.
+        self._pixels = tf.function(
+            lambda b: preprocessing.model_input_batch(b, self.spec.img_dim, *limits),
+            input_signature=[tf.TensorSpec([None], tf.string)])
 
     def pixels_outputs(self, pixels):
         """float pixels [N, S, S, 3] (0..255) -> {output: ndarray}."""
@@ -60,10 +64,7 @@ class LiteRTAgeModel:
 
     def __call__(self, encoded):
         """{output: ndarray} for encoded images; raises tf.errors.InvalidArgumentError."""
-        dim = self.spec.img_dim
-        pixels = np.stack([preprocessing.model_input(tf.constant(b), dim, *self._limits).numpy()
-                           for b in encoded])
-        return self.pixels_outputs(pixels)
+        return self.pixels_outputs(self._pixels(tf.constant(encoded, tf.string)).numpy())
 
 
 def _lite_network(network, outputs, shapes, batched):
