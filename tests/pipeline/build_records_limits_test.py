@@ -16,9 +16,9 @@ ZIP_BOMB = "30_1_0_20170101000000999.jpg"  # the name `zip_with_false_size` give
 def test_a_scan_bomb_and_a_false_size_zip_member_are_skips_in_bounded_memory(
         tmp_path, tools, hostile_files):
     """The scan bomb (0.1 MB, ~15 s of CPU to decode) is image_too_costly; the zip member
-    (2 GB of zeros declaring 1,000 bytes) is file_too_large. The child runs under a 2 GiB
-    data limit (as the other archive test: a healthy run peaks near 1.5), which the old
-    one-call inflate of the member, 2 GB on top of that, overran."""
+    (2 GB of zeros declaring 1,000 bytes) is file_too_large. The child runs under a 2.5 GiB
+    data limit: a healthy run of the job ends with ~1.6 GB of VmData (TF and Beam loaded,
+    measured), and the old one-call inflate of the member needed 2 GB on top of that."""
     src = str(tmp_path / "faces")
     faces = [f"{20 + i}_0_0_20170101000000{i:03d}.jpg" for i in range(4)]
     for i, name in enumerate(faces):
@@ -28,7 +28,7 @@ def test_a_scan_bomb_and_a_false_size_zip_member_are_skips_in_bounded_memory(
     tools.write(src, "more.zip", hostile_files.zip_with_false_size(
         {zipped: tools.image_bytes(200)}, 2_097_152_000, 1000))
     out = str(tmp_path / "records")
-    result = tools.run_cli_limited([f"--input={src}", f"--output_dir={out}"], data_limit=2 << 30)
+    result = tools.run_cli_limited([f"--input={src}", f"--output_dir={out}"], data_limit=5 << 29)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(out, schema.REPORT_FILE), encoding="utf-8") as f:
         report = json.load(f)
