@@ -63,8 +63,12 @@ def run_build(input_spec, output_dir, *extra):
 # would not do: TF maps over 2.5 GiB of address space it never touches.
 CHILD_DATA_LIMIT = int(1.5 * 2 ** 30)
 # Thread pools sized by the core count would otherwise make the need grow with the machine.
+# ARROW_DEFAULT_MEMORY_POOL: with pandas 3 installed, Beam's import builds pyarrow-backed
+# dtypes, and pyarrow's default (jemalloc) pool then reserves ~1 GiB of address space it
+# never touches; RLIMIT_DATA counts that reservation (0.2 GiB with the system allocator).
 CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_NUM_INTRAOP_THREADS": "2",
-             "TF_NUM_INTEROP_THREADS": "2", "OMP_NUM_THREADS": "2"}
+             "TF_NUM_INTEROP_THREADS": "2", "OMP_NUM_THREADS": "2",
+             "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
 def run_cli_limited(argv, data_limit=CHILD_DATA_LIMIT, timeout=240, prelude=""):
