@@ -1,8 +1,14 @@
 """Fixtures every part's tests share: hostile inputs."""
+import os
 import struct
 import zlib
 
 import pytest
+
+# Memory probes run children under RLIMIT_DATA, which counts reserved address space: with
+# pandas 3 installed, importing Beam makes pyarrow's default (jemalloc) pool reserve ~1 GiB
+# it never touches. Every child of the suite inherits the system allocator instead.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
 def png_declaring(width, height):
