@@ -48,3 +48,25 @@ def warn_renamed(argv, renamed, stream=None):
             print(f"warning: {name} is deprecated, use {renamed[name]} (the same value)",
                   file=stream)
     return sorted(seen)
+
+
+MAX_IMAGE_PIXELS_HELP = (
+    "refuse an image whose header declares more pixels (every frame of a GIF or WebP "
+    "counted), before any decoder allocates them: decompression bombs are never decoded. A "
+    "positive count; raise it for larger photos (there is no 'no limit')")
+
+
+def add_max_image_pixels(parser, default):
+    """`--max_image_pixels`, the same flag in every argparse command (one meaning: a positive
+    pixel count; 0 and negative values are usage errors). `default`:
+    `agegender.image_header.DEFAULT_MAX_PIXELS` for every command that decodes photos."""
+    parser.add_argument("--max_image_pixels", type=positive(int, "a pixel count"),
+                        default=default, help=MAX_IMAGE_PIXELS_HELP + " (default %(default)s)")
+
+
+def define_max_image_pixels(flag_values, default):
+    """The same flag for the absl commands (trainer, evaluation)."""
+    from absl import flags
+
+    flags.DEFINE_integer("max_image_pixels", default, MAX_IMAGE_PIXELS_HELP + ".",
+                         lower_bound=1, flag_values=flag_values)

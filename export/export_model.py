@@ -366,10 +366,7 @@ def main(argv=None):
     parser.add_argument("--test_time_flip", choices=("spec", "true", "false"), default="spec",
                         help="average each face with its mirror image in the signatures "
                              "(default: as the model's spec says)")
-    parser.add_argument("--max_image_pixels", type=int,
-                        default=image_header.DEFAULT_MAX_PIXELS,
-                        help="the signatures refuse encoded images whose header declares more "
-                             "pixels (decompression bombs; 0: no limit; default %(default)s)")
+    arg_types.add_max_image_pixels(parser, image_header.DEFAULT_MAX_PIXELS)
     parser.add_argument("--no_photo_signature", action="store_true",
                         help="leave out predict_photo (face detection in whole photos)")
     parser.add_argument("--max_faces", type=int, default=contract.DEFAULT_MAX_FACES,

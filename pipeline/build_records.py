@@ -312,9 +312,7 @@ def _parser():
                     help="about this many MB per shard (default %(default)s)")
     ap.add_argument("--min_shards", type=int, default=writer.DEFAULT_MIN_SHARDS,
                     help="at least this many shards per split, if it has that many images")
-    ap.add_argument("--max_image_pixels", type=int, default=image_header.DEFAULT_MAX_PIXELS,
-                    help="skip (image_too_large) an image whose header declares more pixels, "
-                         "before decoding it; 0: no limit (default %(default)s)")
+    arg_types.add_max_image_pixels(ap, image_header.DEFAULT_MAX_PIXELS)
     ap.add_argument("--follow_symlinks", action="store_true",
                     help="follow symbolic links in a local --input (to regular files and "
                          "directories only); by default they are skipped as not_a_regular_file")
@@ -548,10 +546,10 @@ def main(argv=None):
     args, beam_args = _parser().parse_known_args(argv)
     if args.image_size <= 0 or not 1 <= args.jpeg_quality <= 100 or args.min_shards < 1 \
             or args.target_shard_mb <= 0 or args.age_deviation < 0 \
-            or args.max_image_pixels < 0 or args.archive_spread_mb < 0 \
+            or args.archive_spread_mb < 0 \
             or args.progress_seconds < 0:
         return _error("--image_size, --min_shards and --target_shard_mb must be > 0, "
-                      "--age_deviation, --max_image_pixels, --archive_spread_mb and "
+                      "--age_deviation, --archive_spread_mb and "
                       "--progress_seconds >= 0, --jpeg_quality in 1..100")
     if not sources.is_valid_name(args.output_dir):
         return _error(f"--output_dir {sources.printable_name(args.output_dir)!r} is not valid "

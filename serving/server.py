@@ -160,9 +160,8 @@ FLAGS = (
      core_lib.DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
      "bytes of requests (REST bodies, gRPC messages) decoded and run at once, all clients "
      "together; more wait (default %(default)s)"),
-    ("--max_image_pixels", _at_least(0, "a pixel count"), image_header.DEFAULT_MAX_PIXELS,
-     "an image whose header declares more pixels (all frames of a GIF) is refused before "
-     "decoding (default %(default)s; 0: no limit)"),
+    ("--max_image_pixels", _at_least(1, "a pixel count"), image_header.DEFAULT_MAX_PIXELS,
+     arg_types.MAX_IMAGE_PIXELS_HELP + " (default %(default)s)"),
     ("--max_request_pixels", _at_least(1, "a pixel count"), core_lib.DEFAULT_MAX_REQUEST_PIXELS,
      "image pixels one request may declare, all its images together (read from their "
      "headers); more: 413 / RESOURCE_EXHAUSTED (default %(default)s; at most 3/4 of "

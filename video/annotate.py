@@ -255,9 +255,7 @@ def parse_args(argv):
     parser.add_argument("--max_frames", type=arg_types.positive(int, "a frame count"),
                         default=video_io.DEFAULT_MAX_FRAMES,
                         help="refuse a clip with more frames to read than this")
-    parser.add_argument("--max_image_pixels", type=arg_types.positive(int, "a pixel count"),
-                        default=image_header.DEFAULT_MAX_PIXELS,
-                        help="refuse frames (and sequence images) larger than this")
+    arg_types.add_max_image_pixels(parser, image_header.DEFAULT_MAX_PIXELS)
     parser.add_argument("--fusion_params", help="a JSON file with the fusion temper "
                         "(rho, temperature, gender_rho, gender_temperature), e.g. "
                         "benchmarks/video.py's fit on validation clips")

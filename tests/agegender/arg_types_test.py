@@ -20,3 +20,18 @@ def test_new_spellings_and_prefixes_do_not_warn():
     out = io.StringIO()
     assert arg_types.warn_renamed(["--output_dir=a", "--split_fractions=1,0,0"], RENAMED, out) == []
     assert out.getvalue() == ""
+
+
+def test_max_image_pixels_means_one_thing_everywhere(capsys):
+    import argparse
+
+    import pytest
+
+    parser = argparse.ArgumentParser()
+    arg_types.add_max_image_pixels(parser, 50_000_000)
+    assert parser.parse_args([]).max_image_pixels == 50_000_000
+    assert parser.parse_args(["--max_image_pixels=12"]).max_image_pixels == 12
+    for bad in ("0", "-5", "many"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([f"--max_image_pixels={bad}"])
+        assert "expected a pixel count > 0" in capsys.readouterr().err
