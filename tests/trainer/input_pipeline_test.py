@@ -208,3 +208,26 @@ def test_old_print_flags_are_validated():
             trainer_flags.parse([f"--old_print_severity={bad}"])
     with pytest.raises(absl_flags.IllegalFlagValueError, match="old_print_probability"):
         trainer_flags.parse(["--old_print_probability=1.5"])
+
+
+@pytest.mark.parametrize("cache", ["", "memory"], ids=["records", "memory-cache"])
+def test_the_training_stream_from_batch_k_is_the_uninterrupted_stream_from_k(tiny_records,
+                                                                               cache):
+    """Seeded: the stream started at batch k (a resume, or the second phase) gives exactly
+    the batches (records, order, augmentation) the stream from 0 gives from its k-th on,
+    across passes (96 records: 12 batches a pass), each pass in another order."""
+    spec = model_spec.ModelSpec(img_dim=32, predict_gender=True)
+    config = input_pipeline.InputConfig(
+        str(tiny_records), batch_size=8, cache=cache, shuffle_buffer=64, seed=3,
+        deterministic=True, records_age_deviation=5.0,
+        augment=input_pipeline.AugmentConfig(degrade_probability=0.5))
+    reader = input_pipeline.InputReader(config, "train",
+                                        input_pipeline.Parser.for_config(spec, config))
+    whole = [images.numpy() for images, _, _ in reader.training_stream(0).take(27)]
+    resumed = [images.numpy() for images, _, _ in reader.training_stream(5).take(22)]
+    for a, b in zip(whole[5:], resumed):
+        np.testing.assert_array_equal(a, b)
+    ages = [np.concatenate([y[heads.DistributionHead.output].numpy().argmax(-1)
+                            for _, y, _ in reader.training_stream(12 * p).take(12)])
+            for p in (0, 1)]
+    assert sorted(ages[0]) == sorted(ages[1]) and list(ages[0]) != list(ages[1])
