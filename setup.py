@@ -55,6 +55,7 @@ setup(
         "agegender-export-litert-faces = commands:export_litert_faces",
         "agegender-serve = commands:serve",
         "agegender-client = commands:client",
+        "agegender-predict = commands:predict",
         "agegender-web = commands:web",
         "agegender-video = commands:video",
     ]},

@@ -21,6 +21,7 @@ COMMANDS = {
     "export_litert_faces": ("agegender-export-litert-faces", "export.export_litert_faces"),
     "serve": ("agegender-serve", "serving.server"),
     "client": ("agegender-client", "serving.client"),
+    "predict": ("agegender-predict", "analyzer.predict"),
     "web": ("agegender-web", "web.app"),
     "video": ("agegender-video", "video.annotate"),
 }

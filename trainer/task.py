@@ -371,6 +371,11 @@ def run(cfg):
     if cfg.load:
         if not cfg.job_dir:
             raise app.UsageError("--load needs --job_dir")
+        if cfg.test_sample_dir:  # predict mode has a command of its own now
+            logging.warning("trainer.task --load --test_sample_dir is deprecated: use "
+                            "python -m analyzer.predict --model=%s %s%s (the same lines, any "
+                            "model)", cfg.job_dir, "--photos " if cfg.photos else "",
+                            cfg.test_sample_dir)
         if cfg.test_sample_dir and cfg.photos:
             return predict.predict_photos(cfg.job_dir, cfg.test_sample_dir,
                                           max_pixels=cfg.max_image_pixels,
