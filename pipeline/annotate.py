@@ -36,7 +36,7 @@ import time
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
-from agegender import console, image_header
+from agegender import arg_types, console, image_header
 from agegender import image_sources as sources
 from pipeline import (build_records, face_crops, inference_handler, parquet_sink,
                       photo_batches, portable, publish, transforms)
@@ -224,16 +224,6 @@ def _finalize(entries, output_dir, faces_dir, metadata):
     return parquet_sink.finalize(entries, output_dir=output_dir, metadata=metadata, after=after)
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive whole number")
-    return value
-
-
 def _parser():
     ap = argparse.ArgumentParser(
         prog="python -m pipeline.annotate", description=__doc__.split("\n")[0],
@@ -252,10 +242,7 @@ def _parser():
                          "labels.csv template for pipeline.build_records --labels_csv")
     ap.add_argument("--crops", action="store_true",
                     help="the inputs are aligned face crops (serving_default), not photos")
-    ap.add_argument("--max_image_pixels", type=_positive_int,
-                    default=image_header.DEFAULT_MAX_PIXELS,
-                    help="skip (image_too_large) a photo whose header declares more pixels, "
-                         "before decoding it (default %(default)s)")
+    arg_types.add_max_image_pixels(ap, image_header.DEFAULT_MAX_PIXELS)
     ap.add_argument("--follow_symlinks", action="store_true",
                     help="follow symbolic links in a local --input (to regular files and "
                          "directories only); by default they are skipped as not_a_regular_file")
@@ -263,10 +250,10 @@ def _parser():
                     help="archive member MB (all archives together) spread to other workers; "
                          "later members are answered by the worker reading the archive. "
                          "Bounds memory; never changes the rows (default %(default)s)")
-    ap.add_argument("--batch_size", type=_positive_int,
+    ap.add_argument("--batch_size", type=arg_types.positive(int, "a photo count"),
                     default=inference_handler.DEFAULT_MAX_BATCH_SIZE,
                     help="photos per model call (default %(default)s)")
-    ap.add_argument("--photos_per_file", type=_positive_int,
+    ap.add_argument("--photos_per_file", type=arg_types.positive(int, "a photo count"),
                     default=parquet_sink.DEFAULT_PHOTOS_PER_FILE,
                     help="photos per Parquet file (default %(default)s)")
     ap.add_argument("--progress_seconds", type=float, default=console.PROGRESS_SECONDS,
