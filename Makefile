@@ -25,7 +25,7 @@ $(VENV)/.installed: setup.py
 # the web page's address. KEEP_PAGE=1 keeps the page and the model server running until
 # Ctrl-C. DEMO_ARGS passes options through, e.g. DEMO_ARGS="--limit=2000 -v".
 demo: venv
-	$(PY) scripts/demo.py $(if $(DATA),--data="$(DATA)") --out=$(OUT) \
+	$(PY) scripts/demo.py $(if $(DATA),--data="$(DATA)") --output_dir=$(OUT) \
 		$(if $(KEEP_PAGE),--keep_page) $(DEMO_ARGS)
 
 # Test tiers (pytest.ini, tests/conftest.py): unit, integration, e2e. `make test` checks the

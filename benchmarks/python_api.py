@@ -15,7 +15,7 @@ backgrounds, `faces.synthetic`) and their source crops:
 on that SavedModel base and measures it over gRPC and REST.
 
     python -m benchmarks.python_api --model=models/age --model=models/age.tflite \
-        --faces_dir=models/faces_litert --serve=models/age --photos=24
+        --faces_dir=models/faces_litert --serve=models/age --num_photos=24
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
     from agegender import console
@@ -23,10 +23,11 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
 
 import argparse
 import statistics
+import sys
 import time
 
 
-from agegender import FaceAnalyzer, console
+from agegender import FaceAnalyzer, arg_types, console
 from faces import synthetic
 
 
@@ -73,9 +74,11 @@ def main(argv=None):
     p.add_argument("--faces_dir", default=None, help="LiteRT face networks for .tflite models")
     p.add_argument("--serve", default=None,
                    help="a SavedModel base path to serve locally and measure over gRPC and REST")
-    p.add_argument("--photos", type=int, default=24, help="synthetic photos (>= 2)")
+    p.add_argument("--num_photos", "--photos", dest="photos", type=int, default=24, help="synthetic photos (>= 2)")
     p.add_argument("--seed", type=int, default=0)
     console.add_verbose_flag(p)
+    argv = sys.argv[1:] if argv is None else argv
+    arg_types.warn_renamed(argv, {"--photos": "--num_photos"})
     args = p.parse_args(argv)
     if args.photos < 2:
         p.error("--photos must be at least 2")

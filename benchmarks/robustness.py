@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from agegender import console, degradations, heads
+from agegender import arg_types, console, degradations, heads
 from evaluation import evaluate
 from evaluation.runners import SavedModelRunner
 
@@ -97,8 +97,10 @@ def main(argv=None):
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=0, help="at most this many faces (0: all)")
     p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--output", "--out", dest="out", help="write the results as JSON here")
     console.add_verbose_flag(p)
+    argv = sys.argv[1:] if argv is None else argv
+    arg_types.warn_renamed(argv, {"--out": "--output"})
     args = p.parse_args(argv)
     runner = SavedModelRunner(args.model)
     items = evaluate.iter_records(args.records_dir, args.split)

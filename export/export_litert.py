@@ -63,7 +63,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from agegender import console, heads, preprocessing, records, schema
+from agegender import arg_types, console, heads, preprocessing, records, schema
 from agegender import serving_contract as contract
 from export.export_model import ExportError, model_to_export, synthetic_jpeg
 
@@ -638,7 +638,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--job_dir", required=True, help="trainer output: model.keras + model_spec.json")
+    parser.add_argument("--model", "--job_dir", dest="job_dir", required=True,
+                        help="the trained model: a trainer job dir (model.keras + "
+                             "model_spec.json)")
     parser.add_argument("--output", required=True, help="the .tflite file to write (its "
                         "metadata also goes to <output>.json)")
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default=DEFAULT_QUANTIZATION,
@@ -659,6 +661,8 @@ def main(argv=None):
         parser.add_argument(f"--{flag}", type=float, default=None,
                             help=f"override the mode's check threshold ({unit})")
     console.add_verbose_flag(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    arg_types.warn_renamed(argv, {"--job_dir": "--model"})
     args = parser.parse_args(argv)
     tolerance = None
     overrides = {field: getattr(args, flag) for flag, (field, _) in _THRESHOLD_FLAGS.items()}

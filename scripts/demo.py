@@ -24,7 +24,7 @@ import urllib.parse
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run as a script: the project's packages come from the checkout
 
-from agegender import console  # noqa: E402
+from agegender import arg_types, console  # noqa: E402
 
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
     console.quiet()
@@ -53,7 +53,7 @@ class Demo:
                                     log_path=os.path.join(self.out, "server.log"))
         # web.app prints "page: <address> -> model ..." once it listens.
         self.page = ChildProcess(
-            [sys.executable, "-m", "web.app", f"--backend={self.server.rest_address}",
+            [sys.executable, "-m", "web.app", f"--server={self.server.rest_address}",
              f"--model_name={MODEL_NAME}", f"--port={args.page_port}"],
             "page: ", name="the web page", log_path=os.path.join(self.out, "page.log"))
         self.page_url = None
@@ -243,7 +243,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("DATA") or None,
                         help="folder of UTKFace images (default: ../shared/data/utkface/UTKFace)")
-    parser.add_argument("--out", default=os.path.join(ROOT, "build", "demo"))
+    parser.add_argument("--output_dir", "--out", dest="out", default=os.path.join(ROOT, "build", "demo"))
     parser.add_argument("--config", default=os.path.join(ROOT, "configs", "demo.flags"),
                         help="trainer flagfile")
     parser.add_argument("--limit", type=int, default=0,
@@ -255,7 +255,9 @@ def main():
     parser.add_argument("--page_port", type=int, default=0,
                         help="the web page's port (default 0: a free one, printed)")
     console.add_verbose_flag(parser, also=" of every step")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    arg_types.warn_renamed(argv, {"--out": "--output_dir"})
+    args = parser.parse_args(argv)
     if not args.data and os.path.isdir(SHARED_UTK):
         args.data = SHARED_UTK
     if not args.data or not os.path.isdir(args.data):

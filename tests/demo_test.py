@@ -55,7 +55,7 @@ def test_demo_runs_the_whole_chain_quietly_and_keeps_the_page_until_ctrl_c(tmp_p
     with open(stderr_path, "w") as stderr:
         demo = subprocess.Popen(
             [sys.executable, "scripts/demo.py", "--limit=300", "--config=configs/demo_tiny.flags",
-             f"--out={tmp_path}", "--queries=3", "--keep_page"],
+             f"--output_dir={tmp_path}", "--queries=3", "--keep_page"],
             cwd=ROOT, env=_user_env(), stdout=subprocess.PIPE, stderr=stderr, text=True)
         lines, page_shown = [], threading.Event()
 
@@ -137,7 +137,7 @@ def test_verbose_brings_the_libraries_lines_back(tmp_path, command, env):
 def test_demo_names_the_failing_step(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = _demo(f"--data={empty}", f"--out={tmp_path / 'out'}", timeout=300)
+    result = _demo(f"--data={empty}", f"--output_dir={tmp_path / 'out'}", timeout=300)
     assert result.returncode == 1
     assert "demo failed at step 'records'" in result.stderr
 
