@@ -14,7 +14,7 @@ push back, one owner for the counts and the weights:
   `agegender.heads.serving_outputs` from the model's spec). This is the post-hoc form of the
   same idea ("logit adjustment"): t = 1 answers as if every decade were equally common,
   t = 0 leaves the model as trained. It needs no retraining, so a trained model can be
-  given another t (BUILD_NOTES has the trade it makes: a little MAE for less bias per
+  given another t (docs/accuracy.md has the trade it makes: a little MAE for less bias per
   decade).
 """
 import numpy as np

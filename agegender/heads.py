@@ -272,7 +272,7 @@ class RegressionHead(AgeHead):
         return tf.reshape(tf.cast(output, tf.float32), [-1]) * REGRESSION_SCALE
 
     def serving_outputs(self, output, temperature=1.0):
-        # One value and no distribution: no spread to export (BUILD_NOTES.md, uncertainty).
+        # One value and no distribution: no spread to export (docs/training.md, uncertainty).
         return {}
 
     def describe(self):

@@ -15,7 +15,7 @@ over ~2^29 pixels. The size a decoder will allocate is in the header, so it is r
   applies it before every decode).
 
 A GIF's decoder (giflib's DGifSlurp) holds every frame, so `check` counts the area of all
-frames; the in-graph check sees only the logical screen (a known limit, BUILD_NOTES.md).
+frames; the in-graph check sees only the logical screen (a known limit, docs/limits.md).
 
 Pixels do not bound every decoder's work, so `check` also refuses (`ImageTooCostly`, a kind
 of `ImageTooLarge`) the format features whose cost grows without them, each from the bytes

@@ -49,7 +49,7 @@ def _by_decade(decades, true_age, pred_age):
 def _standard_error(values):
     """The standard error of the mean of `values` (sample sd / sqrt(n)); None under 2 values.
     Why it is reported: the bias of a decade of ~100 faces changes from one sample of faces
-    to another by an amount a bare mean hides (BUILD_NOTES has it for the test split)."""
+    to another by an amount a bare mean hides (docs/evaluation.md)."""
     if values.size < 2:
         return None
     return float(values.std(ddof=1) / np.sqrt(values.size))

@@ -11,7 +11,7 @@ heads' raw outputs, float32 (`agegender.heads`): `age_distribution` [1, 101] or 
 [1, 21] or `age_scaled` [1, 1], and `gender` [1, 2] when the model has a gender head. The
 age in years is computed from them as the metadata's `outputs` say (`heads.describe`).
 
-Quantization (`--quantization`, default float16; figures in BUILD_NOTES.md):
+Quantization (`--quantization`, default float16; figures in docs/litert.md):
   none      float32 weights and activations.
   float16   float16 weights (half the size), computed in float32 on CPU: the same answers.
   dynamic   int8 weights, activations quantized on the fly (a quarter of the size); on x86
@@ -85,7 +85,7 @@ class Tolerance:
     gender_agreement: float  # share of images with the same gender answer
 
 
-# About twice the differences measured on two trained MobileNetV2s (BUILD_NOTES.md): float32
+# About twice the differences measured on two trained MobileNetV2s (docs/litert.md): float32
 # differs by summation order only, float16 and dynamic-range by their rounding, int8 by its
 # 8-bit activations. Wide enough for an honest quantization, far below what a collapsed or
 # broken file gives (tens of years); accuracy itself is the benchmark's and evaluation's.
@@ -139,7 +139,7 @@ def _write_saved_model(model, spec, directory):
 
     Through Keras' own `ExportArchive`, which tracks the model's variables so the converter
     freezes them into the file; a plain `tf.Module` wrapping the model converted here to a
-    file that read uninitialised variables and answered NaN (BUILD_NOTES.md).
+    file that read uninitialised variables and answered NaN (docs/litert.md).
     """
     import keras
 
@@ -171,7 +171,7 @@ def _converter_message(error):
 
 # Ops an int8 file may run in float: the boundary (de)quantization, and the heads' softmax.
 # A softmax over 101 one-year bins gives probabilities near 0.01, and int8's steps of 1/256
-# moved the age read from them by years (BUILD_NOTES.md); in float it costs nothing.
+# moved the age read from them by years (docs/litert.md); in float it costs nothing.
 INT8_FLOAT_OPS = ("QUANTIZE", "DEQUANTIZE", "SOFTMAX")
 DEFAULT_INT8_FLOAT_LAYERS = 3
 
@@ -501,7 +501,7 @@ def int8_input_quantization(content):
 
 
 # -- the export ----------------------------------------------------------------------------
-DEFAULT_QUANTIZATION = "float16"  # half the size, the same answers (BUILD_NOTES.md)
+DEFAULT_QUANTIZATION = "float16"  # half the size, the same answers (docs/litert.md)
 
 
 def export_litert(job_dir=None, output=None, quantization=DEFAULT_QUANTIZATION, *, records_dir=None,

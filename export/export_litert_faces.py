@@ -26,7 +26,7 @@ guard for an empty batch (`tf.cond`) is left out of the files; an app skips the 
 
 Quantization (--quantization): none (default: the three files are ~2 MB together and the
 cascade compares probabilities with thresholds, so float32 keeps its decisions those of the
-TensorFlow detector) or float16 (half the size; figures in BUILD_NOTES.md).
+TensorFlow detector) or float16 (half the size; figures in docs/litert.md).
 
 Usage:
   python -m export.export_litert_faces --output_dir=models/faces_litert [--quantization=none|float16]
@@ -66,7 +66,7 @@ FILES = {name: f"{name}.tflite" for name in (networks.PNET, networks.RNET, netwo
 # Largest |difference| from the TensorFlow network allowed on any output value of the check
 # inputs (probabilities, offsets and landmarks are all fractions of order 1). float32 differs
 # by summation order only; float16 by the rounding of its weights. About five times the
-# largest difference measured (BUILD_NOTES.md); a broken conversion is off by tenths.
+# largest difference measured (docs/litert.md); a broken conversion is off by tenths.
 TOLERANCES = {"none": 5e-6, "float16": 2e-2}
 
 # The check's inputs: PNet sizes (height, width), including PNet's smallest (one cell) and

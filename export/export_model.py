@@ -283,7 +283,7 @@ def export_saved_model(job_dir=None, export_base=None, version=None, *, model=No
         if tf.io.gfile.exists(final_dir):  # someone else took this version meanwhile
             raise ExportError(f"version {version} appeared at {final_dir} during the export")
         # Atomic on a local filesystem; on object stores (gs://) a rename copies object by
-        # object, so TF Serving may briefly see a partial version there (BUILD_NOTES.md).
+        # object, so TF Serving may briefly see a partial version there (docs/serving.md).
         tf.io.gfile.rename(tmp_dir, final_dir)
     except BaseException:
         if tf.io.gfile.exists(tmp_dir):

@@ -45,7 +45,7 @@ from faces import utkface
 Photo = collections.namedtuple("Photo", ["image", "boxes", "sources"])
 
 # The surroundings benchmarks/faces.py gives every face by default: the measured honest proxy
-# (BUILD_NOTES.md, "Faces"); 0 keeps the hard-cut photos.
+# (docs/faces.md, "Faces"); 0 keeps the hard-cut photos.
 CONTEXT = 0.25
 
 BACKGROUNDS = ("noise", "blurred_noise", "gradient", "stripes", "checker", "shapes", "flat")

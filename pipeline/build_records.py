@@ -364,7 +364,7 @@ def pipeline_options(beam_args, inputs=(), cluster_threads=None):
         # encode) release the GIL, so the workers still use every core, and the job pays no
         # worker processes (each imports TensorFlow, and exits slowly) and no gRPC data
         # channel: ~7 s less per run and ~30% less CPU per image than multi_processing,
-        # same bytes (BUILD_NOTES.md, "Records"). With more than one worker Beam runs the
+        # same bytes (docs/records.md). With more than one worker Beam runs the
         # parts of each stage in parallel threads, one in-memory worker each, although it
         # logs that in_memory "should" be multi_processing or multi_threading (silenced in
         # `main`). multi_threading (in-process workers behind gRPC) lost elements on the

@@ -2,7 +2,7 @@
 
 Beam 2.77's DaskRunner (`apache_beam.runners.dask`, which turns a pipeline into Dask bags)
 runs only part of the model. What it does with the rest was found by running it
-(BUILD_NOTES.md, "Records on Dask"), and the job avoids all of it:
+(docs/scale_out.md), and the job avoids all of it:
 
 - A ParDo's tagged outputs are not kept apart: every consumer of any of its outputs gets all
   of them. -> `ParDoWithOutputs`: one collection of `(tag, value)`, picked apart by tag.
@@ -22,7 +22,7 @@ runs only part of the model. What it does with the rest was found by running it
   `Create` elements are groups of files, and `build_records.dask_partitions` sets their
   number (--dask_npartitions) from the cluster's worker threads and the input size: 300
   partitions of 64 faces made a 742 s run of what takes ~40 s with 8; one per thread
-  was faster still on a busy machine, the same on a quiet one (BUILD_NOTES.md).
+  was faster still on a busy machine, the same on a quiet one (docs/scale_out.md).
 - `DoFn.setup` and `teardown` run for every bundle (Dask partition), on a new copy of the
   DoFn: `MakeRecord` would trace its TF functions (~0.4 s, more than converting a batch)
   in every one. -> `ParDoWithOutputs` keeps a set-up copy per process and thread and

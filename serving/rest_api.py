@@ -65,7 +65,7 @@ def default_num_threads():
     A request thread waits while its request is in a batch, so fewer threads than
     concurrent clients keeps batches small: with 8 (TF Serving's default on 2 cores), 16
     clients cost more server CPU per request than with 32 (benchmarks/serving.py,
-    BUILD_NOTES.md)."""
+    docs/serving.md)."""
     return max(32, 4 * (os.cpu_count() or 1))
 
 

@@ -33,7 +33,7 @@ from serving.rest_api import DEFAULT_MAX_CONNECTIONS, RestServer
 
 log = logging.getLogger("serving.server")
 
-# Measured on 2 cores with MobileNetV2 at 128 px (BUILD_NOTES.md, benchmarks/serving.py): one
+# Measured on 2 cores with MobileNetV2 at 128 px (docs/serving.md, benchmarks/serving.py): one
 # thread per op, with one op per core, beats TensorFlow's default of every op on every core
 # both in latency (an op split over 2 threads spends more on synchronisation than it saves)
 # and in throughput (concurrent requests and batches each get a core instead of fighting).

@@ -135,7 +135,7 @@ class Parser:
     @staticmethod
     def _decode_fast(image_bytes):
         """Training decode: JPEG (what the records hold) with the fast integer IDCT, faster
-        than the accurate one (BUILD_NOTES.md); its pixels differ by a level or two, noise
+        than the accurate one (docs/training.md); its pixels differ by a level or two, noise
         next to the augmentation. Other formats go through the shared decoder."""
         return tf.cond(
             tf.io.is_jpeg(image_bytes),
@@ -171,7 +171,7 @@ class Parser:
 
         Input: uint8 images at `source_dim`; output float32 at `img_dim` in 0..255. Every op
         works on the whole batch (a per-image op costs one dispatch per image on CPU), and
-        each is chosen for its CPU cost (measured alternatives in BUILD_NOTES.md):
+        each is chosen for its CPU cost (measured alternatives in docs/training.md):
         crop_and_resize for geometry and flip, a down-and-up resize of a slice for the blur.
         """
         img_dim = self.spec.img_dim

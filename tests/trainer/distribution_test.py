@@ -8,7 +8,7 @@ import tensorflow as tf
 from trainer import distribution
 
 WHY = ("trainer/distribution.py: work_around_keras_multi_worker relies on it "
-       "(tensorflow/tensorflow#72388, keras-team/keras#20585); see BUILD_NOTES.md")
+       "(tensorflow/tensorflow#72388, keras-team/keras#20585); see docs/training.md")
 
 
 def _tiny_model():
