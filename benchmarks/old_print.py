@@ -205,9 +205,9 @@ def print_tables(title, results, out=sys.stdout):
         cells = []
         for b in bands:
             c = r["per_age_band"].get(b)
-            cells.append("-" if c is None else
-                         f"{c['mean_signed_error']:+.2f}+-{_fmt(c['signed_error_standard_error'], '.2f')}"
-                         f" ({c['mae']:.1f})")
+            se = c and c["signed_error_standard_error"]
+            cells.append("-" if c is None else f"{c['mean_signed_error']:+.2f}"
+                         + ("" if se is None else f"+-{se:.2f}") + f" ({c['mae']:.1f})")
         print(f"{name:<18} " + " ".join(f"{c:>17}" for c in cells), file=out)
 
 
