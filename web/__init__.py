@@ -7,9 +7,9 @@
 - `connections`: how long a request may take to arrive and how many connections are open
   (aiohttp's protocol with a header deadline, a body deadline and a connection cap).
 - `backend`: the REST call to the model server (its whole answer within the photo's
-  deadline, size- and depth-bounded JSON) and its failures as HTTP statuses.
-- `photo_contract`: the `predict_photo` signature as the page uses it (names, request,
-  per-face unpadding of the answer).
+  deadline, size- and depth-bounded JSON, read by `agegender.photo_answers`) and its
+  failures as HTTP statuses.
+- `photo_contract`: the `predict_photo` request as the page sends it.
 - `static/`: the page itself (plain HTML, CSS and JavaScript, no build step, nothing fetched
   from elsewhere).
 

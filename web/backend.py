@@ -17,7 +17,10 @@ import time
 
 import aiohttp
 
+from agegender import photo_answers
 from agegender import serving_contract as contract
+from agegender.errors import ServerError
+from analyzer.tf_serving import split_hostport
 from web import photo_contract
 
 # A predict answer for one photo is a few KB (faces x outputs); more is not a model server.
@@ -36,18 +39,19 @@ class BackendError(Exception):
 
 
 def parse_address(address):
-    """'host:port' or 'http://host:port[/]' -> (host, port); ValueError when it is neither."""
+    """'host:port', '[::1]:port' or 'http://host:port[/]' -> (host, port); ValueError when it
+    is neither. The host:port part is `analyzer.tf_serving.split_hostport`'s (every client of
+    a TF Serving address parses it there); the page also takes the REST URL's form."""
     text = address.strip()
     if text.startswith("https://"):
         raise ValueError(f"{address!r}: TF Serving's REST API is plain HTTP; use http://host:port")
     if text.startswith("http://"):
-        text = text[len("http://"):]
-    text = text.rstrip("/")
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]")  # [::1]:8501
-    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536 or "/" in host:
-        raise ValueError(f"--backend must be host:port (e.g. localhost:8501), got {address!r}")
-    return host, int(port)
+        text = text[len("http://"):].rstrip("/")
+    try:
+        return split_hostport(text)
+    except ValueError:
+        raise ValueError(f"--server must be host:port (e.g. localhost:8501), "
+                         f"got {address!r}") from None
 
 
 class RestBackend:
@@ -66,7 +70,7 @@ class RestBackend:
         return f"model '{self.model_name}' at {self.url}"
 
     async def predict_photo(self, image_bytes, deadline=None):
-        """Encoded photo -> [face dict] (see photo_contract.faces); raises BackendError.
+        """Encoded photo -> [face dict] (see `page_faces`); raises BackendError.
 
         `deadline` (time.monotonic()) bounds the whole call, the answer's last byte
         included; default now + timeout."""
@@ -76,11 +80,7 @@ class RestBackend:
                                            deadline)
         if status != 200:
             raise self._refusal(status, payload)
-        try:
-            return photo_contract.faces(payload)
-        except photo_contract.ContractError as e:
-            raise BackendError(502, f"the model server's answer is not what this page "
-                                    f"expects: {e}") from None
+        return page_faces(payload)
 
     async def _post(self, path, body, deadline):
         remaining = deadline - time.monotonic()
@@ -144,6 +144,31 @@ class RestBackend:
         if status == 429:  # over its budget of pixels or bytes in flight: retry shortly
             return BackendError(503, f"the model server is busy: {message}")
         return BackendError(502, f"the model server answered HTTP {status}: {message}")
+
+
+# What the page's script reads of a face (web/static/page.js), under the signature's names.
+PAGE_FIELDS = ("box", "score", "landmarks", contract.AGE, contract.AGE_STD,
+               contract.AGE_INTERVAL_80, contract.GENDER, contract.GENDER_PROBABILITY)
+
+
+def page_faces(payload):
+    """A REST predict answer for ONE photo -> [face dict] for the page, read by the project's
+    one reader (`agegender.photo_answers.read_rest`, strict: the answer comes from a peer).
+
+    Each face: `box` [x1, y1, x2, y2], `score`, `landmarks` [[x, y] * 5], `age`, and when the
+    model exports them `age_std`, `age_interval_80` [low, high], `gender` ("M"/"F") and
+    `gender_probability` (of that gender); fields the answer lacks are left out.
+    Raises BackendError(502) on any answer that is not one photo's `predict_photo` answer."""
+    try:
+        answers = photo_answers.read_rest(payload, strict=True)
+    except ServerError as e:
+        raise BackendError(502, f"the model server's answer is not a predict_photo answer: "
+                                f"{e}") from None
+    if len(answers) != 1:
+        raise BackendError(502, f"the model server's answer is not a predict_photo answer: "
+                                f"{len(answers)} photos in it, for one photo asked")
+    return [{name: value for name, value in photo_answers.face_fields(face).items()
+             if name in PAGE_FIELDS and value is not None} for face in answers[0].faces]
 
 
 async def _read_bounded(stream, limit):

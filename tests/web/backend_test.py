@@ -1,6 +1,8 @@
-"""web.backend: the --backend address and the model server's refusals as the page's statuses."""
+"""web.backend: the --server address, the model server's answers read as the page's faces,
+and its refusals as the page's statuses."""
 import asyncio
 import json
+import math
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from web import backend
     ("http://127.0.0.1:8501/", ("127.0.0.1", 8501)),
     ("[::1]:8501", ("::1", 8501)),
     (" serving.internal:80 ", ("serving.internal", 80)),
+    ("http://[::1]:8501", ("::1", 8501)),
 ])
 def test_parse_address(text, expected):
     assert backend.parse_address(text) == expected
@@ -24,6 +27,89 @@ def test_parse_address(text, expected):
 def test_bad_addresses_are_refused(text):
     with pytest.raises(ValueError):
         backend.parse_address(text)
+
+
+def test_a_bad_address_names_the_option():
+    with pytest.raises(ValueError, match=r"--server must be host:port.*'localhost'"):
+        backend.parse_address("localhost")
+
+
+# --- answers read by the one reader (agegender.photo_answers), as the page shows them ----
+
+def answer(**outputs):
+    return {"predictions": [outputs]}
+
+
+PADDED = dict(
+    num_faces=1,
+    boxes=[[10, 20, 110, 140], [0, 0, 5, 5]],
+    landmarks=[[[1, 2]] * 5, [[0, 0]] * 5],
+    face_scores=[0.98, 0.0],
+    age=[34.4, 99.0],
+    age_std=[5.2, 1.0],
+    age_interval_50=[[31, 38], [0, 0]],
+    age_interval_80=[[28, 41], [0, 0]],
+    gender=["F", "M"],
+    gender_probability=[[0.09, 0.91], [0.5, 0.5]],
+    age_distribution=[[0.5, 0.5], [1.0, 0.0]],
+    key=[""],
+)
+
+
+def test_padding_beyond_num_faces_is_dropped_and_only_the_pages_fields_are_sent():
+    (face,) = backend.page_faces(answer(**PADDED))
+    assert face == {"box": [10.0, 20.0, 110.0, 140.0], "age": 34.4, "score": 0.98,
+                    "landmarks": [[1.0, 2.0]] * 5, "age_std": 5.2,
+                    "age_interval_80": [28.0, 41.0], "gender": "F", "gender_probability": 0.91}
+    json.dumps(face, allow_nan=False)  # what the page's server sends must be plain JSON
+
+
+def test_columnar_answers_read_the_same():
+    columnar = {"outputs": {name: [value] for name, value in PADDED.items()}}
+    assert backend.page_faces(columnar) == backend.page_faces(answer(**PADDED))
+
+
+def test_male_probability_is_the_first_column():
+    out = backend.page_faces(answer(**{**PADDED, "gender": ["M", "M"]}))
+    assert out[0]["gender"] == "M" and out[0]["gender_probability"] == pytest.approx(0.09)
+
+
+def test_zero_faces_is_an_answer():
+    assert backend.page_faces(answer(**{**PADDED, "num_faces": 0})) == []
+
+
+def test_regression_model_without_spread_or_gender():
+    minimal = {k: PADDED[k] for k in ("num_faces", "boxes", "age", "key")}
+    (face,) = backend.page_faces(answer(**minimal))
+    assert face == {"box": [10.0, 20.0, 110.0, 140.0], "age": 34.4}
+
+
+def test_non_finite_optional_numbers_are_left_out():
+    (face,) = backend.page_faces(answer(**{**PADDED, "age_std": [math.nan, 1.0]}))
+    assert "age_std" not in face and face["age"] == pytest.approx(34.4)
+
+
+@pytest.mark.parametrize("payload, words", [
+    ({"outputs": {}}, "no 'num_faces' output"),
+    ({"predictions": [PADDED, PADDED]}, "2 photos in it"),
+    ({"predictions": []}, "0 photos in it"),
+    (answer(**{**PADDED, "num_faces": -1}), "num_faces"),
+    (answer(**{**PADDED, "num_faces": "2"}), "num_faces"),
+    (answer(**{**PADDED, "num_faces": 3}), "at least num_faces=3"),
+    (answer(**{k: v for k, v in PADDED.items() if k != "boxes"}), "boxes"),
+    (answer(**{**PADDED, "boxes": [[1, 2, 3], [0, 0, 0]]}), "boxes"),
+    (answer(**{**PADDED, "age": ["old", 1]}), "age"),
+    (answer(**{**PADDED, "age": [math.inf, 1]}), "age"),
+    (answer(**{**PADDED, "gender": ["X", "M"]}), "gender"),
+    ([1, 2], "neither an 'outputs' object nor a 'predictions' list"),
+])
+def test_malformed_answers_are_a_502_with_what_is_wrong(payload, words):
+    with pytest.raises(backend.BackendError) as err:
+        backend.page_faces(payload)
+    assert err.value.status == 502
+    assert err.value.message.startswith(
+        "the model server's answer is not a predict_photo answer: "), err.value.message
+    assert words in err.value.message, err.value.message
 
 
 @pytest.mark.parametrize("status, message, expected_status, words", [
@@ -54,7 +140,14 @@ def ask(address, timeout=2.0):
 def test_a_normal_answer_is_read(canned_backend):
     answer = {"predictions": [{"num_faces": 1, "boxes": [[1, 2, 3, 4]], "age": [30.5]}]}
     server = canned_backend(json.dumps(answer).encode())
-    assert ask(server.address) == [{"box": [1, 2, 3, 4], "age": 30.5}]
+    assert ask(server.address) == [{"box": [1.0, 2.0, 3.0, 4.0], "age": 30.5}]
+
+
+def test_an_answer_that_is_not_predict_photos_is_a_502(canned_backend):
+    server = canned_backend(json.dumps({"predictions": [[0.1, 0.9]]}).encode())
+    with pytest.raises(backend.BackendError) as err:
+        ask(server.address)
+    assert err.value.status == 502 and "not a predict_photo answer" in err.value.message
 
 
 def test_an_answer_trickled_in_is_cut_at_the_timeout(canned_backend):
