@@ -219,7 +219,7 @@ def main(argv=None):
         server = ServerProcess(args.model, args.model_name).start(timeout=600)
         backend = server.rest_address
     page_port = free_port()
-    page = ChildProcess([sys.executable, "-m", "web.app", f"--backend={backend}",
+    page = ChildProcess([sys.executable, "-m", "web.app", f"--server={backend}",
                          f"--model_name={args.model_name}", f"--port={page_port}",
                          *args.page_flags.split()], "page: ", name="the page").start()
     address = ("127.0.0.1", page_port)

@@ -1,6 +1,6 @@
 """The page's server: one static page, and its photos forwarded to a TF Serving REST endpoint.
 
-  python -m web.app --backend=localhost:8501 --model_name=age --port=8080
+  python -m web.app --server=localhost:8501 --model_name=age --port=8080
 
 then open http://127.0.0.1:8080/. TF Serving sends no CORS headers, so the browser talks to
 this process only; it calls the model's `predict_photo` signature over REST and answers the
@@ -318,13 +318,16 @@ class WebApp:
 
 
 _positive = arg_types.positive
+# Old spellings still accepted (users' scripts), with a warning naming the project's one.
+RENAMED_FLAGS = {"--backend": "--server"}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="A web page that shows the age and gender the "
                                             "served model sees in photos.")
-    p.add_argument("--backend", default=DEFAULT_BACKEND,
-                   help="TF Serving REST endpoint, host:port (default %(default)s)")
+    p.add_argument("--server", "--backend", dest="server", default=DEFAULT_BACKEND,
+                   help="TF Serving REST endpoint, HOST:PORT (default %(default)s; "
+                        "--backend is its deprecated spelling)")
     p.add_argument("--model_name", default=contract.DEFAULT_MODEL_NAME)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
@@ -367,11 +370,13 @@ def main(argv=None):
                    help="the page downscales photos to this longer side before uploading "
                         "(default %(default)s)")
     console.add_verbose_flag(p, also=", and log at DEBUG level")
+    argv = sys.argv[1:] if argv is None else argv
+    arg_types.warn_renamed(argv, RENAMED_FLAGS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = WebApp(args.backend, args.model_name, args.host, args.port,
+        app = WebApp(args.server, args.model_name, args.host, args.port,
                      max_request_bytes=args.max_request_bytes, timeout=args.timeout,
                      max_concurrent_predictions=args.max_concurrent_predictions,
                      max_connections=args.max_connections, idle_timeout=args.idle_timeout,

@@ -372,7 +372,7 @@ def _env():
 
 def test_cli_serves_the_page_and_forwards(backend, make_photo):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "web.app", f"--backend=127.0.0.1:{backend.rest_port}",
+        [sys.executable, "-m", "web.app", f"--server=127.0.0.1:{backend.rest_port}",
          "--model_name=age", "--port=0"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
@@ -391,7 +391,7 @@ def test_cli_serves_the_page_and_forwards(backend, make_photo):
 
 
 @pytest.mark.parametrize("flag, words", [
-    ("--backend=nonsense", "host:port"),
+    ("--server=nonsense", "--server must be host:port"),
     ("--max_request_bytes=0", "byte count > 0"),
     ("--timeout=soon", "seconds > 0"),
 ])
@@ -399,6 +399,15 @@ def test_cli_bad_flags(flag, words):
     result = subprocess.run([sys.executable, "-m", "web.app", flag, "--port=0"], cwd=ROOT,
                             env=_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and words in result.stderr
+
+
+def test_the_old_backend_spelling_still_works_with_a_warning():
+    """--backend is --server's deprecated spelling: same argument, one warning line."""
+    result = subprocess.run([sys.executable, "-m", "web.app", "--backend=nonsense", "--port=0"],
+                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "warning: --backend is deprecated, use --server" in result.stderr
+    assert "--server must be host:port (e.g. localhost:8501), got 'nonsense'" in result.stderr
 
 
 def test_the_page_process_does_not_load_tensorflow():
@@ -576,7 +585,7 @@ def test_simultaneous_large_uploads_stay_within_a_memory_limit(make_photo):
     body = make_photo(size=(64, 64)) + bytes(11 << 20)  # a JPEG, then padding past EOI
     page = server_process.ChildProcess(
         [sys.executable, "-c", server_process._LIMITED, str(450 << 20), "-m", "web.app",
-         f"--backend=127.0.0.1:{silent.port}", f"--port={port}", "--timeout=6"],
+         f"--server=127.0.0.1:{silent.port}", f"--port={port}", "--timeout=6"],
         "page: ", name="the page").start(timeout=60)
     statuses = []
     try:
