@@ -20,6 +20,7 @@ NOT_A_REGULAR_FILE = "not_a_regular_file"  # a directory, FIFO, device
 FILE_TOO_LARGE = "file_too_large"  # more bytes than any photo has
 UNDECODABLE = "undecodable"  # not a JPEG/PNG/GIF/BMP/WebP, or its header is corrupt
 IMAGE_TOO_LARGE = "image_too_large"  # declares more pixels than max_image_pixels
+IMAGE_TOO_COSTLY = "image_too_costly"  # decoding would cost far more than its pixels
 NOT_AN_IMAGE = UNDECODABLE  # the contract's name for the same reason
 
 

@@ -14,8 +14,8 @@ import stat
 import numpy as np
 
 from agegender import image_header
-from agegender.errors import (FILE_TOO_LARGE, IMAGE_TOO_LARGE, NOT_A_REGULAR_FILE, UNDECODABLE,
-                              UNREADABLE, ImageError)
+from agegender.errors import (FILE_TOO_LARGE, IMAGE_TOO_COSTLY, IMAGE_TOO_LARGE,
+                              NOT_A_REGULAR_FILE, UNDECODABLE, UNREADABLE, ImageError)
 
 # A photo is megabytes; a file past this is refused unread (the records job's bound too).
 MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -50,6 +50,8 @@ def check(data, max_pixels):
     """`image_header.check` with its refusals as ImageError (reason, one-line message)."""
     try:
         return image_header.check(data, max_pixels)
+    except image_header.ImageTooCostly as e:  # before its base class, ImageTooLarge
+        raise ImageError(IMAGE_TOO_COSTLY, str(e)) from None
     except image_header.ImageTooLarge as e:
         raise ImageError(IMAGE_TOO_LARGE, str(e)) from None
     except image_header.NotAnImage as e:

@@ -39,6 +39,8 @@ import stat
 import numpy as np
 
 from agegender import image_header
+from agegender.errors import ImageError
+from analyzer import inputs
 
 # FFmpeg demuxer names (as `container.format.name` lists them) accepted as video input.
 CONTAINERS = {
@@ -284,12 +286,11 @@ class _ImageSequence(VideoSource):
             try:
                 with open(path, "rb") as f:
                     data = f.read()
-                image_header.check(data, self.max_pixels)
+                inputs.check(data, self.max_pixels)  # the photos' limits and skip reasons
                 with Image.open(io.BytesIO(data)) as opened:
                     image = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
-            except (image_header.NotAnImage, image_header.ImageTooLarge) as error:
-                self.skipped.append((path, "image_too_large" if isinstance(
-                    error, image_header.ImageTooLarge) else "not_an_image"))
+            except ImageError as error:
+                self.skipped.append((path, error.reason))
                 continue
             except (OSError, ValueError, SyntaxError):
                 self.skipped.append((path, "undecodable"))

@@ -41,18 +41,20 @@ def test_rotation_metadata_is_applied(tmp_path, clips):
     assert frame.image[-8:, :, 0].mean() > 200 and frame.image[:40, :, 0].mean() < 60
 
 
-def test_image_sequence_directory_skips_bad_images(tmp_path, png_bomb):
+def test_image_sequence_directory_skips_bad_images(tmp_path, png_bomb, hostile_files):
     for i in range(3):
         Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(tmp_path / f"f{i}.png")
     (tmp_path / "f1b.jpg").write_bytes(b"not an image at all")
     (tmp_path / "f1c.png").write_bytes(png_bomb)
+    (tmp_path / "f1d.jpg").write_bytes(hostile_files.jpeg_scan_bomb(64, 200))
     (tmp_path / "notes.txt").write_text("ignored: not an image extension")
     with vio.open_source(str(tmp_path), max_pixels=10_000, sequence_fps=5) as source:
         frames = list(source)
         skipped = dict((os.path.basename(p), r) for p, r in source.skipped)
     assert [int(f.image[0, 0, 0]) for f in frames] == [0, 40, 80]
-    assert [f.time for f in frames] == [0.0, 0.2, 0.8]  # their place in the sorted names
-    assert skipped == {"f1b.jpg": "not_an_image", "f1c.png": "image_too_large"}
+    assert [f.time for f in frames] == [0.0, 0.2, 1.0]  # their place in the sorted names
+    assert skipped == {"f1b.jpg": "undecodable", "f1c.png": "image_too_large",
+                       "f1d.jpg": "image_too_costly"}
 
 
 def test_image_sequence_glob_and_exif_orientation(tmp_path):
