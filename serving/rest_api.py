@@ -26,13 +26,14 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from agegender import serving_contract as contract
+from agegender.http_connections import LINGER_SECONDS
 from serving import core as core_lib
 from serving import rest_connections, tensor_codec
 from serving.errors import ServingError, client_message, invalid, not_found
 # The REST flags' defaults, also read by serving.server.
 from serving.rest_connections import (DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,  # noqa: F401
                                       DEFAULT_MAX_CONNECTIONS, DEFAULT_MIN_BODY_RATE,
-                                      LINGER_SECONDS, MAX_HEADER_BYTES, RestLimits)
+                                      MAX_HEADER_BYTES, RestLimits)
 from serving.rest_connections import json_response as _json
 
 log = logging.getLogger(__name__)

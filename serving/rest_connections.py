@@ -14,18 +14,20 @@ connection cap, so `Protocol` (its per-connection protocol) adds them:
 - at most `max_connections` connections: a new one beyond that closes the longest-idle
   keep-alive connection, else the one that has been sending its headers longest; only when
   every connection has a request in progress does the newcomer get 503.
+The header timer, the refusal at accept and the linger before a close are
+`agegender.http_connections`' (shared with the web page's server).
 It reads aiohttp internals of its protocol (`_request_in_progress`, `_messages`, `_close`,
 `_force_close`: whether a request is being answered or queued, whether the connection is
 closing), covered by tests/serving/rest_api_test.py.
 """
 import dataclasses
 import logging
-from http import HTTPStatus
 
-from aiohttp import web, web_protocol
+from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 
 from agegender import serving_contract as contract
+from agegender.http_connections import BoundedConnection, raw_json_response
 from serving import tensor_codec
 from serving.errors import client_message
 
@@ -36,7 +38,6 @@ DEFAULT_HEADER_TIMEOUT = 5.0
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_MIN_BODY_RATE = 256 << 10  # bytes/s: a 16 MB body may take 5 + 64 s
 MAX_HEADER_BYTES = 64 << 10  # the request line, and each header line
-LINGER_SECONDS = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,14 +57,9 @@ class RestLimits:
             raise ValueError("timeouts and the minimum body rate must be > 0")
 
 
-def json_bytes(status, body, close=False, extra_headers=()):
-    """A whole HTTP/1.1 response as bytes, for answers written straight to a transport."""
-    data = tensor_codec.dumps(body).encode("utf-8")
-    head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
-            f"Content-Length: {len(data)}", *extra_headers]
-    if close:
-        head.append("Connection: close")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
+def json_bytes(status, body):
+    """A whole closing HTTP/1.1 answer as bytes, for answers written straight to a transport."""
+    return raw_json_response(status, tensor_codec.dumps(body).encode("utf-8"))
 
 
 def json_response(status, body, close=False):
@@ -89,14 +85,11 @@ def _parse_error(exc, message):
     return 400, f"malformed HTTP request: {text}"
 
 
-class Protocol(web_protocol.RequestHandler):
+class Protocol(BoundedConnection):
     """aiohttp's per-connection protocol with a header deadline and the connection cap."""
 
     def __init__(self, manager, *, limits, **kwargs):
-        super().__init__(manager, **kwargs)
-        self._limits = limits
-        self._header_timer = None
-        self._refused = False
+        super().__init__(manager, limits=limits, **kwargs)
         self.last_active = self._loop.time()  # accept, or the end of its last request
         self.sending_since = None  # first byte of a request whose headers are not in yet
 
@@ -105,62 +98,28 @@ class Protocol(web_protocol.RequestHandler):
         manager = self._manager
         if manager.open_count() >= self._limits.max_connections and \
                 not manager.evict_one():
-            self._refuse(transport)
+            # Every connection has a request in progress: 503 to the newcomer, now.
+            self._refuse(transport, json_bytes(503, {
+                "error": f"the server has {self._limits.max_connections} open connections, "
+                         "its limit (--rest_api_max_connections), all busy; retry later"}))
             return
         super().connection_made(transport)
         self.sending_since = self._loop.time()  # a new connection has header_timeout to ask
-        self._arm()
-
-    def _refuse(self, transport):
-        """Every connection has a request in progress: 503 to the newcomer, now."""
-        self._refused = True
-        self._manager = None  # never registered, nothing for connection_lost to undo
-        self.transport = transport
-        transport.write(json_bytes(503, {
-            "error": f"the server has {self._limits.max_connections} open connections, its "
-                     "limit (--rest_api_max_connections), all busy; retry later"}, close=True))
-        self._linger(transport)
-
-    def _linger(self, transport):
-        """Stop writing, read (and drop) what the client still sends for a moment, then
-        close: closing with unread input sends a reset that can destroy the answer."""
-        try:
-            transport.write_eof()
-        except (OSError, RuntimeError):
-            transport.close()
-            return
-        self._loop.call_later(LINGER_SECONDS, transport.close)
+        self._arm_header_timer(self.sending_since)
 
     def data_received(self, data):
         if self._refused:
             return
         if self.sending_since is None and not self._request_in_progress:
             self.sending_since = self._loop.time()
-            self._arm()
+            self._arm_header_timer(self.sending_since)
         super().data_received(data)
 
     def eof_received(self):
         if self._refused and self.transport is not None:
             self.transport.close()
 
-    def connection_lost(self, exc):
-        self._disarm()
-        if self._refused:
-            self.transport = None
-            return
-        super().connection_lost(exc)
-
     # -- header deadline --------------------------------------------------------------
-    def _arm(self):
-        self._disarm()
-        self._header_timer = self._loop.call_at(self.sending_since + self._limits.header_timeout,
-                                                self._headers_late)
-
-    def _disarm(self):
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
     def _process_keepalive(self):
         if self.sending_since is not None:  # not idle: the header deadline owns it
             self._keepalive_handle = None
@@ -168,21 +127,20 @@ class Protocol(web_protocol.RequestHandler):
         super()._process_keepalive()
 
     def request_started(self):
-        self._disarm()
+        self._cancel_header_timer()
         self.sending_since = None
 
     def request_finished(self):
         self.last_active = self._loop.time()
 
     def _headers_late(self):
-        self._header_timer = None
         transport = self.transport
         if self._request_in_progress or self._messages or transport is None or \
                 transport.is_closing():
             return
         transport.write(json_bytes(408, {
             "error": f"the request headers did not arrive within "
-                     f"{self._limits.header_timeout:g} s"}, close=True))
+                     f"{self._limits.header_timeout:g} s"}))
         self.close()  # aiohttp stops waiting for a request on it and parses nothing more
         self._linger(transport)
 

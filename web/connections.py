@@ -16,7 +16,9 @@ protocol here (`Connection`) adds them:
   that has waited longest without a request in progress (idle keep-alive ones first, then
   those still sending headers), once it has had `EVICTION_GRACE` seconds; when there is
   none, the newcomer gets 503 at once.
-`web.app` owns what is answered; this module owns how long and how many.
+`web.app` owns what is answered; this module owns how long and how many. The header timer,
+the refusal at accept and the linger before a close are `agegender.http_connections`'
+(shared with the model server's REST API).
 """
 import asyncio
 import dataclasses
@@ -26,15 +28,14 @@ from http import HTTPStatus
 
 from aiohttp import web
 
+from agegender.http_connections import LINGER_SECONDS  # noqa: F401  (web.app's lingering_time)
+from agegender.http_connections import BoundedConnection, raw_json_response
+
 log = logging.getLogger(__name__)
 
 # A connection that has just been accepted is given this long to send its request before a
 # newcomer may take its place: a browser sends right after connecting.
 EVICTION_GRACE = 1.0
-# A refused or timed-out connection reads and drops its client's input this long before it
-# closes: closing with unread input sends a reset, which can destroy the answer unread
-# (an upload refused early is still arriving).
-LINGER_SECONDS = 2.0
 MAX_HEADER_BYTES = 8190  # the request line, and each header line (aiohttp's defaults)
 
 
@@ -62,10 +63,7 @@ def json_response(status, obj, close=False):
 
 def raw_response(status, obj):
     """A whole HTTP/1.1 JSON answer as bytes, for a transport that aiohttp no longer writes."""
-    body = json.dumps(obj).encode("utf-8")
-    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json"
-            f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-    return head.encode("ascii") + body
+    return raw_json_response(status, json.dumps(obj).encode("utf-8"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,14 +102,11 @@ class ByteBudget:
         self.used -= n
 
 
-class Connection(web.RequestHandler):
+class Connection(BoundedConnection):
     """aiohttp's per-connection protocol with a header deadline and the connection cap."""
 
     def __init__(self, manager, *, limits, **kwargs):
-        super().__init__(manager, **kwargs)
-        self._limits = limits
-        self._timer = None
-        self._refused = False  # refused at accept: never registered with aiohttp
+        super().__init__(manager, limits=limits, **kwargs)
         self._discard = False  # answered here (408): its input is dropped until it closes
         self.waiting_since = self._loop.time()  # accept, or the end of its last request
         self.sending_since = None  # first byte of a request not yet handed to the app
@@ -121,13 +116,9 @@ class Connection(web.RequestHandler):
 
     def connection_made(self, transport):
         if not self._manager.make_room(self._limits.max_connections):
-            self._refused = True
-            self._manager = None  # never registered: connection_lost has nothing to undo
-            self.transport = transport
-            transport.write(raw_response(503, {
+            self._refuse(transport, raw_response(503, {
                 "error": f"this page's server has {self._limits.max_connections} open "
                          "connections, its limit, all in use; retry later"}))
-            self._linger(transport)
             return
         super().connection_made(transport)
         self._start_request(self._loop.time())
@@ -153,17 +144,10 @@ class Connection(web.RequestHandler):
         self.close()  # after these answers
         return True
 
-    def connection_lost(self, exc):
-        self._cancel_timer()
-        if self._refused:
-            self.transport = None
-            return
-        super().connection_lost(exc)
-
     # -- the request's phases, told by the app's handler ---------------------------------
     def request_started(self):
         """The app has the request (headers in): -> the time its first byte came."""
-        self._cancel_timer()
+        self._cancel_header_timer()
         started = self.sending_since if self.sending_since is not None else self._loop.time()
         self.sending_since, self.busy = None, True
         return started
@@ -186,16 +170,9 @@ class Connection(web.RequestHandler):
     # -- the header deadline ---------------------------------------------------------------
     def _start_request(self, now):
         self.sending_since = now
-        self._cancel_timer()
-        self._timer = self._loop.call_at(now + self._limits.header_timeout, self._headers_late)
-
-    def _cancel_timer(self):
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._arm_header_timer(now)
 
     def _headers_late(self):
-        self._timer = None
         transport = self.transport
         if self.busy or self.pending or transport is None or transport.is_closing():
             return
@@ -203,14 +180,6 @@ class Connection(web.RequestHandler):
         transport.write(raw_response(408, {
             "error": f"the request did not arrive within {self._limits.header_timeout:g} s"}))
         self._linger(transport)
-
-    def _linger(self, transport):
-        try:
-            transport.write_eof()
-        except (OSError, RuntimeError):
-            transport.close()
-            return
-        self._loop.call_later(LINGER_SECONDS, transport.close)
 
     def handle_error(self, request, status=500, exc=None, message=None):
         """aiohttp's own refusals (an unparsable request) as a JSON error and one log line;
