@@ -10,6 +10,10 @@ group pooled over the reports (validation and test) is within +-`--target` years
 within 2 standard errors of it. `--group` names a decade (`per_decade`) or an age band
 (`per_age_band`) of the reports' metrics.json (`python -m evaluation.evaluate`).
 """
+if __name__ == "__main__":  # as every command: quiet before any library import
+    from agegender import console
+    console.quiet()
+
 import argparse
 import json
 import sys

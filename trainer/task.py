@@ -176,13 +176,15 @@ def prepare(cfg):
                                         cfg.age_prior_correction)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    counts = count_splits(cfg.records_dir)
     try:  # before anything is built or written: a job dir belongs to its records
         fingerprint = records_fingerprint.check(cfg.job_dir, cfg.records_dir,
                                                 cfg.allow_other_records)
     except records_fingerprint.OtherRecordsError as e:
         raise ConfigError(str(e)) from None
+    # The strategy first: a multi-worker strategy configures collective ops, which TensorFlow
+    # allows only before its runtime starts, and counting the records (tf.data) starts it.
     strategy = distribution.make_strategy(cfg.distribution, cfg.tpu)
+    counts = count_splits(cfg.records_dir)  # still before any model or output is built
     distribution.set_precision(distribution.resolve_precision(cfg.mixed_precision, strategy))
     seed = set_seed(cfg.seed)
     out_dir, writer = _worker_dir(cfg.job_dir)
@@ -205,7 +207,7 @@ def prepare(cfg):
 def count_splits(records_dir):
     """Records per split, each shard read once (CRCs checked). Validation and test are read
     only after a whole epoch and after the whole training: a split that is missing or empty
-    (records built with `--split=1,0,0`) is refused now, in one line."""
+    (records built with `--split_fractions=1,0,0`) is refused now, in one line."""
     counts = {split: records.count(records_dir, split) for split in schema.SPLITS}
     for split in ("validation", "test"):
         if not counts[split]:
@@ -213,7 +215,7 @@ def count_splits(records_dir):
                 f"the {split!r} split of {str(records_dir)!r} is empty: the trainer needs "
                 f"validation records (per-epoch validation, calibration) and test records "
                 f"(eval.json); rebuild them with a share for every split, e.g. "
-                f"`python -m pipeline.build_records --split=0.8,0.1,0.1`")
+                f"`python -m pipeline.build_records --split_fractions=0.8,0.1,0.1`")
     return counts
 
 

@@ -115,7 +115,8 @@ def test_metrics_equal_hand_computed_values(model_base, image_dir, tmp_path):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<img" in html and "src=\"http" not in html
     assert "Uncertainty" in html and "Per predicted decade" in html
-    assert html.count("its standard error") == 2  # per true and per predicted decade
+    # per true decade, per predicted decade and per age band
+    assert html.count("its standard error") == 3
     assert "MAE per age decade" not in result.stderr and "mae" in result.stdout
     assert f"report: {out}" in result.stdout
 

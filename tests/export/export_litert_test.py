@@ -273,10 +273,10 @@ def _cli(args, capsys):
 def test_cli_errors_are_clear(job_dirs, records, tmp_path, capsys):
     code, out = _cli([f"--job_dir={tmp_path}/missing", f"--output={tmp_path}/a.tflite"], capsys)
     assert code == 2 and "error:" in out.err and "model.keras not found" in out.err
-    code, out = _cli([f"--job_dir={job_dirs['clf_gender']}", f"--output={tmp_path}/a.tflite",
+    code, out = _cli([f"--model={job_dirs['clf_gender']}", f"--output={tmp_path}/a.tflite",
                       "--quantization=int8"], capsys)
     assert code == 2 and "--records_dir" in out.err
-    code, out = _cli([f"--job_dir={job_dirs['clf_gender']}", f"--output={tmp_path}/a.pb"],
+    code, out = _cli([f"--model={job_dirs['clf_gender']}", f"--output={tmp_path}/a.pb"],
                      capsys)
     assert code == 2 and ".tflite" in out.err
     code, out = _cli([f"--job_dir={job_dirs['clf_gender']}", f"--output={tmp_path}/a.tflite",
@@ -295,7 +295,7 @@ def test_cli_errors_are_clear(job_dirs, records, tmp_path, capsys):
 def test_cli_in_a_process(job_dirs, records, tmp_path):
     out = tmp_path / "age.tflite"
     result = subprocess.run(
-        [sys.executable, "-m", "export.export_litert", f"--job_dir={job_dirs['range_gender']}",
+        [sys.executable, "-m", "export.export_litert", f"--model={job_dirs['range_gender']}",
          f"--output={out}", "--quantization=int8", f"--records_dir={records}",
          "--representative_images=8", "--check_images=8"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -417,7 +417,7 @@ def test_a_damaged_job_dir_is_one_clear_line_and_keeps_the_earlier_file(
     assert _cli([f"--job_dir={good}", f"--output={out}", "--check_images=2"], capsys)[0] == 0
     before = out.read_bytes(), out.with_name("age.tflite.json").read_bytes()
     job = _damaged(good, tmp_path, damage)
-    code, res = _cli([f"--job_dir={job}", f"--output={out}", "--check_images=2"], capsys)
+    code, res = _cli([f"--model={job}", f"--output={out}", "--check_images=2"], capsys)
     assert code == 2
     lines = res.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), res.err
@@ -434,7 +434,7 @@ def test_an_absurd_img_dim_is_refused_within_a_memory_limit(job_dirs, tmp_path):
         "import resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_DATA, (4 << 30, 4 << 30))\n"
         "from export import export_litert\n"
-        f"sys.exit(export_litert.main(['--job_dir={job}', '--output={tmp_path}/a.tflite']))\n")
+        f"sys.exit(export_litert.main(['--model={job}', '--output={tmp_path}/a.tflite']))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=300,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
