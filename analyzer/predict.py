@@ -40,7 +40,9 @@ def iter_inputs(specs, follow_symlinks, max_pixels):
     in order: a file as named, a directory / glob / archive through the records job's listing."""
     for spec in specs:
         if os.path.isfile(spec) and not image_sources.is_archive(spec):
-            yield spec, _read_named(spec, follow_symlinks)
+            # A file named on the command line is read through a link, as any command
+            # reads the files it is given; links found inside folders follow the flag.
+            yield spec, _read_named(spec, follow_symlinks=True)
             continue
         try:
             items = list(image_sources.iter_labelled(spec, _any_labels, follow_symlinks,

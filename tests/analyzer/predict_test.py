@@ -36,6 +36,9 @@ def test_crops_in_a_folder_one_line_each_and_skips_named(model_base, photo_tools
     assert any(line.startswith("20_0_1_20170101000000002.jpg: Predicted age:") for line in lines)
     assert "notes.txt: undecodable" in err
     assert "link.jpg: not_a_regular_file" in err
+    # a link named on the command line is read, as the demo's slice of ../shared is
+    assert predict.main([f"--model={model_base}", str(folder / "link.jpg")]) == 0
+    assert capsys.readouterr().out.startswith("link.jpg: Predicted age:")
 
 
 def test_photos_through_the_job_dir_print_every_face(job_dir, photo, tmp_path, capsys):
