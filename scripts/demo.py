@@ -24,12 +24,12 @@ import urllib.parse
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run as a script: the project's packages come from the checkout
 
-from agegender import arg_types, console  # noqa: E402
+from agegender import console  # noqa: E402
 
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
     console.quiet()
 
-from agegender import serving_contract  # noqa: E402
+from agegender import arg_types, serving_contract  # noqa: E402
 from serving.server_process import (  # noqa: E402
     ChildProcess, ServerProcess, ServerProcessError)
 
