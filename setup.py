@@ -6,6 +6,9 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.11,<3.12",
+    # The shipped packages only: `testing` (what tests and benchmarks make: tiny models,
+    # synthetic photos and clips, hostile files), `benchmarks` and `tests` stay out of the
+    # wheel (tests/architecture_test.py checks this list; .importlinter forbids importing it).
     packages=find_packages(include=["agegender*", "pipeline*", "trainer*", "export*", "serving*",
                                     "evaluation*", "faces*", "web*", "video*", "analyzer*",
                                     "commands*"]),

@@ -11,7 +11,7 @@ itself would take minutes: the per-scan cost is what grows); the check and the d
 frames; and the
 peak memory of reading a zip member of 2,097,152,000 zeros whose headers declare 1,000
 bytes (`image_sources.iter_archive`). The files are built in memory
-(`agegender.hostile_samples`). Figures: docs/limits.md.
+(`testing.hostile_files`). Figures: docs/limits.md.
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
     from agegender import console
@@ -24,7 +24,8 @@ import resource
 import tempfile
 import time
 
-from agegender import console, hostile_samples, image_header
+from agegender import console, image_header
+from testing import hostile_files
 
 
 def _cpu(fn):
@@ -47,7 +48,7 @@ def zip_member(out):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "faces.zip")
         with open(path, "wb") as f:
-            f.write(hostile_samples.zip_with_false_size({}, 2_097_152_000, 1000))
+            f.write(hostile_files.zip_with_false_size({}, 2_097_152_000, 1000))
         before = _rss_mb()
         archive = sources.InputFile(path, "faces.zip", None, True)
         seconds, skips = _cpu(lambda: list(sources.iter_archive(archive)))
@@ -59,16 +60,16 @@ def zip_member(out):
 def jpeg(out, scan_counts):
     import tensorflow as tf
 
-    bomb = hostile_samples.jpeg_scan_bomb(7000, 5000)
+    bomb = hostile_files.jpeg_scan_bomb(7000, 5000)
     seconds, refusal = _cpu(lambda: image_header.check(bomb))
     out(f"scan bomb 7000x7000, {len(bomb):,} bytes: check {type(refusal).__name__} in "
         f"{seconds:.4f} s")
 
     def decode(data):
         return tf.io.decode_image(data, channels=3, expand_animations=False)
-    decode(hostile_samples.jpeg_scan_bomb(64, 0))  # TF's start-up out of the figures
+    decode(hostile_files.jpeg_scan_bomb(64, 0))  # TF's start-up out of the figures
     for scans in scan_counts:
-        data = hostile_samples.jpeg_scan_bomb(2048, max(0, scans - 6))
+        data = hostile_files.jpeg_scan_bomb(2048, max(0, scans - 6))
         seconds, _ = _cpu(lambda: decode(data))
         out(f"2048x2048 grey progressive JPEG, {scans} scans: decode {seconds:.3f} s "
             f"({seconds / (2048 * 2048 * scans) * 1e9:.2f} ns per pixel per scan)")
@@ -83,11 +84,11 @@ def png_and_gif(out):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), np.uint8)).save(
         noise, "PNG", compress_level=1)
     for name, data in (("1x1 PNG + 1 GiB of image data",
-                        hostile_samples.png_with_extra_data(1024)),
+                        hostile_files.png_with_extra_data(1024)),
                        ("1x1 PNG + 1,000 zTXt chunks of 7 MB",
-                        hostile_samples.png_with_compressed_text(1000, 7_000_000)),
+                        hostile_files.png_with_compressed_text(1000, 7_000_000)),
                        ("12 MP noise PNG (a real one)", noise.getvalue()),
-                       ("GIF of 1,100,000 1x1 frames", hostile_samples.gif_of_frames(1_100_000))):
+                       ("GIF of 1,100,000 1x1 frames", hostile_files.gif_of_frames(1_100_000))):
         check_s, refusal = _cpu(lambda: image_header.check(data))
         decode_s, _ = _cpu(lambda: tf.io.decode_image(data, channels=3,
                                                       expand_animations=False))

@@ -7,8 +7,8 @@ with a trained model, the photo path's accuracy and its latency over gRPC.
         [--mae_photos=200] [--mae_rotation=15] [--grpc_requests=100] \
         [--server_flags="--tensorflow_intra_op_parallelism=0"]
 
-On synthetic photos (`faces.synthetic`: test-split UTKFace faces of 40-300 px pasted on
-varied 640x480 backgrounds, 1-4 per photo, each with --context x its side of surroundings
+On synthetic photos (`testing.synthetic_faces`: test-split UTKFace faces of 40-300 px pasted
+on varied 640x480 backgrounds, 1-4 per photo, each with --context x its side of surroundings
 (its own border mirrored, fading into the background; 0: the hard-cut squares of earlier
 runs); the same photos for the same --seed), side by side for our TF detector
 (`faces.detector`, once per --min_face_sizes value) and the package's
@@ -49,7 +49,7 @@ import time
 import numpy as np
 
 from agegender import arg_types, console
-from faces.synthetic import CONTEXT
+from testing.synthetic_faces import CONTEXT
 
 
 def _percentiles(values, qs=(50, 90)):
@@ -95,7 +95,7 @@ def recall_table(name, finders, photos):
 
 
 def agreement_table(ours, theirs, sets):
-    from faces import reference
+    from testing import reference_detector
 
     print("\n## 2. Agreement with mtcnn.MTCNN().detect_faces (our detector, package settings)")
     print(f"{'images':<28} {'both':>6} {'ours only':>10} {'theirs only':>12} {'IoU>=0.9':>9} "
@@ -104,7 +104,7 @@ def agreement_table(ours, theirs, sets):
         both = only_ours = only_theirs = 0
         ious, errors = [], []
         for image in images:
-            a = reference.compare(ours.find(image), theirs.find(image))
+            a = reference_detector.compare(ours.find(image), theirs.find(image))
             both += a.matched
             only_ours += a.ours_only
             only_theirs += a.theirs_only
@@ -154,7 +154,7 @@ def main(argv=None):
                         help="our detector's min_face_size values to compare")
     parser.add_argument("--context", type=float, default=CONTEXT,
                         help="surroundings of each pasted face, as a fraction of its side "
-                             f"(faces.synthetic; default {CONTEXT}; 0: hard-cut squares)")
+                             f"(testing.synthetic_faces; default {CONTEXT}; 0: hard-cut squares)")
     parser.add_argument("--no_reference", action="store_true",
                         help="skip the mtcnn package (recall and latency of ours only)")
     parser.add_argument("--job_dir", default=None,
@@ -179,7 +179,8 @@ def main(argv=None):
 
     from faces import detector as detector_lib
     from faces import photo as photo_lib
-    from faces import synthetic, utkface
+    from faces import utkface
+    from testing import synthetic_faces
 
     data_dir = args.data_dir or utkface.SHARED_UTKFACE
     if not os.path.isdir(data_dir):
@@ -187,10 +188,10 @@ def main(argv=None):
         return 2
     print(f"# benchmarks.faces  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     t0 = time.time()
-    photos = list(synthetic.photos(args.photos, args.seed, data_dir=data_dir,
-                                   context=args.context))
-    single = list(synthetic.photos(args.latency_photos, args.seed + 1, data_dir=data_dir,
-                                   faces_per_photo=(1, 1), context=args.context))
+    photos = list(synthetic_faces.photos(args.photos, args.seed, data_dir=data_dir,
+                                         context=args.context))
+    single = list(synthetic_faces.photos(args.latency_photos, args.seed + 1, data_dir=data_dir,
+                                         faces_per_photo=(1, 1), context=args.context))
     paths = utkface.list_files(data_dir)
     order = np.random.default_rng(args.seed + 2).permutation(len(paths))
     crops = []
@@ -209,14 +210,14 @@ def main(argv=None):
     finders = [(f"ours, min_face_size {s:g}", d.find) for s, d in ours.items()]
     reference = None
     if not args.no_reference:
-        from faces.reference import Reference
+        from testing.reference_detector import Reference
 
         reference = Reference()
         finders.append(("mtcnn package detect_faces", reference.find))
     recall_table(f"faces >= 40 px, context {args.context:g}", finders, photos)
     if args.context:  # the same photos hard-cut, as earlier runs measured them
         recall_table("faces >= 40 px, context 0 (hard-cut)", finders,
-                     list(synthetic.photos(args.photos, args.seed, data_dir=data_dir)))
+                     list(synthetic_faces.photos(args.photos, args.seed, data_dir=data_dir)))
     if reference:
         agreement_table(package_settings, reference,
                         [(f"{len(photos)} synthetic photos", [p.image for p in photos]),
@@ -280,15 +281,15 @@ def mae_table(model_dir, data_dir, count, seed, max_rotation=15.0, context=0.0):
     from agegender import names, photo_answers
     from agegender import serving_contract as contract
     from faces import boxes as box_ops
-    from faces import synthetic
+    from testing import synthetic_faces
 
     loaded = tf.saved_model.load(model_dir)
     photo_fn = loaded.signatures[contract.PREDICT_PHOTO]
     crop_fn = loaded.signatures[contract.SERVING_DEFAULT]
     none = tf.constant([], tf.string)
     rows = []  # (side, true age, photo answer or nan, crop answer, crop via predict_photo)
-    photos = list(synthetic.photos(count, seed, data_dir=data_dir, max_rotation=max_rotation,
-                                   context=context))
+    photos = list(synthetic_faces.photos(count, seed, data_dir=data_dir,
+                                         max_rotation=max_rotation, context=context))
     for photo in photos:
         out = photo_fn(image_bytes=tf.reshape(_jpeg(photo.image), [1]), key=none)
         n = int(out[contract.NUM_FACES][0])

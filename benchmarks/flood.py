@@ -91,11 +91,12 @@ def built_model(kind, directory):
     architecture (MobileNetV2 1.0, 128 px, ImageNet backbone, untrained heads: the cost of
     the real model, not its answers), as benchmarks.serving builds it. Exported with
     predict_photo; returns the model base path."""
-    from export import export_model, testing
+    from export import export_model
+    from testing import tiny_models
 
     job = os.path.join(directory, "job")
     if kind == "tiny":
-        testing.make_job_dir(job, type="classification", predict_gender=True)
+        tiny_models.make_job_dir(job, type="classification", predict_gender=True)
     else:
         from benchmarks import serving as serving_benchmark
 

@@ -6,7 +6,7 @@ its faces while the page is attacked?
 
 Starts `python -m serving.server` on `--model` (unless `--server` names a running one) and
 `python -m web.app` in front of it, both on 127.0.0.1. A normal client posts one photo (a
-UTKFace test-split face pasted on a background by `faces.synthetic`, or `--photo`) through
+UTKFace test-split face pasted on a background by `testing.synthetic_faces`, or `--photo`) through
 the page every `--interval` seconds: first alone (`--baseline` seconds), then for
 `--duration` seconds while
 - `--slowloris` connections (64) each send `POST /api/predict HTTP/1.1`, `Host: x`, then one
@@ -51,10 +51,10 @@ def normal_photo(path=None, seed=7):
             return f.read()
     from PIL import Image
 
-    from faces import synthetic
+    from testing import synthetic_faces
 
-    (photo,) = synthetic.photos(1, seed, faces_per_photo=(1, 1), face_sizes=(120, 160),
-                                max_rotation=5)
+    (photo,) = synthetic_faces.photos(1, seed, faces_per_photo=(1, 1), face_sizes=(120, 160),
+                                      max_rotation=5)
     out = io.BytesIO()
     Image.fromarray(photo.image).save(out, "JPEG", quality=92)
     return out.getvalue()

@@ -9,7 +9,7 @@
    gets worse from low to high), sent as PNG (the print's own rescan JPEG is its last
    stage) through the exported model's `serving_default` signature, as TF Serving would
    see it.
-2. Photos (`--photos` > 0): synthetic photos (`faces.synthetic`, the split's faces pasted
+2. Photos (`--photos` > 0): synthetic photos (`testing.synthetic_faces`, the split's faces pasted
    on backgrounds with surroundings, as benchmarks/faces.py makes them) aged whole, through
    `predict_photo`; a face counts when a detection matches it (IoU >= 0.5).
 
@@ -124,14 +124,14 @@ def measure_photos(model_dir, count, severities, seed=0, split="test", data_dir=
     from agegender import names
     from agegender import serving_contract as contract
     from faces import boxes as box_ops
-    from faces import synthetic
+    from testing import synthetic_faces
 
     fn = tf.saved_model.load(model_dir).signatures[contract.PREDICT_PHOTO]
     conditions = _conditions(severities)
     collected = {name: Collected() for name in conditions}
     missed = {name: 0 for name in conditions}
-    photos = synthetic.photos(count, seed, data_dir=data_dir, split=split,
-                              context=synthetic.CONTEXT)
+    photos = synthetic_faces.photos(count, seed, data_dir=data_dir, split=split,
+                                    context=synthetic_faces.CONTEXT)
     progress = console.Progress("old prints", "photos measured", total=count)
     for index, photo in enumerate(photos):
         clean = tf.io.encode_png(photo.image)

@@ -2,7 +2,7 @@
 
 For each model given (`FaceAnalyzer.load` targets: a SavedModel, a job dir, a .tflite with
 `--faces_dir`, a server address), on the same synthetic photos (test-split faces pasted on
-backgrounds, `faces.synthetic`) and their source crops:
+backgrounds, `testing.synthetic_faces`) and their source crops:
 
   load           seconds to the analyzer (TensorFlow import excluded: done before)
   first photo    seconds of the first analyze (graph tracing, warm-up)
@@ -28,7 +28,7 @@ import time
 
 
 from agegender import FaceAnalyzer, arg_types, console
-from faces import synthetic
+from testing import synthetic_faces
 
 
 def _encode(pixels):
@@ -82,7 +82,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.photos < 2:
         p.error("--photos must be at least 2")
-    made = list(synthetic.photos(args.photos, args.seed, context=0.25))
+    made = list(synthetic_faces.photos(args.photos, args.seed, context=0.25))
     photos = [_encode(photo.image) for photo in made]
     crops = [open(source, "rb").read() for photo in made for source in photo.sources]
     crops = (crops * (1 + 64 // max(1, len(crops))))[:64]

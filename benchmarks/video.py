@@ -4,7 +4,7 @@
         [--frames=125] [--people=2,4] [--seed=0] [--speed_frames=150] [--no_server] \
         [--compare_trackers] [--output=video.json] [--fusion_output=fusion.json]
 
-Clips come from `video.synthetic`: 640x480 at 25 frames/s, 2-4 labelled UTKFace faces
+Clips come from `testing.synthetic_clips`: 640x480 at 25 frames/s, 2-4 labelled UTKFace faces
 each, moving along smooth paths, changing scale (40-160 px), crossing (the nearer hides the
 farther), half of them leaving the frame and coming back, with per-frame motion blur, JPEG
 (quality 30-90) and brightness flicker. Test clips use only TEST-split faces; the fusion
@@ -47,7 +47,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from agegender import console
-from video import face_tracks, fusion, synthetic, tracking
+from testing import synthetic_clips
+from video import face_tracks, fusion, tracking
 from video import annotate as annotate_lib
 from video import io as video_io
 
@@ -60,12 +61,12 @@ STEADY_AFTER = 10  # frames of a track before the displayed age is expected to h
 def answered_clips(analyzer, split, count, frames, people, seed):
     """(clips without their frames, the model's faces for every frame): each clip is made,
     answered frame by frame (as the annotator sends frames) and its pixels dropped."""
-    source = synthetic.FaceSource(split, seed=seed)
+    source = synthetic_clips.FaceSource(split, seed=seed)
     rng = np.random.default_rng(seed)
     clips, answers = [], []
     for i in range(count):
         n = int(rng.integers(people[0], people[1] + 1))
-        clip = synthetic.clip(source.take(n), seed=seed * 1000 + i, frames=frames)
+        clip = synthetic_clips.clip(source.take(n), seed=seed * 1000 + i, frames=frames)
         answers.append([analyzer.analyze(annotate_lib.encode_frame(f)) for f in clip.frames])
         clips.append(clip._replace(frames=None))
     return clips, answers
@@ -417,8 +418,8 @@ def main(argv=None):
     if args.speed_frames <= 0:
         return _write(results, args.output)
     # Speed: one clip of 4 people, 640x480, written as H.264 and read back.
-    speed_clip = synthetic.clip(synthetic.FaceSource("test", seed=args.seed + 7).take(4),
-                                seed=args.seed + 7, frames=args.speed_frames)
+    speed_faces = synthetic_clips.FaceSource("test", seed=args.seed + 7).take(4)
+    speed_clip = synthetic_clips.clip(speed_faces, seed=args.seed + 7, frames=args.speed_frames)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "speed.mp4")
         with video_io.open_sink(path, 640, 480, fps) as sink:

@@ -9,7 +9,5 @@ way reaches the model framed like the UTKFace crops it was trained on.
   computes it (`python -m faces.template`); the default is `utkface_template.json`.
 - `photo`: detect + align, every face or the best one per photo (serving, records job).
 - `boxes`: the box convention, overlap, matching detections to truth.
-- `synthetic`: test-split faces pasted on backgrounds, for tests and `benchmarks/faces.py`.
 - `utkface`: listing crops and placing them in the records' splits.
-- `reference`: the mtcnn package's own detector, for agreement checks only.
 """

@@ -9,7 +9,7 @@ not `tf.image`'s (y1, x1, y2, x2); `to_tf_image` converts.
   box ("min"), a TF op; the detector's suppression and the evaluation both use it.
 - `match(truth, detected, threshold)`: which detection (if any) found each truth box and
   which detections are false positives (greedy, highest IoU first), for tests,
-  `faces.reference` and `benchmarks/faces.py`.
+  `testing.reference_detector` and `benchmarks/faces.py`.
 """
 import collections
 

@@ -1,6 +1,6 @@
 """UTKFace-style face crops as this package's source of real faces, placed in the records' splits.
 
-Owns how `faces.template` (train split) and `faces.synthetic` (test split) list crops and
+Owns how `faces.template` (train split) and `testing.synthetic_faces` (test split) list crops and
 learn which split of the records each one lands in. The split is not chosen here: it is
 `agegender.splits` applied to the crop's decoded RGB pixels (`preprocessing.decode_rgb`),
 exactly as the records job places them. So "train" here is the records' train split for the same `--split` fractions.

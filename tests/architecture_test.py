@@ -42,3 +42,43 @@ def test_import_layers_hold():
                          timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "0 broken" in run.stdout
+
+
+def _shipped_packages():
+    """find_packages with setup.py's own include list (read from the file, not copied)."""
+    import ast
+
+    from setuptools import find_packages
+
+    tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "find_packages":
+            include = next(ast.literal_eval(k.value) for k in node.keywords
+                           if k.arg == "include")
+            return find_packages(ROOT, include=include)
+    raise AssertionError("setup.py calls no find_packages")
+
+
+def test_the_wheel_holds_every_package_but_the_testing_one():
+    """What tests and benchmarks make (`testing`) stays out of the wheel; every other
+    top-level package of the tree goes in."""
+    shipped = _shipped_packages()
+    top = {name for name in os.listdir(ROOT)
+           if os.path.isfile(os.path.join(ROOT, name, "__init__.py"))}
+    assert "testing" in top  # the check below would be vacuous without it
+    assert not [p for p in shipped if p.split(".")[0] in ("testing", "benchmarks", "tests")]
+    assert {p.split(".")[0] for p in shipped} == top - {"testing", "benchmarks"}
+
+
+def test_no_shipped_package_may_import_the_testing_one():
+    """.importlinter's forbidden contract names every shipped package (a new one left out
+    could import `testing` and fail only once installed)."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, ".importlinter"))
+    contract = config["importlinter:contract:testing"]
+    assert contract["type"] == "forbidden"
+    assert contract["forbidden_modules"].split() == ["testing"]
+    assert set(contract["source_modules"].split()) == {
+        p for p in _shipped_packages() if "." not in p}

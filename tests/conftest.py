@@ -1,5 +1,7 @@
-"""Fixtures every part's tests share: hostile inputs."""
+"""Fixtures every part's tests share: hostile inputs, tiny exported models."""
+import fcntl
 import os
+import shutil
 import struct
 import zlib
 
@@ -30,18 +32,19 @@ def png_bomb():
 
 @pytest.fixture(scope="session")
 def synthetic_photos():
-    """synthetic_photos(count, seed, **options) -> `faces.synthetic` photos (test-split faces
-    of the shared UTKFace set pasted on backgrounds, with their truth boxes); the test is
-    skipped when ../shared is not beside the repository (a worktree)."""
+    """synthetic_photos(count, seed, **options) -> `testing.synthetic_faces` photos
+    (test-split faces of the shared UTKFace set pasted on backgrounds, with their truth
+    boxes); the test is skipped when ../shared is not beside the repository (a worktree)."""
     import os
 
-    from faces import synthetic, utkface
+    from faces import utkface
+    from testing import synthetic_faces
 
     if not os.path.isdir(utkface.SHARED_UTKFACE):
         pytest.skip("../shared UTKFace images not available")
 
     def make(count, seed, **options):
-        return list(synthetic.photos(count, seed, **options))
+        return list(synthetic_faces.photos(count, seed, **options))
     return make
 
 
@@ -79,10 +82,80 @@ def photo_tools():
 
 @pytest.fixture(scope="session")
 def hostile_files():
-    """`agegender.hostile_samples`: issue 23's costly files (scan bomb, false-size zip...)."""
-    from agegender import hostile_samples
+    """`testing.hostile_files`: issue 23's costly files (scan bomb, false-size zip...)."""
+    from testing import hostile_files
 
-    return hostile_samples
+    return hostile_files
+
+
+# --- Tiny models built once per run ------------------------------------------------------
+# Exporting a tiny model costs ~13 CPU-seconds (the predict_photo signature traces the face
+# detector); a dozen test files need the same few. Each is built once per `pytest` run by
+# whichever pytest-xdist worker asks first and copied for every caller.
+
+
+def built_once(tmp_path_factory, name, build):
+    """Path of the run-wide directory `name`, filled by `build(path)` once per run.
+
+    Under pytest-xdist the workers' temp dirs are `popen-gwN` inside the run's own, so the
+    directory beside them is shared by the run's workers and by no other run; an exclusive
+    lock (fcntl) makes the others wait for the first builder. A build that failed is redone.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built_once"
+    root.mkdir(exist_ok=True)
+    path, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            build(path)
+            done.touch()
+    return path
+
+
+def _tiny_model(tmp_path_factory, variant, options):
+    """Run-wide dir with `job` (`testing.tiny_models` variant) and `age` (its export, version
+    1, `export_model.export_saved_model(**options)`)."""
+    from testing import tiny_models
+
+    if variant not in tiny_models.VARIANTS:
+        raise ValueError(f"unknown tiny model variant {variant!r}; "
+                         f"one of {sorted(tiny_models.VARIANTS)}")
+    name = "-".join([variant, *(f"{k}_{v}" for k, v in sorted(options.items()))])
+
+    def build(path):
+        from export import export_model
+
+        job = tiny_models.make_job_dir(path / "job", **tiny_models.VARIANTS[variant])
+        export_model.export_saved_model(job, str(path / "age"), **options)
+    return built_once(tmp_path_factory, name, build), name
+
+
+@pytest.fixture(scope="session")
+def tiny_job(tmp_path_factory):
+    """tiny_job(variant="clf_gender") -> a job dir of the caller's own (model.keras +
+    model_spec.json of `testing.tiny_models.VARIANTS[variant]`), the one `tiny_export`
+    exports."""
+    def make(variant="clf_gender"):
+        shared, name = _tiny_model(tmp_path_factory, variant, {})
+        own = tmp_path_factory.mktemp(f"job_{name}") / "job"
+        shutil.copytree(shared / "job", own)
+        return str(own)
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """tiny_export(variant="clf_gender", **export_options) -> a model base path of the
+    caller's own ("<dir>/age") holding version 1 of that tiny model, exported with
+    `export_model.export_saved_model(**export_options)`; the caller may add versions."""
+    def make(variant="clf_gender", **options):
+        shared, name = _tiny_model(tmp_path_factory, variant, options)
+        own = tmp_path_factory.mktemp(f"models_{name}") / "age"
+        shutil.copytree(shared / "age", own)
+        return str(own)
+    return make
 
 
 # --- Test tiers -------------------------------------------------------------------------
@@ -92,9 +165,9 @@ def hostile_files():
 # e2e: runs the project's commands as a user would (marked `e2e`, or `slow`, its old name).
 # `make test` runs all three in parallel (pytest-xdist).
 INTEGRATION_FIXTURES = frozenset({
-    "job_dir", "job_dirs", "model_base", "exported", "analyzer", "server", "rest",
-    "grpc_client", "limited_server", "unchecked_model_base", "reference", "backend",
-    "backend_factory", "real_model_base", "real_backend", "face_model", "dask_cluster",
+    "tiny_job", "tiny_export", "job_dir", "job_dirs", "model_base", "exported", "analyzer",
+    "server", "rest", "grpc_client", "limited_server", "unchecked_model_base", "reference",
+    "backend", "backend_factory", "real_model_base", "real_backend", "face_model", "dask_cluster",
     "detector", "photos", "synthetic_photos", "tiny_records", "two_face_photo"})
 
 

@@ -8,7 +8,6 @@
 - `drawing`: boxes, track ids and fused answers drawn on frames.
 - `annotate`: the clip loop and the thin CLI (`python -m video.annotate`).
 - `session`: a bounded per-session tracker (bounded tracks, idle expiry) for a live page.
-- `synthetic`: labelled clips of one split's faces, for tests and benchmarks/video.py.
 
 No web/ import here: the web page may import this package, never the reverse.
 """

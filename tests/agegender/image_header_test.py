@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from agegender import hostile_samples, image_header, png_chunks, preprocessing
+from agegender import image_header, png_chunks, preprocessing
+from testing import hostile_files
 
 REPO = __file__.rsplit("/tests/", 1)[0]
 
@@ -210,7 +211,7 @@ def test_the_scan_bomb_is_refused_before_any_decoding_under_a_cpu_limit(tmp_path
     assert result.stdout.strip().splitlines()[-2:] == ["python: refused 5006", "graph: refused"]
 
 
-_chunk = hostile_samples.png_chunk
+_chunk = hostile_files.png_chunk
 
 
 def _png(width, height, rows, extra=b"", colour=2, interlace=0):

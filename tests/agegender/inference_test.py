@@ -7,13 +7,13 @@ import tensorflow as tf
 
 from agegender import inference
 from agegender.model_spec import ModelSpec
-from export import testing
+from testing import tiny_models
 
 
 @pytest.fixture(scope="module")
 def model_and_spec():
     spec = ModelSpec(img_dim=32, base_model="tiny", predict_gender=True)
-    return testing.build_tiny_model(spec), spec
+    return tiny_models.build_tiny_model(spec), spec
 
 
 def test_test_time_flip_averages_face_and_mirror(model_and_spec):

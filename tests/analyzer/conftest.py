@@ -1,21 +1,16 @@
 """Fixtures: one tiny model as a job dir, its export, and a photo with faces in it."""
 import pytest
 
-from export import export_model, testing
+
+@pytest.fixture(scope="session")
+def job_dir(tiny_job):
+    return tiny_job("clf_gender")
 
 
 @pytest.fixture(scope="session")
-def job_dir(tmp_path_factory):
-    return testing.make_job_dir(tmp_path_factory.mktemp("api_job"), type="classification",
-                                predict_gender=True)
-
-
-@pytest.fixture(scope="session")
-def model_base(job_dir, tmp_path_factory):
+def model_base(tiny_export):
     """A TF Serving base path holding version 1 of the job dir's model."""
-    base = str(tmp_path_factory.mktemp("api_models") / "age")
-    export_model.export_saved_model(job_dir, base)
-    return base
+    return tiny_export("clf_gender")
 
 
 @pytest.fixture(scope="session")

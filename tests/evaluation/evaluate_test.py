@@ -105,7 +105,9 @@ def test_metrics_equal_hand_computed_values(model_base, image_dir, tmp_path):
     # Most confident = smallest std = youngest predictions: 8 (err 0), 22 (2), 30 (0).
     assert m["uncertainty"]["mae_most_confident"]["50%"] == pytest.approx(2 / 3, abs=1e-4)
     assert m["per_predicted_decade"]["70-79"]["mean_signed_error"] == pytest.approx(10.0)
-    assert m["gender_calibration"]["ece"] >= 0
+    # Confidence 0.8 for four faces (three right), 0.9 for two (both right):
+    # ECE = 4/6 * |0.8 - 0.75| + 2/6 * |0.9 - 1| = 1/15.
+    assert m["gender_calibration"]["ece"] == pytest.approx(1 / 15, abs=1e-6)
     header = (out / "predictions.csv").read_text().splitlines()[0].split(",")
     assert {"age_std", "age_interval_80_low", "prob_female"} <= set(header)
     for name in ("scatter.png", "mae_per_decade.png", "cs_curve.png", "race_gender.png",
@@ -195,13 +197,9 @@ def test_bombs_are_skipped_and_corrupt_shards_named(model_base, tmp_path, png_bo
 
 
 @pytest.fixture(scope="module")
-def photo_model(tmp_path_factory):
-    """A tiny trainer-contract model exported with predict_photo."""
-    from export import export_model, testing
-
-    job = testing.make_job_dir(tmp_path_factory.mktemp("photo_job"), type="classification",
-                               predict_gender=True)
-    return export_model.export_saved_model(job, str(tmp_path_factory.mktemp("photo") / "age"))
+def photo_model(tiny_export):
+    """A tiny trainer-contract model exported with predict_photo (its version dir)."""
+    return os.path.join(tiny_export("clf_gender"), "1")
 
 
 def test_photos_report_detection_recall_and_their_largest_faces(photo_model, tmp_path,
@@ -210,15 +208,15 @@ def test_photos_report_detection_recall_and_their_largest_faces(photo_model, tmp
     """--photos: each photo's label is its largest face's; photos without a face are skipped
     as no_face and listed; the detection recall counts them; a bomb is never decoded."""
     from agegender import photo_answers
-    from faces import synthetic
+    from testing import synthetic_faces
 
     photos = tmp_path / "photos"
     photos.mkdir()
     several = synthetic_photos(1, 1, faces_per_photo=(3, 3), face_sizes=(70, 150))[0]
     small = synthetic_photos(1, 0, faces_per_photo=(1, 1), face_sizes=(40, 40),
                              max_rotation=5)[0]
-    files = {synthetic.labelled_name(several, 0): photo_tools.encode(several.image),
-             synthetic.labelled_name(small, 1, "png"): photo_tools.encode(small.image, "PNG"),
+    files = {synthetic_faces.labelled_name(several, 0): photo_tools.encode(several.image),
+             synthetic_faces.labelled_name(small, 1, "png"): photo_tools.encode(small.image, "PNG"),
              "33_1_0_wall.jpg": photo_tools.encode(photo_tools.plain(), mode="L"),
              "40_0_0_bomb.png": png_bomb}
     for name, data in files.items():
@@ -234,13 +232,14 @@ def test_photos_report_detection_recall_and_their_largest_faces(photo_model, tmp
     assert m["skipped"]["by_reason"] == {"image_too_large": 1, "no_face": 1}
     assert "33_1_0_wall.jpg" in result.stdout and "detection recall 0.667" in result.stdout
     # The row of the several-faces photo is its largest face's answer.
-    answer = runners.PhotoRunner(photo_model)([files[synthetic.labelled_name(several, 0)]])[0]
+    several_name = synthetic_faces.labelled_name(several, 0)
+    answer = runners.PhotoRunner(photo_model)([files[several_name]])[0]
     largest = answer["faces"][photo_answers.largest_face(answer["faces"])]
     rows = (out / "predictions.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert {"num_faces", "face_score", "face_x1", "face_y2"} <= set(header)
     row = dict(zip(header, next(r for r in rows if r.startswith(
-        synthetic.labelled_name(several, 0))).split(",")))
+        synthetic_faces.labelled_name(several, 0))).split(",")))
     assert float(row["pred_age"]) == pytest.approx(largest.age, abs=1e-3)
     assert int(row["num_faces"]) == 3
     assert float(row["face_x1"]) == pytest.approx(largest.box[0], abs=1e-3)

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from agegender import schema
 from evaluation import runners
-from export import export_litert, export_model, testing
+from export import export_litert, export_model
+from testing import tiny_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,8 +28,8 @@ def models(tmp_path_factory):
     """{variant: (SavedModel version dir, .tflite path)} of the same tiny model."""
     out = {}
     for variant in ("clf_gender", "regression", "range_gender"):
-        job = testing.make_job_dir(tmp_path_factory.mktemp(f"job_{variant}"),
-                                   **testing.VARIANTS[variant])
+        job = tiny_models.make_job_dir(tmp_path_factory.mktemp(f"job_{variant}"),
+                                       **tiny_models.VARIANTS[variant])
         base = tmp_path_factory.mktemp(f"models_{variant}")
         saved = export_model.export_saved_model(job, str(base / "age"))
         lite = str(base / "age.tflite")

@@ -4,24 +4,23 @@ import os
 
 import pytest
 
-from export import export_model, testing
+from export import export_model
+from testing import tiny_models
 
 UTK_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "utkface",
                        "UTKFace")
 
 
 @pytest.fixture(scope="session")
-def job_dirs(tmp_path_factory):
+def job_dirs(tiny_job):
     """{name: job_dir} for a classification+gender, a regression and a range+gender model."""
-    return {name: testing.make_job_dir(tmp_path_factory.mktemp(f"job_{name}"), **kw)
-            for name, kw in testing.VARIANTS.items()}
+    return {name: tiny_job(name) for name in tiny_models.VARIANTS}
 
 
 @pytest.fixture(scope="session")
-def exported(job_dirs, tmp_path_factory):
+def exported(tiny_export):
     """{name: version dir} of each variant exported as version 1."""
-    return {name: export_model.export_saved_model(job_dir, str(tmp_path_factory.mktemp(name)))
-            for name, job_dir in job_dirs.items()}
+    return {name: os.path.join(tiny_export(name), "1") for name in tiny_models.VARIANTS}
 
 
 @pytest.fixture(scope="session")

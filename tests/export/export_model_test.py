@@ -12,7 +12,7 @@ from agegender import heads, model_layout, preprocessing, schema
 from agegender import job_dir as job_dir_lib
 from agegender import model_spec as ms
 from export import export_model as em
-from export import testing
+from testing import tiny_models
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOL = 1e-4
@@ -109,11 +109,11 @@ def test_layout_versions_and_no_overwrite(job_dirs, tmp_path):
 
 
 def test_in_memory_model_export_for_the_trainer(tmp_path):
-    from export import testing
+    from testing import tiny_models
 
     spec = ms.ModelSpec(type="classification", predict_gender=False, img_dim=32)
-    path = em.export_saved_model(export_base=str(tmp_path), model=testing.build_tiny_model(spec),
-                                 spec=spec)
+    path = em.export_saved_model(export_base=str(tmp_path),
+                                 model=tiny_models.build_tiny_model(spec), spec=spec)
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 
@@ -258,7 +258,7 @@ def _graph_ops(saved_model_dir):
     return ops
 
 
-@pytest.mark.parametrize("variant", sorted(testing.VARIANTS))
+@pytest.mark.parametrize("variant", sorted(tiny_models.VARIANTS))
 def test_predict_photo_outputs_per_head(variant, exported, photo_tools):
     """Dense padded outputs per face, named as serving_default's plus the photo's own; a
     photo without a face is an answer (num_faces 0), not an error."""

@@ -40,18 +40,18 @@ def detector():
 
 @pytest.fixture(scope="session")
 def reference():
-    from faces import reference as reference_lib
+    from testing import reference_detector as reference_lib
 
     return reference_lib.Reference()
 
 
 @pytest.fixture(scope="session")
 def photos(utk_dir):
-    """photos(count, seed, **options) -> list of synthetic.Photo from the shared faces."""
-    from faces import synthetic
+    """photos(count, seed, **options) -> list of synthetic_faces.Photo from the shared faces."""
+    from testing import synthetic_faces
 
     def make(count, seed, **options):
-        return list(synthetic.photos(count, seed, data_dir=utk_dir, **options))
+        return list(synthetic_faces.photos(count, seed, data_dir=utk_dir, **options))
     return make
 
 

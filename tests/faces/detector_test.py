@@ -12,7 +12,7 @@ from PIL import Image
 
 from faces import boxes as box_ops
 from faces import detector as detector_lib
-from faces import reference as reference_lib
+from testing import reference_detector as reference_lib
 
 D = detector_lib
 

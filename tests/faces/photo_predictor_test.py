@@ -8,9 +8,9 @@ import tensorflow as tf
 from agegender import heads, photo_answers
 from faces import photo_predictor
 from agegender import serving_contract as contract
-from export import testing
 from faces import boxes as box_ops
 from faces import template as template_lib
+from testing import tiny_models
 
 MAX_FACES = 4
 
@@ -19,8 +19,8 @@ MAX_FACES = 4
 def tiny(tmp_path_factory):
     from agegender import job_dir
 
-    path = testing.make_job_dir(tmp_path_factory.mktemp("job"), type="classification",
-                                predict_gender=True)
+    path = tiny_models.make_job_dir(tmp_path_factory.mktemp("job"), type="classification",
+                                    predict_gender=True)
     return job_dir.load(path)
 
 

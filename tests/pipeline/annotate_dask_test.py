@@ -17,14 +17,8 @@ JOB_TIMEOUT = 600
 
 
 @pytest.fixture(scope="module")
-def model_base(tmp_path_factory):
-    from export import export_model, testing
-
-    job = testing.make_job_dir(tmp_path_factory.mktemp("job"), type="classification",
-                               predict_gender=True)
-    base = str(tmp_path_factory.mktemp("models") / "age")
-    export_model.export_saved_model(job, base)
-    return base
+def model_base(tiny_export):
+    return tiny_export("clf_gender")
 
 
 def _annotate(argv, tools):

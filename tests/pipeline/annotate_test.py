@@ -17,15 +17,9 @@ TOL = 1e-4  # the model's answers depend on the batch they were computed in (~1e
 
 
 @pytest.fixture(scope="module")
-def model_base(tmp_path_factory):
+def model_base(tiny_export):
     """A tiny classification + gender model exported as version 1 (predict_photo included)."""
-    from export import export_model, testing
-
-    job = testing.make_job_dir(tmp_path_factory.mktemp("job"), type="classification",
-                               predict_gender=True)
-    base = str(tmp_path_factory.mktemp("models") / "age")
-    export_model.export_saved_model(job, base)
-    return base
+    return tiny_export("clf_gender")
 
 
 @pytest.fixture(scope="module")

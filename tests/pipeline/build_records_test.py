@@ -476,17 +476,18 @@ def test_align_faces_writes_the_chosen_face_aligned(tmp_path, tools, synthetic_p
 
     from agegender import preprocessing, splits
     from faces import photo as photo_lib
-    from faces import synthetic
     from faces import template as template_lib
+    from testing import synthetic_faces
 
     # Three faces whose largest is not the most confident one (tests/faces/photo_test.py).
     crowd = synthetic_photos(1, 42, faces_per_photo=(3, 3))[0]
     single = synthetic_photos(1, 2, faces_per_photo=(1, 1), face_sizes=(120, 160))[0]
     src = tmp_path / "photos"
-    inputs = {synthetic.labelled_name(crowd, 0, "png"): photo_tools.encode(crowd.image, "PNG"),
-              synthetic.labelled_name(single, 1): photo_tools.encode(single.image, quality=95),
+    labelled = synthetic_faces.labelled_name
+    inputs = {labelled(crowd, 0, "png"): photo_tools.encode(crowd.image, "PNG"),
+              labelled(single, 1): photo_tools.encode(single.image, quality=95),
               "30_1_0_20170101000000001.png": photo_tools.encode(photo_tools.plain(), "PNG")}
-    copy = synthetic.labelled_name(crowd, 9, "png")  # the crowd photo re-encoded: same pixels
+    copy = labelled(crowd, 9, "png")  # the crowd photo re-encoded: same pixels
     for name, data in inputs.items():
         tools.write(str(src), name, data)
     tools.write(str(src), copy, photo_tools.encode(crowd.image, "PNG", compress_level=1))
@@ -519,7 +520,7 @@ def test_align_faces_writes_the_chosen_face_aligned(tmp_path, tools, synthetic_p
             # The same crop as faces.photo makes it, through the records' JPEG encoding.
             want = tf.io.decode_jpeg(tf.io.encode_jpeg(faces.best(data).crop, quality=95))
             assert np.abs(image.astype(int) - want.numpy()).mean() < 0.5, (select, name)
-    crowd_name = synthetic.labelled_name(crowd, 0, "png")
+    crowd_name = synthetic_faces.labelled_name(crowd, 0, "png")
     chosen = [tf.io.decode_jpeg(records_by_select[s][crowd_name][schema.IMAGE_ENCODED]).numpy()
               for s in ("largest", "score")]
     assert np.abs(chosen[0].astype(int) - chosen[1]).mean() > 20  # two different faces

@@ -101,11 +101,11 @@ def test_client_photos_prints_each_face_and_draws_them(server, synthetic_photos,
     a refused photo fails alone; each drawn copy is the photo with yellow boxes on its faces."""
     from PIL import Image
 
-    from faces import synthetic
     from serving import client
+    from testing import synthetic_faces
 
     several = synthetic_photos(1, 1, faces_per_photo=(3, 3), face_sizes=(70, 150))[0]
-    paths = [tmp_path / synthetic.labelled_name(several, 0), tmp_path / "wall.png",
+    paths = [tmp_path / synthetic_faces.labelled_name(several, 0), tmp_path / "wall.png",
              tmp_path / "bomb.png"]
     paths[0].write_bytes(photo_tools.encode(several.image))
     paths[1].write_bytes(photo_tools.encode(photo_tools.plain(), "PNG"))

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from export import export_model, testing
+from export import export_model
 from serving.server_process import ServerProcess
 
 UTK_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "utkface",
@@ -13,17 +13,14 @@ MAX_REQUEST_BYTES = 1 << 20
 
 
 @pytest.fixture(scope="session")
-def job_dir(tmp_path_factory):
-    return testing.make_job_dir(tmp_path_factory.mktemp("job"), type="classification",
-                                predict_gender=True)
+def job_dir(tiny_job):
+    return tiny_job("clf_gender")
 
 
 @pytest.fixture(scope="session")
-def model_base(job_dir, tmp_path_factory):
+def model_base(tiny_export):
     """A model base path holding version 1."""
-    base = str(tmp_path_factory.mktemp("models") / "age")
-    export_model.export_saved_model(job_dir, base)
-    return base
+    return tiny_export("clf_gender")
 
 
 @pytest.fixture(scope="session")
@@ -103,13 +100,11 @@ class ChildServer(ServerProcess):
 
 
 @pytest.fixture(scope="session")
-def unchecked_model_base(job_dir, tmp_path_factory):
+def unchecked_model_base(tiny_export):
     """Version 1 exported without the in-graph pixel limit (like a model exported before it
     existed), so only the server's own checks stand between a hostile request and the
     decoder."""
-    base = str(tmp_path_factory.mktemp("unchecked") / "age")
-    export_model.export_saved_model(job_dir, base, max_image_pixels=0)
-    return base
+    return tiny_export("clf_gender", max_image_pixels=0)
 
 
 @pytest.fixture(scope="session")

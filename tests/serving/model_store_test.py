@@ -4,9 +4,10 @@ import time
 
 import pytest
 
-from export import export_model, testing
+from export import export_model
 from serving.client import GrpcClient, RestClient
 from serving.server import ModelServer
+from testing import tiny_models
 
 
 def _wait_for(predicate, timeout=60):
@@ -30,8 +31,8 @@ def test_new_version_is_picked_up_without_restart(job_dir, tmp_path, images):
         first = grpc_client.predict(images[:1])[0]["age"]
         assert rest.status()["model_version_status"][0]["version"] == "1"
 
-        other = testing.make_job_dir(tmp_path / "job2", type="classification",
-                                     predict_gender=True, seed=7)
+        other = tiny_models.make_job_dir(tmp_path / "job2", type="classification",
+                                         predict_gender=True, seed=7)
         export_model.export_saved_model(other, base, version=6)
         assert _wait_for(lambda: srv.store._current.version == 6)
         status = {s["version"]: s["state"] for s in rest.status()["model_version_status"]}
@@ -79,8 +80,8 @@ def test_a_version_copied_non_atomically_is_retried_until_it_loads(job_dir, tmp_
     base = str(tmp_path / "age")
     export_model.export_saved_model(job_dir, base)
     staging = str(tmp_path / "staging")
-    other = testing.make_job_dir(tmp_path / "job2", type="classification", predict_gender=True,
-                                 seed=7)
+    other = tiny_models.make_job_dir(tmp_path / "job2", type="classification", predict_gender=True,
+                                     seed=7)
     export_model.export_saved_model(other, staging, version=2)
     srv = ModelServer(base, "age", grpc_port=0, rest_port=0,
                       file_system_poll_wait_seconds=0.2).start()

@@ -158,14 +158,8 @@ def test_cli_refuses_a_bad_input_before_loading_a_model(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from export import export_model, testing
-
-    job = testing.make_job_dir(tmp_path_factory.mktemp("job"), type="classification",
-                               predict_gender=True)
-    base = str(tmp_path_factory.mktemp("models") / "age")
-    export_model.export_saved_model(job, base)
-    return base
+def tiny_model(tiny_export):
+    return tiny_export("clf_gender")
 
 
 @pytest.fixture(scope="module")
@@ -173,13 +167,13 @@ def face_clip(tmp_path_factory):
     """A 320x240 clip of 16 frames with two real test-split faces moving (seed 5: both
     visible and found in every frame)."""
     from faces import utkface
-    from video import synthetic
+    from testing import synthetic_clips
 
     if not os.path.isdir(utkface.SHARED_UTKFACE):
         pytest.skip("../shared UTKFace images not available")
-    made = synthetic.clip(synthetic.FaceSource("test", seed=5).take(2), seed=5, frames=16,
-                          width=320, height=240, face_sizes=(60, 90), leave_fraction=0,
-                          degrade=False)
+    faces = synthetic_clips.FaceSource("test", seed=5).take(2)
+    made = synthetic_clips.clip(faces, seed=5, frames=16, width=320, height=240,
+                                face_sizes=(60, 90), leave_fraction=0, degrade=False)
     path = str(tmp_path_factory.mktemp("clip") / "people.mp4")
     with video_io.open_sink(path, 320, 240, 8) as sink:
         for frame in made.frames:

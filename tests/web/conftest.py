@@ -8,7 +8,7 @@ them, and each colour has a fixed age, spread and gender. Padded entries beyond 
 carry a decoy face (age 99) that must never show up. `fake_outputs_spec` is what it answers;
 a test holds it to the real signature's outputs.
 
-`real_backend`: a tiny real model (`export.testing`, 32 px) exported with its predict_photo
+`real_backend`: a tiny real model (`testing.tiny_models`, 32 px) exported with its predict_photo
 signature (MTCNN detection and alignment in the graph) and served by `python -m
 serving.server` in a child process, for the tests that check the page against what the
 export really produces; `two_face_photo` is a synthetic photo of two real faces for it.
@@ -154,10 +154,11 @@ REAL_MAX_FACES = 4
 def real_model_base(tmp_path_factory):
     """A model base path holding version 1 of a tiny real classification + gender model
     (32 px) exported with predict_photo (at most REAL_MAX_FACES faces per photo)."""
-    from export import export_model, testing
+    from export import export_model
+    from testing import tiny_models
 
-    job_dir = testing.make_job_dir(tmp_path_factory.mktemp("web_real_job"),
-                                   type="classification", predict_gender=True)
+    job_dir = tiny_models.make_job_dir(tmp_path_factory.mktemp("web_real_job"),
+                                       type="classification", predict_gender=True)
     base = str(tmp_path_factory.mktemp("web_real_models") / contract.DEFAULT_MODEL_NAME)
     export_model.export_saved_model(job_dir, base, max_faces=REAL_MAX_FACES)
     return base

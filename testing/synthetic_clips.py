@@ -2,8 +2,8 @@
 
 No labelled video exists in `../shared`, so tests and `benchmarks/video.py` build clips:
 faces of the records' `split` (`faces.utkface`; test split for figures, validation split to
-fit the fusion temper) pasted with surroundings (`faces.synthetic`'s context, so the
-detector sees a face in a scene and not a square sticker) on a background, each person
+fit the fusion temper) pasted with surroundings (`testing.synthetic_faces`'s context, so
+the detector sees a face in a scene and not a square sticker) on a background, each person
 moving along a smooth path (a sum of slow sinusoids), changing scale (log-size drifting
 between `face_sizes`), tilting a little, crossing others (a fixed depth order: the nearer
 person hides the farther one) and, for some, leaving the frame and coming back.
@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from agegender import names
-from faces import synthetic as photo_synthetic
 from faces import utkface
+from testing import synthetic_faces
 
 Clip = collections.namedtuple("Clip", ["frames", "truth", "people", "fps"])
 Person = collections.namedtuple("Person", ["source", "age", "gender"])
@@ -117,7 +117,7 @@ def clip(faces, seed=0, *, frames=150, fps=25.0, width=640, height=480,
         movers.append(_Mover(rng, width, height, face_sizes, seconds,
                              rng.uniform() < leave_fraction))
     rendered = {}  # (person, side, angle) -> patch: sizes and angles repeat across frames
-    background = photo_synthetic.background(rng, width, height)
+    background = synthetic_faces.background(rng, width, height)
     out_frames, truth = [], []
     depth_order = list(rng.permutation(len(faces)))  # drawn first = farthest
     previous = None
@@ -130,8 +130,8 @@ def clip(faces, seed=0, *, frames=150, fps=25.0, width=640, height=480,
             side = int(round(side / 4) * 4)  # quantised: rendered patches are reused
             key = (k, side, round(angle))
             if key not in rendered:
-                rendered[key] = photo_synthetic._with_context(
-                    faces[k][1], side, key[2], photo_synthetic.CONTEXT)
+                rendered[key] = synthetic_faces._with_context(
+                    faces[k][1], side, key[2], synthetic_faces.CONTEXT)
             patch, mask, offset = rendered[key]
             x, y = int(round(cx - side / 2)), int(round(cy - side / 2))
             picture.paste(patch, (x - offset, y - offset), mask)

@@ -2,7 +2,7 @@
 
 Owns running `mtcnn.MTCNN().detect_faces` (the package's numpy-glued cascade, not exportable)
 and comparing its faces with ours; used by tests/faces/detector_test.py and
-benchmarks/faces.py only, never on a serving or records path.
+benchmarks/faces.py only, never on a serving or records path (so it is not shipped).
 
 - `Reference().find(pixels)` -> `detector.Detections` (boxes x1, y1, x2, y2, unrounded; the
   package's default settings; clipped to the image as its `fit_to_image` does).

@@ -1,12 +1,12 @@
 """Synthetic "in-the-wild" photos: real test-split faces pasted on varied backgrounds.
 
-No labelled photos with faces in context exist here, so tests and `benchmarks/faces.py`
-build them: UTKFace crops of the records' *test* split (`faces.utkface`), scaled to a face
-side of `face_sizes` pixels (down to 40), rotated by up to `max_rotation` degrees, placed
-without overlap at random offsets on a background (uniform or blurred noise, gradients,
-stripes, checkerboards, random shapes, flat colour), 1 to 4 faces per photo. The same
-seed gives the same photos, and the same faces, sizes, places, angles and backgrounds
-whatever `context` is.
+No labelled photos with faces in context exist here, so tests and benchmarks
+(`benchmarks/faces.py` and others) build them: UTKFace crops of the records' *test* split
+(`faces.utkface`), scaled to a face side of `face_sizes` pixels (down to 40), rotated by up
+to `max_rotation` degrees, placed without overlap at random offsets on a background
+(uniform or blurred noise, gradients, stripes, checkerboards, random shapes, flat colour),
+1 to 4 faces per photo. The same seed gives the same photos, and the same faces, sizes,
+places, angles and backgrounds whatever `context` is.
 
 Each `Photo` carries its uint8 pixels [H, W, 3], the ground-truth box of every face
 (float [n, 4] as x1, y1, x2, y2 in pixels: the pasted crop's square before rotation, so a

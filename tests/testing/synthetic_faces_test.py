@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from faces import boxes as box_ops
-from faces import synthetic, utkface
+from faces import utkface
+from testing import synthetic_faces
 
 
 def test_same_seed_same_photos_other_seed_other_photos(photos):
@@ -40,17 +41,17 @@ def test_faces_are_test_split_placed_inside_without_overlap(photos):
                 assert utkface.split_of_pixels(utkface.decode(f.read())) == "test"
 
 
-@pytest.mark.parametrize("kind", synthetic.BACKGROUNDS)
+@pytest.mark.parametrize("kind", synthetic_faces.BACKGROUNDS)
 def test_every_background_kind(kind):
     rng = np.random.default_rng(0)
-    image = synthetic.background(rng, 64, 48, kind)
+    image = synthetic_faces.background(rng, 64, 48, kind)
     assert image.shape == (48, 64, 3) and image.dtype == np.uint8
     assert (image.reshape(-1, 3).std(0).max() == 0) == (kind == "flat")
 
 
 def test_unknown_background_and_impossible_layouts_are_refused(photos):
     with pytest.raises(ValueError, match="unknown background"):
-        synthetic.background(np.random.default_rng(0), 10, 10, "marble")
+        synthetic_faces.background(np.random.default_rng(0), 10, 10, "marble")
     with pytest.raises(ValueError, match="do not fit"):
         photos(1, seed=8, width=60, height=60, faces_per_photo=(4, 4), face_sizes=(40, 50))
 
@@ -59,19 +60,19 @@ def test_running_out_of_faces_is_an_error(utk_dir, tmp_path):
     for name in sorted(os.listdir(utk_dir))[:5]:
         shutil.copy(os.path.join(utk_dir, name), tmp_path / name)
     with pytest.raises(ValueError, match="ran out"):
-        list(synthetic.photos(10, 0, data_dir=str(tmp_path)))
+        list(synthetic_faces.photos(10, 0, data_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="no face crops"):
-        list(synthetic.photos(1, 0, data_dir=str(tmp_path / "empty")))
+        list(synthetic_faces.photos(1, 0, data_dir=str(tmp_path / "empty")))
 
 
 def _one_face(utk_dir, monkeypatch, backdrop, *, context, rotation, seed=6, size=(150, 150)):
     """One test-split face pasted at `size` on a plain `backdrop` colour (the background
     replaced, so only the face and its surroundings differ between backdrops). Seed 6
     draws a rotation of 12.5 degrees (at most 15)."""
-    monkeypatch.setattr(synthetic, "background",
+    monkeypatch.setattr(synthetic_faces, "background",
                         lambda rng, w, h, kind=None: np.full((h, w, 3), backdrop, np.uint8))
-    return synthetic.photos(1, seed, data_dir=utk_dir, faces_per_photo=(1, 1),
-                            face_sizes=size, max_rotation=rotation, context=context)
+    return synthetic_faces.photos(1, seed, data_dir=utk_dir, faces_per_photo=(1, 1),
+                                  face_sizes=size, max_rotation=rotation, context=context)
 
 
 def test_context_changes_no_draw_and_context_0_is_the_hard_cut_photo(photos):

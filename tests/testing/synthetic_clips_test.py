@@ -1,7 +1,6 @@
-"""video.synthetic: labelled clips (deterministic, truth only for visible faces)."""
+"""testing.synthetic_clips: labelled clips (deterministic, truth only for visible faces)."""
 import numpy as np
-
-from video import synthetic
+from testing import synthetic_clips
 
 
 def fake_faces(n):
@@ -11,18 +10,18 @@ def fake_faces(n):
 
 
 def test_same_seed_same_clip_and_labels():
-    a = synthetic.clip(fake_faces(2), seed=1, frames=6, width=160, height=120,
-                       face_sizes=(30, 50))
-    b = synthetic.clip(fake_faces(2), seed=1, frames=6, width=160, height=120,
-                       face_sizes=(30, 50))
+    a = synthetic_clips.clip(fake_faces(2), seed=1, frames=6, width=160, height=120,
+                             face_sizes=(30, 50))
+    b = synthetic_clips.clip(fake_faces(2), seed=1, frames=6, width=160, height=120,
+                             face_sizes=(30, 50))
     assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
     assert a.truth == b.truth and a.frames[0].shape == (120, 160, 3)
     assert [(p.age, p.gender) for p in a.people] == [(20, 0), (30, 1)]
 
 
 def test_truth_boxes_are_visible_faces_only():
-    made = synthetic.clip(fake_faces(3), seed=2, frames=60, width=200, height=150,
-                          face_sizes=(30, 60), leave_fraction=1.0, degrade=False)
+    made = synthetic_clips.clip(fake_faces(3), seed=2, frames=60, width=200, height=150,
+                                face_sizes=(30, 60), leave_fraction=1.0, degrade=False)
     counts = [len(t) for t in made.truth]
     assert max(counts) == 3 and min(counts) < 3  # people leave (and are hidden) at times
     for frame_truth in made.truth:
@@ -34,9 +33,9 @@ def test_truth_boxes_are_visible_faces_only():
 
 
 def test_degradations_change_pixels():
-    clean = synthetic.clip(fake_faces(1), seed=3, frames=3, width=96, height=64,
-                           face_sizes=(30, 40), degrade=False)
-    rough = synthetic.clip(fake_faces(1), seed=3, frames=3, width=96, height=64,
-                           face_sizes=(30, 40), degrade=True)
+    clean = synthetic_clips.clip(fake_faces(1), seed=3, frames=3, width=96, height=64,
+                                 face_sizes=(30, 40), degrade=False)
+    rough = synthetic_clips.clip(fake_faces(1), seed=3, frames=3, width=96, height=64,
+                                 face_sizes=(30, 40), degrade=True)
     assert clean.truth == rough.truth
     assert not np.array_equal(clean.frames[1], rough.frames[1])

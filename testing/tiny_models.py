@@ -1,4 +1,4 @@
-"""Tiny models that honour the trainer contract (agegender.model_spec), for tests and demos.
+"""Tiny models that honour the trainer contract (agegender.model_spec), for tests and benchmarks.
 
 Owns nothing the pipeline depends on: `make_job_dir` writes `model.keras` +
 `model_spec.json` exactly as the trainer would (`agegender.job_dir.save`), from a
