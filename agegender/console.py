@@ -8,9 +8,9 @@ process ("apitools not found", "No semi_persistent_directory found", "Discarding
 unparseable args": Beam's warnings are logging records, lines like the others). `quiet()`
 (run by each command before TensorFlow or Beam is imported) filters those lines out of file
 descriptor 2 itself: child processes inherit it, so their lines go through the same filter.
-Everything else passes, errors and the project's own INFO lines included. `-v/--verbose`
-(argparse commands), `--verbosity=1` (absl commands) or AGEGENDER_VERBOSE=1 keeps
-everything. What is filtered is the list `NOISE`: known lines only, never a blanket level.
+Everything else passes, errors and the project's own INFO lines included. `-v` or
+`--verbosity=1` (every command, argparse or absl) or AGEGENDER_VERBOSE=1 keeps everything.
+What is filtered is the list `NOISE`: known lines only, never a blanket level.
 
 Every command switches it on the same way, as the first statement of its module when run as
 a program (TensorFlow prints at import, so `main()` would be too late):
@@ -19,10 +19,13 @@ a program (TensorFlow prints at import, so `main()` would be too late):
         from agegender import console
         console.quiet()
 
-argparse commands register `-v/--verbose` with `add_verbose_flag` (absl commands have
-`--verbosity`). `Progress` prints the "so far" lines of steps that take more than a few
+`-v/--verbosity` means the same in every command: absl commands have it from absl
+(`--verbosity=N`, `-v N`), argparse commands register it with `add_verbose_flag` (`-v`
+counts, `--verbosity=N` sets N). 0, the default: the project's own lines; 1 or more: every
+library's lines too. `Progress` prints the "so far" lines of steps that take more than a few
 seconds.
 """
+import argparse
 import atexit
 import os
 import re
@@ -79,47 +82,80 @@ def _int(text):
         return None
 
 
-def verbose_requested(argv=None):
-    """True when the command line or the environment asks for every library's lines.
+def requested_verbosity(argv=None):
+    """The verbosity level the command line asks for, read as the command will (0 when not
+    given; the last setting wins, each `-v` adds one, as argparse counts them).
 
-    Forms: AGEGENDER_VERBOSE=1; argparse commands' `-v` / `--verbose` switch; absl commands'
-    `--verbosity=N` / `-v N` (absl's short name) with N >= 1. A `--verbose` followed by a
-    number is the trainer's Keras verbosity, not this switch.
+    Forms: argparse commands' `-v` (repeatable: `-vv` is 2) and `--verbosity=N`, and the
+    old switch `--verbose` (one more); absl commands' `--verbosity=N` / `--verbosity N` /
+    `-v N` / `-v=N` (absl's short name takes a level). A `--verbose` followed by a number is
+    the trainer's old spelling of its Keras progress (`--keras_progress`), not this flag.
     """
-    if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
-        return True
     argv = sys.argv[1:] if argv is None else list(argv)
+    level = 0
     for i, arg in enumerate(argv):
         if arg == "--":
             break
         name, eq, value = arg.partition("=")
         following = argv[i + 1] if i + 1 < len(argv) else ""
         if name in ("-v", "--v", "-verbosity", "--verbosity"):
-            level = _int(value if eq else following)
-            if level is not None:
-                if level >= 1:
-                    return True
+            given = _int(value if eq else following)
+            if given is not None:
+                level = given
             elif name == "-v" and not eq:
-                return True  # argparse's -v
+                level += 1  # argparse's -v
+        elif re.fullmatch(r"-v+", arg):
+            level += len(arg) - 1  # argparse's -vv...
         elif arg == "--verbose" and _int(following) is None:
-            return True
-    return False
+            level += 1
+    return level
+
+
+def verbose_requested(argv=None):
+    """True when the environment (AGEGENDER_VERBOSE=1) or the command line (a verbosity of 1
+    or more: `requested_verbosity`) asks for every library's lines."""
+    if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        return True
+    return requested_verbosity(argv) >= 1
+
+
+class _OldVerboseSwitch(argparse.Action):
+    """`--verbose`, the old switch: one more level, as `-v`, with a deprecation warning."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from agegender import arg_types
+
+        arg_types.warn_renamed([option_string], {option_string: "-v"})
+        setattr(namespace, self.dest, (getattr(namespace, self.dest, None) or 0) + 1)
 
 
 def add_verbose_flag(parser, also=""):
-    """Registers the switch `quiet()` reads on an argparse parser (`args.verbose`)."""
-    parser.add_argument(
-        "-v", "--verbose", action="store_true",
-        help=f"also show the libraries' start-up notices and warnings{also} "
-             f"({VERBOSE_ENV}=1 does the same)")
+    """Registers `-v/--verbosity` on an argparse parser, as `quiet()` reads it: `-v` counts
+    (`-vv` is 2), `--verbosity=N` sets a level >= 0 (absl's meaning: 0, the default, the
+    project's own lines; 1 or more, every library's lines too). `args.verbose` holds the
+    level (0 is false). The old switch `--verbose` still works, as `-v`, and warns."""
+    from agegender import arg_types
+
+    more = (f"also show the libraries' start-up notices and warnings{also} "
+            f"({VERBOSE_ENV}=1 does the same)")
+    parser.add_argument("-v", action="count", dest="verbose", default=0,
+                        help=f"{more}; -v is --verbosity=1")
+    parser.add_argument("--verbosity", dest="verbose", default=0, metavar="N",
+                        type=arg_types.at_least(0, "a verbosity level"),
+                        help="0 (default): the command's own lines; 1 or more: as -v")
+    parser.add_argument("--verbose", action=_OldVerboseSwitch, dest="verbose", default=0,
+                        help=argparse.SUPPRESS)
 
 
 def quiet(verbose=None):
     """Filters `NOISE` out of this process's stderr (fd 2), for it and its children.
 
-    Idempotent; a no-op when verbose (argument, `-v/--verbose/--verbosity=1` on the command
-    line, or AGEGENDER_VERBOSE=1). Also sets TF_CPP_MIN_LOG_LEVEL=1 (TensorFlow's C++ INFO
-    lines) unless the user set it, and tells child processes to stay quiet too.
+    Idempotent; a no-op when verbose (argument, `-v` or `--verbosity=N` with N >= 1 on the
+    command line, or AGEGENDER_VERBOSE=1). Also sets TF_CPP_MIN_LOG_LEVEL=1 (TensorFlow's
+    C++ INFO lines) unless the user set it, and tells child processes to stay quiet too.
     """
     global _installed
     if _installed is not None:

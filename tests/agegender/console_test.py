@@ -74,20 +74,25 @@ def test_verbose_keeps_everything():
 
 @pytest.mark.parametrize("argv, verbose", [
     ([], False),
-    (["-v"], True),  # argparse commands' switch
-    (["--verbose"], True),
+    (["-v"], True),  # argparse commands: -v counts
+    (["-vv"], True),
+    (["--verbose"], True),  # argparse commands' old switch (warns)
     (["--input=x", "-v", "--output_dir=y"], True),
-    (["--verbosity=1"], True),  # absl commands
+    (["--verbosity=1"], True),  # every command
     (["--verbosity", "2"], True),
     (["-v", "1"], True),  # absl's short name with a level
     (["-v=1"], True),
     (["--verbosity=0"], False),  # absl's INFO: the project's own lines, no noise
     (["-v", "0"], False),
     (["--verbosity=-1"], False),
-    (["--verbose=2"], False),  # the trainer's Keras verbosity
+    (["-v", "--verbosity=0"], False),  # the last setting wins, as in argparse and absl
+    (["--verbosity=0", "-v"], True),
+    (["--verbose=2"], False),  # the trainer's old spelling of --keras_progress
     (["--verbose", "1"], False),
+    (["--keras_progress=2"], False),
     (["--", "-v"], False),  # after --, an argument rather than a flag
     (["--verbose_logs"], False),
+    (["-vx"], False),
 ])
 def test_verbose_requested_reads_both_kinds_of_command_line(argv, verbose, monkeypatch):
     monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
@@ -101,12 +106,44 @@ def test_verbose_requested_reads_the_environment(value, verbose, monkeypatch):
     assert console.verbose_requested([]) is verbose
 
 
-def test_add_verbose_flag_registers_the_switch_quiet_reads():
+def _parser():
     parser = argparse.ArgumentParser()
     console.add_verbose_flag(parser)
-    assert parser.parse_args(["-v"]).verbose and parser.parse_args(["--verbose"]).verbose
-    assert not parser.parse_args([]).verbose
-    assert console.VERBOSE_ENV in parser.format_help()
+    parser.add_argument("--input")
+    return parser
+
+
+@pytest.mark.parametrize("argv, level", [
+    ([], 0), (["-v"], 1), (["-vv"], 2), (["-v", "-v", "-v"], 3), (["--verbosity=2"], 2),
+    (["--verbosity", "0"], 0), (["--verbosity=3", "-v"], 4), (["-vv", "--verbosity=1"], 1),
+    (["--verbose"], 1), (["-v", "--verbose"], 2), (["--input=a", "-v", "--input", "b"], 1),
+])
+def test_argparse_verbosity_is_the_level_quiet_reads(argv, level, capsys):
+    """`args.verbose` is the level (0 is false), and `requested_verbosity` (what `quiet()`
+    reads before any parser runs) finds the same one."""
+    assert _parser().parse_args(argv).verbose == level
+    assert console.requested_verbosity(argv) == level
+
+
+def test_the_old_verbose_switch_works_and_warns(capsys):
+    assert _parser().parse_args(["--verbose"]).verbose == 1
+    assert capsys.readouterr().err == "warning: --verbose is deprecated, use -v (the same value)\n"
+    assert _parser().parse_args(["-v"]).verbose == 1
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "1.5"])
+def test_a_bad_verbosity_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _parser().parse_args([f"--verbosity={value}"])
+    assert exit_.value.code == 2
+    assert f"--verbosity: expected a verbosity level >= 0, got '{value}'" in capsys.readouterr().err
+
+
+def test_help_names_both_spellings_and_the_environment():
+    text = _parser().format_help()
+    assert "-v " in text and "--verbosity N" in text and console.VERBOSE_ENV in text
+    assert "--verbose " not in text  # the old switch works but is not advertised
 
 
 class FakeClock:
