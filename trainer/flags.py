@@ -10,7 +10,7 @@ import os
 
 from absl import flags
 
-from agegender import image_header, model_spec
+from agegender import arg_types, image_header, model_spec
 from trainer import input_pipeline
 
 BASE_MODELS = ("MobileNetV2", "ResNet50", "MobileNetV3Small", "EfficientNetB0")
@@ -180,10 +180,20 @@ def define_flags(fv=flags.FLAGS):
                       "face, 'no face found' for a photo without one.", **d)
     flags.DEFINE_string("draw_dir", None, "With --photos: where copies of the photos go, "
                         "with each face's box and age drawn on them.", **d)
-    flags.DEFINE_integer("verbose", None,
-                         "Keras verbosity. Default: 1 (progress bar) on a terminal, 2 (one "
-                         "line per epoch) otherwise.", **d)
+    flags.DEFINE_integer("keras_progress", None,
+                         "Keras fit's progress output: 0 none, 1 a progress bar, 2 one line per "
+                         "epoch. Default: 1 on a terminal, 2 otherwise. (-v/--verbosity is the "
+                         "libraries' log lines, as in every command.)", **d)
+    # The old spelling, still accepted (the same flag), with a warning.
+    flags.DEFINE_alias("verbose", "keras_progress", **d)
+    flags.register_validator("keras_progress", lambda _: _warn_old_verbose(fv), **d)
     return fv
+
+
+def _warn_old_verbose(fv):
+    if fv["verbose"].present:
+        arg_types.warn_renamed(["--verbose"], {"--verbose": "--keras_progress"})
+    return True
 
 
 def _is_scale_range(values):

@@ -73,8 +73,8 @@ def compile_model(model, spec, cfg, learning_rate, run_eagerly=False):
 
 
 def _verbose(cfg):
-    if cfg.verbose is not None:
-        return cfg.verbose
+    if cfg.keras_progress is not None:
+        return cfg.keras_progress
     return 1 if sys.stdout.isatty() else 2
 
 
