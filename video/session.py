@@ -67,6 +67,13 @@ class SessionTracker:
             people.pop_closed()
             return tracked
 
+    def open_tracks(self):
+        """Open tracks over every session held (idle sessions dropped first): what this
+        state's memory grows with, at most max_sessions x max_tracks."""
+        with self._lock:
+            self._expire(self._clock())
+            return sum(len(entry[0].open_tracks) for entry in self._sessions.values())
+
     def forget(self, session_id):
         """Drops a session (its page closed)."""
         with self._lock:

@@ -9,7 +9,9 @@ page with the faces found.
 Routes: `GET /` (the page), `GET /app.js`, `GET /style.css`, `GET /api/config` (the limits the
 page applies before uploading), `POST /api/predict` (body: one JPEG/PNG photo; answer
 `{"faces": [...]}` or `{"error": "..."}` with 400/404/405/408/411/413/415 for a bad request
-and 502/503/504 when the model server answers an error, is down or is too slow).
+and 502/503/504 when the model server answers an error, is down or is too slow),
+`POST /api/live?session=ID` (a camera frame, checked and predicted as a photo is, answered
+with the page's tracked, fused faces: `web.live`) and `DELETE /api/live?session=ID`.
 
 It runs on aiohttp's low-level server, one event loop thread (`web.connections` bounds each
 connection's time and their number; docs/web.md says why aiohttp). It must not be a new
@@ -21,7 +23,8 @@ refused from its Content-Length before it is read), its declared pixels
 idle keep-alive connections (`--idle_timeout`), predictions in flight to the model server
 (`--max_concurrent_predictions`, one of them kept for photos no larger than the page sends;
 a photo waits for a slot at most half its `--timeout`, then gets 503), and each photo
-(`--timeout`, the wait for a slot and the model server's whole answer included).
+(`--timeout`, the wait for a slot and the model server's whole answer included); the
+live pages' tracks (`--max_live_sessions`, `--live_idle_timeout`, `--max_live_tracks`).
 Binds 127.0.0.1 unless `--host` says otherwise.
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
@@ -31,6 +34,7 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
 import argparse
 import asyncio
 import importlib.resources
+import inspect
 import logging
 import signal
 import socket
@@ -44,6 +48,7 @@ from agegender import arg_types, console, image_header
 from agegender import serving_contract as contract
 from web import backend as backend_lib
 from web import connections
+from web import live as live_lib
 from web.connections import HttpError
 
 log = logging.getLogger("web.app")
@@ -60,7 +65,7 @@ DEFAULT_MAX_CONCURRENT_PREDICTIONS = 2
 DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_HEADER_TIMEOUT = 5.0
-DEFAULT_MIN_BODY_RATE = 256 << 10  # bytes/s: a 16 MB upload may take 5 + 64 s
+DEFAULT_MIN_BODY_RATE = float(256 << 10)  # bytes/s: a 16 MB upload may take 5 + 64 s
 # Upload bytes held at once (received, or waiting for the model server): ~100 page uploads,
 # or 4 at the 16 MiB limit; the page's memory bound.
 DEFAULT_MAX_INFLIGHT_REQUEST_BYTES = 64 << 20
@@ -105,7 +110,10 @@ class WebApp:
                  max_connections=DEFAULT_MAX_CONNECTIONS, idle_timeout=DEFAULT_IDLE_TIMEOUT,
                  max_side=DEFAULT_MAX_SIDE, max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
                  header_timeout=DEFAULT_HEADER_TIMEOUT, min_body_rate=DEFAULT_MIN_BODY_RATE,
-                 max_inflight_request_bytes=DEFAULT_MAX_INFLIGHT_REQUEST_BYTES):
+                 max_inflight_request_bytes=DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
+                 max_live_sessions=live_lib.DEFAULT_MAX_SESSIONS,
+                 live_idle_timeout=live_lib.DEFAULT_IDLE_TIMEOUT,
+                 max_live_tracks=live_lib.DEFAULT_MAX_TRACKS):
         for name, value in (("max_request_bytes", max_request_bytes), ("timeout", timeout),
                             ("max_concurrent_predictions", max_concurrent_predictions),
                             ("max_side", max_side), ("max_image_pixels", max_image_pixels),
@@ -121,6 +129,7 @@ class WebApp:
         self.max_image_pixels = max_image_pixels
         self.max_concurrent_predictions = max_concurrent_predictions
         self.uploads = connections.ByteBudget(max_inflight_request_bytes)
+        self.live = live_lib.LiveSessions(max_live_sessions, live_idle_timeout, max_live_tracks)
         self.static = load_static()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family,
@@ -139,7 +148,7 @@ class WebApp:
         """What the page needs to know before it uploads."""
         return {"model_name": self.backend.model_name, "max_request_bytes": self.max_request_bytes,
                 "max_side": self.max_side, "jpeg_quality": DEFAULT_JPEG_QUALITY,
-                "timeout_seconds": self.timeout}
+                "timeout_seconds": self.timeout, "live": self.live.page_config()}
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self):
@@ -241,17 +250,39 @@ class WebApp:
                     "Referrer-Policy": "no-referrer"})
             if path == "/api/config":
                 return connections.json_response(200, self.page_config())
-            if path == "/api/predict":
-                raise HttpError(405, "POST a photo to /api/predict")
+            if path in ("/api/predict", live_lib.PATH):
+                raise HttpError(405, f"POST a photo to {path}")
             raise HttpError(404, f"no such page: {path}")
-        # Any other method's body is not read: close so it is not taken for the next request.
+        # Refusals before a body is read close the connection, so that body is not taken for
+        # the next request.
+        if request.method == "DELETE" and path == live_lib.PATH:
+            session = live_lib.session_id(request)
+            if request.content_length or "Transfer-Encoding" in request.headers:
+                raise HttpError(400, f"DELETE {path} takes no body", close=True)
+            self.live.forget(session)
+            return connections.json_response(200, {"forgotten": True})
         if request.method != "POST":
             raise HttpError(405, f"{request.method} is not supported here", close=True)
+        if path == live_lib.PATH:
+            session = live_lib.session_id(request)
+            with self.live.frame(session):
+                faces = await self._predict_upload(request, started)
+                if self.live.tracker is None:
+                    await asyncio.to_thread(self.live.load)
+                answer = self.live.update(session, faces)
+            return connections.json_response(200, {"faces": answer})
         if path != "/api/predict":
             raise HttpError(404, f"no such endpoint: POST {path}", close=True)
+        faces = await self._predict_upload(request, started)
+        return connections.json_response(200, {"faces": [backend_lib.page_fields(f)
+                                                         for f in faces]})
+
+    async def _predict_upload(self, request, started):
+        """The request's photo read (`_read_photo`) and predicted; its bytes held in the
+        upload budget until the model server has answered."""
         photo = await self._read_photo(request, started)
         try:
-            return connections.json_response(200, {"faces": await self.predict(photo)})
+            return await self.predict_faces(photo)
         finally:
             self.uploads.give(len(photo))
 
@@ -278,8 +309,8 @@ class WebApp:
             raise HttpError(400, "the photo was cut off before its Content-Length", close=True)
         return photo
 
-    async def predict(self, photo):
-        """Encoded photo -> [face dict]; raises HttpError / BackendError."""
+    async def predict_faces(self, photo):
+        """Encoded photo -> [`agegender.Face`]; raises HttpError / BackendError."""
         try:
             # In a thread: the header walk is linear in the photo's bytes.
             size = await asyncio.to_thread(image_header.check, photo, self.max_image_pixels)
@@ -311,64 +342,67 @@ class WebApp:
             raise HttpError(503, f"busy: the model server already has the page's {which} in "
                                  "flight; retry shortly") from None
         try:
-            return await self.backend.predict_photo(photo, deadline)
+            return await self.backend.predict_faces(photo, deadline)
         finally:
             for slots in held:
                 slots.release()
 
 
-_positive = arg_types.positive
 # Old spellings still accepted (users' scripts), with a warning naming the project's one.
 RENAMED_FLAGS = {"--backend": "--server"}
+
+# The bounds' flags and their help (a "(default ...)" added where it has none); each takes
+# a positive number, of the type and default of WebApp's keyword of that name.
+LIMIT_FLAGS = {
+    "max_request_bytes": "largest upload (default %(default)s: as base64 in JSON it fits the "
+                         "model server's default 16 MiB)",
+    "max_image_pixels": "largest photo by its header's width x height",
+    "timeout": "seconds one photo may take, the wait for a slot and the model server's whole "
+               "answer included",
+    "max_concurrent_predictions": "photos in flight to the model server at once",
+    "max_connections": "open connections; beyond, a newcomer replaces the one waiting longest "
+                       "without a request in progress, else gets 503",
+    "idle_timeout": "seconds before an idle keep-alive connection is closed",
+    "header_timeout": "seconds a request's headers may take from its first byte, else 408 "
+                      "and closed",
+    "min_body_rate": "an upload of N bytes must be in within header_timeout + N / this rate "
+                     "of the request's first byte, else 408 (default %(default)s bytes/s)",
+    "max_inflight_request_bytes": "upload bytes held at once by all requests; beyond, 503 "
+                                  "(default 64 MiB)",
+    "max_side": "the page downscales photos to this longer side before uploading",
+    "max_live_sessions": "camera pages whose tracks are held; a new one beyond replaces the "
+                         "least recently seen",
+    "live_idle_timeout": "seconds after its last frame before a camera page's tracks are "
+                         "forgotten",
+    "max_live_tracks": "open tracks per camera page; faces beyond are answered untracked",
+}
+# What a value is, by the flag's last word (else a count): said when a value is refused.
+_UNITS = {"bytes": "a byte count", "pixels": "a pixel count", "timeout": "seconds",
+          "rate": "a rate in bytes/s", "side": "pixels"}
+
+
+def add_limit_flags(parser):
+    defaults = inspect.signature(WebApp).parameters
+    for name, help_text in LIMIT_FLAGS.items():
+        default = defaults[name].default
+        what = _UNITS.get(name.rsplit("_", 1)[-1], "a count")
+        kind = float if isinstance(default, float) or what == "seconds" else int
+        if "(default" not in help_text:
+            help_text += " (default %(default)s)"
+        parser.add_argument(f"--{name}", type=arg_types.positive(kind, what), default=default,
+                            help=help_text)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="A web page that shows the age and gender the "
-                                            "served model sees in photos.")
+                                            "served model sees in photos and in a camera.")
     p.add_argument("--server", "--backend", dest="server", default=DEFAULT_BACKEND,
                    help="TF Serving REST endpoint, HOST:PORT (default %(default)s; "
                         "--backend is its deprecated spelling)")
     p.add_argument("--model_name", default=contract.DEFAULT_MODEL_NAME)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    p.add_argument("--max_request_bytes", type=_positive(int, "a byte count"),
-                   default=DEFAULT_MAX_REQUEST_BYTES,
-                   help="largest upload (default %(default)s: as base64 in JSON it fits the "
-                        "model server's default 16 MiB)")
-    p.add_argument("--max_image_pixels", type=_positive(int, "a pixel count"),
-                   default=image_header.DEFAULT_MAX_PIXELS,
-                   help="largest photo by its header's width x height (default %(default)s)")
-    p.add_argument("--timeout", type=_positive(float, "seconds"), default=DEFAULT_TIMEOUT,
-                   help="seconds one photo may take, the wait for a slot and the model "
-                        "server's whole answer included (default %(default)s)")
-    p.add_argument("--max_concurrent_predictions", type=_positive(int, "a count"),
-                   default=DEFAULT_MAX_CONCURRENT_PREDICTIONS,
-                   help="photos in flight to the model server at once (default %(default)s)")
-    p.add_argument("--max_connections", type=_positive(int, "a count"),
-                   default=DEFAULT_MAX_CONNECTIONS,
-                   help="open connections; beyond, a newcomer replaces the one waiting "
-                        "longest without a request in progress, else gets 503 "
-                        "(default %(default)s)")
-    p.add_argument("--idle_timeout", type=_positive(float, "seconds"),
-                   default=DEFAULT_IDLE_TIMEOUT,
-                   help="seconds before an idle keep-alive connection is closed "
-                        "(default %(default)s)")
-    p.add_argument("--header_timeout", type=_positive(float, "seconds"),
-                   default=DEFAULT_HEADER_TIMEOUT,
-                   help="seconds a request's headers may take from its first byte, else 408 "
-                        "and closed (default %(default)s)")
-    p.add_argument("--min_body_rate", type=_positive(float, "a rate in bytes/s"),
-                   default=DEFAULT_MIN_BODY_RATE,
-                   help="an upload of N bytes must be in within header_timeout + "
-                        "N / this rate of the request's first byte, else 408 "
-                        "(default %(default)s bytes/s)")
-    p.add_argument("--max_inflight_request_bytes", type=_positive(int, "a byte count"),
-                   default=DEFAULT_MAX_INFLIGHT_REQUEST_BYTES,
-                   help="upload bytes held at once by all requests; beyond, 503 "
-                        "(default 64 MiB)")
-    p.add_argument("--max_side", type=_positive(int, "pixels"), default=DEFAULT_MAX_SIDE,
-                   help="the page downscales photos to this longer side before uploading "
-                        "(default %(default)s)")
+    add_limit_flags(p)
     console.add_verbose_flag(p, also=", and log at DEBUG level")
     argv = sys.argv[1:] if argv is None else argv
     arg_types.warn_renamed(argv, RENAMED_FLAGS)
@@ -377,12 +411,7 @@ def main(argv=None):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = WebApp(args.server, args.model_name, args.host, args.port,
-                     max_request_bytes=args.max_request_bytes, timeout=args.timeout,
-                     max_concurrent_predictions=args.max_concurrent_predictions,
-                     max_connections=args.max_connections, idle_timeout=args.idle_timeout,
-                     max_side=args.max_side, max_image_pixels=args.max_image_pixels,
-                     header_timeout=args.header_timeout, min_body_rate=args.min_body_rate,
-                     max_inflight_request_bytes=args.max_inflight_request_bytes)
+                     **{name: getattr(args, name) for name in LIMIT_FLAGS})
     except ValueError as e:
         p.error(str(e))
     except OSError as e:

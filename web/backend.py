@@ -70,7 +70,11 @@ class RestBackend:
         return f"model '{self.model_name}' at {self.url}"
 
     async def predict_photo(self, image_bytes, deadline=None):
-        """Encoded photo -> [face dict] (see `page_faces`); raises BackendError.
+        """Encoded photo -> [face dict] (see `page_faces`); raises BackendError."""
+        return [page_fields(face) for face in await self.predict_faces(image_bytes, deadline)]
+
+    async def predict_faces(self, image_bytes, deadline=None):
+        """Encoded photo -> [`agegender.Face`] (see `read_faces`); raises BackendError.
 
         `deadline` (time.monotonic()) bounds the whole call, the answer's last byte
         included; default now + timeout."""
@@ -80,7 +84,7 @@ class RestBackend:
                                            deadline)
         if status != 200:
             raise self._refusal(status, payload)
-        return page_faces(payload)
+        return read_faces(payload)
 
     async def _post(self, path, body, deadline):
         remaining = deadline - time.monotonic()
@@ -146,18 +150,20 @@ class RestBackend:
         return BackendError(502, f"the model server answered HTTP {status}: {message}")
 
 
-# What the page's script reads of a face (web/static/page.js), under the signature's names.
+# What the page's script reads of a face (web/static/app.js), under the signature's names.
 PAGE_FIELDS = ("box", "score", "landmarks", contract.AGE, contract.AGE_STD,
                contract.AGE_INTERVAL_80, contract.GENDER, contract.GENDER_PROBABILITY)
 
 
 def page_faces(payload):
-    """A REST predict answer for ONE photo -> [face dict] for the page, read by the project's
-    one reader (`agegender.photo_answers.read_rest`, strict: the answer comes from a peer).
+    """A REST predict answer for ONE photo -> [face dict] for the page (`read_faces`, then
+    `page_fields`)."""
+    return [page_fields(face) for face in read_faces(payload)]
 
-    Each face: `box` [x1, y1, x2, y2], `score`, `landmarks` [[x, y] * 5], `age`, and when the
-    model exports them `age_std`, `age_interval_80` [low, high], `gender` ("M"/"F") and
-    `gender_probability` (of that gender); fields the answer lacks are left out.
+
+def read_faces(payload):
+    """A REST predict answer for ONE photo -> its [`agegender.Face`], read by the project's
+    one reader (`agegender.photo_answers.read_rest`, strict: the answer comes from a peer).
     Raises BackendError(502) on any answer that is not one photo's `predict_photo` answer."""
     try:
         answers = photo_answers.read_rest(payload, strict=True)
@@ -167,8 +173,16 @@ def page_faces(payload):
     if len(answers) != 1:
         raise BackendError(502, f"the model server's answer is not a predict_photo answer: "
                                 f"{len(answers)} photos in it, for one photo asked")
-    return [{name: value for name, value in photo_answers.face_fields(face).items()
-             if name in PAGE_FIELDS and value is not None} for face in answers[0].faces]
+    return answers[0].faces
+
+
+def page_fields(face):
+    """A `Face` -> the page's dict: `box` [x1, y1, x2, y2], `score`, `landmarks`
+    [[x, y] * 5], `age`, and when the model exports them `age_std`, `age_interval_80`
+    [low, high], `gender` ("M"/"F") and `gender_probability` (of that gender); fields the
+    answer lacks are left out."""
+    return {name: value for name, value in photo_answers.face_fields(face).items()
+            if name in PAGE_FIELDS and value is not None}
 
 
 async def _read_bounded(stream, limit):
