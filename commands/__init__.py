@@ -9,22 +9,27 @@ command line. The programs are unchanged: `agegender-train --flagfile=F` is
 import importlib
 import sys
 
-# entry point (setup.py's console_scripts: "<command> = commands:<entry>") ->
-# (installed command, the module whose main() it runs)
+# entry point (setup.py's console_scripts: "<command> = commands:<entry>") -> the module whose
+# main() it runs. The installed command is `command_name(entry)`: agegender-records, ...
 COMMANDS = {
-    "records": ("agegender-records", "pipeline.build_records"),
-    "annotate": ("agegender-annotate", "pipeline.annotate"),
-    "train": ("agegender-train", "trainer.task"),
-    "evaluate": ("agegender-evaluate", "evaluation.evaluate"),
-    "export": ("agegender-export", "export.export_model"),
-    "export_litert": ("agegender-export-litert", "export.export_litert"),
-    "export_litert_faces": ("agegender-export-litert-faces", "export.export_litert_faces"),
-    "serve": ("agegender-serve", "serving.server"),
-    "client": ("agegender-client", "serving.client"),
-    "predict": ("agegender-predict", "analyzer.predict"),
-    "web": ("agegender-web", "web.app"),
-    "video": ("agegender-video", "video.annotate"),
+    "records": "pipeline.build_records",
+    "annotate": "pipeline.annotate",
+    "train": "trainer.task",
+    "evaluate": "evaluation.evaluate",
+    "export": "export.export_model",
+    "export_litert": "export.export_litert",
+    "export_litert_faces": "export.export_litert_faces",
+    "serve": "serving.server",
+    "client": "serving.client",
+    "predict": "analyzer.predict",
+    "web": "web.app",
+    "video": "video.annotate",
 }
+
+
+def command_name(entry):
+    """The installed command of an entry point: "agegender-" + the entry, "_" spelled "-"."""
+    return "agegender-" + entry.replace("_", "-")
 
 
 def run(module):
@@ -43,10 +48,10 @@ def _entry(module):
     return entry
 
 
-for _name, (_command, _module) in COMMANDS.items():
+for _name, _module in COMMANDS.items():
     globals()[_name] = _entry(_module)
 
 
 def console_scripts():
     """setup.py's entry_points["console_scripts"]."""
-    return [f"{command} = commands:{name}" for name, (command, _) in COMMANDS.items()]
+    return [f"{command_name(name)} = commands:{name}" for name in COMMANDS]

@@ -20,7 +20,7 @@ def _declared():
 
 def test_setup_py_declares_every_command_and_each_module_has_a_main():
     assert _declared() == commands.console_scripts()
-    for name, (_, module) in commands.COMMANDS.items():
+    for name, module in commands.COMMANDS.items():
         assert callable(getattr(commands, name))
         path = os.path.join(ROOT, *module.split(".")) + ".py"
         assert "\ndef main(" in open(path).read(), module
