@@ -11,6 +11,10 @@ Every failure a caller of the API can act on is one of these, with a one-line me
 - `ServerError`: a TF Serving endpoint failed or answered something that is not a valid
   answer; `code` is the gRPC status name or the HTTP status (None for a malformed answer).
 
+`ReasonError` is the base of every project error that carries `reason`, a short code a
+caller can count or branch on beside the one-line message: `ImageError` here,
+`agegender.names.LabelError`, `video.io.VideoError`.
+
 Plain Python, no imports beyond the standard library: the ground floor of `agegender`.
 """
 
@@ -24,6 +28,14 @@ IMAGE_TOO_COSTLY = "image_too_costly"  # decoding would cost far more than its p
 NOT_AN_IMAGE = UNDECODABLE  # the contract's name for the same reason
 
 
+class ReasonError(Exception):
+    """An error with `reason`, a short code (e.g. "image_too_large"), and a message."""
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
 class AnalyzerError(Exception):
     """Base class of every error the Python API raises."""
 
@@ -32,12 +44,8 @@ class ModelLoadError(AnalyzerError):
     """The model cannot be loaded or does not have what the analyzer needs."""
 
 
-class ImageError(AnalyzerError):
+class ImageError(ReasonError, AnalyzerError):
     """An input image is refused; `reason` is its skip reason (e.g. "image_too_large")."""
-
-    def __init__(self, reason, message):
-        super().__init__(message)
-        self.reason = reason
 
 
 class ServerError(AnalyzerError):

@@ -17,7 +17,7 @@ import io
 import os
 import posixpath
 
-from agegender import schema
+from agegender import errors, schema
 
 # Reason codes, shared with the Beam job's report and counters.
 BAD_NAME = "bad_name"
@@ -31,12 +31,8 @@ DEFAULT_MIN_AGE = 0
 DEFAULT_MAX_AGE = 116  # the oldest UTKFace label
 
 
-class LabelError(ValueError):
+class LabelError(errors.ReasonError, ValueError):
     """A name or CSV row that gives no usable label; `reason` is one of the codes above."""
-
-    def __init__(self, reason, message):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)

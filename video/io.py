@@ -39,7 +39,7 @@ import stat
 import numpy as np
 
 from agegender import image_header
-from agegender.errors import ImageError
+from agegender.errors import ImageError, ReasonError
 from analyzer import inputs
 
 # FFmpeg demuxer names (as `container.format.name` lists them) accepted as video input.
@@ -69,12 +69,8 @@ NOT_A_VIDEO, TRUNCATED, NO_FRAMES = "not_a_video", "truncated", "no_frames"
 TOO_MANY_FRAMES, FRAME_TOO_LARGE, NOT_FOUND = "too_many_frames", "frame_too_large", "not_found"
 
 
-class VideoError(ValueError):
+class VideoError(ReasonError, ValueError):
     """A clip or sequence that cannot be read as asked; `reason` is one of the names above."""
-
-    def __init__(self, reason, message):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
