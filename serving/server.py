@@ -15,6 +15,7 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
     console.quiet()
 
 import argparse
+import inspect
 import logging
 import os
 import signal
@@ -210,23 +211,13 @@ def main(argv=None):
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     set_tf_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
-    server = ModelServer(
-        args.model_base_path, args.model_name, host=args.host, grpc_port=args.port,
-        rest_port=args.rest_api_port, enable_batching=args.enable_batching,
-        max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
-        max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=args.num_batch_threads,
-        batch_wait_when_idle=args.batch_wait_when_idle,
-        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
-        max_request_bytes=args.max_request_bytes, request_timeout=args.request_timeout,
-        enable_rest=args.rest_api_port != 0, warmup=args.enable_model_warmup,
-        rest_api_max_connections=args.rest_api_max_connections,
-        rest_api_num_threads=args.rest_api_num_threads,
-        rest_api_header_timeout=args.rest_api_header_timeout,
-        rest_api_idle_timeout=args.rest_api_idle_timeout,
-        rest_api_min_body_rate=args.rest_api_min_body_rate,
-        max_image_pixels=args.max_image_pixels,
-        max_inflight_request_bytes=args.max_inflight_request_bytes,
-        max_request_pixels=args.max_request_pixels, max_inflight_pixels=args.max_inflight_pixels)
+    # A flag named as a ModelServer parameter is that parameter; the four TF Serving
+    # spellings that differ from the parameters' names are mapped here.
+    same_name = {name: value for name, value in vars(args).items()
+                 if name in inspect.signature(ModelServer).parameters}
+    server = ModelServer(grpc_port=args.port, rest_port=args.rest_api_port,
+                         enable_rest=args.rest_api_port != 0, warmup=args.enable_model_warmup,
+                         **same_name)
     server.start()
     current = server.store._current
     print(f"serving model {args.model_name!r} version "
