@@ -34,6 +34,7 @@ import apache_beam as beam
 
 from agegender import console
 from agegender import schema
+from pipeline.worker_progress import ProgressDoFn
 
 NAMESPACE = "annotate"
 TMP_DIR = ".tmp-annotate"
@@ -155,18 +156,13 @@ def read_metadata(path):
     return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
 
 
-class WriteShard(beam.DoFn):
+class WriteShard(ProgressDoFn):
     """`(shard, [(position, rows)])` -> the shard's Parquet file, and a dict describing it."""
 
     def __init__(self, output_dir, metadata, progress_seconds=console.PROGRESS_SECONDS):
+        super().__init__("annotate job", "photos written", progress_seconds)
         self._output_dir = str(output_dir).rstrip("/")
         self._metadata = metadata
-        self._progress_seconds = progress_seconds
-        self._progress = None
-
-    def setup(self):
-        self._progress = console.Progress(f"annotate job, worker {os.getpid()}",
-                                          "photos written", every=self._progress_seconds)
 
     def process(self, element):
         shard, photos = element

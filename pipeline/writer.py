@@ -14,7 +14,6 @@ temporary name and renames it into place: a retried bundle rewrites the same byt
 import collections
 import json
 import math
-import os
 import posixpath
 import re
 import uuid
@@ -22,6 +21,7 @@ import uuid
 import apache_beam as beam
 
 from agegender import console, decades, schema
+from pipeline.worker_progress import ProgressDoFn
 
 NAMESPACE = "build_records"
 TMP_DIR = ".tmp-build_records"
@@ -79,17 +79,12 @@ def _race_name(race):
     return schema.RACES[race] if 0 <= race < len(schema.RACES) else "unknown"
 
 
-class WriteShard(beam.DoFn):
+class WriteShard(ProgressDoFn):
     """`((split, shard, num_shards), sorted faces)` -> one shard file, and a dict describing it."""
 
     def __init__(self, output_dir, progress_seconds=console.PROGRESS_SECONDS):
+        super().__init__("records job", "records written", progress_seconds)
         self._output_dir = str(output_dir).rstrip("/")
-        self._progress_seconds = progress_seconds
-        self._progress = None
-
-    def setup(self):
-        self._progress = console.Progress(f"records job, worker {os.getpid()}",
-                                          "records written", every=self._progress_seconds)
 
     def process(self, element):
         import tensorflow as tf
