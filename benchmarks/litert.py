@@ -101,14 +101,15 @@ def main(argv=None):
     from agegender import job_dir as job_dir_lib
     from agegender import preprocessing
     from evaluation import evaluate, runners
-    from export import export_litert, export_model
+    from export import export_model, litert_check, litert_convert, litert_file
+    from export.litert_model import LiteRTModel
 
     modes = []
     for mode in (m for m in args.modes.split(",") if m):
         if mode == "int8" and args.int8_float_layers:
             modes += [(mode, int(k)) for k in args.int8_float_layers.split(",")]
         else:
-            modes.append((mode, export_litert.DEFAULT_INT8_FLOAT_LAYERS))
+            modes.append((mode, litert_convert.DEFAULT_INT8_FLOAT_LAYERS))
     os.makedirs(args.out, exist_ok=True)
     model, spec = job_dir_lib.load(args.job_dir)
     items = list(evaluate.iter_records(args.records_dir, "test"))
@@ -136,7 +137,7 @@ def main(argv=None):
         refused = None
         started = time.time()
         try:
-            metadata = export_litert.export_litert(
+            metadata = litert_file.export_litert(
                 args.job_dir, output, mode, records_dir=args.records_dir,
                 representative_images=args.representative_images,
                 check_images=args.check_images, int8_float_layers=float_layers, model=model,
@@ -144,8 +145,8 @@ def main(argv=None):
         except export_model.ExportError as e:
             refused = str(e)
             print(f"{label}: REFUSED by the export's check: {e}", flush=True)
-            lax = export_litert.Tolerance(float("inf"), float("inf"), 0.0)
-            metadata = export_litert.export_litert(
+            lax = litert_check.Tolerance(float("inf"), float("inf"), 0.0)
+            metadata = litert_file.export_litert(
                 args.job_dir, output, mode, records_dir=args.records_dir,
                 representative_images=args.representative_images,
                 check_images=args.check_images, tolerance=lax, int8_float_layers=float_layers,
@@ -155,7 +156,7 @@ def main(argv=None):
         report, ages, skipped = _evaluate(runner, items, args.batch_size)
         common = sorted(set(ages) & set(base_ages))
         diff = np.abs(np.array([ages[s] - base_ages[s] for s in common]))
-        single = export_litert.LiteRTModel(output, num_threads=1)
+        single = LiteRTModel(output, num_threads=1)
         rows.append(dict(model=f"LiteRT {label}", mode=mode, size=os.path.getsize(output),
                          float_layers=metadata.get("int8", {}).get("float_layers"),
                          mae=report["mae"], gender_accuracy=report.get("gender_accuracy"),

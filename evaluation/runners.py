@@ -89,7 +89,7 @@ class LiteRTRunner(_Runner):
     """Calls a LiteRT file's `serving_default` (one image per invocation) on encoded images:
     the Python API's LiteRT age model (`analyzer.backends.litert.LiteRTAgeModel`).
 
-    The file's metadata (`export.export_litert.read_metadata`) gives the model's spec: the
+    The file's metadata (`export.litert_metadata.read_metadata`) gives the model's spec: the
     input size and the heads that turn the raw outputs into `age`, `age_distribution` /
     `age_range`, `gender` and `gender_probability`, exactly as the SavedModel does.
     `max_image_pixels`: images declaring more are refused before decoding, as the

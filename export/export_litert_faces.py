@@ -4,8 +4,9 @@ detect -> align -> age on a phone with the age model of `export.export_litert`.
 
 Owns the networks' LiteRT signatures, the check that refuses a converted network that does
 not answer like the TensorFlow one, and the faces metadata (the cascade's parameters and
-rules, the alignment template). The conversion itself, the runtime, the metadata embedding
-and the atomic writes are `export.export_litert`'s.
+rules, the alignment template). The conversion itself (`export.litert_convert`), the
+metadata embedding (`export.litert_metadata`) and the atomic writes (`export.atomic_files`)
+are the age model's.
 
 Files written to --output_dir (all or none):
 
@@ -18,7 +19,7 @@ Files written to --output_dir (all or none):
   onet.tflite   `normalized` [N, 48, 48, 3] -> `probability` [N], `offsets` [N, 4],
                 `landmarks` [N, 10] (x of the 5 points, then their y, fractions of the patch).
   faces.json    the metadata (each .tflite also carries it in its metadata map, entry
-                `export_litert.METADATA_NAME`, with `network` naming the file).
+                `litert_metadata.METADATA_NAME`, with `network` naming the file).
 
 Inputs are normalised OUTSIDE the networks, as `faces.detector` feeds them: (x - 127.5) / 128
 of RGB pixels 0..255 (`faces.networks.normalize`). N must be >= 1: the TensorFlow networks'
@@ -48,8 +49,8 @@ import numpy as np
 import tensorflow as tf
 
 from agegender import console
-from export import export_litert
-from export.export_model import ExportError
+from export import atomic_files, litert_convert, litert_metadata
+from export.errors import ExportError
 from faces import boxes as box_ops
 from faces import detector as detector_lib
 from faces import networks
@@ -99,7 +100,7 @@ def _write_saved_model(name, network, directory):
                      input_signature=[tf.TensorSpec(shape, tf.float32, name=INPUT)],
                      autograph=False)
     tf.saved_model.save(network, directory,
-                        signatures={export_litert.SIGNATURE: fn.get_concrete_function()})
+                        signatures={litert_metadata.SIGNATURE: fn.get_concrete_function()})
 
 
 def check_inputs(name, seed=0):
@@ -130,10 +131,10 @@ class LiteRTNetwork:
         self.content = bytes(model_content)
         self.interpreter = Interpreter(model_content=self.content)
         signatures = self.interpreter.get_signature_list()
-        if export_litert.SIGNATURE not in signatures:
-            raise ExportError(f"no {export_litert.SIGNATURE!r} signature (it has "
+        if litert_metadata.SIGNATURE not in signatures:
+            raise ExportError(f"no {litert_metadata.SIGNATURE!r} signature (it has "
                               f"{sorted(signatures)})")
-        self.runner = self.interpreter.get_signature_runner(export_litert.SIGNATURE)
+        self.runner = self.interpreter.get_signature_runner(litert_metadata.SIGNATURE)
         self.output_names = sorted(self.runner.get_output_details())
 
     def __call__(self, x):
@@ -239,7 +240,7 @@ def build_metadata(quantization, networks_info):
     described = photo.describe()
     return {
         "format": METADATA_FORMAT,
-        "signature": export_litert.SIGNATURE,
+        "signature": litert_metadata.SIGNATURE,
         "quantization": quantization,
         "files": dict(FILES),
         "input": {"name": INPUT, "layout": "NHWC", "channels": "RGB",
@@ -281,7 +282,7 @@ def convert_network(name, network, quantization, tolerance):
     work = tempfile.mkdtemp(prefix=f"export_litert_faces-{name}-")
     try:
         _write_saved_model(name, network, work)
-        content, _ = export_litert.convert(work, quantization)
+        content, _ = litert_convert.convert(work, quantization)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     try:
@@ -322,7 +323,7 @@ def export_faces(output_dir, quantization=DEFAULT_QUANTIZATION, *, tolerance=Non
 
     pairs = []
     for name, file_name in FILES.items():
-        final = export_litert.embed_metadata(contents[name], dict(metadata, network=name))
+        final = litert_metadata.embed_metadata(contents[name], dict(metadata, network=name))
         # The bytes written answer exactly as the bytes checked (only the metadata changed).
         x = check_inputs(name)[0]
         before, after = LiteRTNetwork(contents[name])(x), LiteRTNetwork(final)(x)
@@ -335,7 +336,7 @@ def export_faces(output_dir, quantization=DEFAULT_QUANTIZATION, *, tolerance=Non
     pairs.append((os.path.join(str(output_dir), METADATA_FILE),
                   json.dumps(metadata, indent=1, sort_keys=True).encode()))
     tf.io.gfile.makedirs(str(output_dir))
-    export_litert.write_atomically(pairs)
+    atomic_files.write_atomically(pairs)
     return metadata
 
 

@@ -61,6 +61,7 @@ from agegender import (arg_types, console, heads, image_header, inference, model
 from faces import photo_predictor
 from agegender import job_dir as job_dir_lib
 from agegender import serving_contract as contract
+from export.errors import ExportError
 
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 
@@ -72,10 +73,6 @@ IMAGE_BYTES, KEY, IMAGES, EXAMPLES = (contract.IMAGE_BYTES, contract.KEY, contra
                                       contract.EXAMPLES)
 
 OUT_KEY = contract.KEY
-
-
-class ExportError(Exception):
-    """A clear, user-facing export failure (missing job files, existing version, ...)."""
 
 
 def load_trained_model(job_dir):

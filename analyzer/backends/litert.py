@@ -33,14 +33,15 @@ class LiteRTAgeModel:
     """The age .tflite: encoded crops (or pixels) -> the serving_default outputs (NumPy)."""
 
     def __init__(self, path, num_threads=None, max_image_pixels=None):
-        from export import export_litert
-        from export.export_model import ExportError
+        from export import litert_metadata
+        from export.errors import ExportError
+        from export.litert_model import LiteRTModel
 
         if not tf.io.gfile.exists(path):
             raise ModelLoadError(f"model {path!r} does not exist")
         try:
-            self._model = export_litert.LiteRTModel(path, num_threads=num_threads)
-            metadata = export_litert.read_metadata(self._model.content)
+            self._model = LiteRTModel(path, num_threads=num_threads)
+            metadata = litert_metadata.read_metadata(self._model.content)
         except (ExportError, ValueError, RuntimeError) as e:
             raise ModelLoadError(f"{path}: not a usable LiteRT model ({e})") from None
         if metadata is None:
@@ -48,7 +49,7 @@ class LiteRTAgeModel:
                                  "`python -m export.export_litert`")
         self.path = path
         self.metadata = metadata
-        self.spec = export_litert.spec_from_metadata(metadata)
+        self.spec = litert_metadata.spec_from_metadata(metadata)
         limits = () if max_image_pixels is None else (max_image_pixels,)
         # The pixels of serving_default, decoded and resized in one graph.
         self._pixels = tf.function(
@@ -93,7 +94,7 @@ def _lite_network(network, outputs, shapes, batched):
 def _detector(faces_dir, max_pixels):
     """A `faces.detector.FaceDetector` whose networks are the LiteRT files of `faces_dir`."""
     from export import export_litert_faces as elf
-    from export.export_model import ExportError
+    from export.errors import ExportError
     from faces import detector as detector_lib
     from faces import networks
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from agegender import FaceAnalyzer, ModelLoadError
-from export import export_litert, export_litert_faces, export_model
+from export import export_litert_faces, export_model, litert_file
 
 pytestmark = pytest.mark.slow  # converts three networks and a model (~1 min on 2 cores)
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # converts three networks and a model (~1 min on 
 def litert_dir(job_dir, tmp_path_factory):
     """The age model and the face networks side by side, as an app would ship them."""
     out = tmp_path_factory.mktemp("litert")
-    export_litert.export_litert(job_dir, str(out / "age.tflite"), "none", check_images=4)
+    litert_file.export_litert(job_dir, str(out / "age.tflite"), "none", check_images=4)
     export_litert_faces.export_faces(str(out / "faces"), "none")
     return out
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from agegender import schema
 from evaluation import runners
-from export import export_litert, export_model
+from export import export_model, litert_file, litert_metadata
 from testing import tiny_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +33,7 @@ def models(tmp_path_factory):
         base = tmp_path_factory.mktemp(f"models_{variant}")
         saved = export_model.export_saved_model(job, str(base / "age"))
         lite = str(base / "age.tflite")
-        export_litert.export_litert(job, lite, "none", check_images=4)
+        litert_file.export_litert(job, lite, "none", check_images=4)
         out[variant] = (saved, lite)
     return out
 
@@ -76,7 +76,7 @@ def test_files_the_runner_cannot_use_are_named(models, tmp_path):
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
     model.metadata = [m for m in model.metadata
-                      if m.name != export_litert.METADATA_NAME.encode()]  # bytes here
+                      if m.name != litert_metadata.METADATA_NAME.encode()]  # bytes here
     plain.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
     with pytest.raises(runners.EvaluationError, match="carries no agegender metadata"):
         runners.runner_for(str(plain))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import export_litert as el
+from export import litert_metadata
 from export import export_litert_faces as elf
-from export.export_model import ExportError
+from export.errors import ExportError
 from faces import detector as detector_lib
 from faces import networks
 from faces import photo
@@ -116,7 +116,7 @@ def test_metadata_holds_the_faces_modules_values(exported):
         with open(os.path.join(directory, file_name), "rb") as f:
             content = f.read()
         assert info["bytes"] == len(content)
-        embedded = el.read_metadata(content)
+        embedded = litert_metadata.read_metadata(content)
         assert embedded["network"] == name
         assert embedded["cascade"] == cascade and embedded["alignment"] == sidecar["alignment"]
         figures = info["check"]["max_abs_difference"]

@@ -18,11 +18,12 @@ import tensorflow as tf
 from agegender import heads, inference, preprocessing, schema
 from agegender import job_dir as job_dir_lib
 from agegender import model_spec as ms
-from export import export_litert as el
-from export.export_model import ExportError
+from export import (export_litert, litert_check, litert_convert, litert_file, litert_images,
+                    litert_metadata, litert_model)
+from export.errors import ExportError
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-MODES = el.QUANTIZATIONS
+MODES = litert_convert.QUANTIZATIONS
 # Largest raw-output difference from the Keras model allowed per mode, on the tiny models:
 # float32 differs by summation order only; the quantized modes by their rounding (int8 also
 # clips a value outside the range it was calibrated on). Ages: the export's own thresholds.
@@ -69,7 +70,7 @@ def _record_images(records_dir, split):
 
 def _export(job_dir, out, mode, records, **kw):
     kw = {"representative_images": 16, "check_images": 16, **kw}
-    return el.export_litert(job_dir, str(out), mode, records_dir=records, **kw)
+    return litert_file.export_litert(job_dir, str(out), mode, records_dir=records, **kw)
 
 
 @pytest.mark.parametrize("variant", ["clf_gender", "regression", "range_gender"])
@@ -82,11 +83,11 @@ def test_every_mode_round_trips_and_answers_like_keras(variant, mode, job_dirs, 
 
     # The file carries its metadata; the sidecar is the same plus the file's identity.
     content = out.read_bytes()
-    assert el.read_metadata(content) == json.loads(json.dumps(metadata))
+    assert litert_metadata.read_metadata(content) == json.loads(json.dumps(metadata))
     sidecar = json.loads((tmp_path / "age.tflite.json").read_text())
     assert sidecar.pop("model_sha256") == hashlib.sha256(content).hexdigest()
     assert sidecar.pop("model_bytes") == len(content) and sidecar.pop("model_file") == out.name
-    assert sidecar == el.read_metadata(content)
+    assert sidecar == litert_metadata.read_metadata(content)
     assert metadata["quantization"] == mode and metadata["signature"] == "serving_default"
     assert metadata["input"]["shape"] == [1, 32, 32, 3]
     assert metadata["input"]["dtype"] == "float32" and metadata["input"]["range"] == [0, 255]
@@ -101,15 +102,15 @@ def test_every_mode_round_trips_and_answers_like_keras(variant, mode, job_dirs, 
     # The maintained runtime, on held-out images through the evaluation's preprocessing.
     images = _record_images(records, "validation")
     pixels = np.stack([preprocessing.model_input(b, 32).numpy() for b in images])
-    lite = el.LiteRTModel(str(out))
+    lite = litert_model.LiteRTModel(str(out))
     assert lite.input_shape == (1, 32, 32, 3) and lite.output_names == names
     got = lite(pixels)
     want = {k: np.asarray(v) for k, v in model(pixels, training=False).items()}
     for name in names:
         np.testing.assert_allclose(got[name], want[name], atol=RAW_TOL[mode], err_msg=name)
     diff = np.abs(heads.ages_from_outputs(got, spec) - heads.ages_from_outputs(want, spec))
-    assert diff.mean() <= el.TOLERANCES[mode].mean_age
-    assert diff.max() <= el.TOLERANCES[mode].max_age
+    assert diff.mean() <= litert_check.TOLERANCES[mode].mean_age
+    assert diff.max() <= litert_check.TOLERANCES[mode].max_age
 
 
 def test_int8_is_integer_inside_but_the_softmax_and_the_chosen_layers(job_dirs, records,
@@ -121,21 +122,21 @@ def test_int8_is_integer_inside_but_the_softmax_and_the_chosen_layers(job_dirs, 
     float_model = (tmp_path / "none.tflite").read_bytes()
     int8_model = (tmp_path / "int8.tflite").read_bytes()
     all_int8 = (tmp_path / "all.tflite").read_bytes()
-    assert el.float_ops(all_int8, allowed=el.INT8_FLOAT_OPS) == []
-    assert el.read_metadata(all_int8)["int8"]["float_layers"] == []
-    assert "CONV_2D" in [op for op, _ in el.float_ops(float_model)]  # the scan sees them
-    metadata = el.read_metadata(int8_model)
+    assert litert_convert.float_ops(all_int8, allowed=litert_convert.INT8_FLOAT_OPS) == []
+    assert litert_metadata.read_metadata(all_int8)["int8"]["float_layers"] == []
+    assert "CONV_2D" in [op for op, _ in litert_convert.float_ops(float_model)]  # the scan sees it
+    metadata = litert_metadata.read_metadata(int8_model)
     float_layers = metadata["int8"]["float_layers"]
-    assert len(float_layers) == el.DEFAULT_INT8_FLOAT_LAYERS
-    left = el.float_ops(int8_model, allowed=el.INT8_FLOAT_OPS)
+    assert len(float_layers) == litert_convert.DEFAULT_INT8_FLOAT_LAYERS
+    left = litert_convert.float_ops(int8_model, allowed=litert_convert.INT8_FLOAT_OPS)
     assert left and sorted(name for _, name in left) == sorted(float_layers)
-    assert "SOFTMAX" in [op for op, _ in el.float_ops(int8_model)]
+    assert "SOFTMAX" in [op for op, _ in litert_convert.float_ops(int8_model)]
     assert metadata["input"]["dtype"] == "float32"
-    quantized_input = el.read_metadata(all_int8)["int8"]["input_quantization"]
+    quantized_input = litert_metadata.read_metadata(all_int8)["int8"]["input_quantization"]
     scale, zero_point = quantized_input["scale"], quantized_input["zero_point"]
     # Calibrated on 0..255 pixels: about one level per step, from -128.
     assert 0.5 < scale < 1.1 and -128 <= zero_point <= -100
-    assert "int8" not in el.read_metadata(float_model)
+    assert "int8" not in litert_metadata.read_metadata(float_model)
 
 
 def test_int8_calibrates_on_train_and_checks_on_validation_never_test(job_dirs, records,
@@ -146,13 +147,13 @@ def test_int8_calibrates_on_train_and_checks_on_validation_never_test(job_dirs, 
         for f in tf.io.gfile.glob(schema.shard_pattern(records, split)):
             shutil.copy(f, no_test)
     reads = []
-    real = el.records_pixels
+    real = litert_images.records_pixels
 
     def spy(records_dir, split, spec, count):
         reads.append((split, count))
         return real(records_dir, split, spec, count)
 
-    monkeypatch.setattr(el, "records_pixels", spy)
+    monkeypatch.setattr(litert_images, "records_pixels", spy)
     metadata = _export(job_dirs["clf_gender"], tmp_path / "a.tflite", "int8", str(no_test),
                        representative_images=10, check_images=5)
     assert sorted(reads) == [("train", 10), ("validation", 5)]
@@ -175,7 +176,7 @@ def test_int8_calibrates_on_train_and_checks_on_validation_never_test(job_dirs, 
 
 def test_records_pixels_are_the_evaluation_preprocessing(records):
     spec = ms.ModelSpec(img_dim=32)
-    pixels = el.records_pixels(records, "validation", spec, 4)
+    pixels = litert_images.records_pixels(records, "validation", spec, 4)
     assert pixels.shape == (4, 32, 32, 3) and pixels.dtype == np.float32
     expected = [preprocessing.model_input(b, 32).numpy()
                 for b in _record_images(records, "validation")]
@@ -223,14 +224,14 @@ def test_converter_output_with_nan_is_refused(job_dirs, records, tmp_path, monke
     broken = keras.models.clone_model(model)
     broken.set_weights([np.full_like(w, np.nan) if w.ndim == 1 else w
                         for w in model.get_weights()])
-    real_convert = el.convert
+    real_convert = litert_convert.convert
 
     def convert_broken(saved_model_dir, quantization, *args):
         broken_dir = os.path.join(saved_model_dir, "broken")  # removed with the export's
-        el._write_saved_model(broken, spec, broken_dir)
+        litert_convert.write_saved_model(broken, spec, broken_dir)
         return real_convert(broken_dir, quantization, *args)
 
-    monkeypatch.setattr(el, "convert", convert_broken)
+    monkeypatch.setattr(litert_convert, "convert", convert_broken)
     out = tmp_path / "age.tflite"
     with pytest.raises(ExportError, match="NaN or infinite"):
         _export(job_dirs["clf_gender"], out, "none", records)
@@ -245,28 +246,29 @@ def test_unsupported_op_is_refused_by_name(records, tmp_path):
     model = keras.Model(inputs, {head.name: head(keras.layers.GlobalAveragePooling2D()(x))})
     out = tmp_path / "age.tflite"
     with pytest.raises(ExportError, match=r"no builtin kernel for tf\.Igamma"):
-        el.export_litert(output=str(out), quantization="none", model=model, spec=spec,
-                         check_images=2)
+        litert_file.export_litert(output=str(out), quantization="none", model=model,
+                                  spec=spec, check_images=2)
     assert not out.exists() and not (tmp_path / "age.tflite.json").exists()
 
 
 def test_without_records_the_check_uses_synthetic_images(job_dirs, tmp_path):
-    metadata = el.export_litert(job_dirs["regression"], str(tmp_path / "a.tflite"), "dynamic",
-                                check_images=3)
+    metadata = litert_file.export_litert(job_dirs["regression"], str(tmp_path / "a.tflite"),
+                                         "dynamic", check_images=3)
     assert metadata["check"]["source"].startswith("synthetic") and metadata["check"]["images"] == 3
 
 
 def test_read_metadata_of_other_files(job_dirs, tmp_path):
     model, spec = job_dir_lib.load(job_dirs["regression"])
-    el._write_saved_model(model, spec, str(tmp_path / "sm"))
-    plain, _ = el.convert(str(tmp_path / "sm"), "none")
-    assert el.read_metadata(plain) is None  # converted elsewhere: no agegender entry
-    tagged = el.embed_metadata(plain, {"a": 1})
-    assert el.read_metadata(el.embed_metadata(tagged, {"a": 2})) == {"a": 2}  # replaced
+    litert_convert.write_saved_model(model, spec, str(tmp_path / "sm"))
+    plain, _ = litert_convert.convert(str(tmp_path / "sm"), "none")
+    assert litert_metadata.read_metadata(plain) is None  # converted elsewhere: no agegender entry
+    tagged = litert_metadata.embed_metadata(plain, {"a": 1})
+    replaced = litert_metadata.embed_metadata(tagged, {"a": 2})
+    assert litert_metadata.read_metadata(replaced) == {"a": 2}
 
 
 def _cli(args, capsys):
-    code = el.main(args)
+    code = export_litert.main(args)
     return code, capsys.readouterr()
 
 
@@ -327,7 +329,7 @@ def test_postprocessing_in_the_metadata_reproduces_the_served_outputs(job_dirs, 
 
     images = _record_images(records, "validation")[:6]
     pixels = np.stack([preprocessing.model_input(b, 32).numpy() for b in images])
-    lite = el.LiteRTModel(str(out))
+    lite = litert_model.LiteRTModel(str(out))
     raw, mirrored = lite(pixels), lite(pixels[:, :, ::-1])
     app = {k: (raw[k] + mirrored[k]) / 2 for k in raw}
 
