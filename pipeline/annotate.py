@@ -38,11 +38,11 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 
 from agegender import arg_types, console, image_header
 from agegender import image_sources as sources
-from pipeline import (build_records, face_crops, inference_handler, parquet_sink,
-                      photo_batches, portable, publish, transforms)
+from pipeline import (face_crops, inference_handler, parquet_sink, photo_batches, portable,
+                      publish, records_graph, runner_setup, transforms)
 from pipeline.photo_batches import LOCAL, SKIPPED
 
-DEFAULT_ARCHIVE_SPREAD_MB = build_records.DEFAULT_ARCHIVE_SPREAD_MB
+DEFAULT_ARCHIVE_SPREAD_MB = records_graph.DEFAULT_ARCHIVE_SPREAD_MB
 INFERENCE_FAILED = "inference_failed"  # a photo the model could not answer, not an ImageError
 
 
@@ -336,15 +336,15 @@ def main(argv=None):
         max_batch_size=args.batch_size, photos_per_file=args.photos_per_file,
         archive_spread_bytes=int(args.archive_spread_mb * (1 << 20)))
     try:
-        beam_options = build_records.pipeline_options(beam_args, inputs)
-    except build_records.RunnerUnavailable as e:
+        beam_options = runner_setup.pipeline_options(beam_args, inputs)
+    except runner_setup.RunnerUnavailable as e:
         return _error(str(e))
     from agegender.errors import AnalyzerError
     try:
         info, template = load_model(options)
     except (AnalyzerError, ValueError) as e:
         return _error(str(e))
-    build_records.quiet_runner(beam_options)
+    runner_setup.quiet_runner(beam_options)
 
     start = time.perf_counter()
     try:
@@ -367,7 +367,7 @@ def main(argv=None):
                                        report_extra={"input": args.input},
                                        progress_seconds=args.progress_seconds)
                 finally:
-                    build_records.disconnect(p)
+                    runner_setup.disconnect(p)
             except BaseException:
                 print(f"annotate: the run failed; {options.output_dir} is unchanged",
                       file=sys.stderr)

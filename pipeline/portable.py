@@ -14,12 +14,12 @@ runs only part of the model. What it does with the rest was found by running it
   `Count.Globally` use one for their default. The job's shard plan would convert every
   image several times over. -> Small results meet the data in a `GroupByKey` instead:
   `Gather` here for the report's entries, and on the DaskRunner the shard plan's join
-  (`build_records.build_pipeline(side_inputs=False)`; elsewhere a side input is cheaper).
+  (`records_graph.build_pipeline(side_inputs=False)`; elsewhere a side input is cheaper).
 - `Reshuffle` does nothing, and nothing else repartitions: a `Create` is cut into
   partitions (128 elements each by default), a `GroupByKey` keeps its input's number and a
   `Flatten` adds them up, so every shuffle downstream (a Dask "tasks" shuffle, ~n^2
   tasks for n <= 32 partitions) grows with the first `Create`'s partitions. -> The job's
-  `Create` elements are groups of files, and `build_records.dask_partitions` sets their
+  `Create` elements are groups of files, and `runner_setup.dask_partitions` sets their
   number (--dask_npartitions) from the cluster's worker threads and the input size: 300
   partitions of 64 faces made a 742 s run of what takes ~40 s with 8; one per thread
   was faster still on a busy machine, the same on a quiet one (docs/scale_out.md).

@@ -16,7 +16,7 @@ import pytest
 
 from agegender import image_sources as sources
 from agegender import schema
-from pipeline import build_records
+from pipeline import build_records, records_graph, runner_setup
 
 JOB_TIMEOUT = 420
 
@@ -72,7 +72,7 @@ def test_dask_cluster_writes_the_same_records_and_report_as_the_direct_runner(
 
     # The partitions were sized from the cluster's threads, asked of its scheduler.
     from apache_beam.runners.dask.dask_runner import DaskOptions
-    assert build_records.dask_cluster_threads(
+    assert runner_setup.dask_cluster_threads(
         DaskOptions([f"--dask_client_address={address}"])) == 2
     # Both workers ran the job's code (it was not run in the client's process).
     assert client.run(lambda: "pipeline.transforms" in sys.modules) == {
@@ -124,9 +124,9 @@ def test_the_shard_plan_by_group_by_key_gives_the_same_records_as_by_side_input(
     for side_inputs in (True, False):
         out = tmp_path / f"side_inputs_{side_inputs}"
         out.mkdir()
-        options = build_records.BuildOptions(output_dir=str(out), min_shards=3)
-        with beam.Pipeline(options=build_records.pipeline_options(tools.IN_PROCESS)) as p:
-            build_records.build_pipeline(p, inputs, options, side_inputs=side_inputs)
+        options = records_graph.BuildOptions(output_dir=str(out), min_shards=3)
+        with beam.Pipeline(options=runner_setup.pipeline_options(tools.IN_PROCESS)) as p:
+            records_graph.build_pipeline(p, inputs, options, side_inputs=side_inputs)
         outputs[side_inputs] = {name: (out / name).read_bytes() for name in sorted(os.listdir(out))}
     report = json.loads(outputs[True][schema.REPORT_FILE])
     assert report["counts"]["inputs"] == len(expected)
@@ -151,19 +151,19 @@ def test_dask_runner_options():
             return n
         return cluster_threads
 
-    options = build_records.pipeline_options(
+    options = runner_setup.pipeline_options(
         ["--runner=DaskRunner", "--dask_client_address=127.0.0.1:8786"], files(200), threads(4))
     assert options.view_as(StandardOptions).runner == \
         "apache_beam.runners.dask.dask_runner.DaskRunner"
     assert options.view_as(DaskOptions).address == "127.0.0.1:8786"
     assert asked == ["127.0.0.1:8786"]
     assert options.view_as(DaskOptions).npartitions == 4  # one per thread: 200 MB fit in 4
-    big = build_records.pipeline_options(["--runner=DaskRunner"], files(1000), threads(2))
+    big = runner_setup.pipeline_options(["--runner=DaskRunner"], files(1000), threads(2))
     assert big.view_as(DaskOptions).npartitions == 8  # 1000 MB: 4 waves of 2, 125 MB each
-    given = build_records.pipeline_options(["--runner=DaskRunner", "--dask_npartitions=3"],
+    given = runner_setup.pipeline_options(["--runner=DaskRunner", "--dask_npartitions=3"],
                                            files(1000), threads(2))
     assert given.view_as(DaskOptions).npartitions == 3
-    given = build_records.pipeline_options(["--runner=DaskRunner", "--dask_partition_size=50"],
+    given = runner_setup.pipeline_options(["--runner=DaskRunner", "--dask_partition_size=50"],
                                            files(1000), threads(2))
     assert given.view_as(DaskOptions).npartitions is None
     assert given.view_as(DaskOptions).partition_size == 50
@@ -175,11 +175,11 @@ def test_dask_partitions_keep_every_thread_busy_in_equal_waves():
         return [sources.InputFile(f"/x/{i}", f"{i}", mb << 20, False)
                 for i, mb in enumerate(sizes_mb)]
 
-    assert build_records.dask_partitions([], 2) == 2
-    assert build_records.dask_partitions(files([143]), 2) == 2  # the shared subset
-    assert build_records.dask_partitions(files([300]), 2) == 4  # 128 MB at most: 3 -> 4
-    assert build_records.dask_partitions(files([100] * 10), 16) == 16
-    assert build_records.dask_partitions(files([1]), 0) == 1
+    assert runner_setup.dask_partitions([], 2) == 2
+    assert runner_setup.dask_partitions(files([143]), 2) == 2  # the shared subset
+    assert runner_setup.dask_partitions(files([300]), 2) == 4  # 128 MB at most: 3 -> 4
+    assert runner_setup.dask_partitions(files([100] * 10), 16) == 16
+    assert runner_setup.dask_partitions(files([1]), 0) == 1
 
 
 def test_an_unreachable_dask_scheduler_is_a_clear_error(tmp_path, capsys, tools):

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from agegender import image_header, records, schema
 from agegender import image_sources as sources
-from pipeline import build_records, transforms
+from pipeline import build_records, records_graph, runner_setup, transforms
 
 
 def _read_all_splits_with_tfds(output_dir):
@@ -218,18 +218,18 @@ def test_unknown_flags_go_to_beam_untouched():
     args, beam_args = build_records._parser().parse_known_args(
         ["--input=x", "--output_dir=y", "--image=7", "--runner=FlinkRunner",
          "--direct_num_workers=3", "--flink_master=localhost:8081"])
-    assert (args.input, args.image_size) == ("x", build_records.DEFAULT_IMAGE_SIZE)
+    assert (args.input, args.image_size) == ("x", records_graph.DEFAULT_IMAGE_SIZE)
     assert beam_args == ["--image=7", "--runner=FlinkRunner", "--direct_num_workers=3",
                          "--flink_master=localhost:8081"]
-    options = build_records.pipeline_options(beam_args)
+    options = runner_setup.pipeline_options(beam_args)
     assert options.view_as(StandardOptions).runner == "FlinkRunner"
     assert options.view_as(DirectOptions).direct_num_workers == 3
     assert options.get_all_options()["flink_master"] == "localhost:8081"
-    defaults = build_records.pipeline_options([])
+    defaults = runner_setup.pipeline_options([])
     assert defaults.view_as(StandardOptions).runner == "DirectRunner"
     assert defaults.view_as(DirectOptions).direct_running_mode == "in_memory"
     assert defaults.view_as(DirectOptions).direct_num_workers == 0
-    given = build_records.pipeline_options(["--direct_running_mode=multi_processing"])
+    given = runner_setup.pipeline_options(["--direct_running_mode=multi_processing"])
     assert given.view_as(DirectOptions).direct_running_mode == "multi_processing"
 
 
