@@ -24,7 +24,8 @@ import argparse
 import os
 import sys
 
-from agegender import arg_types, console, image_header, image_sources, prediction_line
+from agegender import (arg_types, console, image_header, image_sources, labelled_inputs,
+                       prediction_line)
 from agegender import serving_contract as contract
 from agegender.errors import AnalyzerError, ImageError, ServerError
 from analyzer.face_analyzer import FaceAnalyzer
@@ -45,8 +46,8 @@ def iter_inputs(specs, follow_symlinks, max_pixels):
             yield spec, _read_named(spec, follow_symlinks=True)
             continue
         try:
-            items = list(image_sources.iter_labelled(spec, _any_labels, follow_symlinks,
-                                                     max_pixels))
+            items = list(labelled_inputs.iter_labelled(spec, _any_labels, follow_symlinks,
+                                                       max_pixels))
         except image_sources.InputError as e:
             yield spec, image_sources.Skip(spec, image_sources.UNREADABLE, str(e))
             continue

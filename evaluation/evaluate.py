@@ -33,8 +33,8 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from agegender import (console, heads, image_header, image_sources, names, photo_answers,
-                       records, schema)
+from agegender import (console, heads, image_header, image_sources, labelled_inputs, names,
+                       photo_answers, records, schema)
 from agegender import metrics as metrics_lib
 from evaluation import report as report_lib
 from evaluation import runners
@@ -97,8 +97,8 @@ def iter_images(input_spec, labels_csv=None, skipped=None,
         with tf.io.gfile.GFile(labels_csv) as f:
             csv_rows = names.read_labels_csv(f.read())
     try:
-        for out in image_sources.iter_labelled(input_spec, image_sources.Labeller(csv_rows),
-                                               follow_symlinks, max_pixels):
+        for out in labelled_inputs.iter_labelled(input_spec, labelled_inputs.Labeller(csv_rows),
+                                                 follow_symlinks, max_pixels):
             if isinstance(out, image_sources.Skip):
                 skipped.add(out.source_id, out.reason, out.detail)
             else:

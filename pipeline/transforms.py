@@ -21,9 +21,9 @@ import apache_beam as beam
 
 from agegender import age_histogram, console, image_header, names, preprocessing, schema
 from agegender import image_sources as sources
+from agegender import labelled_inputs
 from agegender import splits as splits_lib
 from agegender.image_sources import Skip
-from pipeline import batching
 
 SKIPPED = "skipped"
 FACES = "faces"  # ReadArchive's members converted in place
@@ -72,7 +72,7 @@ class ReadFiles(beam.DoFn):
         self._follow = follow_symlinks
 
     def process(self, group):
-        batches = _batches()
+        batches = _Batches()
         for item in group:
             data = sources.read_input(item, self._follow)
             if isinstance(data, Skip):
@@ -105,7 +105,7 @@ class ReadArchive(beam.DoFn):
         if item.skip is not None:
             yield beam.pvalue.TaggedOutput(SKIPPED, item.skip)
             return
-        spread, spread_batches, convert_batches = 0, _batches(), _batches()
+        spread, spread_batches, convert_batches = 0, _Batches(), _Batches()
         for out in sources.iter_archive(item, self._follow):
             if isinstance(out, Skip):
                 yield beam.pvalue.TaggedOutput(SKIPPED, out)
@@ -129,7 +129,7 @@ class ReadArchive(beam.DoFn):
 
 
 def batch_weight(element):
-    """`(source_id, bytes)` -> its weight in a batch (`_batches`).
+    """`(source_id, bytes)` -> its weight in a batch (`_Batches`).
 
     One per started 64 KiB of encoded bytes or per started 256 KiB of decoded pixels,
     whichever is more (the header says how many pixels an image decodes to; a 60 KB PNG can
@@ -148,9 +148,26 @@ BATCH_WEIGHT_DECODED_BYTES = 256 * 1024
 MAX_BATCH_WEIGHT = 64
 
 
-def _batches():
-    """`(source_id, bytes)` into lists of total `batch_weight` <= MAX_BATCH_WEIGHT."""
-    return batching.Batches(batch_weight, MAX_BATCH_WEIGHT)
+class _Batches:
+    """Collects `(source_id, bytes)` into lists of total `batch_weight` <= MAX_BATCH_WEIGHT
+    (a heavier element goes alone): `add` and `rest` return the lists that are complete."""
+
+    def __init__(self):
+        self._batch, self._weight = [], 0
+
+    def add(self, element):
+        weight = batch_weight(element)
+        full = []
+        if self._batch and self._weight + weight > MAX_BATCH_WEIGHT:
+            full = [self._batch]
+            self._batch, self._weight = [], 0
+        self._batch.append(element)
+        self._weight += weight
+        return full
+
+    def rest(self):
+        batch, self._batch, self._weight = self._batch, [], 0
+        return [batch] if batch else []
 
 
 class MakeRecord(beam.DoFn):
@@ -165,7 +182,7 @@ class MakeRecord(beam.DoFn):
     converted again one image at a time so that only that image is skipped.
 
     Before any decoder sees an image, the image source's checks run
-    (`agegender.image_sources.check`: empty, labels, the header's pixel limit), the same
+    (`agegender.labelled_inputs.check`: empty, labels, the header's pixel limit), the same
     the evaluation runs; the decode op checks the limit in the graph as well.
 
     `align_faces` ("largest" or "score", None: off): each input is a photo whose face is
@@ -186,7 +203,7 @@ class MakeRecord(beam.DoFn):
         self._max_pixels = max_pixels
         self._deviation = float(age_deviation)
         self._quality = int(jpeg_quality)
-        self._labeller = sources.Labeller(labels_csv_rows, min_age, max_age)
+        self._labeller = labelled_inputs.Labeller(labels_csv_rows, min_age, max_age)
         self._align = align_faces
         self._convert_one = self._convert_batch = None
 
@@ -270,7 +287,7 @@ class MakeRecord(beam.DoFn):
         self._progress.add(len(batch))
         labelled = []
         for source_id, data in batch:
-            result = sources.check(source_id, data, self._labeller, self._max_pixels)
+            result = labelled_inputs.check(source_id, data, self._labeller, self._max_pixels)
             if isinstance(result, Skip):
                 yield beam.pvalue.TaggedOutput(SKIPPED, result)
             else:

@@ -10,6 +10,7 @@ import zipfile
 import pytest
 
 from agegender import image_sources as sources
+from agegender import labelled_inputs
 from agegender.image_sources import Skip
 
 REPO = __file__.rsplit("/tests/", 1)[0]
@@ -260,9 +261,9 @@ def test_zip_with_an_invalid_utf8_flagged_name_is_one_skip(tmp_path):
 
 def test_a_scan_bomb_is_a_skip_of_its_own_reason(hostile_files):
     name = "30_1_0_20170101000000999.jpg"
-    labeller = sources.Labeller()
-    assert sources.check(name, hostile_files.jpeg_scan_bomb(64, 0), labeller).age == 30
-    skip = sources.check(name, hostile_files.jpeg_scan_bomb(64, 200), labeller)
+    labeller = labelled_inputs.Labeller()
+    assert labelled_inputs.check(name, hostile_files.jpeg_scan_bomb(64, 0), labeller).age == 30
+    skip = labelled_inputs.check(name, hostile_files.jpeg_scan_bomb(64, 200), labeller)
     assert (skip.source_id, skip.reason) == (name, sources.IMAGE_TOO_COSTLY)
     assert "206 scans, over the limit of 100" in skip.detail
 
