@@ -27,7 +27,7 @@ from agegender import image_header
 from agegender import image_sources as sources
 from agegender import labelled_inputs
 from agegender.image_sources import Skip
-from pipeline import parquet_sink
+from pipeline import batching, parquet_sink
 
 SKIPPED = "skipped"
 LOCAL = "local"  # ReadArchivePhotos: batches past the spread budget, answered where read
@@ -46,28 +46,16 @@ def checked_size(source_id, data, max_pixels):
     return size.width, size.height
 
 
-class PhotoBatches:
+def _encoded_bytes(photo):
+    return len(photo[1])
+
+
+class PhotoBatches(batching.Batches):
     """Collects `(key, bytes)` into lists of at most `max_size` photos and `max_bytes`
     encoded bytes (a larger photo goes alone): `add` and `rest` return complete lists."""
 
     def __init__(self, max_size, max_bytes):
-        self._max_size, self._max_bytes = max_size, max_bytes
-        self._batch, self._bytes = [], 0
-
-    def add(self, photo):
-        full = []
-        size = len(photo[1])
-        if self._batch and (len(self._batch) >= self._max_size
-                            or self._bytes + size > self._max_bytes):
-            full = [self._batch]
-            self._batch, self._bytes = [], 0
-        self._batch.append(photo)
-        self._bytes += size
-        return full
-
-    def rest(self):
-        batch, self._batch, self._bytes = self._batch, [], 0
-        return [batch] if batch else []
+        super().__init__(_encoded_bytes, max_bytes, max_size)
 
 
 class _Reader(beam.DoFn):

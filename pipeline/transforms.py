@@ -24,6 +24,7 @@ from agegender import image_sources as sources
 from agegender import labelled_inputs
 from agegender import splits as splits_lib
 from agegender.image_sources import Skip
+from pipeline import batching
 
 SKIPPED = "skipped"
 FACES = "faces"  # ReadArchive's members converted in place
@@ -72,7 +73,7 @@ class ReadFiles(beam.DoFn):
         self._follow = follow_symlinks
 
     def process(self, group):
-        batches = _Batches()
+        batches = _batches()
         for item in group:
             data = sources.read_input(item, self._follow)
             if isinstance(data, Skip):
@@ -105,7 +106,7 @@ class ReadArchive(beam.DoFn):
         if item.skip is not None:
             yield beam.pvalue.TaggedOutput(SKIPPED, item.skip)
             return
-        spread, spread_batches, convert_batches = 0, _Batches(), _Batches()
+        spread, spread_batches, convert_batches = 0, _batches(), _batches()
         for out in sources.iter_archive(item, self._follow):
             if isinstance(out, Skip):
                 yield beam.pvalue.TaggedOutput(SKIPPED, out)
@@ -129,7 +130,7 @@ class ReadArchive(beam.DoFn):
 
 
 def batch_weight(element):
-    """`(source_id, bytes)` -> its weight in a batch (`_Batches`).
+    """`(source_id, bytes)` -> its weight in a batch (`_batches`).
 
     One per started 64 KiB of encoded bytes or per started 256 KiB of decoded pixels,
     whichever is more (the header says how many pixels an image decodes to; a 60 KB PNG can
@@ -148,26 +149,9 @@ BATCH_WEIGHT_DECODED_BYTES = 256 * 1024
 MAX_BATCH_WEIGHT = 64
 
 
-class _Batches:
-    """Collects `(source_id, bytes)` into lists of total `batch_weight` <= MAX_BATCH_WEIGHT
-    (a heavier element goes alone): `add` and `rest` return the lists that are complete."""
-
-    def __init__(self):
-        self._batch, self._weight = [], 0
-
-    def add(self, element):
-        weight = batch_weight(element)
-        full = []
-        if self._batch and self._weight + weight > MAX_BATCH_WEIGHT:
-            full = [self._batch]
-            self._batch, self._weight = [], 0
-        self._batch.append(element)
-        self._weight += weight
-        return full
-
-    def rest(self):
-        batch, self._batch, self._weight = self._batch, [], 0
-        return [batch] if batch else []
+def _batches():
+    """`(source_id, bytes)` into lists of total `batch_weight` <= MAX_BATCH_WEIGHT."""
+    return batching.Batches(batch_weight, MAX_BATCH_WEIGHT)
 
 
 class MakeRecord(beam.DoFn):
