@@ -12,7 +12,7 @@ its record reach the model framed the same way.
 """
 import tensorflow as tf
 
-from agegender import image_header
+from agegender import image_header, image_header_tf
 
 
 def decode_rgb(image_bytes, max_pixels=image_header.DEFAULT_MAX_PIXELS):
@@ -22,7 +22,8 @@ def decode_rgb(image_bytes, max_pixels=image_header.DEFAULT_MAX_PIXELS):
     an image whose header declares more than `max_pixels` pixels, before decoding it
     (`image_header`; 0 or None: no limit).
     """
-    with tf.control_dependencies([image_header.assert_within_limit_tf(image_bytes, max_pixels)]):
+    check = image_header_tf.assert_within_limit_tf(image_bytes, max_pixels)
+    with tf.control_dependencies([check]):
         image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image

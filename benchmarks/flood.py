@@ -81,7 +81,7 @@ def face_crop():
     if names:
         with open(os.path.join(FACES, names[0]), "rb") as f:
             return f.read()
-    from export.export_model import synthetic_jpeg
+    from export.warmup import synthetic_jpeg
 
     return synthetic_jpeg(200)
 

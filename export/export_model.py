@@ -1,8 +1,9 @@
 """Trained Keras model (job dir) -> a versioned SavedModel that TF Serving loads as is.
 
-Owns: loading the trainer's `model.keras` + `model_spec.json`, the serving signatures, the
-TF Serving directory layout (`<export_base>/<version>/saved_model.pb`, `variables/`,
-`assets.extra/tf_serving_warmup_requests`) and version numbering.
+Owns: loading the trainer's `model.keras` + `model_spec.json`, the TF Serving directory
+layout (`<export_base>/<version>/saved_model.pb`, `variables/`,
+`assets.extra/tf_serving_warmup_requests`), version numbering and the command line. The
+signatures' functions are `export.serving_module`'s, the warmup file `export.warmup`'s.
 
 Signatures (all reach the model through `agegender.preprocessing`, the function the trainer
 uses, so there is no train/serve skew):
@@ -53,26 +54,15 @@ import sys
 import time
 import uuid
 
-import numpy as np
 import tensorflow as tf
 
-from agegender import (arg_types, console, heads, image_header, inference, model_layout,
-                       preprocessing, schema)
-from faces import photo_predictor
+from agegender import arg_types, console, image_header, model_layout
 from agegender import job_dir as job_dir_lib
 from agegender import serving_contract as contract
 from export.errors import ExportError
-
-MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
-
-SIG_DEFAULT = contract.SERVING_DEFAULT
-SIG_IMAGES = contract.PREDICT_IMAGES
-SIG_EXAMPLES = contract.SERVE_TF_EXAMPLES
-SIG_PHOTO = contract.PREDICT_PHOTO
-IMAGE_BYTES, KEY, IMAGES, EXAMPLES = (contract.IMAGE_BYTES, contract.KEY, contract.IMAGES,
-                                      contract.EXAMPLES)
-
-OUT_KEY = contract.KEY
+from export.serving_module import ServingModule
+from export.warmup import synthetic_jpeg, warmup_requests, write_warmup
+from faces import photo_predictor
 
 
 def load_trained_model(job_dir):
@@ -92,121 +82,6 @@ def model_to_export(job_dir, model=None, spec=None):
     if spec is None:
         raise ExportError("an in-memory model needs its ModelSpec")
     return model, spec
-
-
-class ServingModule(tf.Module):
-    """The exported object: the Keras model plus the signature functions. `photo`: a dict
-    of `photo_predictor.PhotoPredictor` options (max_faces, min_face_size) for the
-    predict_photo signature, or None for none."""
-
-    def __init__(self, model, spec, max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
-                 photo=None):
-        super().__init__()
-        self.model = model
-        self.spec = spec
-        dim = spec.img_dim
-        limit = max_image_pixels
-
-        @tf.function(input_signature=[
-            tf.TensorSpec([None], tf.string, name=IMAGE_BYTES),
-            tf.TensorSpec([None], tf.string, name=KEY)])
-        def serving_default(image_bytes, key=tf.constant([], tf.string)):
-            outputs = self._predict(preprocessing.model_input_batch(image_bytes, dim, limit))
-            n = tf.shape(image_bytes)[0]
-            outputs[OUT_KEY] = tf.cond(tf.size(key) > 0, lambda: key,
-                                       lambda: tf.fill([n], tf.constant("", tf.string)))
-            tf.debugging.assert_equal(tf.size(outputs[OUT_KEY]), n,
-                                      message="key must have one value per image")
-            return outputs
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name=IMAGES)])
-        def predict_images(images):
-            shape = tf.shape(images)
-            same = tf.logical_and(tf.equal(shape[1], dim), tf.equal(shape[2], dim))
-            pixels = tf.cond(
-                same, lambda: tf.reshape(images, [-1, dim, dim, 3]),
-                lambda: tf.map_fn(lambda im: preprocessing.resize_square(im, dim), images,
-                                  fn_output_signature=tf.TensorSpec([dim, dim, 3], tf.float32)))
-            return self._predict(pixels)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES)])
-        def serve_tf_examples(examples):
-            features = schema.parse_examples(examples)
-            return self._predict(
-                preprocessing.model_input_batch(features[schema.IMAGE_ENCODED], dim, limit))
-
-        self.serving_default = serving_default
-        self.predict_images = predict_images
-        self.serve_tf_examples = serve_tf_examples
-        self.predict_photo = self.photo = None
-        if photo is not None:
-            self.photo = photo_predictor.PhotoPredictor(model, spec, max_pixels=limit, **photo)
-
-            @tf.function(input_signature=[
-                tf.TensorSpec([None], tf.string, name=IMAGE_BYTES),
-                tf.TensorSpec([None], tf.string, name=KEY)])
-            def predict_photo(image_bytes, key=tf.constant([], tf.string)):
-                return self.photo.predict(image_bytes, key)
-
-            self.predict_photo = predict_photo
-
-    def _predict(self, pixels):
-        raw = inference.raw_outputs(self.model, pixels, self.spec)
-        return heads.serving_outputs(raw, self.spec)
-
-    def signatures(self):
-        found = {SIG_DEFAULT: self.serving_default, SIG_IMAGES: self.predict_images,
-                 SIG_EXAMPLES: self.serve_tf_examples}
-        if self.predict_photo is not None:
-            found[SIG_PHOTO] = self.predict_photo
-        return found
-
-
-def synthetic_jpeg(size=160, seed=0):
-    """A deterministic smooth RGB test image as JPEG bytes (warmup, tests)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    base = rng.uniform(0, 1, size=3).astype(np.float32)
-    img = np.stack([x, y, (x + y) / 2], axis=-1) * 200 + base * 55
-    return tf.io.encode_jpeg(tf.constant(img.astype(np.uint8))).numpy()
-
-
-def warmup_requests(model_name, images, img_dim, photo=False):
-    """PredictionLog records (predict requests) for the warmup file: one per signature shape
-    clients will use (serving_default with and without key, batch of 1 and of all images;
-    predict_images; predict_photo on one image when `photo`)."""
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-
-    def log(signature, inputs):
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model_name
-        request.model_spec.signature_name = signature
-        for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-        return prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=request))
-
-    images = list(images)
-    pixels = np.stack([preprocessing.model_input(b, img_dim).numpy() for b in images[:1]])
-    logs = [
-        log(SIG_DEFAULT, {IMAGE_BYTES: np.array(images[:1], dtype=object)}),
-        log(SIG_DEFAULT, {IMAGE_BYTES: np.array(images, dtype=object),
-                          KEY: np.array([f"warmup-{i}".encode() for i in range(len(images))],
-                                        dtype=object)}),
-        log(SIG_IMAGES, {IMAGES: pixels.astype(np.float32)}),
-    ]
-    if photo:
-        logs.append(log(SIG_PHOTO, {IMAGE_BYTES: np.array(images[:1], dtype=object)}))
-    return logs[:MAX_WARMUP_RECORDS]
-
-
-def write_warmup(saved_model_dir, logs):
-    path = model_layout.join(saved_model_dir, model_layout.WARMUP_PATH)
-    tf.io.gfile.makedirs(model_layout.join(saved_model_dir, model_layout.WARMUP_DIR))
-    with tf.io.TFRecordWriter(path) as writer:
-        for entry in logs:
-            writer.write(entry.SerializeToString())
-    return path
 
 
 def write_face_alignment(saved_model_dir, info):

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from agegender import preprocessing, records, schema
 from export.errors import ExportError
-from export.export_model import synthetic_jpeg
+from export.warmup import synthetic_jpeg
 
 
 def records_pixels(records_dir, split, spec, count):
