@@ -5,11 +5,16 @@
 // that JPEG; the page shows the very JPEG it sent, so the model's boxes (pixels of the sent
 // photo) land on the faces shown. Photos are sent one at a time, so a drop of fifty photos
 // never floods the model server.
+//
+// The camera mode (LiveCamera) sends the camera's frames, downscaled to the server's
+// live.max_side, at most live.max_frames_per_second and one at a time, under a random
+// session token; the server tracks each person across this page's frames and answers each
+// face with its track's number and fused age and gender, drawn over the live video.
 "use strict";
 
 (() => {
   const config = {max_request_bytes: 16 << 20, max_side: 1600, jpeg_quality: 0.9,
-                  timeout_seconds: 10};
+                  timeout_seconds: 10, live: {max_side: 640, max_frames_per_second: 5}};
   const ready = fetch("api/config", {cache: "no-store"})
     .then((r) => (r.ok ? r.json() : {}))
     .then((c) => Object.assign(config, c))
@@ -85,6 +90,48 @@
     return text;
   }
 
+  // POSTs a JPEG to this page's server -> the answer's faces; a PageError otherwise.
+  async function postImage(url, blob) {
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers: {"Content-Type": "image/jpeg"},
+        body: blob,
+        // The server answers within its timeout; this only catches a hung connection.
+        signal: AbortSignal.timeout((config.timeout_seconds + 20) * 1000),
+      });
+    } catch (e) {
+      throw new PageError("page-down", String(e.message || e));
+    }
+    let data = {};
+    try {
+      data = await response.json();
+    } catch (e) { /* not JSON: the status says enough */ }
+    if (!response.ok) {
+      throw new PageError(kindOfStatus(response.status),
+        data.error || `HTTP ${response.status} ${response.statusText}`);
+    }
+    if (!Array.isArray(data.faces)) throw new PageError("error", "The answer has no faces list.");
+    return data.faces;
+  }
+
+  // A face's box over a picture of width x height pixels, placed in % of it (so it stays on
+  // the face at any displayed size), with its label.
+  function faceBox(face, width, height, label, title) {
+    const [x1, y1, x2, y2] = face.box.map((v) => v ?? 0);
+    const left = Math.max(0, x1) / width, top = Math.max(0, y1) / height;
+    const right = Math.min(width, x2) / width, bottom = Math.min(height, y2) / height;
+    const box = el("div", {class: "face-box", title}, el("span", {class: "label"}, label));
+    if (top < 0.08) box.classList.add("near-top");
+    box.style.left = `${left * 100}%`;
+    box.style.top = `${top * 100}%`;
+    box.style.width = `${Math.max(0, right - left) * 100}%`;
+    box.style.height = `${Math.max(0, bottom - top) * 100}%`;
+    box.setAttribute("aria-hidden", "true");  // the text beside says the same in words
+    return box;
+  }
+
   // One photo: its card in the results, its upright upload and its faces.
   class PhotoCard {
     constructor(file) {
@@ -156,47 +203,15 @@
       return {blob, width, height, original};
     }
 
-    async send() {
-      let response;
-      try {
-        response = await fetch("api/predict", {
-          method: "POST",
-          headers: {"Content-Type": "image/jpeg"},
-          body: this.upload.blob,
-          // The server answers within its timeout; this only catches a hung connection.
-          signal: AbortSignal.timeout((config.timeout_seconds + 20) * 1000),
-        });
-      } catch (e) {
-        throw new PageError("page-down", String(e.message || e));
-      }
-      let data = {};
-      try {
-        data = await response.json();
-      } catch (e) { /* not JSON: the status says enough */ }
-      if (!response.ok) {
-        throw new PageError(kindOfStatus(response.status),
-          data.error || `HTTP ${response.status} ${response.statusText}`);
-      }
-      if (!Array.isArray(data.faces)) throw new PageError("error", "The answer has no faces list.");
-      return data.faces;
+    send() {
+      return postImage("api/predict", this.upload.blob);
     }
 
     show(faces) {
       const {width, height} = this.upload;
       this.frame.replaceChildren(this.img);
       faces.forEach((face, i) => {
-        const [x1, y1, x2, y2] = face.box.map((v) => v ?? 0);
-        const left = Math.max(0, x1) / width, top = Math.max(0, y1) / height;
-        const right = Math.min(width, x2) / width, bottom = Math.min(height, y2) / height;
-        const box = el("div", {class: "face-box", title: faceDescription(face, i)},
-          el("span", {class: "label"}, boxLabel(face)));
-        if (top < 0.08) box.classList.add("near-top");
-        box.style.left = `${left * 100}%`;
-        box.style.top = `${top * 100}%`;
-        box.style.width = `${Math.max(0, right - left) * 100}%`;
-        box.style.height = `${Math.max(0, bottom - top) * 100}%`;
-        box.setAttribute("aria-hidden", "true");  // the list below says the same in words
-        this.frame.append(box);
+        this.frame.append(faceBox(face, width, height, boxLabel(face), faceDescription(face, i)));
       });
       const count = faces.length;
       this.img.alt = count
@@ -263,6 +278,174 @@
     enqueue(cards);
   }
 
+  // The camera mode: one per page. State in #live's data-state (off, starting, on, error)
+  // and the count of answered frames in its data-frames.
+  const CAMERA_ERRORS = {
+    NotAllowedError: "The camera was refused. Allow this page to use the camera in the " +
+      "browser's site settings, then try again.",
+    SecurityError: "The browser does not allow a camera on this page (it needs https or " +
+      "localhost).",
+    NotFoundError: "No camera was found. Connect one and try again.",
+    OverconstrainedError: "No camera was found that can send video.",
+    NotReadableError: "The camera could not be started: is another program using it?",
+  };
+
+  function liveLabel(face) {
+    const id = face.track == null ? "new" : String(face.track);
+    return [id, boxLabel(face)].join(" · ");
+  }
+
+  function liveDescription(face) {
+    const who = face.track == null ? "A new face" : `Person ${face.track}`;
+    const gender = genderText(face, true);
+    return `${who}: age ${ageText(face)}${gender ? `, ${gender}` : ""}` +
+      ` (${face.frames} frame${face.frames === 1 ? "" : "s"})`;
+  }
+
+  function randomToken() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  class LiveCamera {
+    constructor() {
+      this.section = document.getElementById("live");
+      this.video = document.getElementById("live-video");
+      this.frame = document.getElementById("live-frame");
+      this.status = document.getElementById("live-status");
+      this.faces = document.getElementById("live-faces");
+      this.startButton = document.getElementById("camera-start");
+      this.stopButton = document.getElementById("camera-stop");
+      this.stream = null;
+      this.session = null;
+      this.run = 0;  // bumped by each start and stop: an old loop sees it changed and ends
+      this.canvas = el("canvas");
+    }
+
+    setState(state, message, isError) {
+      const said = `${state}|${message}|${isError}`;
+      if (said === this.said) return;  // the status line is announced only when it changes
+      this.said = said;
+      this.section.dataset.state = state;
+      this.status.replaceChildren(message && isError
+        ? el("span", {class: "message error", role: "alert"}, message) : message || "");
+      const on = state === "starting" || state === "on";
+      this.startButton.hidden = on;
+      this.stopButton.hidden = !on;
+      this.frame.hidden = !on;
+    }
+
+    async start() {
+      const run = ++this.run;
+      this.setState("starting", "Starting the camera…");
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+        this.setState("error", CAMERA_ERRORS.SecurityError, true);
+        return;
+      }
+      let stream;
+      try {
+        await ready;
+        stream = await navigator.mediaDevices.getUserMedia(
+          {video: {width: {ideal: 640}, height: {ideal: 480}}, audio: false});
+      } catch (e) {
+        if (run !== this.run) return;
+        this.setState("error", CAMERA_ERRORS[e && e.name] ||
+          `The camera could not be started (${(e && (e.message || e.name)) || e}).`, true);
+        return;
+      }
+      if (run !== this.run) {  // stopped while the browser was asking
+        stream.getTracks().forEach((t) => t.stop());
+        return;
+      }
+      this.stream = stream;
+      this.session = randomToken();
+      this.section.dataset.frames = "0";
+      this.video.srcObject = stream;
+      try {
+        await this.video.play();
+      } catch (e) { /* muted video plays; a failure shows as no frames below */ }
+      this.setState("on", "Looking for faces…");
+      this.loop(run, this.session);
+    }
+
+    // Stops the camera; the server forgets this page's tracks once its last frame is answered
+    // (a frame answered after the DELETE would start them again). `leaving`: the page is
+    // closing and cannot wait (a frame still in flight is then forgotten after the idle time).
+    stop(leaving = false) {
+      this.run++;
+      if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
+      this.stream = null;
+      this.video.srcObject = null;
+      this.frame.querySelectorAll(".face-box").forEach((b) => b.remove());
+      this.faces.textContent = "";
+      if (this.session) {
+        const session = this.session;
+        const forget = () => fetch(`api/live?session=${session}`,
+                                   {method: "DELETE", keepalive: true}).catch(() => {});
+        if (leaving || !this.pending) forget();
+        else this.pending.then(forget, forget);
+      }
+      this.pending = null;
+      this.session = null;
+      this.setState("off", "Camera stopped.");
+    }
+
+    // Frames at most max_frames_per_second, the next one only after the last one's answer.
+    async loop(run, session) {
+      const period = 1000 / Math.max(0.1, config.live.max_frames_per_second);
+      while (run === this.run) {
+        const begun = performance.now();
+        let wait = period;
+        try {
+          this.pending = this.send(session);
+          const faces = await this.pending;
+          if (run !== this.run) return;
+          if (faces) this.show(faces);
+        } catch (err) {
+          if (run !== this.run) return;
+          const headline = HEADLINES[err.kind] || HEADLINES.error;
+          this.setState("on", `${headline} ${err.message || ""} Retrying…`, true);
+          wait = 2000;  // a server in trouble is asked less often
+        }
+        await sleep(Math.max(0, wait - (performance.now() - begun)));
+      }
+    }
+
+    async send(session) {
+      const video = this.video;
+      if (!video.videoWidth || video.readyState < 2) return null;  // no frame yet
+      const scale = Math.min(1, config.live.max_side / Math.max(video.videoWidth,
+                                                                 video.videoHeight));
+      const width = Math.max(1, Math.round(video.videoWidth * scale));
+      const height = Math.max(1, Math.round(video.videoHeight * scale));
+      this.canvas.width = width;
+      this.canvas.height = height;
+      this.canvas.getContext("2d").drawImage(video, 0, 0, width, height);
+      const blob = await new Promise((resolve) =>
+        this.canvas.toBlob(resolve, "image/jpeg", config.jpeg_quality));
+      if (!blob) throw new PageError("error", "The camera frame could not be encoded.");
+      const faces = await postImage(`api/live?session=${session}`, blob);
+      this.size = [width, height];
+      return faces;
+    }
+
+    show(faces) {
+      const [width, height] = this.size;
+      this.frame.querySelectorAll(".face-box").forEach((b) => b.remove());
+      for (const face of faces) {
+        const box = faceBox(face, width, height, liveLabel(face), liveDescription(face));
+        box.dataset.track = face.track == null ? "" : String(face.track);
+        this.frame.append(box);
+      }
+      this.faces.textContent = faces.length
+        ? faces.map(liveDescription).join("; ") : "No face in view.";
+      this.section.dataset.frames = String(Number(this.section.dataset.frames) + 1);
+      this.setState("on", "Camera on.");
+    }
+  }
+
   function init() {
     const input = document.getElementById("photos");
     input.addEventListener("change", () => {
@@ -283,6 +466,11 @@
     // A photo dropped beside the box must not replace the page with the photo.
     window.addEventListener("dragover", (e) => e.preventDefault());
     window.addEventListener("drop", (e) => e.preventDefault());
+    const camera = new LiveCamera();
+    camera.startButton.addEventListener("click", () => camera.start());
+    camera.stopButton.addEventListener("click", () => camera.stop());
+    // A page closed with its camera on lets the server forget its tracks at once.
+    window.addEventListener("pagehide", () => { if (camera.session) camera.stop(true); });
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
