@@ -6,11 +6,15 @@ sent slowly and no connection cap. `BoundedConnection` holds the pieces both ser
 to add them: the header timer (`_arm_header_timer` calls the subclass's `_headers_late`),
 refusing a newcomer at accept with a whole JSON answer written to the transport (aiohttp
 never sees it), and lingering before a close (closing with unread input sends a reset that
-can destroy the answer unread). What is answered, and how the cap picks whom to close,
-stay with each server (`serving.rest_connections`, `web.connections`).
+can destroy the answer unread). `read_within` reads a body within its deadline and
+`start_loop_thread` runs a server's event loop in its own thread. What is answered, and
+how the cap picks whom to close, stay with each server (`serving.rest_connections`,
+`web.connections`).
 
 aiohttp only (no TensorFlow): the web page's process imports it.
 """
+import asyncio
+import threading
 from http import HTTPStatus
 
 from aiohttp import web_protocol
@@ -18,6 +22,32 @@ from aiohttp import web_protocol
 # A refused or timed-out connection reads and drops its client's input this long before it
 # closes.
 LINGER_SECONDS = 2.0
+
+
+def start_loop_thread(run, name, started, running, what):
+    """Runs `run` (a server's event loop, which sets the `started` event once it listens or
+    has failed) in a daemon thread named `name`; returns the thread once `started` is set
+    and `running()` is true, else raises RuntimeError naming `what` (the log says why)."""
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    started.wait()
+    if not running():
+        raise RuntimeError(f"{what} did not start (see the log)")
+    return thread
+
+
+async def read_within(request, seconds, chunk_bytes, keep):
+    """Reads `request`'s body in chunks of at most `chunk_bytes`, all within `seconds`
+    (TimeoutError past them), handing each to `keep(chunk)`: None goes on, anything else
+    stops the reading and is returned (None once the whole body is in). `keep` may raise."""
+    async with asyncio.timeout(seconds):
+        while True:
+            chunk = await request.content.read(chunk_bytes)
+            if not chunk:
+                return None
+            stop = keep(chunk)
+            if stop is not None:
+                return stop
 
 
 def raw_json_response(status, body, extra_headers=()):

@@ -26,6 +26,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from agegender import serving_contract as contract
+from agegender import http_connections
 from agegender.http_connections import LINGER_SECONDS
 from serving import core as core_lib
 from serving import rest_connections, tensor_codec
@@ -93,11 +94,9 @@ class RestServer:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self):
-        self._thread = threading.Thread(target=self._run, name="rest-loop", daemon=True)
-        self._thread.start()
-        self._started.wait()
-        if self._server is None:
-            raise RuntimeError("the REST server did not start (see the log)")
+        self._thread = http_connections.start_loop_thread(
+            self._run, "rest-loop", self._started, lambda: self._server is not None,
+            "the REST server")
         return self
 
     def _run(self):
@@ -206,18 +205,21 @@ class RestServer:
         size = limits.max_request_bytes if length is None else length
         seconds = limits.header_timeout + size / limits.min_body_rate
         chunks, received = [], 0
+
+        def keep(chunk):
+            nonlocal received
+            received += len(chunk)
+            if received > limits.max_request_bytes:
+                return _json(413, {"error": f"request body exceeds the limit of "
+                                            f"{limits.max_request_bytes} bytes "
+                                            "(--max_request_bytes)"}, close=True)
+            chunks.append(chunk)
+            return None
+
         try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    chunk = await request.content.read(1 << 20)
-                    if not chunk:
-                        break
-                    received += len(chunk)
-                    if received > limits.max_request_bytes:
-                        return _json(413, {"error": f"request body exceeds the limit of "
-                                                        f"{limits.max_request_bytes} bytes "
-                                                        "(--max_request_bytes)"}, close=True)
-                    chunks.append(chunk)
+            too_large = await http_connections.read_within(request, seconds, 1 << 20, keep)
+            if too_large is not None:
+                return too_large
         except TimeoutError:
             what = "" if length is None else f"of {length} bytes "
             return _json(408, {"error": f"the request body {what}did not arrive within "

@@ -20,7 +20,6 @@ protocol here (`Connection`) adds them:
 the refusal at accept and the linger before a close are `agegender.http_connections`'
 (shared with the model server's REST API).
 """
-import asyncio
 import dataclasses
 import json
 import logging
@@ -29,7 +28,7 @@ from http import HTTPStatus
 from aiohttp import web
 
 from agegender.http_connections import LINGER_SECONDS  # noqa: F401  (web.app's lingering_time)
-from agegender.http_connections import BoundedConnection, raw_json_response
+from agegender.http_connections import BoundedConnection, raw_json_response, read_within
 
 log = logging.getLogger(__name__)
 
@@ -247,19 +246,18 @@ async def read_body(request, *, max_bytes, seconds, budget):
     len(body) when done). Raises HttpError (closing)."""
     body = bytearray()
     received = 0
+
+    def keep(chunk):
+        nonlocal received
+        if received + len(chunk) > max_bytes:
+            raise HttpError(413, f"the photo is too large: over {max_bytes} bytes", close=True)
+        if not budget.take(len(chunk)):
+            raise budget_full(budget)
+        received += len(chunk)
+        body.extend(chunk)
+
     try:
-        async with asyncio.timeout(seconds):
-            while True:
-                chunk = await request.content.read(1 << 16)
-                if not chunk:
-                    break
-                if received + len(chunk) > max_bytes:
-                    raise HttpError(413, f"the photo is too large: over {max_bytes} bytes",
-                                    close=True)
-                if not budget.take(len(chunk)):
-                    raise budget_full(budget)
-                received += len(chunk)
-                body += chunk
+        await read_within(request, seconds, 1 << 16, keep)
     except TimeoutError:
         budget.give(received)
         raise HttpError(408, f"the photo did not arrive within {seconds:.0f} s",
