@@ -114,33 +114,38 @@ def built_once(tmp_path_factory, name, build):
     return path
 
 
-def _tiny_model(tmp_path_factory, variant, options):
-    """Run-wide dir with `job` (`testing.tiny_models` variant) and `age` (its export, version
-    1, `export_model.export_saved_model(**options)`)."""
+def _shared_job(tmp_path_factory, variant):
+    """Run-wide job dir of `testing.tiny_models.VARIANTS[variant]`."""
     from testing import tiny_models
 
     if variant not in tiny_models.VARIANTS:
         raise ValueError(f"unknown tiny model variant {variant!r}; "
                          f"one of {sorted(tiny_models.VARIANTS)}")
-    name = "-".join([variant, *(f"{k}_{v}" for k, v in sorted(options.items()))])
+    return built_once(tmp_path_factory, f"job_{variant}", lambda path: tiny_models.make_job_dir(
+        path, **tiny_models.VARIANTS[variant]))
+
+
+def _shared_export(tmp_path_factory, variant, options):
+    """(run-wide model base path holding version 1 of that job dir, exported with
+    `export_model.export_saved_model(**options)`, its name)."""
+    job = _shared_job(tmp_path_factory, variant)
+    name = "_".join(["models", variant, *(f"{k}-{v}" for k, v in sorted(options.items()))])
 
     def build(path):
         from export import export_model
 
-        job = tiny_models.make_job_dir(path / "job", **tiny_models.VARIANTS[variant])
-        export_model.export_saved_model(job, str(path / "age"), **options)
-    return built_once(tmp_path_factory, name, build), name
+        export_model.export_saved_model(str(job), str(path / "age"), **options)
+    return built_once(tmp_path_factory, name, build) / "age", name
 
 
 @pytest.fixture(scope="session")
 def tiny_job(tmp_path_factory):
     """tiny_job(variant="clf_gender") -> a job dir of the caller's own (model.keras +
-    model_spec.json of `testing.tiny_models.VARIANTS[variant]`), the one `tiny_export`
+    model_spec.json of `testing.tiny_models.VARIANTS[variant]`): the model `tiny_export`
     exports."""
     def make(variant="clf_gender"):
-        shared, name = _tiny_model(tmp_path_factory, variant, {})
-        own = tmp_path_factory.mktemp(f"job_{name}") / "job"
-        shutil.copytree(shared / "job", own)
+        own = tmp_path_factory.mktemp(f"job_{variant}") / "job"
+        shutil.copytree(_shared_job(tmp_path_factory, variant), own)
         return str(own)
     return make
 
@@ -148,12 +153,12 @@ def tiny_job(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory):
     """tiny_export(variant="clf_gender", **export_options) -> a model base path of the
-    caller's own ("<dir>/age") holding version 1 of that tiny model, exported with
+    caller's own (".../age") holding version 1 of `tiny_job(variant)`'s model, exported with
     `export_model.export_saved_model(**export_options)`; the caller may add versions."""
     def make(variant="clf_gender", **options):
-        shared, name = _tiny_model(tmp_path_factory, variant, options)
-        own = tmp_path_factory.mktemp(f"models_{name}") / "age"
-        shutil.copytree(shared / "age", own)
+        shared, name = _shared_export(tmp_path_factory, variant, options)
+        own = tmp_path_factory.mktemp(name) / "age"
+        shutil.copytree(shared, own)
         return str(own)
     return make
 
