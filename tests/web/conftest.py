@@ -30,6 +30,10 @@ FACES = [
     ((40, 190, 70), 8.0, 2.0, "F", 0.6),
 ]
 DECOY_AGE = 99.0
+# The distribution head's raw output (what the live mode fuses): a discretised normal of
+# each face's age and spread over ages 0..100.
+AGE_DISTRIBUTION = "age_distribution"
+NUM_AGES = 101
 TOLERANCE = 60  # per channel, for JPEG edges and the browser's re-encoding
 
 
@@ -48,6 +52,7 @@ def fake_outputs_spec():
         contract.AGE_INTERVAL_80: tf.TensorSpec([MAX_FACES, 2], tf.float32),
         contract.GENDER: tf.TensorSpec([MAX_FACES], tf.string),
         contract.GENDER_PROBABILITY: tf.TensorSpec([MAX_FACES, 2], tf.float32),
+        AGE_DISTRIBUTION: tf.TensorSpec([MAX_FACES, NUM_AGES], tf.float32),
     }
 
 
@@ -96,6 +101,9 @@ def face_model():
             contract.AGE_INTERVAL_80: tf.stack([age - 1.28 * std, age + 1.28 * std], -1),
             contract.GENDER: tf.gather(genders, rows),
             contract.GENDER_PROBABILITY: tf.stack([1 - pf, pf], -1),
+            AGE_DISTRIBUTION: tf.nn.softmax(
+                -tf.square(tf.range(NUM_AGES, dtype=tf.float32)[None] - age[:, None])
+                / (2 * tf.square(std[:, None])), -1),
         }
 
     spec = fake_outputs_spec()
@@ -181,11 +189,9 @@ def two_face_photo(synthetic_photos):
     return out.getvalue(), np.asarray(photo.boxes, float)
 
 
-def photo(size=(400, 300), faces=(), fmt="JPEG", exif_orientation=None, raw_rotation=None):
-    """A synthetic photo: grey, with `faces` = [(colour index, x, y, side)] drawn as squares
-    with eyes and a mouth. `raw_rotation` (a PIL transpose) is applied to the pixels after
-    drawing, `exif_orientation` written as the EXIF tag: together, a phone photo stored
-    sideways that a viewer turns upright."""
+def picture(size=(400, 300), faces=()):
+    """A PIL image: grey, with `faces` = [(colour index, x, y, side)] drawn as squares with
+    eyes and a mouth (the fake model's faces)."""
     img = Image.new("RGB", size, BACKGROUND)
     draw = ImageDraw.Draw(img)
     for index, x, y, side in faces:
@@ -195,6 +201,14 @@ def photo(size=(400, 300), faces=(), fmt="JPEG", exif_orientation=None, raw_rota
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(20, 20, 20))
         draw.line([x + 0.35 * side, y + 0.75 * side, x + 0.65 * side, y + 0.75 * side],
                   fill=(20, 20, 20), width=max(1, side // 20))
+    return img
+
+
+def photo(size=(400, 300), faces=(), fmt="JPEG", exif_orientation=None, raw_rotation=None):
+    """A synthetic photo (`picture`) encoded as `fmt`. `raw_rotation` (a PIL transpose) is
+    applied to the pixels after drawing, `exif_orientation` written as the EXIF tag:
+    together, a phone photo stored sideways that a viewer turns upright."""
+    img = picture(size, faces)
     if raw_rotation is not None:
         img = img.transpose(raw_rotation)
     buf = io.BytesIO()
@@ -214,6 +228,12 @@ def expected_box(x, y, side):
 @pytest.fixture(scope="session")
 def make_photo():
     return photo
+
+
+@pytest.fixture(scope="session")
+def fake_picture():
+    """`picture`: the fake model's faces on a PIL image (frames of a clip)."""
+    return picture
 
 
 class CannedBackend:
@@ -296,3 +316,50 @@ def canned_backend():
     yield make
     for backend in made:
         backend.close()
+
+
+# -- headless Chromium (page_test.py, live_page_test.py) -----------------------------------
+
+# The Debian package's browser binary: its /usr/bin/chromium wrapper adds flags of its own
+# (--enable-remote-extensions among them), which a test that must not reach out avoids.
+CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
+CHROMEDRIVER = "/usr/bin/chromedriver"
+INSTALL_HINT = "apt-get install -y chromium chromium-driver (as .ci/run does)"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-extensions", "--no-default-browser-check", "--disable-default-apps",
+    "--window-size=1280,1100",
+    # No network: every host name but the loopback address fails to resolve.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+
+
+def start_chromium(tmp, extra_flags=()):
+    """A Selenium driver of headless Chromium (profile and driver log in `tmp`), or the test
+    skipped, with the reason, where Chromium, its driver or Selenium is not installed
+    (.ci/run installs them); nothing is downloaded."""
+    import os
+
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed: pip install -e '.[test]'")
+    binary = next((p for p in CHROMIUM_CANDIDATES if os.access(p, os.X_OK)), None)
+    if binary is None:
+        pytest.skip(f"headless Chromium is not installed: {INSTALL_HINT}")
+    if not os.access(CHROMEDRIVER, os.X_OK):
+        pytest.skip(f"{CHROMEDRIVER} is not installed: {INSTALL_HINT}")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={tmp / 'profile'}", *extra_flags]:
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp / "driver.log")),
+                            options=options)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """start_chromium(tmp, extra_flags=()) -> a driver (the caller quits it)."""
+    return start_chromium
