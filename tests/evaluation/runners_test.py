@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from agegender import schema
 from evaluation import runners
-from export import export_litert
+from export import litert_file, litert_metadata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,7 +29,7 @@ def models(tiny_job, tiny_export, tmp_path_factory):
     for variant in ("clf_gender", "regression", "range_gender"):
         saved = os.path.join(tiny_export(variant), "1")
         lite = str(tmp_path_factory.mktemp(f"lite_{variant}") / "age.tflite")
-        export_litert.export_litert(tiny_job(variant), lite, "none", check_images=4)
+        litert_file.export_litert(tiny_job(variant), lite, "none", check_images=4)
         out[variant] = (saved, lite)
     return out
 
@@ -72,7 +72,7 @@ def test_files_the_runner_cannot_use_are_named(models, tmp_path):
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
     model.metadata = [m for m in model.metadata
-                      if m.name != export_litert.METADATA_NAME.encode()]  # bytes here
+                      if m.name != litert_metadata.METADATA_NAME.encode()]  # bytes here
     plain.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
     with pytest.raises(runners.EvaluationError, match="carries no agegender metadata"):
         runners.runner_for(str(plain))
