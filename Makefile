@@ -31,16 +31,18 @@ demo: venv
 # Test tiers (pytest.ini, tests/conftest.py): unit, integration, e2e. `make test` checks the
 # import layers (.importlinter) and runs every tier, one pytest-xdist worker per core (a test
 # file stays on one worker, so its module fixtures are built once); `make test-fast` runs the
-# unit tier only. TEST_WORKERS=0 runs in this process (for a debugger).
+# unit tier only. Both list the 20 slowest tests, so one that grows shows in every CI log.
+# TEST_WORKERS=0 runs in this process (for a debugger).
 TEST_WORKERS ?= 2
+TEST_FLAGS = -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test: venv
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest $(TEST_FLAGS) $(PYTEST_ARGS)
 
 test-fast: venv
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest $(TEST_FLAGS) -m "not e2e and not integration" $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m benchmarks.build_records
