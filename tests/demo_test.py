@@ -134,6 +134,7 @@ def test_verbose_brings_the_libraries_lines_back(tmp_path, command, env):
     assert bool(_noise(result.stderr)) == bool(verbose), result.stderr[-2000:]
 
 
+@pytest.mark.e2e
 def test_demo_names_the_failing_step(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

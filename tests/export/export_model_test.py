@@ -108,6 +108,7 @@ def test_layout_versions_and_no_overwrite(job_dirs, tmp_path):
         em.export_saved_model(str(tmp_path / "nothing"), base)
 
 
+@pytest.mark.integration
 def test_in_memory_model_export_for_the_trainer(tmp_path):
     from testing import tiny_models
 

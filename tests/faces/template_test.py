@@ -51,6 +51,7 @@ def _crops_dir(utk_dir, tmp_path, tools, n=8):
     return d, names
 
 
+@pytest.mark.integration
 def test_the_command_computes_a_template_and_accounts_for_every_crop(utk_dir, tmp_path, tools):
     d, names = _crops_dir(utk_dir, tmp_path, tools)
     out = tmp_path / "template.json"
@@ -64,6 +65,7 @@ def test_the_command_computes_a_template_and_accounts_for_every_crop(utk_dir, tm
     assert np.abs(computed.points - template.load().points).max() < 0.05
 
 
+@pytest.mark.integration
 def test_the_command_uses_only_the_records_train_split_by_default(utk_dir, tmp_path, tools):
     d, names = _crops_dir(utk_dir, tmp_path, tools)
     splits = [utkface.split_of_pixels(utkface.decode((d / n).read_bytes())) for n in names]

@@ -24,6 +24,7 @@ def _float32_policy():
     keras.backend.clear_session()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("base_model,img_dim", [
     ("MobileNetV2", 32), ("ResNet50", 32), ("MobileNetV3Small", 32), ("EfficientNetB0", 32)])
 def test_backbones_build_with_all_heads(base_model, img_dim):
@@ -51,6 +52,7 @@ def test_backbones_build_with_all_heads(base_model, img_dim):
         assert np.isfinite(logs["loss"])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kw,output,width", [
     (dict(type="regression"), heads.RegressionHead.output, 1),
     (dict(range_mode=True), heads.RangeHead.output, heads.NUM_AGE_RANGES)])
@@ -60,6 +62,7 @@ def test_heads(kw, output, width):
     assert list(out) == [output] and out[output].shape == (1, width)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_keeps_float32_outputs(policy):
     distribution.set_precision(policy)
@@ -78,6 +81,7 @@ def test_precision_auto_rules():
     assert distribution.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
 
 
+@pytest.mark.integration
 def test_save_load_contract(tmp_path):
     spec = model_spec.ModelSpec(img_dim=32, alpha=0.35, predict_gender=True)
     model = model_lib.build_model(spec)
@@ -95,6 +99,7 @@ def test_save_load_contract(tmp_path):
                                rtol=1e-6)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not (WEIGHTS_DIR / MNV2_035).exists(), reason="no shared weights")
 def test_imagenet_resolved_offline_for_any_size(tmp_path, monkeypatch):
     monkeypatch.setattr(model_lib, "_network_reachable", lambda timeout=3.0: False)
@@ -129,6 +134,7 @@ def test_network_probe_does_not_hang():
     assert time.time() - start < 5
 
 
+@pytest.mark.integration
 def test_fine_tune_unfreezes_from_index_but_not_batchnorm():
     spec = model_spec.ModelSpec(img_dim=32, alpha=0.35)
     model = model_lib.build_model(spec)
