@@ -296,26 +296,44 @@ class InputReader:
         self.parser = parser
         self.decoder = Decoder()
 
-    def _records(self, is_training):
+    def _records(self, is_training, seed=None):
+        """Serialized records, interleaved from the files; training shuffles the files."""
         files = tf.data.Dataset.from_tensor_slices(self.files)
         if is_training:
-            files = files.shuffle(len(self.files), seed=self.config.seed,
-                                  reshuffle_each_iteration=True)
+            files = self._shuffle(files, len(self.files), seed)
         return files.interleave(
             lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
             cycle_length=min(len(self.files), 16), block_length=16,
             num_parallel_calls=AUTOTUNE, deterministic=self._deterministic(is_training))
+
+    def _shuffle(self, ds, buffer_size, seed=None):
+        """With `seed` (one pass of the seeded stream): shuffled by that seed alone.
+        Without: reshuffled by tf.data at each iteration (a new order for each pass)."""
+        if seed is None:
+            return ds.shuffle(buffer_size, seed=self.config.seed, reshuffle_each_iteration=True)
+        return ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=False)
 
     def _deterministic(self, is_training):
         """Evaluation always keeps the order; training only when asked (with a seed): not
         waiting for a slow element is faster."""
         return not is_training or self.config.deterministic
 
-    def _stream(self, ds, start):
-        """Endless passes over the shuffled split (each pass freshly shuffled), from its
-        `start`-th record. Placed before decoding (or after the cache), so the records a
-        resumed run skips are read but neither decoded twice nor augmented."""
-        ds = ds.repeat()
+    def _stream(self, one_pass, start):
+        """Endless passes over the split from its `start`-th record, before decoding (or
+        after the cache): skipped records are read, not decoded or augmented.
+        `one_pass(files_seed, seed)` is one pass shuffled by those seeds (None: by tf.data).
+
+        Seeded, pass p is shuffled by seeds derived from the seed and p alone: tf.data's
+        reshuffle_each_iteration also counts the dataset's iterations, and Keras `fit`
+        iterates it twice (one batch to build the model, then from the start again)."""
+        if not self.config.deterministic:  # nothing to reproduce: tf.data reshuffles
+            return one_pass(None, None).repeat()
+        key = tf.constant([self.config.seed or 0, 0], tf.int64)
+
+        def seeded_pass(p):
+            seeds = tf.random.experimental.stateless_fold_in(key, p)
+            return one_pass(seeds[0], seeds[1])
+        ds = tf.data.Dataset.counter().flat_map(seeded_pass)
         if start:
             ds = ds.skip(start)
         return ds
@@ -323,13 +341,15 @@ class InputReader:
     def decoded(self, is_training, stream_start=None):
         """Per-image dicts (image + labels), decoded, before caching and batching.
         `stream_start` (training without a cache): endless passes from that record on."""
-        ds = self._records(is_training)
         if is_training and not self.config.cache:
             # Shuffle the serialized records: far smaller than decoded images.
-            ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed,
-                            reshuffle_each_iteration=True)
-            if stream_start is not None:
-                ds = self._stream(ds, stream_start)
+            def one_pass(files_seed=None, seed=None):
+                return self._shuffle(self._records(True, files_seed),
+                                     self.config.shuffle_buffer, seed)
+            ds = one_pass() if stream_start is None else self._stream(one_pass, stream_start)
+        else:  # a seeded run caches one file order, however often the cache is filled
+            seeded = is_training and self.config.deterministic
+            ds = self._records(is_training, self.config.seed if seeded else None)
         ds = ds.batch(records.PARSE_BATCH).map(self.decoder.decode, num_parallel_calls=AUTOTUNE)
         ds = ds.unbatch()
         ds = ds.map(self.parser.parse_fn(is_training), num_parallel_calls=AUTOTUNE,
@@ -358,10 +378,12 @@ class InputReader:
             ds = ds.cache("" if self.config.cache == "memory" else
                           f"{self.config.cache}-{'train' if is_training else 'eval'}")
             if is_training:
-                ds = ds.shuffle(self.config.shuffle_buffer, seed=self.config.seed,
-                                reshuffle_each_iteration=True)
-                if start is not None:
-                    ds = self._stream(ds, start * self.config.batch_size)
+                cached = ds
+
+                def one_pass(files_seed=None, seed=None):
+                    return self._shuffle(cached, self.config.shuffle_buffer, seed)
+                ds = (one_pass() if start is None
+                      else self._stream(one_pass, start * self.config.batch_size))
         # Fixed batch shapes in training (XLA, TPU, and no tiny last batch in BatchNorm).
         deterministic = self._deterministic(is_training)
         ds = ds.batch(self.config.batch_size, drop_remainder=is_training,
