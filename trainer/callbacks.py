@@ -4,23 +4,14 @@
   (cyclic triangular and cosine), computed from the epoch so it is right after a resume.
 - `LRFinder` raises the learning rate exponentially, one step at a time, recording the
   smoothed loss, and stops when the loss diverges.
-- `ResumeState` makes a run resumable: at the end of every epoch it writes a
-  `tf.train.Checkpoint` (model *and* optimizer state) and then, atomically, a JSON state
-  file holding the phase, the epochs done, the checkpoint path, the history so far and the
-  plateau scheduler's counters. The checkpoint also holds the dropout layers' random
-  states, so a seeded run resumed after epoch k trains on as the uninterrupted one did
-  (the input stream's part: `input_pipeline.InputReader.training_stream`). A process
-  killed at any moment leaves either the previous or the new epoch recorded, never half of
-  one, and no epoch is counted twice.
-"""
-import json
-import math
-import os
+- `schedule_callbacks` picks the callbacks of `--lr_scheduler` for one phase.
 
-from absl import logging
+Checkpoints and resume: `trainer.checkpoints`.
+"""
+import math
+
 import keras
 import numpy as np
-import tensorflow as tf
 
 
 def cyclic_lr(base_lr, max_lr, half_cycle_steps):
@@ -71,6 +62,25 @@ class StepLRSchedule(keras.callbacks.Callback):
             logs["learning_rate"] = get_lr(self.model.optimizer)
 
 
+def schedule_callbacks(cfg, monitor, first, end, lr, steps_per_epoch):
+    """(callbacks, plateau callback or None) of the phase's learning-rate schedule; the
+    phase runs epochs first..end at learning rate lr, `monitor` is the plateau's metric."""
+    if cfg.lr_scheduler == "reduce_lr_on_plateau":
+        plateau = keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=0.3, patience=2, min_lr=cfg.min_learning_rate,
+            mode="min", verbose=1)
+        return [plateau], plateau
+    if cfg.lr_scheduler == "cyclic":
+        fn = cyclic_lr(max(cfg.min_learning_rate, lr / 10.0), lr,
+                       cfg.cyclic_half_cycle_epochs * steps_per_epoch)
+    elif cfg.lr_scheduler == "cosine":
+        fn = cosine_lr(lr, cfg.min_learning_rate, (end - first) * steps_per_epoch,
+                       warmup_steps=min(steps_per_epoch, 500))
+    else:
+        return [], None
+    return [StepLRSchedule(fn, steps_per_epoch, first_epoch=first)], None
+
+
 class LRFinder(keras.callbacks.Callback):
     """Exponential learning-rate sweep; results in `self.lrs`, `self.losses`."""
 
@@ -106,114 +116,3 @@ class LRFinder(keras.callbacks.Callback):
             return None
         grads = np.gradient(np.asarray(self.losses), np.log10(np.asarray(self.lrs)))
         return float(self.lrs[int(np.argmin(grads))])
-
-
-def _atomic_write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=1, sort_keys=True))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-class TrainState:
-    """The JSON record of a run's progress (see the module docstring)."""
-
-    def __init__(self, path):
-        self.path = path
-        self.data = {"phase_epochs": {}, "checkpoints": {}, "history": [], "plateau": {}}
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                self.data.update(json.load(f))
-
-    def epochs_done(self, phase):
-        return int(self.data["phase_epochs"].get(phase, 0))
-
-    def checkpoint(self, phase):
-        return self.data["checkpoints"].get(phase)
-
-    @property
-    def history(self):
-        return self.data["history"]
-
-    def save(self):
-        _atomic_write_json(self.path, self.data)
-
-
-def random_states(model):
-    """The state variables of the model's random number generators (Dropout's
-    `SeedGenerator`s), in layer order. They are among `model.variables` but not its weights,
-    and the model's checkpoint leaves them out: restored, a resumed run draws the dropout
-    masks the uninterrupted run drew; left out, it would start their sequence again."""
-    weights = {id(v) for v in model.weights}
-    return [v for v in model.variables if id(v) not in weights]
-
-
-class ResumeState(keras.callbacks.Callback):
-    """Per-epoch checkpoint of model + optimizer and the run state; restores on demand.
-
-    `writer` is False on non-chief workers of a multi-worker job: they still save (the
-    checkpoint of mirrored variables is a collective) but into a scratch directory.
-    """
-
-    def __init__(self, state, phase, checkpoint_dir, plateau=None, writer=True):
-        super().__init__()
-        self.state, self.phase, self.plateau, self.writer = state, phase, plateau, writer
-        self.checkpoint_dir = checkpoint_dir
-        self._ckpt = None
-
-    def _checkpoint(self):
-        if self._ckpt is None:
-            self._ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer,
-                                             seeds=random_states(self.model))
-        return self._ckpt
-
-    def restore(self, model):
-        """Restores model + optimizer of this phase if the state has a checkpoint.
-
-        Returns the number of epochs already done in this phase.
-        """
-        self.set_model(model)
-        path = self.state.checkpoint(self.phase)
-        if not path:
-            return 0
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        # save_counter is not written by Checkpoint.write(): match everything else.
-        self._checkpoint().restore(path).expect_partial().assert_nontrivial_match()
-        if self.plateau is not None and self.phase in self.state.data["plateau"]:
-            p = self.state.data["plateau"][self.phase]
-            self.plateau.best, self.plateau.wait = p["best"], p["wait"]
-            self.plateau.cooldown_counter = p["cooldown_counter"]
-        done = self.state.epochs_done(self.phase)
-        logging.info("Resuming phase %s after epoch %d from %s", self.phase, done, path)
-        return done
-
-    def on_epoch_end(self, epoch, logs=None):
-        path = self._checkpoint().write(os.path.join(self.checkpoint_dir, f"ckpt-{epoch + 1}"))
-        if not self.writer:
-            return
-        record = {"phase": self.phase, "epoch": epoch + 1}
-        record.update({k: float(v) for k, v in (logs or {}).items()
-                       if np.ndim(v) == 0})
-        record.setdefault("learning_rate", get_lr(self.model.optimizer))
-        data = self.state.data
-        previous = data["checkpoints"].get(self.phase)
-        data["history"] = [h for h in data["history"]
-                           if not (h["phase"] == self.phase and h["epoch"] >= epoch + 1)]
-        data["history"].append(record)
-        data["phase_epochs"][self.phase] = epoch + 1
-        data["checkpoints"][self.phase] = path
-        if self.plateau is not None:
-            data["plateau"][self.phase] = {
-                "best": float(self.plateau.best), "wait": int(self.plateau.wait),
-                "cooldown_counter": int(self.plateau.cooldown_counter)}
-        self.state.save()
-        # Two checkpoints kept: the one the state names and the one before it.
-        self._prune(keep={path, previous})
-
-    def _prune(self, keep):
-        keep = {os.path.basename(p) for p in keep if p}
-        for f in tf.io.gfile.glob(os.path.join(self.checkpoint_dir, "ckpt-*")):
-            stem = os.path.basename(f).split(".")[0]
-            if stem not in keep:
-                tf.io.gfile.remove(f)

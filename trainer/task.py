@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from agegender import job_dir as job_dir_lib
 from agegender import age_histogram, age_prior, model_spec, records, schema
-from trainer import calibration
+from trainer import calibration, checkpoints
 from trainer import callbacks as callbacks_lib
 from trainer import curves, distribution, input_pipeline, predict
 from trainer import flags as trainer_flags
@@ -87,24 +87,6 @@ def _phase_plan(cfg):
     return plan
 
 
-def _scheduler_callbacks(cfg, spec, first, end, lr, steps_per_epoch):
-    """(callbacks, plateau callback or None) for the phase's learning-rate schedule."""
-    if cfg.lr_scheduler == "reduce_lr_on_plateau":
-        plateau = keras.callbacks.ReduceLROnPlateau(
-            monitor=keras_metrics.monitor_key(spec), factor=0.3, patience=2,
-            min_lr=cfg.min_learning_rate, mode="min", verbose=1)
-        return [plateau], plateau
-    if cfg.lr_scheduler == "cyclic":
-        fn = callbacks_lib.cyclic_lr(max(cfg.min_learning_rate, lr / 10.0), lr,
-                                     cfg.cyclic_half_cycle_epochs * steps_per_epoch)
-    elif cfg.lr_scheduler == "cosine":
-        fn = callbacks_lib.cosine_lr(lr, cfg.min_learning_rate, (end - first) * steps_per_epoch,
-                                     warmup_steps=min(steps_per_epoch, 500))
-    else:
-        return [], None
-    return [callbacks_lib.StepLRSchedule(fn, steps_per_epoch, first_epoch=first)], None
-
-
 def _tensorboard(out_dir):
     """The TensorBoard callback, or nothing (with a warning) without the tensorboard package."""
     if importlib.util.find_spec("tensorboard") is None:
@@ -121,10 +103,6 @@ def _worker_dir(job_dir):
         return job_dir, True
     task_type, task_id = distribution.task_info()
     return os.path.join(job_dir, ".workers", f"{task_type}-{task_id}"), False
-
-
-def _restore_weights_only(model, path):
-    tf.train.Checkpoint(model=model).restore(path).expect_partial()
 
 
 @dataclasses.dataclass
@@ -273,7 +251,7 @@ def run_phase(run, state, phase, first, end, lr):
     run stopped; a phase finished earlier only hands its weights on."""
     cfg, model = run.cfg, run.model
     if state.epochs_done(phase) >= end:
-        _restore_weights_only(model, state.checkpoint(phase))
+        checkpoints.restore_weights(model, state.checkpoint(phase))
         return
     with run.strategy.scope():
         if phase == "fine_tune":
@@ -281,10 +259,11 @@ def run_phase(run, state, phase, first, end, lr):
         else:
             model_lib.freeze_backbone(model)
         compile_model(model, run.spec, cfg, lr)
-        schedule, plateau = _scheduler_callbacks(cfg, run.spec, first, end, lr,
-                                                 run.steps_per_epoch)
-        checkpoints = job_dir_lib.path(run.out_dir, job_dir_lib.CHECKPOINTS_DIR, phase)
-        resume = callbacks_lib.ResumeState(state, phase, checkpoints, plateau, run.writer)
+        schedule, plateau = callbacks_lib.schedule_callbacks(
+            cfg, keras_metrics.monitor_key(run.spec), first, end, lr, run.steps_per_epoch)
+        resume = checkpoints.ResumeState(
+            state, phase, job_dir_lib.path(run.out_dir, job_dir_lib.CHECKPOINTS_DIR, phase),
+            plateau, run.writer)
         resumed = resume.restore(model)
     initial_epoch = max(first, resumed)
     # The stream where the uninterrupted run would be at this epoch (epochs across phases).
@@ -359,7 +338,7 @@ def train(cfg):
     build(run)
     if cfg.lr_find:
         return lr_find(run)
-    state = callbacks_lib.TrainState(job_dir_lib.path(run.out_dir, job_dir_lib.STATE_FILE))
+    state = checkpoints.TrainState(job_dir_lib.path(run.out_dir, job_dir_lib.STATE_FILE))
     for phase, first, end, lr in _phase_plan(cfg):
         run_phase(run, state, phase, first, end, lr)
     calibrate(run)

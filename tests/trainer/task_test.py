@@ -291,20 +291,20 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(tiny_records, tmp_path, tin
     phase), each time resumed with the same command, ends with exactly the weights,
     per-epoch metrics and eval.json of a run never stopped. Epochs cover 3 of the split's
     12 batches, so every resume has to pick the data stream up mid-pass."""
-    from trainer import callbacks as callbacks_lib
+    from trainer import checkpoints
 
     args = ["--seed=5", "--predict_gender", "--epochs=2", "--fine_tune_epochs=2",
             "--fine_tune_at=120", "--steps_per_epoch=3", "--lr_scheduler=cosine",
             "--degrade_probability=0.5", f"--cache={cache}"]
 
     def train(job, stop_after=()):
-        original = callbacks_lib.ResumeState.on_epoch_end
+        original = checkpoints.ResumeState.on_epoch_end
 
         def on_epoch_end(self, epoch, logs=None):
             original(self, epoch, logs)
             if epoch + 1 in stop_after:
                 raise _Killed(epoch + 1)
-        monkeypatch.setattr(callbacks_lib.ResumeState, "on_epoch_end", on_epoch_end)
+        monkeypatch.setattr(checkpoints.ResumeState, "on_epoch_end", on_epoch_end)
         keras.backend.clear_session()
         try:
             _run(tiny_records, job, tiny_run_args, *args)
