@@ -278,12 +278,6 @@ class _Killed(Exception):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 23 item 6: the resumed epoch 2 differed (loss 0.799 against "
-                          "0.692) with every model and optimizer variable equal at the resume "
-                          "point; the cause, the input order after Keras fit's second "
-                          "iteration, is fixed (input_pipeline_test); this whole-run check "
-                          "has not been rerun since (it timed out on the shared machine)",
-                   strict=False)
 @pytest.mark.parametrize("cache", ["", "memory"], ids=["records", "memory-cache"])
 def test_a_resumed_run_ends_as_the_uninterrupted_one(tiny_records, tmp_path, tiny_run_args,
                                                     monkeypatch, cache):
