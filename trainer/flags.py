@@ -238,6 +238,29 @@ def augment_config(fv):
         old_print_severity=_floats(fv, "old_print_severity"))
 
 
+RESOLVED_FLAGS_FILE = "flags.txt"
+
+
+def resolved_flags(fv):
+    """The run's configuration as a flagfile: every trainer flag set to a value, one per
+    line, defaults included, so `--flagfile=<job_dir>/flags.txt` replays the run even if a
+    default changes later (and the flagfiles it came from may be edited or gone)."""
+    names = sorted(define_flags(flags.FlagValues()))
+    lines = [fv[name].serialize() for name in names if fv[name].value is not None]
+    return ("# The resolved configuration of this run (trainer.flags.resolved_flags): replay it\n"
+            "# with python -m trainer.task --flagfile=<this file>.\n"
+            + "".join(line + "\n" for line in lines if line))
+
+
+def write_resolved_flags(fv, out_dir):
+    """<out_dir>/flags.txt from the command's flags (a hand-built config has none)."""
+    if isinstance(fv, flags.FlagValues):
+        import tensorflow as tf  # gfile: job dirs may be gs:// paths
+
+        with tf.io.gfile.GFile(os.path.join(out_dir, RESOLVED_FLAGS_FILE), "w") as f:
+            f.write(resolved_flags(fv))
+
+
 def parse(argv):
     """A private FlagValues with every trainer flag, parsed from argv (no program name)."""
     fv = define_flags(flags.FlagValues())

@@ -9,6 +9,8 @@ resume after a crash (rerun the same command), and the outputs in --job_dir:
   learning_curves.png    model.keras + model_spec.json            eval.json (test split)
   records_fingerprint.json  the records it was trained on: a rerun on others is refused
                             without --allow_other_records (trainer.records_fingerprint)
+  flags.txt              the resolved configuration: every flag's value, replayable
+                         with --flagfile (trainer.flags.resolved_flags)
 
 `--load` skips training: with --test_sample_dir it prints predictions for a directory of
 images (face crops; with --photos ordinary photos, one line per face found, and
@@ -179,6 +181,7 @@ def prepare(cfg):
     tf.io.gfile.makedirs(out_dir)
     if writer:
         records_fingerprint.record(out_dir, fingerprint)
+        trainer_flags.write_resolved_flags(cfg, out_dir)
     return run
 
 

@@ -9,3 +9,25 @@ def test_keras_progress_and_its_old_spelling(capsys):
     assert trainer_flags.parse(["--verbose=2"]).keras_progress == 2
     assert capsys.readouterr().err == (
         "warning: --verbose is deprecated, use --keras_progress (the same value)\n")
+
+
+def test_the_resolved_flags_replay_the_run(tmp_path):
+    """flags.txt holds every trainer flag's value: parsed back, it gives the same
+    configuration, flags left at their defaults and flags given through a flagfile included."""
+    recipe = tmp_path / "recipe.flags"
+    recipe.write_text("--img_dim=96\n--old_print_severity=0.25,1.0\n--predict_gender\n")
+    given = trainer_flags.parse([f"--flagfile={recipe}", "--job_dir=/jobs/a",
+                                 "--records_dir=/records", "--seed=7", "--nocalibrate"])
+    resolved = tmp_path / "flags.txt"
+    resolved.write_text(trainer_flags.resolved_flags(given))
+    text = resolved.read_text()
+    assert "--img_dim=96\n" in text and "--seed=7\n" in text and "--nocalibrate\n" in text
+    assert "flagfile" not in text.replace("--flagfile=<this file>", "")
+    replayed = trainer_flags.parse([f"--flagfile={resolved}"])
+    names = trainer_flags.define_flags(trainer_flags.flags.FlagValues())
+    differ = {n: (given[n].value, replayed[n].value) for n in names
+              if given[n].value != replayed[n].value}
+    assert differ == {}
+    # A value changed after the fact is a different configuration (the check can fail).
+    other = trainer_flags.parse([f"--flagfile={resolved}", "--img_dim=64"])
+    assert other.img_dim == 64 != replayed.img_dim

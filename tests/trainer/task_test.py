@@ -76,6 +76,11 @@ def test_modes_train_and_leave_outputs(tiny_records, tmp_path, tiny_run_args, ex
     assert (eval_json["gender_accuracy"] is not None) == spec.predict_gender
     if "--age_deviation=3" in extra:
         assert spec.age_deviation == 3.0
+    # The resolved configuration, replayable as a flagfile, says how this run was made.
+    replayed = trainer_flags.parse([f"--flagfile={job / 'flags.txt'}"])
+    assert replayed.job_dir == str(job) and replayed.records_dir == str(tiny_records)
+    assert replayed.type == ("regression" if "--type=regression" in extra else "classification")
+    assert replayed.range_mode == ("--range_mode" in extra)
 
 
 @pytest.mark.slow
