@@ -136,21 +136,18 @@ def define_flags(fv=flags.FLAGS):
                        "Share of training images given one photo degradation (grayscale, "
                        "sepia, faded colour, JPEG artefacts, low resolution, side light).",
                        **d)
-    flags.DEFINE_list("low_res_scale", _pair(aug.low_res_scale),
-                      "min,max size (fraction of the side) a low-resolution degradation "
-                      "passes through, drawn log-uniformly.", **d)
-    flags.register_validator("low_res_scale", _is_scale_range,
-                             "--low_res_scale: two fractions 0 < min <= max <= 1", **d)
+    _define_range("low_res_scale", _pair(aug.low_res_scale),
+                  "min,max size (fraction of the side) a low-resolution degradation passes "
+                  "through, drawn log-uniformly.", _is_scale_range,
+                  "two fractions 0 < min <= max <= 1", d)
     flags.DEFINE_float("old_print_probability", aug.old_print_probability,
                        "Share of training images made old scanned prints: soft focus, "
                        "vignetting, grain, faded dyes and cast, narrow range, paper or "
                        "halftone, dust and scratches, rescan JPEG, all at once "
                        "(agegender.old_print).", lower_bound=0.0, upper_bound=1.0, **d)
-    flags.DEFINE_list("old_print_severity", _pair(aug.old_print_severity),
-                      "min,max severity (0..1) of the old prints, drawn uniformly per image.",
-                      **d)
-    flags.register_validator("old_print_severity", _is_severity_range,
-                             "--old_print_severity: two numbers 0 <= min <= max <= 1", **d)
+    _define_range("old_print_severity", _pair(aug.old_print_severity),
+                  "min,max severity (0..1) of the old prints, drawn uniformly per image.",
+                  _is_severity_range, "two numbers 0 <= min <= max <= 1", d)
     flags.DEFINE_float("source_margin", aug.source_margin,
                        "The training frame is up to img_dim times this, so crops take real "
                        "pixels (records of 160 px give 128 px inputs a 1.25 margin).", **d)
@@ -236,6 +233,12 @@ def augment_config(fv):
         low_res_scale=_floats(fv, "low_res_scale"),
         old_print_probability=fv.old_print_probability,
         old_print_severity=_floats(fv, "old_print_severity"))
+
+
+def _define_range(name, default, help_text, check, what, d):
+    """A min,max list flag whose two values `check` accepts, else '--name: what'."""
+    flags.DEFINE_list(name, default, help_text, **d)
+    flags.register_validator(name, check, f"--{name}: {what}", **d)
 
 
 RESOLVED_FLAGS_FILE = "flags.txt"
