@@ -150,6 +150,20 @@ def add_verbose_flag(parser, also=""):
                         help=argparse.SUPPRESS)
 
 
+def command_error(command, message):
+    """`command: error: message` on stderr, as argparse says it; returns 2, its exit status."""
+    print(f"{command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def add_progress_flag(parser, counted):
+    """`--progress_seconds` of a Beam job: how often each worker says how many `counted` it
+    has done (`Progress`), on stderr; 0: never."""
+    parser.add_argument("--progress_seconds", type=float, default=PROGRESS_SECONDS,
+                        help=f"each worker prints {counted} so far this often, on stderr; "
+                             "0: never (default %(default)s)")
+
+
 def quiet(verbose=None):
     """Filters `NOISE` out of this process's stderr (fd 2), for it and its children.
 

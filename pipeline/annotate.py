@@ -30,6 +30,7 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
 import argparse
 import contextlib
 import dataclasses
+import functools
 import sys
 import time
 
@@ -38,8 +39,8 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 
 from agegender import arg_types, console, image_header
 from agegender import image_sources as sources
-from pipeline import (face_crops, inference_handler, parquet_sink, photo_batches, portable,
-                      publish, records_graph, runner_setup, transforms)
+from pipeline import (face_crops, inference_handler, input_flags, parquet_sink, photo_batches,
+                      portable, publish, records_graph, runner_setup, transforms)
 from pipeline.photo_batches import LOCAL, SKIPPED
 
 DEFAULT_ARCHIVE_SPREAD_MB = records_graph.DEFAULT_ARCHIVE_SPREAD_MB
@@ -242,30 +243,19 @@ def _parser():
                          "labels.csv template for pipeline.build_records --labels_csv")
     ap.add_argument("--crops", action="store_true",
                     help="the inputs are aligned face crops (serving_default), not photos")
-    arg_types.add_max_image_pixels(ap, image_header.DEFAULT_MAX_PIXELS)
-    ap.add_argument("--follow_symlinks", action="store_true",
-                    help="follow symbolic links in a local --input (to regular files and "
-                         "directories only); by default they are skipped as not_a_regular_file")
-    ap.add_argument("--archive_spread_mb", type=float, default=DEFAULT_ARCHIVE_SPREAD_MB,
-                    help="archive member MB (all archives together) spread to other workers; "
-                         "later members are answered by the worker reading the archive. "
-                         "Bounds memory; never changes the rows (default %(default)s)")
+    input_flags.add_input_flags(ap, "rows")
     ap.add_argument("--batch_size", type=arg_types.positive(int, "a photo count"),
                     default=inference_handler.DEFAULT_MAX_BATCH_SIZE,
                     help="photos per model call (default %(default)s)")
     ap.add_argument("--photos_per_file", type=arg_types.positive(int, "a photo count"),
                     default=parquet_sink.DEFAULT_PHOTOS_PER_FILE,
                     help="photos per Parquet file (default %(default)s)")
-    ap.add_argument("--progress_seconds", type=float, default=console.PROGRESS_SECONDS,
-                    help="each worker prints the photos it wrote so far this often, on "
-                         "stderr; 0: never (default %(default)s)")
+    console.add_progress_flag(ap, "the photos it wrote")
     console.add_verbose_flag(ap)
     return ap
 
 
-def _error(message):
-    print(f"annotate: error: {message}", file=sys.stderr)
-    return 2
+_error = functools.partial(console.command_error, "annotate")
 
 
 def load_model(options):

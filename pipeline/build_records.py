@@ -26,16 +26,17 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
 
 import apache_beam as beam
 
-from agegender import arg_types, console, image_header, names, schema
+from agegender import arg_types, console, names, schema
 from agegender import image_sources as sources
 from faces import photo as face_photo
-from pipeline import publish, writer
+from pipeline import input_flags, publish, writer
 from pipeline.records_graph import (DEFAULT_AGE_DEVIATION, DEFAULT_ARCHIVE_SPREAD_MB,
                                     DEFAULT_IMAGE_SIZE, DEFAULT_JPEG_QUALITY, DEFAULT_SPLIT,
                                     BuildOptions, build_pipeline)
@@ -89,15 +90,7 @@ def _parser():
                     help="about this many MB per shard (default %(default)s)")
     ap.add_argument("--min_shards", type=int, default=writer.DEFAULT_MIN_SHARDS,
                     help="at least this many shards per split, if it has that many images")
-    arg_types.add_max_image_pixels(ap, image_header.DEFAULT_MAX_PIXELS)
-    ap.add_argument("--follow_symlinks", action="store_true",
-                    help="follow symbolic links in a local --input (to regular files and "
-                         "directories only); by default they are skipped as not_a_regular_file")
-    ap.add_argument("--archive_spread_mb", type=float, default=DEFAULT_ARCHIVE_SPREAD_MB,
-                    help="archive member MB (all archives together) spread to other workers "
-                         "before decoding; later members are converted by the worker reading "
-                         "the archive. Bounds memory; never changes the records "
-                         "(default %(default)s)")
+    input_flags.add_input_flags(ap, "records")
     ap.add_argument("--align_faces", action="store_true",
                     help="treat inputs as photos: detect the faces, and write the chosen "
                          "face aligned on the face template (faces.photo, as predict_photo "
@@ -107,16 +100,12 @@ def _parser():
                     default=face_photo.LARGEST,
                     help="with --align_faces: the face of a photo to write, the largest box "
                          "or the highest detection score (default %(default)s)")
-    ap.add_argument("--progress_seconds", type=float, default=console.PROGRESS_SECONDS,
-                    help="each worker prints the images it processed and the records it "
-                         "wrote so far this often, on stderr; 0: never (default %(default)s)")
+    console.add_progress_flag(ap, "the images it processed and the records it wrote")
     console.add_verbose_flag(ap)
     return ap
 
 
-def _error(message):
-    print(f"build_records: error: {message}", file=sys.stderr)
-    return 2
+_error = functools.partial(console.command_error, "build_records")
 
 
 def print_summary(report, seconds=None, out=sys.stdout):
