@@ -331,6 +331,11 @@ class InputReader:
         key = tf.constant([self.config.seed or 0, 0], tf.int64)
 
         def seeded_pass(p):
+            # shuffle() passes its seed through TF's get_seed, which compares (graph seed,
+            # op seed) with (0, 0) in Python: under a global seed of 0 (`--seed=0`) a tensor
+            # op seed makes that a symbolic bool and fails. This function's graph gets a fixed
+            # non-zero seed (1, the recipe's); the pass's order comes from the op seeds.
+            tf.compat.v1.get_default_graph().seed = 1
             seeds = tf.random.experimental.stateless_fold_in(key, p)
             return one_pass(seeds[0], seeds[1])
         ds = tf.data.Dataset.counter().flat_map(seeded_pass)

@@ -220,6 +220,8 @@ def test_the_training_stream_from_batch_k_is_the_uninterrupted_stream_from_k(tin
     the dataset was iterated before, as Keras `fit` does: it takes one batch to build the
     model, then iterates from the start again (tf.data's reshuffle_each_iteration gave
     that second iteration another order)."""
+    # A global seed of 0 (`--seed=0`) once broke the seeded passes' shuffles (get_seed).
+    tf.random.set_seed(0)
     spec = model_spec.ModelSpec(img_dim=32, predict_gender=True)
     config = input_pipeline.InputConfig(
         str(tiny_records), batch_size=8, cache=cache, shuffle_buffer=64, seed=3,
