@@ -5,7 +5,7 @@ detect -> align -> age on a phone with the age model of `export.export_litert`.
 Owns the networks' LiteRT signatures, the check that refuses a converted network that does
 not answer like the TensorFlow one, and the faces metadata (the cascade's parameters and
 rules, the alignment template). The conversion itself (`export.litert_convert`), the
-metadata embedding (`export.litert_metadata`) and the atomic writes (`export.atomic_files`)
+metadata embedding (`export.litert_metadata`) and the atomic writes (`agegender.atomic_files`)
 are the age model's.
 
 Files written to --output_dir (all or none):
@@ -48,8 +48,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from agegender import console
-from export import atomic_files, litert_convert, litert_metadata
+from agegender import atomic_files, console
+from export import litert_convert, litert_metadata
 from export.errors import ExportError
 from faces import boxes as box_ops
 from faces import detector as detector_lib

@@ -4,7 +4,7 @@ order of the steps and what is refused before anything is written.
 The steps are owned elsewhere: the images (`export.litert_images`), the conversion
 (`export.litert_convert`), the runtime (`export.litert_model`), the check
 (`export.litert_check`), the metadata and sidecar (`export.litert_metadata`) and the writes
-(`export.atomic_files`). The command line is `export.export_litert`.
+(`agegender.atomic_files`). The command line is `export.export_litert`.
 """
 import dataclasses
 import logging
@@ -15,8 +15,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from agegender import heads
-from export import atomic_files, litert_check, litert_convert, litert_images, litert_metadata
+from agegender import atomic_files, heads
+from export import litert_check, litert_convert, litert_images, litert_metadata
 from export.errors import ExportError
 from export.export_model import model_to_export
 from export.litert_model import LiteRTModel

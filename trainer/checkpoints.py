@@ -18,14 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from agegender import atomic_files
 from trainer.callbacks import get_lr
-
-
-def _atomic_write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=1, sort_keys=True))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 class TrainState:
@@ -49,7 +43,7 @@ class TrainState:
         return self.data["history"]
 
     def save(self):
-        _atomic_write_json(self.path, self.data)
+        atomic_files.write_json_atomically(self.path, self.data)
 
 
 def restore_weights(model, path):

@@ -1,4 +1,8 @@
-"""Several files replaced together: all written, or every target left as it was."""
+"""Files replaced atomically: several together (all written, or every target left as it
+was), or one JSON document. Through `tf.io.gfile`, so a target may be local or on a bucket.
+The one owner of atomic writes of the LiteRT export (`export.litert_file`,
+`export.export_litert_faces`) and of the trainer's resume state (`trainer.checkpoints`)."""
+import json
 import os
 import uuid
 
@@ -22,3 +26,9 @@ def write_atomically(pairs):
         for tmp in temps:
             if tf.io.gfile.exists(tmp):
                 tf.io.gfile.remove(tmp)
+
+
+def write_json_atomically(path, obj):
+    """`obj` as indented, key-sorted JSON at `path`: a reader sees the old or the new
+    document, never half of one."""
+    write_atomically([(path, json.dumps(obj, indent=1, sort_keys=True).encode())])
