@@ -379,16 +379,18 @@ class InputReader:
             start = stream_start if self.config.deterministic else 0
         ds = self.decoded(is_training,
                           None if start is None else start * self.config.batch_size)
-        if self.config.cache:
-            ds = ds.cache("" if self.config.cache == "memory" else
-                          f"{self.config.cache}-{'train' if is_training else 'eval'}")
-            if is_training:
-                cached = ds
+        # The cache holds the training frames only. Evaluation reads its records anew each
+        # time (a validation split decodes in seconds): a memory cache shared by Keras'
+        # successive validation iterators was seen to hand back a truncated split (20 of 24
+        # records, then the same 20 every epoch) in one seeded run of four.
+        if self.config.cache and is_training:
+            cached = ds.cache("" if self.config.cache == "memory" else
+                              f"{self.config.cache}-train")
 
-                def one_pass(files_seed=None, seed=None):
-                    return self._shuffle(cached, self.config.shuffle_buffer, seed)
-                ds = (one_pass() if start is None
-                      else self._stream(one_pass, start * self.config.batch_size))
+            def one_pass(files_seed=None, seed=None):
+                return self._shuffle(cached, self.config.shuffle_buffer, seed)
+            ds = (one_pass() if start is None
+                  else self._stream(one_pass, start * self.config.batch_size))
         # Fixed batch shapes in training (XLA, TPU, and no tiny last batch in BatchNorm).
         deterministic = self._deterministic(is_training)
         ds = ds.batch(self.config.batch_size, drop_remainder=is_training,

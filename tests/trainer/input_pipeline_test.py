@@ -75,6 +75,27 @@ def test_memory_cache_gives_the_same_records(tiny_records):
     assert ages[0] == ages[1] and len(ages[0]) == 96
 
 
+def _dataset_ops(ds):
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(tf.raw_ops.DatasetToGraphV2(input_dataset=ds._variant_tensor).numpy())
+    return {node.op for node in graph.node} | {
+        node.op for f in graph.library.function for node in f.node_def}
+
+
+def test_the_cache_holds_training_frames_and_evaluation_reads_its_records_anew(tiny_records):
+    """--cache=memory caches the training frames only: a memory cache shared by Keras'
+    successive validation iterators once handed back a truncated validation split, the same
+    short split every epoch. Evaluation reads all of its records on every pass."""
+    reader = _reader(tiny_records, split="validation", cache="memory", augment=False)
+    ds = reader.dataset(is_training=False, targets=False)
+    assert not any("Cache" in op for op in _dataset_ops(ds))
+    counts = [sum(len(b[schema.AGE]) for b in ds) for _ in range(3)]
+    assert counts == [24, 24, 24]
+    train = _reader(tiny_records, cache="memory", augment=False)
+    assert any("Cache" in op for op in _dataset_ops(train.dataset(is_training=True,
+                                                                  targets=False)))
+
+
 def test_empty_records_dir_clear_error(tmp_path):
     with pytest.raises(records.RecordsNotFoundError,
                        match=r"no 'train' records in .*pipeline.build_records"):
