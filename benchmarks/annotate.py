@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.annotate --model=MODEL [--data=DIR] [--limit=1000] \
         [--batch_size=16] [--runners=direct,dask] [--dask_workers=2] [--repeat=1] \
-        [--rss_repeat=10] [--rss_limit=N]
+        [--crops] [--keep_models] [--rss_repeat=10] [--rss_limit=N] [--rss_photos=N,N,...] \
+        [--rss_data_limit_mb=6144]
 
 1. Throughput, the same photos (the first --limit files of --data, UTKFace by default:
    each a photo of one face) and the same batch size for every contestant:
@@ -16,12 +17,23 @@
      processes of one thread each on 127.0.0.1, having imported the job's modules and
      TensorFlow, as `dask worker --preload pipeline.annotate` would; start-up not
      counted; the model is loaded in the job's first tasks, counted).
+   Every round is a first run for every contestant (a new cluster; the direct job's
+   process drops the model it loaded before). --keep_models: one Dask cluster for all
+   rounds and every contestant keeps its loaded model, so round 1 is a first run and the
+   next ones are runs on workers that have answered before (long-running `dask worker`s).
    Prints photos/s and the ratios direct / loop and dask / direct, and checks that the runners
-   wrote the same Parquet bytes and report.
-2. Memory (--rss_repeat > 0): the job on the DirectRunner in a child process over the same
-   photos listed --rss_repeat times (a directory of links, read with --follow_symlinks;
-   --rss_limit caps the photo count), its peak RSS (the in-process runner's only worker
-   process); with dask among the runners, each Dask worker's peak RSS after the dask run.
+   wrote the same Parquet bytes and report. --repeat=N: N rounds, each running every
+   contestant once in turn (a load that changes hits each round's contestants alike).
+   --crops: the photos are aligned face crops (UTKFace's are): every contestant answers them
+   with serving_default (loop: `FaceAnalyzer.estimate_crops`; the job: --crops), no detection.
+2. Memory: the job (with --crops if given) on the DirectRunner in a child process under
+   RLIMIT_DATA --rss_data_limit_mb, its peak RSS (the in-process runner's only worker
+   process) and CPU time. --rss_repeat > 0: the --limit photos listed that many times
+   (a directory of links, read with --follow_symlinks; --rss_limit caps the photo count).
+   --rss_photos=N,N,...: instead one run per count, each of all the photos of --data
+   (not --limit) listed over and over up to N inputs, e.g. 10x the shared UTKFace subset
+   is --rss_photos=189700. With dask among the runners, each Dask worker's peak RSS after
+   the dask run.
 
 The machine may be shared: quote the ratios, which are measured within one run.
 """
@@ -34,13 +46,13 @@ import glob
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 from agegender import console
-from benchmarks.build_records import _cpu_seconds
 
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "utkface",
                             "UTKFace")
@@ -48,30 +60,62 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DASK_PRELOAD = "pipeline.annotate"
 
 
-def baseline_loop(model, paths, batch_size):
+_KEPT = {}  # model -> the loop's FaceAnalyzer, with --keep_models
+
+
+def baseline_loop(model, paths, batch_size, crops=False, keep_model=False):
     """One process, one batch of photos after another -> (photos answered, faces)."""
     from agegender import FaceAnalyzer
 
-    analyzer = FaceAnalyzer.load(model)
+    analyzer = _KEPT.get(model) if keep_model else None
+    if analyzer is None:
+        analyzer = FaceAnalyzer.load(model)
+        if keep_model:
+            _KEPT[model] = analyzer
     photos = faces = 0
     for i in range(0, len(paths), batch_size):
         batch = []
         for path in paths[i:i + batch_size]:
             with open(path, "rb") as f:
                 batch.append(f.read())
-        for found in analyzer.analyze_batch(batch):
+        if crops:
+            answers = [[face] for face in analyzer.estimate_crops(batch)]
+        else:
+            answers = analyzer.analyze_batch(batch)
+        for found in answers:
             photos += 1
             faces += len(found)
     return photos, faces
 
 
-def _link_dir(directory, paths, repeat=1):
-    """A directory of symbolic links to `paths`, `repeat` times under other names."""
-    os.makedirs(directory)
-    for r in range(repeat):
-        for p in paths:
-            os.symlink(os.path.abspath(p), os.path.join(directory, f"{r:03d}_{os.path.basename(p)}"))
+def _link_dir(directory, paths, count=None, first=0):
+    """A directory of `count` (default: one per path) symbolic links to `paths`, taken in
+    turn over and over, the r-th time named `<r:03d>_<name>` -> the directory. first > 0:
+    the directory already holds the first `first` links (made by this function with the
+    same paths); only the others are added."""
+    if not paths:
+        raise ValueError("no paths to link")
+    count = len(paths) if count is None else count
+    if count < 1 or not 0 <= first <= count:
+        raise ValueError(f"a link count must be >= 1 and >= first ({first}), not {count}")
+    os.makedirs(directory, exist_ok=first > 0)
+    for i in range(first, count):
+        r, p = divmod(i, len(paths))
+        p = paths[p]
+        os.symlink(os.path.abspath(p), os.path.join(directory, f"{r:03d}_{os.path.basename(p)}"))
     return directory
+
+
+def _counts(text):
+    """'10000,189700' -> [10000, 189700] (positive, ascending, no duplicates)."""
+    try:
+        counts = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of photo counts: {text!r}") from None
+    if not counts or min(counts) < 1 or counts != sorted(set(counts)):
+        raise argparse.ArgumentTypeError(
+            f"photo counts must be positive and ascending, not {text!r}")
+    return counts
 
 
 def _outputs(out_dir):
@@ -84,12 +128,20 @@ def _outputs(out_dir):
     return files, report
 
 
-def run_job(model, data, out_dir, batch_size, beam_args):
-    from pipeline import annotate
+def _job_argv(model, data, out_dir, batch_size, crops):
+    return [f"--model={model}", f"--input={data}", f"--output_dir={out_dir}",
+            f"--batch_size={batch_size}", "--follow_symlinks", *(["--crops"] if crops else [])]
 
+
+def run_job(model, data, out_dir, batch_size, beam_args, crops=False, keep_model=True):
+    """keep_model=False: the model this process loaded for an earlier job is dropped first
+    (the job loads it again, as a new command would)."""
+    from pipeline import annotate, inference_handler
+
+    if not keep_model:
+        inference_handler._LOADED.clear()  # the process-wide cache of loaded models
     start = time.perf_counter()
-    rc = annotate.main([f"--model={model}", f"--input={data}", f"--output_dir={out_dir}",
-                        f"--batch_size={batch_size}", "--follow_symlinks", *beam_args])
+    rc = annotate.main([*_job_argv(model, data, out_dir, batch_size, crops), *beam_args])
     return rc, time.perf_counter() - start
 
 
@@ -101,6 +153,26 @@ def start_dask_cluster(workers):
                            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR,
                            preload=[DASK_PRELOAD])
     return cluster, time.perf_counter() - start
+
+
+def _own_cpu_seconds():
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def _workers_cpu_seconds(cluster):
+    """CPU seconds so far of all worker processes of a running cluster."""
+    from distributed import Client
+
+    def cpu():  # defined here: sent by value, whatever the workers import
+        import resource
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return own.ru_utime + own.ru_stime
+
+    with Client(cluster) as client:
+        return sum(client.run(cpu).values())
 
 
 def _worker_peak_rss(cluster):
@@ -115,16 +187,27 @@ def _worker_peak_rss(cluster):
         return sorted(client.run(peak).values())
 
 
-def child_peak_rss(model, data, out_dir, batch_size):
-    """The job in a child process (DirectRunner defaults) -> (rc, seconds, peak RSS MB)."""
-    argv = [sys.executable, "-m", "pipeline.annotate", f"--model={model}", f"--input={data}",
-            f"--output_dir={out_dir}", f"--batch_size={batch_size}", "--follow_symlinks"]
+def _data_limit(limit_bytes):
+    def limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+    return limit
+
+
+def child_peak_rss(model, data, out_dir, batch_size, crops=False, data_limit_mb=0):
+    """The job in a child process (DirectRunner defaults; RLIMIT_DATA of data_limit_mb if
+    > 0) -> (rc, seconds, peak RSS MB, CPU seconds)."""
+    argv = [sys.executable, "-m", "pipeline.annotate",
+            *_job_argv(model, data, out_dir, batch_size, crops)]
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": REPO})
+                            env={**os.environ, "PYTHONPATH": REPO},
+                            preexec_fn=_data_limit(data_limit_mb << 20) if data_limit_mb > 0
+                            else None)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024
+    return (proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024,
+            usage.ru_utime + usage.ru_stime)
 
 
 def main(argv=None):
@@ -140,22 +223,35 @@ def main(argv=None):
                     help="the memory run lists the photos this many times (0: no memory run)")
     ap.add_argument("--rss_limit", type=int, default=0,
                     help="at most this many photos in the memory run (0: no cap)")
+    ap.add_argument("--rss_photos", type=_counts,
+                    help="memory runs of these input counts (ascending, comma-separated), "
+                         "all photos of --data listed over and over; overrides --rss_repeat")
+    ap.add_argument("--rss_data_limit_mb", type=int, default=6144,
+                    help="RLIMIT_DATA of the memory run's child process (0: none)")
+    ap.add_argument("--crops", action="store_true",
+                    help="the photos are aligned face crops: serving_default, no detection")
+    ap.add_argument("--keep_models", action="store_true",
+                    help="one Dask cluster for all rounds; every contestant keeps its model")
     console.add_verbose_flag(ap)
     args, beam_args = ap.parse_known_args(argv)
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]
     if set(runners) - {"direct", "dask"}:
         ap.error("--runners: choose among direct, dask")
+    if args.repeat < 0 or args.rss_repeat < 0 or args.rss_limit < 0 or args.rss_data_limit_mb < 0:
+        ap.error("--repeat, --rss_repeat, --rss_limit and --rss_data_limit_mb must be >= 0")
 
-    paths = sorted(p for p in glob.glob(os.path.join(args.data, "*")) if os.path.isfile(p))
-    paths = paths[:args.limit] if args.limit else paths
+    every_path = sorted(p for p in glob.glob(os.path.join(args.data, "*")) if os.path.isfile(p))
+    paths = every_path[:args.limit] if args.limit else every_path
     if not paths:
         print(f"no photos in {args.data}", file=sys.stderr)
         return 2
     tmp = tempfile.mkdtemp(prefix="bench_annotate_")
+    cluster = None  # with --keep_models, the Dask cluster of every round
     try:
         data = _link_dir(os.path.join(tmp, "input"), paths)
         n = len(paths)
         print(f"{n} photos from {args.data}; model {args.model}; batch size {args.batch_size}; "
+              f"signature {'serving_default (--crops)' if args.crops else 'predict_photo'}; "
               f"{os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
         import apache_beam  # noqa: F401  (imports are paid once, by no contestant)
         import tensorflow  # noqa: F401
@@ -165,71 +261,99 @@ def main(argv=None):
             for name in ["loop", *runners]:
                 out_dir = os.path.join(tmp, f"out-{name}")
                 shutil.rmtree(out_dir, ignore_errors=True)
-                cpu = _cpu_seconds()
+                cpu = _own_cpu_seconds()
                 if name == "loop":
                     start = time.perf_counter()
-                    photos, faces = baseline_loop(args.model, paths, args.batch_size)
+                    photos, faces = baseline_loop(args.model, paths, args.batch_size, args.crops,
+                                                  args.keep_models)
                     seconds = time.perf_counter() - start
-                    what = f"plain loop, analyze_batch ({photos} photos, {faces} faces)"
+                    what = (f"plain loop, {'estimate_crops' if args.crops else 'analyze_batch'} "
+                            f"({photos} photos, {faces} faces)")
                 elif name == "direct":
-                    rc, seconds = run_job(args.model, data, out_dir, args.batch_size, beam_args)
+                    rc, seconds = run_job(args.model, data, out_dir, args.batch_size, beam_args,
+                                          args.crops, keep_model=args.keep_models)
                     if rc:
                         return rc
                     what = "pipeline.annotate, DirectRunner (end to end)"
                 else:
-                    cluster, startup = start_dask_cluster(args.dask_workers)
-                    print(f"  (dask: {args.dask_workers} worker processes started with "
-                          f"{DASK_PRELOAD} in {startup:.1f} s, not counted)")
+                    if cluster is None:
+                        cluster, startup = start_dask_cluster(args.dask_workers)
+                        print(f"  (dask: {args.dask_workers} worker processes started with "
+                              f"{DASK_PRELOAD} in {startup:.1f} s, not counted)")
+                    rc = 1
                     try:
+                        workers_cpu = _workers_cpu_seconds(cluster)
                         rc, seconds = run_job(args.model, data, out_dir, args.batch_size, [
                             "--runner=DaskRunner",
-                            f"--dask_client_address={cluster.scheduler_address}"])
+                            f"--dask_client_address={cluster.scheduler_address}"], args.crops,
+                            keep_model=args.keep_models)
+                        cpu -= _workers_cpu_seconds(cluster) - workers_cpu
                         rss = _worker_peak_rss(cluster)
                     finally:
-                        cluster.close()
+                        if not args.keep_models or rc or round_ == args.repeat - 1:
+                            cluster.close()
+                            cluster = None
                     if rc:
                         return rc
                     what = (f"pipeline.annotate, DaskRunner (end to end; worker peak RSS "
                             f"{', '.join(f'{r:.0f}' for r in rss)} MB)")
-                cpu = _cpu_seconds() - cpu  # this process (Dask workers: not counted)
+                # this process, and with dask the workers' CPU during the job
+                cpu = _own_cpu_seconds() - cpu
                 if name != "loop":
                     outputs.setdefault(name, _outputs(out_dir))
                 rates.setdefault(name, []).append(n / seconds)
                 cpus.setdefault(name, []).append(cpu / n * 1000)
                 print(f"round {round_ + 1}: {what}: {seconds:.1f} s = {n / seconds:.1f} "
-                      f"photos/s, {cpu / n * 1000:.1f} CPU-ms/photo in this process "
-                      f"(load average {os.getloadavg()[0]:.2f})")
+                      f"photos/s, {cpu / n * 1000:.1f} CPU-ms/photo (this process"
+                      f"{' + Dask workers' if name == 'dask' else ''}; load average "
+                      f"{os.getloadavg()[0]:.2f})")
         for name in rates:
             print(f"{name}: photos/s {', '.join(f'{r:.1f}' for r in rates[name])}; "
                   f"CPU-ms/photo {', '.join(f'{c:.1f}' for c in cpus[name])}")
         for a, b in (("direct", "loop"), ("dask", "direct")):
             if a in rates and b in rates:
-                print(f"ratio {a} / {b} = "
-                      f"{', '.join(f'{x / y:.2f}' for x, y in zip(rates[a], rates[b]))}x")
+                ratios = [x / y for x, y in zip(rates[a], rates[b])]
+                print(f"ratio {a} / {b} = {', '.join(f'{r:.2f}' for r in ratios)}x; median "
+                      f"{statistics.median(ratios):.2f}x, range {min(ratios):.2f}-"
+                      f"{max(ratios):.2f}x")
         if len(outputs) > 1:
             same = outputs["dask"] == outputs["direct"]
             print(f"same Parquet bytes and report on direct and dask: {'yes' if same else 'NO'}")
             if not same:
                 return 1
-        if args.rss_repeat > 0:
+        if args.rss_photos:
+            memory_runs = [(every_path, count, f"{count / len(every_path):.2f}x the "
+                            f"{len(every_path)} photos of --data") for count in args.rss_photos]
+        elif args.rss_repeat > 0:
             count = n * args.rss_repeat
-            repeated = paths * args.rss_repeat
-            if args.rss_limit:
-                count = min(count, args.rss_limit)
-            big = _link_dir(os.path.join(tmp, "repeated"), paths, args.rss_repeat)
-            if count < len(repeated):  # keep the first `count` links only
-                for name in sorted(os.listdir(big))[count:]:
-                    os.unlink(os.path.join(big, name))
-            rc, seconds, rss = child_peak_rss(args.model, big, os.path.join(tmp, "out-rss"),
-                                              args.batch_size)
+            capped = args.rss_limit and args.rss_limit < count
+            count = min(count, args.rss_limit) if capped else count
+            memory_runs = [(paths, count, f"{args.rss_repeat}x {n} listed"
+                            f"{', capped' if capped else ''}")]
+        else:
+            memory_runs = []
+        linked = 0  # ascending counts of the same photos: each run's links extend the last's
+        for source, count, what in memory_runs:
+            big = _link_dir(os.path.join(tmp, "repeated"), source, count, linked)
+            linked = count
+            rc, seconds, rss, cpu = child_peak_rss(
+                args.model, big, os.path.join(tmp, "out-rss"), args.batch_size, args.crops,
+                args.rss_data_limit_mb)
+            limit = (f"RLIMIT_DATA {args.rss_data_limit_mb} MB" if args.rss_data_limit_mb
+                     else "no data limit")
             if rc:
+                print(f"memory: {count} photos: the job failed (exit {rc}, {limit})",
+                      file=sys.stderr)
                 return rc
-            print(f"memory: {count} photos ({args.rss_repeat}x {n} listed"
-                  f"{', capped' if count < len(repeated) else ''}), DirectRunner in a child "
-                  f"process: peak RSS {rss:.0f} MB, {seconds:.1f} s = {count / seconds:.1f} "
-                  "photos/s")
+            print(f"memory: {count} photos ({what}), DirectRunner in a child process "
+                  f"({limit}): peak RSS {rss:.0f} MB, {seconds:.1f} s = {count / seconds:.1f} "
+                  f"photos/s, {cpu / count * 1000:.2f} CPU-ms/photo (load average "
+                  f"{os.getloadavg()[0]:.2f})", flush=True)
+            shutil.rmtree(os.path.join(tmp, "out-rss"), ignore_errors=True)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
+        if cluster is not None:
+            cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
