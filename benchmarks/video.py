@@ -29,7 +29,10 @@ trackers and fusions are then compared on the same answers:
    seconds per stage, on a `--speed_frames` clip with 4 people: in process, and through
    the local server (`python -m serving.server`, started here on 127.0.0.1) over gRPC.
 
-The machine may be shared: the load average is printed beside the speed figures.
+The machine may be shared: the load average is printed beside the speed figures, with
+this process's CPU time per frame (which a load inflates less than wall time; CPU time per
+stage, the model call split into detector and age network, and the server's CPU:
+`benchmarks.video_stages`).
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
     from agegender import console
@@ -283,15 +286,19 @@ def _inside(age, interval):
 # -- speed ----------------------------------------------------------------------------------
 
 def speed(analyzer, clip_path, frames):
+    """Frames/s and wall ms per stage; `cpu_ms_per_frame`: this process's CPU time (per
+    stage: benchmarks/video_stages.py)."""
+    cpu = time.process_time()
     with tempfile.TemporaryDirectory() as out:
         summary = annotate_lib.annotate(analyzer, clip_path,
                                         output=os.path.join(out, "annotated.mp4"),
                                         tracks=os.path.join(out, "tracks.jsonl"),
                                         progress=False)
+    cpu = time.process_time() - cpu
     assert summary["frames"] == frames
     per_frame_ms = {k: round(1000 * v / frames, 1) for k, v in summary["stage_seconds"].items()}
     return {"frames_per_second": summary["frames_per_second"], "stage_ms_per_frame": per_frame_ms,
-            "tracks": summary["tracks"]}
+            "cpu_ms_per_frame": round(1000 * cpu / frames, 1), "tracks": summary["tracks"]}
 
 
 def base_of(model):
@@ -306,7 +313,8 @@ def main(argv=None):
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="an exported SavedModel with "
                         "predict_photo (a version or base directory)")
-    parser.add_argument("--clips", type=int, default=6, help="test-split clips")
+    parser.add_argument("--clips", type=int, default=6, help="test-split clips (0: the "
+                        "speed figures only)")
     parser.add_argument("--val_clips", type=int, default=6,
                         help="validation-split clips to fit the fusion temper on")
     parser.add_argument("--frames", type=int, default=125, help="frames per clip (25/s)")
@@ -330,6 +338,8 @@ def main(argv=None):
     results = {"model": args.model, "seed": args.seed, "frames_per_clip": args.frames,
                "load_average_start": os.getloadavg()}
     analyzer = FaceAnalyzer.load(args.model)
+    if args.clips <= 0:  # the speed figures only
+        return speed_figures(analyzer, args, results)
     fps = 25.0
     t = time.time()
     splits = {}
@@ -415,9 +425,14 @@ def main(argv=None):
               f"{figures['gender_accuracy_per_frame']:.3f}, fused "
               f"{figures['gender_accuracy_fused']:.3f}")
 
+    return speed_figures(analyzer, args, results)
+
+
+def speed_figures(analyzer, args, results):
+    """Speed: one clip of 4 people, 640x480, written as H.264 and read back."""
+    fps = 25.0
     if args.speed_frames <= 0:
         return _write(results, args.output)
-    # Speed: one clip of 4 people, 640x480, written as H.264 and read back.
     speed_faces = synthetic_clips.FaceSource("test", seed=args.seed + 7).take(4)
     speed_clip = synthetic_clips.clip(speed_faces, seed=args.seed + 7, frames=args.speed_frames)
     with tempfile.TemporaryDirectory() as folder:
@@ -431,6 +446,7 @@ def main(argv=None):
         results["speed_in_process"]["load_average"] = os.getloadavg()
         print(f"speed in process: {results['speed_in_process']}")
         if not args.no_server:
+            from agegender import FaceAnalyzer
             from serving.server_process import ServerProcess
 
             with ServerProcess(base_of(args.model)) as server:
