@@ -1,8 +1,10 @@
 """`make demo`: the whole product end to end on a folder of UTKFace images.
 
-records -> train (short CPU configuration) -> export -> local server -> REST and gRPC
-queries printing "predicted age / true age" -> evaluation report -> the web page (one
-photo through it) -> its address, last.
+records -> train (short CPU configuration; the trainer evaluates on the validation split)
+-> export -> local server -> REST and gRPC queries printing "predicted age / true age" ->
+the test split's evaluation report (`evaluation.evaluate --split=test`, the demo's one
+read of the test split's figures) -> the web page (one photo through it) -> its address,
+last.
 
 Every step is a real command a user could run by hand (printed before it runs); the
 first failure stops the demo and names the failing step. The commands are quiet (their own
@@ -153,6 +155,7 @@ class Demo:
                       *self.sample_images()])
 
     def evaluate(self):
+        """The report: the exported model on the test split, evaluated once, by name."""
         self.run_cmd([sys.executable, "-m", "evaluation.evaluate", f"--model={self.models}",
                       f"--records_dir={self.records}", "--split=test",
                       f"--output_dir={self.report}"])
@@ -229,7 +232,7 @@ class Demo:
         print("\n=== done ===")
         for name, seconds in self.timings:
             print(f"  {name:<12} {seconds:7.1f} s")
-        print(f"report: {os.path.join(self.report, 'report.html')}")
+        print(f"test split report: {os.path.join(self.report, 'report.html')}")
         if self.args.keep_page:
             print(f"web page: {self.page_url} (model server REST {self.server.rest_address}, "
                   f"gRPC {self.server.grpc_address}); Ctrl-C stops them", flush=True)

@@ -2,6 +2,7 @@
 user meets it in a terminal: every command quiet (no line of agegender.console's noise list),
 the project's own summaries there, the web page's address last."""
 import http.client
+import json
 import os
 import re
 import signal
@@ -95,9 +96,14 @@ def test_demo_runs_the_whole_chain_quietly_and_keeps_the_page_until_ctrl_c(tmp_p
     assert re.search(r"1 face\(s\) found by the page: age \d+\.\d", out)
     assert (tmp_path / "models" / "age" / "1" / "saved_model.pb").exists()
     assert (tmp_path / "report" / "report.html").stat().st_size > 10000
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["data"].endswith(
+        "(test split)")
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["split"] == "validation"
+    assert "Test split: MAE" not in out and not (tmp_path / "run" / "eval_test.json").exists()
     # Every command's own summary is there...
-    for summary in ("inputs 300  written 300", "records in ", "Test split: MAE",
-                    "exported ", "model: ", "mae ", f"report: {tmp_path / 'report'}",
+    # The trainer reports the validation split; the test split is the report's alone.
+    for summary in ("inputs 300  written 300", "records in ", "Validation split: MAE",
+                    "exported ", "model: ", "mae ", f"test split report: {tmp_path / 'report'}",
                     "stopping the web page and the model server"):
         assert summary in out, summary
     assert "] Phase head: epochs" in err  # the trainer's own INFO lines stay

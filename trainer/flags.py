@@ -11,7 +11,7 @@ import os
 from absl import flags
 
 from agegender import arg_types, image_header, model_spec
-from trainer import input_pipeline
+from trainer import input_pipeline, predict
 
 BASE_MODELS = ("MobileNetV2", "ResNet50", "MobileNetV3Small", "EfficientNetB0")
 LR_SCHEDULERS = ("reduce_lr_on_plateau", "cyclic", "cosine", "constant")
@@ -27,7 +27,8 @@ def define_flags(fv=flags.FLAGS):
     flags.DEFINE_string("records_dir", None,
                         "Records directory written by `python -m pipeline.build_records`.", **d)
     flags.DEFINE_string("job_dir", None,
-                        "Output directory: checkpoints, logs, history, model, eval.json.", **d)
+                        "Output directory: checkpoints, logs, history, model, eval.json "
+                        "(validation split).", **d)
     flags.DEFINE_bool("allow_other_records", False,
                       "Let a job dir go on (resume, refit the calibration, rewrite eval.json) on "
                       "records other than those it was trained on; without it such a rerun "
@@ -111,8 +112,13 @@ def define_flags(fv=flags.FLAGS):
     flags.DEFINE_bool("calibrate", True,
                       "After training, fit the temperatures of the age spread and the gender "
                       "probability on the validation split (stored in model_spec.json).", **d)
-    flags.DEFINE_integer("eval_limit", 0, "Evaluate on at most this many test images (0: all).",
-                         **d)
+    flags.DEFINE_enum("eval_split", "validation", list(predict.EVAL_SPLITS),
+                      "The split the job dir is evaluated on after training (and by --load "
+                      "--records_dir): validation (eval.json), what runs are compared on; "
+                      "test (eval_test.json) only when named, once, for the report. Without "
+                      "it the test split is never read.", **d)
+    flags.DEFINE_integer("eval_limit", 0,
+                         "Evaluate on at most this many images of --eval_split (0: all).", **d)
     flags.DEFINE_integer("seed", None,
                          "Random seed. Given, the run is reproducible: the same flags on the "
                          "same records give the same weights and metrics (op determinism, "

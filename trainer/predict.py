@@ -172,7 +172,7 @@ def report_from_outputs(outputs, labels, spec):
         gender_probability=probability)
 
 
-def evaluate_split(model, spec, records_dir, split="test", batch_size=64, limit=0):
+def evaluate_split(model, spec, records_dir, split="validation", batch_size=64, limit=0):
     """agegender.metrics.full_report of `model` on a records split (deterministic order)."""
     outputs, labels = split_outputs(model, spec, records_dir, split, batch_size, limit)
     report = report_from_outputs(outputs, labels, spec)
@@ -180,12 +180,27 @@ def evaluate_split(model, spec, records_dir, split="test", batch_size=64, limit=
     return report
 
 
-def write_eval(job_dir, records_dir, split="test", batch_size=64, limit=0):
-    """Loads the job's saved model and writes `eval.json` on `split`; returns the report."""
+EVAL_SPLITS = ("validation", "test")
+
+
+def eval_file(split):
+    """The job dir's file of an evaluation on `split`: `eval.json` for validation (what runs
+    are compared on), `eval_test.json` for the test split, so that evaluating the test split
+    for a report never replaces the validation figures, and eval.json never holds test
+    figures. Either names its split inside ("split")."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"a job dir is evaluated on one of {EVAL_SPLITS}, not {split!r}")
+    return job_dir_lib.EVAL_FILE if split == "validation" else f"eval_{split}.json"
+
+
+def write_eval(job_dir, records_dir, split="validation", batch_size=64, limit=0):
+    """Loads the job's saved model and writes `eval_file(split)` (eval.json for validation);
+    returns the report, its split named under "split"."""
+    name = eval_file(split)
     model, spec = load(job_dir)
     report = evaluate_split(model, spec, records_dir, split, batch_size, limit)
-    job_dir_lib.write_json(job_dir, job_dir_lib.EVAL_FILE, report, indent=2, sort_keys=True)
-    path = job_dir_lib.path(job_dir, job_dir_lib.EVAL_FILE)
+    job_dir_lib.write_json(job_dir, name, report, indent=2, sort_keys=True)
+    path = job_dir_lib.path(job_dir, name)
     logging.info("%s: MAE %.2f, CS@5 %.3f, gender accuracy %s over %d %s images", path,
                  report["mae"], report["cs@5"], report["gender_accuracy"], report["count"],
                  split)

@@ -6,7 +6,7 @@ resume after a crash (rerun the same command), and the outputs in --job_dir:
 
   checkpoints/<phase>/   model + optimizer per epoch (two kept)   train_state.json
   logs/                  TensorBoard                              history.json
-  learning_curves.png    model.keras + model_spec.json            eval.json (test split)
+  learning_curves.png    model.keras + model_spec.json            eval.json (validation split)
   records_fingerprint.json  the records it was trained on: a rerun on others is refused
                             without --allow_other_records (trainer.records_fingerprint)
   flags.txt              the resolved configuration: every flag's value, replayable
@@ -16,6 +16,11 @@ resume after a crash (rerun the same command), and the outputs in --job_dir:
 images (face crops; with --photos ordinary photos, one line per face found, and
 --draw_dir=DIR draws them), with --records_dir it (re)writes eval.json. `--lr_find` runs the learning-rate
 finder and exits. See `trainer.flags` (or --helpfull) for every flag.
+
+The trainer reads the train and validation splits only: experiments are compared on
+validation. The test split is read only when asked for by name, once, for the report:
+`--load --records_dir=... --eval_split=test` (eval_test.json), or `python -m
+evaluation.evaluate --model=<export> --records_dir=... --split=test`.
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
     from agegender import console
@@ -164,7 +169,7 @@ def prepare(cfg):
     # The strategy first: a multi-worker strategy configures collective ops, which TensorFlow
     # allows only before its runtime starts, and counting the records (tf.data) starts it.
     strategy = distribution.make_strategy(cfg.distribution, cfg.tpu)
-    counts = count_splits(cfg.records_dir)  # still before any model or output is built
+    counts = count_splits(cfg.records_dir, cfg.eval_split)  # before any model or output
     distribution.set_precision(distribution.resolve_precision(cfg.mixed_precision, strategy))
     seed = set_seed(cfg.seed)
     out_dir, writer = _worker_dir(cfg.job_dir)
@@ -185,17 +190,21 @@ def prepare(cfg):
     return run
 
 
-def count_splits(records_dir):
-    """Records per split, each shard read once (CRCs checked). Validation and test are read
-    only after a whole epoch and after the whole training: a split that is missing or empty
-    (records built with `--split_fractions=1,0,0`) is refused now, in one line."""
-    counts = {split: records.count(records_dir, split) for split in schema.SPLITS}
-    for split in ("validation", "test"):
+def count_splits(records_dir, eval_split="validation"):
+    """Records per split the run reads, each shard read once (CRCs checked): train,
+    validation and, only with `--eval_split=test`, test. Validation is read only after a
+    whole epoch: a split that is missing or empty (records built with
+    `--split_fractions=1,0,0`) is refused now, in one line. The test split is never read
+    unless named: its shards may be absent."""
+    needed = ("validation",) if eval_split == "validation" else ("validation", eval_split)
+    counts = {split: records.count(records_dir, split) for split in ("train",) + needed}
+    for split in needed:
         if not counts[split]:
+            why = ("validation records (per-epoch validation, calibration, eval.json)"
+                   if split == "validation" else f"{split} records (--eval_split={split})")
             raise ConfigError(
                 f"the {split!r} split of {str(records_dir)!r} is empty: the trainer needs "
-                f"validation records (per-epoch validation, calibration) and test records "
-                f"(eval.json); rebuild them with a share for every split, e.g. "
+                f"{why}; rebuild them with a share for every split, e.g. "
                 f"`python -m pipeline.build_records --split_fractions=0.8,0.1,0.1`")
     return counts
 
@@ -306,8 +315,9 @@ def calibrate(run):
 
 
 def write_outputs(run, state):
-    """model.keras + model_spec.json, history, curves and the test split's eval.json (chief
-    only; other workers remove their scratch dir). Returns the eval report or None."""
+    """model.keras + model_spec.json, history, curves and eval.json on the validation split
+    (`--eval_split`; chief only; other workers remove their scratch dir). Returns the eval
+    report or None."""
     cfg, out_dir = run.cfg, run.out_dir
     if not run.writer:
         # Saving is a collective: every worker saves, the others into their scratch dir.
@@ -323,13 +333,19 @@ def write_outputs(run, state):
     curves.plot_learning_curves(state.history,
                                 keras_metrics.monitor_key(run.spec, validation=False),
                                 job_dir_lib.path(out_dir, job_dir_lib.CURVES_FILE))
-    report = predict.write_eval(out_dir, cfg.records_dir, "test", cfg.batch_size,
+    return _evaluate(out_dir, cfg)
+
+
+def _evaluate(job_dir, cfg):
+    """Writes the job dir's evaluation of `--eval_split` and prints its summary line."""
+    report = predict.write_eval(job_dir, cfg.records_dir, cfg.eval_split, cfg.batch_size,
                                 cfg.eval_limit)
     coverage = {k: round(v["coverage"], 3) for k, v in report.get("uncertainty", {}).items()
                 if k.startswith("interval_")}
-    print(f"Test split: MAE {report['mae']:.2f} years, CS@5 {report['cs@5']:.3f}, "
-          f"gender accuracy {report['gender_accuracy']}"
-          + (f", interval coverage {coverage}" if coverage else ""))
+    print(f"{cfg.eval_split.capitalize()} split: MAE {report['mae']:.2f} years, "
+          f"CS@5 {report['cs@5']:.3f}, gender accuracy {report['gender_accuracy']}"
+          + (f", interval coverage {coverage}" if coverage else "")
+          + f" ({report['count']} images; {predict.eval_file(cfg.eval_split)})")
     return report
 
 
@@ -370,8 +386,7 @@ def run(cfg):
             return predict.predict_dir(cfg.job_dir, cfg.test_sample_dir, cfg.batch_size,
                                        max_pixels=cfg.max_image_pixels)
         if cfg.records_dir:
-            return predict.write_eval(cfg.job_dir, cfg.records_dir, "test", cfg.batch_size,
-                                      cfg.eval_limit)
+            return _evaluate(cfg.job_dir, cfg)
         raise app.UsageError("--load needs --test_sample_dir or --records_dir")
     return train(cfg)
 

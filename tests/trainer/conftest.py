@@ -103,6 +103,6 @@ def tiny_args(records_dir, job_dir, *extra):
             *extra]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_run_args():
     return tiny_args

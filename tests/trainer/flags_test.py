@@ -31,3 +31,14 @@ def test_the_resolved_flags_replay_the_run(tmp_path):
     # A value changed after the fact is a different configuration (the check can fail).
     other = trainer_flags.parse([f"--flagfile={resolved}", "--img_dim=64"])
     assert other.img_dim == 64 != replayed.img_dim
+
+
+def test_the_test_split_is_evaluated_only_when_named():
+    """--eval_split: validation unless the test split is asked for by name; nothing else."""
+    import pytest
+    from absl import flags
+
+    assert trainer_flags.parse([]).eval_split == "validation"
+    assert trainer_flags.parse(["--eval_split=test"]).eval_split == "test"
+    with pytest.raises(flags.IllegalFlagValueError, match="validation|test"):
+        trainer_flags.parse(["--eval_split=train"])
