@@ -30,11 +30,12 @@ demo: venv
 
 # Test tiers (pytest.ini, tests/conftest.py): unit, integration, e2e. `make test` checks the
 # import layers (.importlinter) and runs every tier, one pytest-xdist worker per core (a test
-# file stays on one worker, so its module fixtures are built once); `make test-fast` runs the
-# unit tier only. Both list the 20 slowest tests, so one that grows shows in every CI log.
-# TEST_WORKERS=0 runs in this process (for a debugger).
+# file stays on one worker, so its module fixtures are built once; files are handed out in
+# the order tests/conftest.py gives them, the longest first, not by their number of tests);
+# `make test-fast` runs the unit tier only. Both list the 20 slowest tests, so one that
+# grows shows in every CI log. TEST_WORKERS=0 runs in this process (for a debugger).
 TEST_WORKERS ?= 2
-TEST_FLAGS = -n $(TEST_WORKERS) --dist loadfile --durations=20
+TEST_FLAGS = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 
 test: venv
 	$(VENV)/bin/lint-imports

@@ -183,3 +183,37 @@ def pytest_collection_modifyitems(config, items):
         if (not item.get_closest_marker("e2e")
                 and INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ()))):
             item.add_marker(pytest.mark.integration)
+
+
+# --- Longest files first ----------------------------------------------------------------
+# `make test` hands pytest-xdist workers a test file at a time in collection order
+# (`--dist loadfile --no-loadscope-reorder`): a long file dispatched last keeps one worker
+# busy while the other idles. The longest files are the ones that train the tiny model
+# end to end (e2e tests on `tiny_records`), then other e2e files, then integration, then
+# unit: each group keeps its collection order, and a file's tests stay together.
+def _file_rank(file_items):
+    def has(item, marker):
+        return item.get_closest_marker(marker) is not None
+    if any(has(i, "e2e") and "tiny_records" in getattr(i, "fixturenames", ())
+           for i in file_items):
+        return 0
+    if any(has(i, "e2e") for i in file_items):
+        return 1
+    return 2 if any(has(i, "integration") for i in file_items) else 3
+
+
+class _LongestFilesFirst:
+    """A plugin of its own: its hook runs last, after the tiers above are marked, `-m` has
+    deselected and pytest has grouped items by fixture."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items):
+        by_file = {}
+        for item in items:
+            by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
+        ranked = sorted(by_file.values(), key=_file_rank)  # stable: collection order within
+        items[:] = [item for file_items in ranked for item in file_items]
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_LongestFilesFirst(), "longest_files_first")
