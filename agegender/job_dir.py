@@ -2,7 +2,8 @@
 
     <job_dir>/model.keras        the trained Keras model (loaded by `load`)
               model_spec.json    its `ModelSpec`
-              history.json       per-epoch metrics          eval.json   validation metrics (eval_test.json: --eval_split=test)
+              history.json       per-epoch metrics          eval.json   validation metrics
+              eval_test.json     test metrics, only when asked (--eval_split=test)
               learning_curves.png                           train_state.json  resume state
               checkpoints/<phase>/   logs/ (TensorBoard)    lr_find.json / lr_find.png
               records_fingerprint.json  the records it was trained on (trainer.records_fingerprint)
