@@ -69,9 +69,9 @@ setup(
         # benchmarks/video.py: IDF1 and ID switches with the MOT community's metrics library.
         "video-benchmark": ["motmetrics>=1.4"],
         # dask too: tests/pipeline/build_records_dask_test.py runs a real Dask cluster.
-        # pytest-xdist runs the suite on every core; import-linter checks the layers
-        # (.importlinter) in `make test`.
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "import-linter>=2.1",
+        # pytest-xdist runs the suite on every core (3.8 added --no-loadscope-reorder);
+        # import-linter checks the layers (.importlinter) in `make test`.
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.8", "import-linter>=2.1",
                  "pillow>=10",
                  "apache-beam[dask]>=2.77", "dask>=2024.4.2", "distributed>=2024.4.2",
                  # tests/web drive the headless Chromium of the system through /usr/bin/chromedriver
