@@ -253,6 +253,9 @@ def main(argv=None):
                         "server over gRPC")
     parser.add_argument("--in_flight", type=int, default=0, help="also with up to this "
                         "many frames' model calls at once (0: not measured)")
+    parser.add_argument("--server_flag", action="append", default=[],
+                        help="a flag for the server (repeat), e.g. "
+                        "--server_flag=--tensorflow_intra_op_parallelism=1")
     parser.add_argument("--answers", help="write each frame's answers (boxes, ages) here "
                         "as JSON, to compare two exports")
     parser.add_argument("--output", help="write every figure here as JSON")
@@ -304,7 +307,7 @@ def main(argv=None):
             from benchmarks.video import base_of
             from serving.server_process import ServerProcess
 
-            with ServerProcess(base_of(args.model)) as server:
+            with ServerProcess(base_of(args.model), flags=args.server_flag) as server:
                 remote = FaceAnalyzer.from_server(server.grpc_address, protocol="grpc")
                 sequential(remote, path, folder)
                 load = load_average()
