@@ -34,7 +34,8 @@ def define_flags(fv=flags.FLAGS):
                       "records other than those it was trained on; without it such a rerun "
                       "is refused (the job dir keeps the records' fingerprint).", **d)
     flags.DEFINE_string("cache", "",
-                        "Cache decoded images: '' (off), 'memory', or a file path prefix.", **d)
+                        "Cache the decoded training images: '' (off), 'memory', or a file path "
+                        "prefix (evaluation reads its records anew each time).", **d)
     flags.DEFINE_integer("shuffle_buffer", 4096, "Training shuffle buffer (images).", **d)
     # Model.
     flags.DEFINE_enum("type", "classification", list(model_spec.TYPES),
