@@ -106,3 +106,14 @@ def tiny_args(records_dir, job_dir, *extra):
 @pytest.fixture(scope="session")
 def tiny_run_args():
     return tiny_args
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras():
+    """Tests that train in this process leave Keras as they found it: the float32 policy
+    (a mixed-precision run sets a global one) and a fresh session."""
+    yield
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()

@@ -19,13 +19,6 @@ from trainer import task
 JOB_FLAGS = ("--predict_gender",)
 
 
-@pytest.fixture(autouse=True)
-def _reset_keras():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
-
-
 def _run(records_dir, job_dir, tiny_run_args, *extra):
     return task.run(trainer_flags.parse(tiny_run_args(records_dir, job_dir, *extra)))
 

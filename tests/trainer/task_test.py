@@ -21,13 +21,6 @@ from trainer import flags as trainer_flags
 from trainer import task
 
 
-@pytest.fixture(autouse=True)
-def _reset_keras():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session()
-
-
 def _run(records, job_dir, tiny_run_args, *extra):
     return task.run(trainer_flags.parse(tiny_run_args(records, job_dir, *extra)))
 
