@@ -348,12 +348,21 @@ class InputReader:
         options = tf.data.Options()
         options.deterministic = deterministic
         options.experimental_optimization.map_parallelization = True
-        # Multi-worker: each worker reads its own files when there are enough of them,
-        # otherwise every worker reads all records and keeps its share of them.
-        # A seeded run zips in a random stream, which file sharding cannot walk through:
-        # there too, every worker reads all records and keeps its share.
-        by_file = len(self.files) >= self.config.num_workers and not self.config.deterministic
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.FILE if by_file
-            else tf.data.experimental.AutoShardPolicy.DATA)
+        options.experimental_distribute.auto_shard_policy = self._shard_policy()
         return ds.with_options(options).prefetch(AUTOTUNE)
+
+    def _shard_policy(self):
+        """How a distribution strategy splits this dataset between workers.
+
+        One worker (no cluster, or a cluster of one): nothing to split, so OFF. Any other
+        policy still has the strategy rewrite the dataset's graph each time it makes an
+        iterator: ~2.6 CPU-s per iterator on the 2-core CPU (a run makes several),
+        for a shard of one. Multi-worker: each worker reads its own files when there are
+        enough of them, otherwise every worker reads all records and keeps its share. A
+        seeded run zips in a random stream, which file sharding cannot walk through: there
+        too, every worker reads all records and keeps its share."""
+        policy = tf.data.experimental.AutoShardPolicy
+        if self.config.num_workers <= 1:
+            return policy.OFF
+        by_file = len(self.files) >= self.config.num_workers and not self.config.deterministic
+        return policy.FILE if by_file else policy.DATA

@@ -260,3 +260,21 @@ def test_the_training_stream_from_batch_k_is_the_uninterrupted_stream_from_k(tin
                             for _, y, _ in reader.training_stream(12 * p).take(12)])
             for p in (0, 1)]
     assert sorted(ages[0]) == sorted(ages[1]) and list(ages[0]) != list(ages[1])
+
+
+@pytest.mark.parametrize("num_workers,seed,policy", [
+    (1, 3, "OFF"), (0, None, "OFF"),      # one worker: nothing to split, no graph rewrite
+    (2, None, "FILE"),                    # 2 train shards for 2 workers: a file each
+    (2, 3, "DATA"), (3, None, "DATA"),    # seeded, or fewer files than workers: by element
+])
+def test_the_shard_policy_splits_only_between_workers(tiny_records, num_workers, seed, policy):
+    spec = model_spec.ModelSpec(img_dim=32)
+    config = input_pipeline.InputConfig(
+        str(tiny_records), batch_size=8, shuffle_buffer=64, seed=seed,
+        deterministic=seed is not None,
+        num_workers=num_workers, augment=input_pipeline.AugmentConfig(enabled=False))
+    reader = input_pipeline.InputReader(config, "train",
+                                        input_pipeline.Parser.for_config(spec, config))
+    ds = reader.dataset(is_training=True)
+    assert (ds.options().experimental_distribute.auto_shard_policy
+            == getattr(tf.data.experimental.AutoShardPolicy, policy))
