@@ -54,7 +54,9 @@ def define_flags(fv=flags.FLAGS):
                         "whose names carry no labels.", **d)
     flags.DEFINE_string("records_dir", None, "Evaluate a split of a records directory instead.",
                         **d)
-    flags.DEFINE_enum("split", "test", list(schema.SPLITS), "Split of --records_dir.", **d)
+    flags.DEFINE_enum("split", None, list(schema.SPLITS),
+                      "Split of --records_dir, always named: validation to compare runs and "
+                      "choose between them, test once, for the report.", **d)
     flags.DEFINE_string("output_dir", None, "Where metrics.json, the plots and report.html go.",
                         **d)
     flags.DEFINE_integer("batch_size", 64, "Images per model call.", lower_bound=1, **d)
@@ -330,6 +332,11 @@ def run(cfg):
         raise app.UsageError("give exactly one of --input (images) or --records_dir (records)")
     if cfg.photos and not cfg.input:
         raise app.UsageError("--photos evaluates the photos of --input (records hold crops)")
+    if cfg.records_dir and not cfg.split:
+        # No default: a default of test invites choosing on it, a default of validation
+        # would silently change what an old command reports.
+        raise app.UsageError("--records_dir needs --split: validation to compare runs and "
+                             "choose between them, test once, for the report")
     try:
         compare = None
         if cfg.compare:

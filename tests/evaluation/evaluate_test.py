@@ -166,6 +166,10 @@ def test_clear_errors(tmp_path, model_base):
     result = _run([f"--model={tmp_path}/nothing", f"--input={tmp_path}", f"--output_dir={tmp_path}/o"])
     assert result.returncode == 2 and "does not exist" in result.stderr
     result = _run([f"--model={model_base}", f"--records_dir={tmp_path}", f"--output_dir={tmp_path}/o"])
+    assert result.returncode == 1 and "--records_dir needs --split" in result.stderr  # usage
+    assert not (tmp_path / "o").exists()
+    result = _run([f"--model={model_base}", f"--records_dir={tmp_path}", "--split=test",
+                   f"--output_dir={tmp_path}/o"])
     assert result.returncode == 2 and "no 'test' records in" in result.stderr
     with pytest.raises(evaluate.EvaluationError):
         runners.resolve_saved_model(str(tmp_path))
@@ -189,7 +193,7 @@ def test_bombs_are_skipped_and_corrupt_shards_named(model_base, tmp_path, png_bo
     records.mkdir()
     (records / "utk_face-test.tfrecord-00000-of-00001").write_bytes(
         np.random.default_rng(0).bytes(3000))
-    result = _run([f"--model={model_base}", f"--records_dir={records}",
+    result = _run([f"--model={model_base}", f"--records_dir={records}", "--split=test",
                    f"--output_dir={tmp_path}/o"])
     assert result.returncode == 2
     assert "utk_face-test.tfrecord-00000-of-00001 is not a valid records shard" in result.stderr
