@@ -19,6 +19,8 @@ MODEL_FILE = "model.keras"
 SPEC_FILE = "model_spec.json"
 HISTORY_FILE = "history.json"
 EVAL_FILE = "eval.json"
+EVAL_TEST_FILE = "eval_test.json"
+EVAL_SPLITS = ("validation", "test")
 STATE_FILE = "train_state.json"
 CURVES_FILE = "learning_curves.png"
 LR_FIND_JSON = "lr_find.json"
@@ -30,6 +32,16 @@ LOGS_DIR = "logs"
 
 class JobDirError(FileNotFoundError):
     """A job dir without the trained model's files, or with damaged ones."""
+
+
+def eval_file(split):
+    """The job dir's file of an evaluation on `split`: `eval.json` for validation (what runs
+    are compared on), `eval_test.json` for the test split, so that evaluating the test split
+    for a report never replaces the validation figures, and eval.json never holds test
+    figures. Either names its split inside ("split")."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"a job dir is evaluated on one of {EVAL_SPLITS}, not {split!r}")
+    return EVAL_FILE if split == "validation" else EVAL_TEST_FILE
 
 
 def path(job_dir, *names):

@@ -10,8 +10,8 @@ import os
 
 from absl import flags
 
-from agegender import arg_types, image_header, model_spec
-from trainer import input_pipeline, predict
+from agegender import arg_types, image_header, job_dir, model_spec
+from trainer import input_pipeline
 
 BASE_MODELS = ("MobileNetV2", "ResNet50", "MobileNetV3Small", "EfficientNetB0")
 LR_SCHEDULERS = ("reduce_lr_on_plateau", "cyclic", "cosine", "constant")
@@ -113,7 +113,7 @@ def define_flags(fv=flags.FLAGS):
     flags.DEFINE_bool("calibrate", True,
                       "After training, fit the temperatures of the age spread and the gender "
                       "probability on the validation split (stored in model_spec.json).", **d)
-    flags.DEFINE_enum("eval_split", "validation", list(predict.EVAL_SPLITS),
+    flags.DEFINE_enum("eval_split", "validation", list(job_dir.EVAL_SPLITS),
                       "The split the job dir is evaluated on after training (and by --load "
                       "--records_dir): validation (eval.json), what runs are compared on; "
                       "test (eval_test.json) only when named, once, for the report. Without "

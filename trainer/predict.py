@@ -180,23 +180,10 @@ def evaluate_split(model, spec, records_dir, split="validation", batch_size=64, 
     return report
 
 
-EVAL_SPLITS = ("validation", "test")
-
-
-def eval_file(split):
-    """The job dir's file of an evaluation on `split`: `eval.json` for validation (what runs
-    are compared on), `eval_test.json` for the test split, so that evaluating the test split
-    for a report never replaces the validation figures, and eval.json never holds test
-    figures. Either names its split inside ("split")."""
-    if split not in EVAL_SPLITS:
-        raise ValueError(f"a job dir is evaluated on one of {EVAL_SPLITS}, not {split!r}")
-    return job_dir_lib.EVAL_FILE if split == "validation" else f"eval_{split}.json"
-
-
 def write_eval(job_dir, records_dir, split="validation", batch_size=64, limit=0):
-    """Loads the job's saved model and writes `eval_file(split)` (eval.json for validation);
-    returns the report, its split named under "split"."""
-    name = eval_file(split)
+    """Loads the job's saved model and writes `job_dir.eval_file(split)` (eval.json for
+    validation); returns the report, its split named under "split"."""
+    name = job_dir_lib.eval_file(split)
     model, spec = load(job_dir)
     report = evaluate_split(model, spec, records_dir, split, batch_size, limit)
     job_dir_lib.write_json(job_dir, name, report, indent=2, sort_keys=True)

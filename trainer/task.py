@@ -354,7 +354,7 @@ def _evaluate(job_dir, cfg):
     print(f"{cfg.eval_split.capitalize()} split: MAE {report['mae']:.2f} years, "
           f"CS@5 {report['cs@5']:.3f}, gender accuracy {report['gender_accuracy']}"
           + (f", interval coverage {coverage}" if coverage else "")
-          + f" ({report['count']} images; {predict.eval_file(cfg.eval_split)})")
+          + f" ({report['count']} images; {job_dir_lib.eval_file(cfg.eval_split)})")
     return report
 
 
