@@ -13,10 +13,16 @@ the test clips. Every frame is answered once by the model (`--model`, in process
 trackers and fusions are then compared on the same answers:
 
 1. tracking (motmetrics, a detection matches a visible true face at IoU >= 0.5): IDF1, ID
-   switches per 100 true face-frames, MOTA; ours (`video.tracking`), ours without the
-   appearance term, and with --compare_trackers supervision's ByteTrack and norfair when
-   importable (neither is a project dependency: norfair pins numpy < 2, and supervision
-   moved ByteTrack out after 0.26; see docs/video.md for how they were installed);
+   switches per 100 true face-frames, MOTA, and where IDF1 is lost (`idf1_losses`: faces
+   the detector missed inside a track / outside / with no track, found without an id or
+   under another, tracked boxes on no true face); ours (`video.tracking` through
+   `video.face_tracks`) in the variants of `OUR_VARIANTS` side by side (as
+   `video.annotate` runs it, with interpolated gaps; without filling; as a live page
+   shows it, with and without coasting; without the appearance term; the settings before
+   2026-12-06), on the validation clips (where the settings are chosen) and the test
+   clips; with --compare_trackers supervision's ByteTrack and norfair when importable
+   (neither is a project dependency: norfair pins numpy < 2, and supervision moved
+   ByteTrack out after 0.26; see docs/video.md for how they were installed);
 2. age, on the detections matched to a true face and tracked: per-frame MAE vs the MAE of
    the fused (displayed) age at the same frames, and of each track's final fused age;
    the displayed age's frame-to-frame change after a track's 10th frame (median), beside
@@ -77,15 +83,41 @@ def answered_clips(analyzer, split, count, frames, people, seed):
 
 # -- trackers on the same answers ----------------------------------------------------------
 
-def run_ours(answers, fps, params, appearance=True):
-    """[(track id or None, face, fused Answer or None)] per frame."""
-    people = face_tracks.FaceTracks(params, **({} if appearance else {"appearance_weight": 0}))
+def run_ours(answers, fps, params, appearance=True, live_ids=False, **options):
+    """[(track id or None, face, fused Answer or None)] per frame. A face's id is its
+    track's id once confirmed (as `video.annotate` writes and draws it: the first frame of
+    a track is known to be one a frame later); `live_ids`: the id at that frame (as a live
+    page shows it: None on a track's first frame). `options` go to
+    `video.face_tracks.FaceTracks` (fill_gaps, coast, tracker options); interpolated
+    boxes join their frames (their face a `FilledFace`)."""
+    if not appearance:
+        options["appearance_weight"] = 0
+    people = face_tracks.FaceTracks(params, **options)
     out = []
     for i, faces in enumerate(answers):
-        tracked = people.update(i, i / fps, faces)
-        out.append([(t.track_id, t.face, t.answer) for t in tracked])
+        out.append(people.update(i, i / fps, faces))
+        for frame_index, _, item in people.pop_filled():
+            out[frame_index].append(item)
     people.finish()
-    return out
+    return [[(t.track_id if live_ids or t.track is None else t.track.id, t.face, t.answer)
+             for t in tracked] for tracked in out]
+
+
+# What the tracking comparison runs of ours, side by side on the same answers: name ->
+# run_ours options.
+OUR_VARIANTS = {
+    "ours": {"fill_gaps": annotate_lib.FILL_GAPS},  # as video.annotate runs it
+    "ours_no_fill": {},
+    "ours_no_appearance": {"fill_gaps": annotate_lib.FILL_GAPS, "appearance": False},
+    "ours_fill_5": {"fill_gaps": 5},
+    "ours_fill_25": {"fill_gaps": 25},
+    "ours_fill_no_hidden_check": {"fill_gaps": annotate_lib.FILL_GAPS, "hidden_fraction": 0},
+    "ours_live": {"live_ids": True},  # as a live page shows it (video.session)
+    "ours_live_coast_1": {"live_ids": True, "coast": 1},
+    "ours_live_coast_2": {"live_ids": True, "coast": 2},
+    "ours_before_2026_12_06": {"max_missed_seconds": 1.0, "distance_growth": 1.5,
+                               "max_scale": float("inf"), "live_ids": True},
+}
 
 
 def run_bytetrack(answers, fps):
@@ -148,8 +180,9 @@ def tracking_quality(clips, tracked_clips):
         acc = mm.MOTAccumulator(auto_id=True)
         acc_detected = mm.MOTAccumulator(auto_id=True)
         for frame_truth, items in zip(clip.truth, tracked):
-            matched = match_truth(frame_truth, [face for _, face, _ in items])
-            found += len(matched)
+            matched = match_truth(frame_truth, [face for _, face, _ in items
+                                                if not isinstance(face, face_tracks.FilledFace)])
+            found += len(matched)  # the detector's boxes only (not interpolated ones)
             # The same frame with only the true faces the detector found: the tracker's
             # own share of the errors.
             seen = set(matched.values())
@@ -181,6 +214,80 @@ def tracking_quality(clips, tracked_clips):
             "idf1_detected_faces": float(detected["idf1"])}
 
 
+LOSSES = ("missed_inside_track", "missed_outside_track", "missed_no_track",
+          "found_untracked", "found_other_id", "false_on_face_other_id", "false_no_face")
+
+
+def idf1_losses(clips, tracked_clips):
+    """Where IDF1 is lost: IDF1 = 2 IDTP / (2 IDTP + IDFN + IDFP), with each true face
+    given one track id per clip (the matching of people to ids that maximises the frames
+    they share at IoU >= MATCH_IOU, as motmetrics' IDF1 does). Each true face-frame not
+    credited (IDFN) is one of: missed by the detector (no tracked or untracked box at IoU
+    >= MATCH_IOU) between its id's first and last frame (`missed_inside_track`: what gap
+    filling can recover), outside them (`missed_outside_track`), or for a person given no
+    id at all (`missed_no_track`); found but with no id (`found_untracked`: a tentative
+    track); found under another id (`found_other_id`: a switch or a new id after a loss).
+    Each tracked box not credited (IDFP) lies on a true face under another id
+    (`false_on_face_other_id`) or on none (`false_no_face`: a false detection, a face past
+    the edge or behind another, or an interpolated box where the face was not visible).
+    Returns the counts, "idtp" and "idf1" (equal to motmetrics')."""
+    counts = dict.fromkeys(LOSSES + ("idtp",), 0)
+    for clip, tracked in zip(clips, tracked_clips):
+        shared = {}  # (person, id) -> frames matched
+        spans = {}   # id -> (first, last) frame
+        for i, (frame_truth, items) in enumerate(zip(clip.truth, tracked)):
+            ids = [(tid, face) for tid, face, _ in items if tid is not None]
+            for tid, _ in ids:
+                first, last = spans.get(tid, (i, i))
+                spans[tid] = (min(first, i), max(last, i))
+            if frame_truth and ids:
+                iou = tracking.iou_matrix([b for _, b in frame_truth], [f.box for _, f in ids])
+                for r, q in zip(*np.nonzero(iou >= MATCH_IOU)):
+                    key = (frame_truth[r][0], ids[q][0])
+                    shared[key] = shared.get(key, 0) + 1
+        persons = sorted({k for k, _ in shared})
+        hyps = sorted({h for _, h in shared})
+        assigned = {}
+        if shared:
+            m = np.zeros((len(persons), len(hyps)))
+            for (k, h), n in shared.items():
+                m[persons.index(k), hyps.index(h)] = n
+            for r, q in zip(*linear_sum_assignment(-m)):
+                if m[r, q] > 0:
+                    assigned[persons[r]] = hyps[q]
+        for i, (frame_truth, items) in enumerate(zip(clip.truth, tracked)):
+            boxes = [face.box for _, face, _ in items]
+            ids = [tid for tid, _, _ in items]
+            iou = (tracking.iou_matrix([b for _, b in frame_truth], boxes)
+                   if frame_truth and boxes else np.zeros((len(frame_truth), len(boxes))))
+            credited = set()
+            for r, (k, _) in enumerate(frame_truth):
+                h = assigned.get(k)
+                near = [q for q in range(len(boxes)) if iou[r, q] >= MATCH_IOU]
+                if h is not None and any(ids[q] == h for q in near):
+                    counts["idtp"] += 1
+                    credited.add(h)
+                elif not near:
+                    if h is None:
+                        counts["missed_no_track"] += 1
+                    elif spans[h][0] < i < spans[h][1]:
+                        counts["missed_inside_track"] += 1
+                    else:
+                        counts["missed_outside_track"] += 1
+                elif all(ids[q] is None for q in near):
+                    counts["found_untracked"] += 1
+                else:
+                    counts["found_other_id"] += 1
+            for q, tid in enumerate(ids):
+                if tid is None or tid in credited:
+                    continue
+                on_face = len(frame_truth) and iou[:, q].max() >= MATCH_IOU
+                counts["false_on_face_other_id" if on_face else "false_no_face"] += 1
+    lost = sum(counts[k] for k in LOSSES)
+    counts["idf1"] = 2 * counts["idtp"] / max(2 * counts["idtp"] + lost, 1)
+    return counts
+
+
 def labelled_tracks(clips, tracked_clips):
     """Per track (clip, id): its person (most matched frames) and its frames in order as
     (frame, face, fused answer, person matched at that frame or None)."""
@@ -189,7 +296,7 @@ def labelled_tracks(clips, tracked_clips):
         for i, (frame_truth, items) in enumerate(zip(clip.truth, tracked)):
             matched = match_truth(frame_truth, [face for _, face, _ in items])
             for j, (tid, face, answer) in enumerate(items):
-                if tid is not None:
+                if tid is not None and not isinstance(face, face_tracks.FilledFace):
                     tracks.setdefault((c, tid), []).append((i, face, answer, matched.get(j)))
     out = []
     for (c, tid), frames in tracks.items():
@@ -382,9 +489,18 @@ def main(argv=None):
                        f"tracks, benchmarks.video seed {args.seed}", "model": args.model}, f,
                       indent=1)
 
+    # Our tracker's variants on the validation clips (where its settings are chosen).
+    results["tracking_validation"] = {}
+    for name, options in OUR_VARIANTS.items():
+        tracked = [run_ours(a, fps, fitted, **options) for a in val_answers]
+        quality = tracking_quality(val_clips, tracked)
+        quality["losses"] = idf1_losses(val_clips, tracked)
+        results["tracking_validation"][name] = quality
+        _print_tracking(f"validation {name}", quality)
+
     clips, answers = splits["test"]
-    trackers = {"ours": lambda a: run_ours(a, fps, fitted),
-                "ours_no_appearance": lambda a: run_ours(a, fps, fitted, appearance=False)}
+    trackers = {name: lambda a, options=options: run_ours(a, fps, fitted, **options)
+                for name, options in OUR_VARIANTS.items()}
     if args.compare_trackers:
         for name, fn in (("bytetrack", run_bytetrack), ("norfair", run_norfair)):
             try:
@@ -400,12 +516,9 @@ def main(argv=None):
         quality = tracking_quality(clips, tracked_by[name])
         quality["ms_per_frame"] = 1000 * (time.perf_counter() - started) / sum(
             len(a) for a in answers)
+        quality["losses"] = idf1_losses(clips, tracked_by[name])
         results["tracking"][name] = quality
-        print(f"tracking {name:20s} IDF1 {quality['idf1']:.3f} (on the faces the detector "
-              f"found: {quality['idf1_detected_faces']:.3f}; detection recall "
-              f"{quality['detection_recall']:.3f})  ID switches "
-              f"{quality['id_switches']} ({quality['id_switches_per_100']:.2f} per 100 "
-              f"face-frames)  MOTA {quality['mota']:.3f}  {quality['ms_per_frame']:.2f} ms/frame")
+        _print_tracking(f"test {name}", quality)
 
     tracks = labelled_tracks(clips, tracked_by["ours"])
     results["accuracy"] = {}
@@ -426,6 +539,18 @@ def main(argv=None):
               f"{figures['gender_accuracy_fused']:.3f}")
 
     return speed_figures(analyzer, args, results)
+
+
+def _print_tracking(name, quality):
+    losses = quality["losses"]
+    print(f"tracking {name:34s} IDF1 {quality['idf1']:.3f} (on the faces the detector "
+          f"found: {quality['idf1_detected_faces']:.3f}; detection recall "
+          f"{quality['detection_recall']:.3f})  ID switches {quality['id_switches']} "
+          f"({quality['id_switches_per_100']:.2f} per 100 face-frames)  MOTA "
+          f"{quality['mota']:.3f}" + (f"  {quality['ms_per_frame']:.2f} ms/frame"
+                                      if "ms_per_frame" in quality else ""))
+    print("    IDF1 lost to: " + ", ".join(f"{k} {losses[k]}" for k in LOSSES) +
+          f" (IDTP {losses['idtp']})")
 
 
 def speed_figures(analyzer, args, results):

@@ -1,7 +1,7 @@
 """Every person in a clip tracked, one steady age per person: the library call and its CLI.
 
     python -m video.annotate --model=models/age --input=clip.mp4 --output=clip_annotated.mp4 \
-        --tracks=tracks.jsonl [--per_frame] [--fps=N]
+        --tracks=tracks.jsonl [--per_frame] [--fps=N] [--fill_gaps=10]
     python -m video.annotate --server=localhost:8500 --input=clip.mp4 --tracks=tracks.jsonl
 
 `annotate(analyzer, input, ...)` runs, per frame: decode (`video.io`), encode the frame as
@@ -14,7 +14,9 @@ encode the annotated copy. It returns a summary with per-stage seconds.
 last frame and time, fused age, age_std, 50%/80% intervals, gender and probability, frames
 used, a representative box); with `--per_frame` also one {"type": "face"} line per face per
 frame (its own answer beside the fused one displayed at that frame; "track" null for a face
-that never became a track). A face's line waits until its track is confirmed (the next
+that never became a track; `"interpolated": true` for a box of a frame where the detector
+missed a face its track had before and after, within `--fill_gaps` frames: no answer of
+its own, the track's fused one). A face's line waits until its track is confirmed (the next
 frame), so lines are in frame order per track. A clip without faces gives no line and a
 summary saying so: a normal result.
 
@@ -28,6 +30,7 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
 
 import argparse
 import collections
+import dataclasses
 import io
 import json
 import os
@@ -41,6 +44,10 @@ from video import fusion as fusion_lib
 from video import io as video_io
 
 JPEG_QUALITY = 95  # frames go to the model as JPEGs: ~10x faster to encode than PNG
+# Frames a track may lose a face for and still have it boxed there (interpolated): the
+# choice on the benchmark's validation clips (docs/video.md); frames are held this long.
+FILL_GAPS = 10
+MAX_FILL_GAPS = 50  # --fill_gaps' bound: the frames held in memory
 STAGES = ("decode", "encode_frame", "analyze", "track_fuse", "draw", "write")
 
 
@@ -91,7 +98,7 @@ def _face_line(frame, item):
     face = item.face
     track_id = None if item.track is None else item.track.id  # confirmed since, maybe
     line = {"type": "face", "frame": frame.index, "time": round(frame.time, 4),
-            "track": track_id}
+            "track": track_id, "interpolated": item.interpolated}
     line.update(face.to_dict(distribution=False))
     line.pop("landmarks", None)
     if item.answer is not None and track_id is not None:
@@ -104,24 +111,37 @@ def _face_line(frame, item):
     return line
 
 
+def _as_known_later(item):
+    """`item` with its track's id as known now (a track tentative at its first frame is
+    confirmed at its second)."""
+    if item.track is None or item.track_id == item.track.id:
+        return item
+    return dataclasses.replace(item, track_id=item.track.id)
+
+
 def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=None,
              max_frames=video_io.DEFAULT_MAX_FRAMES,
              max_image_pixels=image_header.DEFAULT_MAX_PIXELS, params=None,
-             tracker_options=None, progress=True, on_frame=None):
+             tracker_options=None, fill_gaps=FILL_GAPS, progress=True, on_frame=None):
     """Tracks and fuses every face of `input` (a clip or an image sequence) through
     `analyzer` (an object with `analyze(image) -> [agegender.Face]`). `output`: the
-    annotated copy (None: none); `tracks`: the JSON-lines file (None: none). `on_frame`:
-    called with (frame, [TrackedFace]) per frame. Returns the summary dict. Raises
+    annotated copy (None: none); `tracks`: the JSON-lines file (None: none).
+    `fill_gaps=N`: a face its track lost for at most N frames (the detector missed it)
+    gets an interpolated box in those frames (`video.face_tracks`), drawn and written
+    (`"interpolated": true`): frames are drawn, written and handed to `on_frame` N frames
+    after they are read (at most N + 1 frames held; 0: each at once). `on_frame`: called
+    with (frame, [TrackedFace]) per frame. Returns the summary dict. Raises
     `video.io.VideoError` for a clip that cannot be read as asked."""
     if output:
         video_io.check_output_name(output)  # before any frame is worked on
     stage_seconds = dict.fromkeys(STAGES, 0.0)
     outputs = _Outputs()
     sink = lines = None
-    people = face_tracks.FaceTracks(params, **(tracker_options or {}))
+    people = face_tracks.FaceTracks(params, fill_gaps=fill_gaps, **(tracker_options or {}))
     summary = {"input": input, "frames": 0, "frames_with_faces": 0, "faces": 0,
-               "tracks": 0, "skipped_frames": []}
+               "interpolated_faces": 0, "tracks": 0, "skipped_frames": []}
     pending = collections.deque()  # (frame, tracked) waiting for tentative tracks
+    held = collections.deque()     # (frame, tracked) of the last fill_gaps frames
     refused = []  # (frame, reason) of frames the model refused
 
     def write_lines(records):
@@ -138,6 +158,28 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
                 return
             pending.popleft()
             write_lines(_face_line(frame, item) for item in tracked)
+
+    def release(frame, tracked):
+        """A frame leaves the look-behind: its lines, its picture, `on_frame`."""
+        nonlocal sink
+        if fill_gaps:
+            tracked = [_as_known_later(item) for item in tracked]
+        if per_frame:
+            pending.append((frame, tracked))
+            flush()
+        if output:
+            t4 = time.perf_counter()
+            picture = drawing.draw(frame.image, tracked)
+            t5 = time.perf_counter()
+            if sink is None:
+                rate = fps or source.info.fps or video_io.DEFAULT_SEQUENCE_FPS
+                sink = video_io.open_sink(outputs.path(output), picture.shape[1],
+                                          picture.shape[0], rate)
+            sink.write(picture)
+            stage_seconds["draw"] += t5 - t4
+            stage_seconds["write"] += time.perf_counter() - t5
+        if on_frame is not None:
+            on_frame(frame, tracked)
 
     source = video_io.open_source(input, fps=fps, max_frames=max_frames,
                                   max_pixels=max_image_pixels)
@@ -165,6 +207,7 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
             t3 = time.perf_counter()
             tracked = people.update(frame.index, frame.time, found)
             closed = people.pop_closed()
+            filled = people.pop_filled()
             t4 = time.perf_counter()
             stage_seconds["encode_frame"] += t2 - t1
             stage_seconds["analyze"] += t3 - t2
@@ -172,25 +215,20 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
             summary["frames"] += 1
             summary["faces"] += len(found)
             summary["frames_with_faces"] += bool(found)
-            if per_frame:
-                pending.append((frame, tracked))
-                flush()
+            if filled:  # boxes for held frames (a gap is at most fill_gaps frames long)
+                by_index = {held_frame.index: items for held_frame, items in held}
+                for frame_index, _, item in filled:
+                    by_index[frame_index].append(item)
+                summary["interpolated_faces"] += len(filled)
+            held.append((frame, tracked))
+            if len(held) > fill_gaps:
+                release(*held.popleft())
             write_lines(closed)
             summary["tracks"] += len(closed)
-            if output:
-                picture = drawing.draw(frame.image, tracked)
-                t5 = time.perf_counter()
-                if sink is None:
-                    rate = fps or source.info.fps or video_io.DEFAULT_SEQUENCE_FPS
-                    sink = video_io.open_sink(outputs.path(output), picture.shape[1],
-                                              picture.shape[0], rate)
-                sink.write(picture)
-                stage_seconds["draw"] += t5 - t4
-                stage_seconds["write"] += time.perf_counter() - t5
-            if on_frame is not None:
-                on_frame(frame, tracked)
             if meter:
                 meter.add()
+        while held:
+            release(*held.popleft())
         if per_frame:
             flush(final=True)
         closed = people.finish()
@@ -232,6 +270,14 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
 
 # -- CLI ----------------------------------------------------------------------------------
 
+def _fill_gaps(text):
+    value = arg_types.at_least(0, "a frame count")(text)
+    if value > MAX_FILL_GAPS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_FILL_GAPS} frames (each is held in "
+                                         f"memory until then), got {value}")
+    return value
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m video.annotate", description=__doc__.split("\n\n")[0])
@@ -256,6 +302,11 @@ def parse_args(argv):
                         default=video_io.DEFAULT_MAX_FRAMES,
                         help="refuse a clip with more frames to read than this")
     arg_types.add_max_image_pixels(parser, image_header.DEFAULT_MAX_PIXELS)
+    parser.add_argument("--fill_gaps", type=_fill_gaps,
+                        default=FILL_GAPS,
+                        help="box a face its track lost for at most this many frames "
+                             "(interpolated, flagged; frames are written this many frames "
+                             "late; 0: none) (default %(default)s)")
     parser.add_argument("--fusion_params", help="a JSON file with the fusion temper "
                         "(rho, temperature, gender_rho, gender_temperature), e.g. "
                         "benchmarks/video.py's fit on validation clips")
@@ -305,7 +356,8 @@ def main(argv=None):
             summary = annotate(analyzer, args.input, output=args.output, tracks=args.tracks,
                                per_frame=args.per_frame, fps=args.fps,
                                max_frames=args.max_frames,
-                               max_image_pixels=args.max_image_pixels, params=params)
+                               max_image_pixels=args.max_image_pixels, params=params,
+                               fill_gaps=args.fill_gaps)
     except video_io.VideoError as error:
         print(f"video.annotate: {error} [{error.reason}]", file=sys.stderr)
         return 1
@@ -322,6 +374,8 @@ def _summary_line(summary, args):
               else "no face tracked (a clip without faces is a normal result)")
     wrote = ", ".join(p for p in (args.output, args.tracks) if p)
     extra = ""
+    if summary.get("interpolated_faces"):
+        extra += f"; {summary['interpolated_faces']} boxes interpolated across missed frames"
     if summary["skipped_frames"]:
         extra += f"; {len(summary['skipped_frames'])} images skipped"
     if summary["truncated"]:

@@ -1,6 +1,8 @@
 """Tracked faces drawn on a video frame: a box per face in its track's colour, and a tag
 "#3 34 ± 3 F 91%" (track id, the fused age with its spread, the fused gender and its
-probability). A tentative face (not yet a track) gets a thin grey box and no tag.
+probability). A tentative face (not yet a track) gets a thin grey box and no tag; a box
+the detector did not give (interpolated across a missed frame, or predicted) is drawn
+thin in its track's colour, with the tag.
 
 Why not `faces.drawing`: that draws one photo from its encoded bytes, in one colour, with
 landmarks; a clip's frames are pixels already, and a person is followed by their colour.
@@ -53,7 +55,8 @@ def draw(image, tracked):
             canvas.rectangle([x1, y1, x2, y2], outline=TENTATIVE_COLOUR, width=1)
             continue
         colour = PALETTE[(item.track_id - 1) % len(PALETTE)]
-        canvas.rectangle([x1, y1, x2, y2], outline=colour, width=width)
+        filled = getattr(item, "filled", False)
+        canvas.rectangle([x1, y1, x2, y2], outline=colour, width=1 if filled else width)
         _tag(canvas, (x1, y1), label(item.answer, item.track_id), font, picture.size, colour)
     return np.asarray(picture)
 

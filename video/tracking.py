@@ -31,6 +31,7 @@ from scipy.optimize import linear_sum_assignment
 
 
 MAX_EXTRAPOLATION = 0.5  # seconds
+MAX_SCALE = 1.25  # the predicted box's size: within this factor of the last box's
 
 
 @dataclasses.dataclass
@@ -52,11 +53,21 @@ class Track:
     def confirmed(self):
         return self.id is not None
 
-    def predicted(self, time):
-        """The box expected at `time` (constant velocity of the box's edges, for at most
-        `MAX_EXTRAPOLATION` seconds: a person hidden longer is looked for near where they
-        were going, not carried off screen)."""
-        return self.box + self.velocity * min(time - self.last_time, MAX_EXTRAPOLATION)
+    def predicted(self, time, max_scale=MAX_SCALE):
+        """The box expected at `time`: its centre moved at constant velocity and its size
+        changed at its rate, for at most `MAX_EXTRAPOLATION` seconds (a person hidden
+        longer is looked for near where they were going, not carried off screen), the size
+        kept within `max_scale` of the last box's either way: a face shrinking as it is
+        hidden by a nearer one, or cut by the frame's edge, must not be extrapolated to a
+        speck that the person, seen again whole, no longer matches."""
+        dt = min(max(time - self.last_time, 0.0), MAX_EXTRAPOLATION)
+        box = self.box + self.velocity * dt
+        if dt:
+            size = np.clip(self.box[2:] - self.box[:2], 1.0, None)
+            centre = (box[:2] + box[2:]) / 2
+            half = np.clip(box[2:] - box[:2], size / max_scale, size * max_scale) / 2
+            box = np.concatenate([centre - half, centre + half])
+        return box
 
 
 def iou_matrix(a, b):
@@ -84,10 +95,11 @@ class Tracker:
     (None for a box left untracked at `max_tracks`); `open_tracks`, `pop_closed()`,
     `close_all()` at the end of a clip."""
 
-    def __init__(self, *, min_iou=0.2, max_distance=1.0, distance_growth=1.5,
-                 max_missed_seconds=1.0, min_hits=2, appearance_weight=0.3,
-                 velocity_smoothing=0.5, max_tracks=64):
+    def __init__(self, *, min_iou=0.2, max_distance=1.0, distance_growth=2.5,
+                 max_missed_seconds=2.0, min_hits=2, appearance_weight=0.3,
+                 velocity_smoothing=0.5, max_scale=MAX_SCALE, max_tracks=64):
         self.min_iou, self.max_distance = min_iou, max_distance
+        self.max_scale = max_scale
         self.distance_growth = distance_growth  # extra box sides allowed per second missed
         self.max_missed_seconds, self.min_hits = max_missed_seconds, min_hits
         self.appearance_weight = appearance_weight
@@ -107,7 +119,7 @@ class Tracker:
         cost = np.full((n, m), np.inf)
         if not n or not m:
             return cost
-        predicted = np.stack([t.predicted(time) for t in self.tracks])
+        predicted = np.stack([t.predicted(time, self.max_scale) for t in self.tracks])
         iou = iou_matrix(predicted, boxes)
         centre_t = (predicted[:, :2] + predicted[:, 2:]) / 2
         centre_d = (boxes[:, :2] + boxes[:, 2:]) / 2

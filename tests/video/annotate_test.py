@@ -141,7 +141,11 @@ def test_cli_usage_errors(capsys):
                          "max_image_pixels"),
                         (["--model=x", "--input=y.mp4", "--output=y.jpg"], "extension"),
                         (["--model=x", "--server=h:1", "--input=y.mp4", "--tracks=t"],
-                         "not allowed with")):
+                         "not allowed with"),
+                        (["--model=x", "--input=y.mp4", "--tracks=t", "--fill_gaps=-1"],
+                         "a frame count >= 0"),
+                        (["--model=x", "--input=y.mp4", "--tracks=t", "--fill_gaps=51"],
+                         "at most 50 frames")):
         with pytest.raises(SystemExit) as exit_:
             annotate.parse_args(argv)
         assert exit_.value.code == 2 and words in capsys.readouterr().err
@@ -216,3 +220,38 @@ def test_cli_through_the_server_over_grpc(tmp_path, tiny_model, face_clip):
                      f"--tracks={tmp_path / 'again.jsonl'}", "--timeout=2")
     assert result.returncode == 1 and "UNAVAILABLE" in result.stderr
     assert not (tmp_path / "again.jsonl").exists()
+
+
+def test_a_face_missed_between_two_detections_is_boxed_and_flagged(tmp_path, clip):
+    # Person at x 5+i missed at frames 4-6 (the other is found throughout).
+    def script(i):
+        return [(x, age) for x, age in two_people(i) if not (age == 30.0 and 4 <= i <= 6)]
+    tracks = str(tmp_path / "tracks.jsonl")
+    seen = []
+    summary = annotate.annotate(ScriptedAnalyzer(script), clip, tracks=tracks, per_frame=True,
+                                output=str(tmp_path / "out.mp4"), fill_gaps=3, progress=False,
+                                on_frame=lambda frame, tracked: seen.append((frame.index, tracked)))
+    assert summary["faces"] == 21 and summary["interpolated_faces"] == 3
+    faces = [line for line in read_lines(tracks) if line["type"] == "face"]
+    filled = [f for f in faces if f["interpolated"]]
+    assert [(f["frame"], f["track"]) for f in filled] == [(4, 1), (5, 1), (6, 1)]
+    for f in filled:
+        assert f["age"] is None and f["score"] is None  # no answer of its own
+        assert f["fused_age"] == pytest.approx(30, abs=1)  # the track's
+        assert f["box"][0] == pytest.approx(5 + f["frame"], abs=1e-3)  # interpolated
+    assert [f["frame"] for f in faces if f["track"] == 1] == list(range(12))
+    # Frames reach on_frame (and the picture) in order, the filled box among them, and a
+    # track's first frame already with its id (known a frame later, within the look-behind).
+    assert [index for index, _ in seen] == list(range(12))
+    assert [item.track_id for item in seen[0][1]] == [1, 2]
+    assert [item.interpolated for item in seen[5][1]] == [False, True]
+    with video_io.open_source(str(tmp_path / "out.mp4")) as written:
+        assert len(list(written)) == 12
+
+    again = annotate.annotate(ScriptedAnalyzer(script), clip, tracks=tracks, per_frame=True,
+                              fill_gaps=0, progress=False)
+    assert again["interpolated_faces"] == 0
+    assert not any(f["interpolated"] for f in read_lines(tracks) if f["type"] == "face")
+    gap_too_long = annotate.annotate(ScriptedAnalyzer(script), clip, tracks=tracks,
+                                     fill_gaps=2, progress=False)
+    assert gap_too_long["interpolated_faces"] == 0 and gap_too_long["tracks"] == 2

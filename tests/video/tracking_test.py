@@ -95,3 +95,32 @@ def test_iou_and_hellinger():
     p = np.array([[0.5, 0.5, 0]])
     assert np.allclose(tracking.hellinger(p, p), 0, atol=1e-6)
     assert np.allclose(tracking.hellinger(p, [[0, 0, 1]]), 1)
+
+
+def test_a_face_shrinking_behind_another_is_found_again_whole():
+    # The detector's box of a face being hidden shrinks (x2 moves left 8 px a frame); the
+    # face is gone for 12 frames and comes back whole where it was. Extrapolating the
+    # shrinking size would look for a speck (the size rate is kept within max_scale).
+    frames = [[[100, 100, 160 - 8 * i, 160]] for i in range(5)]
+    frames += [[]] * 12 + [[[100, 100, 160, 160]]] * 3
+    ids = run(tracking.Tracker(), frames, fps=25.0)
+    assert {i for frame in ids[1:] for i in frame} == {1}
+    unbounded = run(tracking.Tracker(max_scale=float("inf")), frames, fps=25.0)
+    assert unbounded[-1] == [2]  # the case the bound is for
+
+
+def test_a_person_back_within_max_missed_seconds_keeps_the_id():
+    # Gone for 1.5 s, back 60 px (1.5 box sides) from where they left.
+    frames = [[box(100, 100)]] * 5 + [[]] * 15 + [[box(160, 100)]] * 3
+    assert run(tracking.Tracker(), frames)[-1] == [1]
+    assert run(tracking.Tracker(max_missed_seconds=1.0), frames)[-1] == [2]
+
+
+def test_predicted_box_keeps_its_centre_motion_and_a_bounded_size():
+    track = tracking.Track(0, 1, np.array([0.0, 0.0, 40.0, 40.0]), 0, 0.0, 0, 0.0,
+                           velocity=np.array([10.0, 0.0, -30.0, 0.0]))  # shrinking, moving
+    predicted = track.predicted(0.5)
+    assert np.allclose((predicted[:2] + predicted[2:]) / 2, [20 + 0.5 * (10 - 30) / 2, 20])
+    assert predicted[2] - predicted[0] == 40 / tracking.MAX_SCALE
+    assert np.allclose(track.predicted(0.0), track.box)
+    assert np.allclose(track.predicted(5.0), track.predicted(tracking.MAX_EXTRAPOLATION))
