@@ -3,7 +3,7 @@ Parquet.
 
     python -m pipeline.annotate --model=models/age --input=<dir | glob | archive> \
         --output_dir=annotations/photos [--faces_dir=DIR] [--crops] \
-        [--max_image_pixels=50000000] [--follow_symlinks] [--archive_spread_mb=128] \
+        [--max_image_pixels=50000000] [--follow_symlinks] \
         [--batch_size=16] [--photos_per_file=10000] [--progress_seconds=5] [-v] \
         [any Beam pipeline option, e.g. --runner=DaskRunner --dask_client_address=HOST:PORT]
 
@@ -15,8 +15,19 @@ The model answers through Beam's RunInference (`pipeline.inference_handler`: the
 API's `FaceAnalyzer`, one per worker process): `predict_photo` on whole photos (every face
 found, aligned and answered in the model), or with --crops `serving_default` on images that
 already are aligned face crops. Batches are formed from the listing
-(`pipeline.photo_batches`); a batch the model refuses goes to RunInference's dead-letter
-output and its photos are answered again one at a time, so only the bad photo is skipped.
+(`pipeline.photo_batches`); the photos of a batch the model refuses are answered again one
+at a time by the handler, so only the bad photo is skipped.
+
+Why one fused step from reading to writing (`build_pipeline`): no process may hold the rows
+of every input (a million-photo folder). The rows of a Parquet file are written by the step that
+answers its photos, as soon as the file's last photo is answered (its reader marks it),
+instead of meeting the other rows at a GroupByKey, which the in-process runner buffers
+whole; so the unit of work the runner spreads is a whole file's inputs (a
+--photos_per_file range of the listing) or a whole archive. Consequences: at most as many
+workers answer at once as there are files and archives (a folder under --photos_per_file
+photos is answered by one worker); an archive's members are answered by the worker that
+reads it (the records job's --archive_spread_mb has no effect here); a worker holds the
+rows of the files it is answering, and the photos' bytes of one batch.
 
 Output (`pipeline.parquet_sink`): Parquet files of one row per face (one per photo without
 a face), the same rows in the same order on every run and runner, and report.json
@@ -35,16 +46,14 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from agegender import arg_types, console, image_header
 from agegender import image_sources as sources
 from pipeline import (face_crops, inference_handler, input_flags, parquet_sink, photo_batches,
-                      portable, publish, records_graph, runner_setup, transforms)
-from pipeline.photo_batches import LOCAL, SKIPPED
-
-DEFAULT_ARCHIVE_SPREAD_MB = records_graph.DEFAULT_ARCHIVE_SPREAD_MB
-INFERENCE_FAILED = "inference_failed"  # a photo the model could not answer, not an ImageError
+                      portable, publish, runner_setup)
+from pipeline.photo_batches import INPUTS, SKIPPED
+from pipeline.worker_progress import ProgressDoFn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +67,6 @@ class AnnotateOptions:
     follow_symlinks: bool = False
     max_batch_size: int = inference_handler.DEFAULT_MAX_BATCH_SIZE
     photos_per_file: int = parquet_sink.DEFAULT_PHOTOS_PER_FILE
-    archive_spread_bytes: int = DEFAULT_ARCHIVE_SPREAD_MB << 20
 
     def handler(self):
         return inference_handler.AnalyzerHandler(
@@ -74,73 +82,45 @@ class AnnotateOptions:
                             "photos_per_file": self.photos_per_file, **(extra or {})}}
 
 
-def _answers(element):
-    # RunInference's main output, (key, PredictionResult). The DaskRunner hands every
-    # consumer of a ParDo all its outputs (pipeline.portable): dead letters are dropped here.
-    if isinstance(element[1], PredictionResult):
-        yield element
+class WriteAnswers(ProgressDoFn):
+    """`(key, PredictionResult)` of each photo, in the order its reader sent it -> each file's
+    entry once the file is written (`parquet_sink.OpenFiles`); a photo the model could not
+    answer -> its Skip (tagged SKIPPED). With a crop writer, each photo's aligned face
+    crops are written too."""
 
-
-def _failed_batches(element):
-    # The dead-letter output, (batch, (exception type, repr, traceback)); see _answers.
-    if not isinstance(element[1], PredictionResult):
-        yield element
-
-
-def _one_by_one(failed):
-    batch, _ = failed
-    for photo in batch:
-        yield [photo]
-
-
-def _skip_of(failed):
-    """A photo that failed alone -> its Skip (reason from the model's refusal)."""
-    (photo,), (exc_type, exc_repr, _) = failed
-    reason, detail = inference_handler.failure_reason(exc_type, exc_repr)
-    return sources.Skip(photo[0][2], reason or INFERENCE_FAILED, detail)
-
-
-class ToRows(beam.DoFn):
-    """`(key, PredictionResult)` -> `(shard, (position, rows))`; with a crop writer, the
-    photo's aligned face crops are written too."""
-
-    def __init__(self, crop_writer=None):
+    def __init__(self, output_dir, metadata, crop_writer=None,
+                 progress_seconds=console.PROGRESS_SECONDS):
+        super().__init__("annotate job", "photos written", progress_seconds)
+        self._output_dir, self._metadata = output_dir, metadata
         self._crops = crop_writer
+        self._files = None
 
     def setup(self):
+        super().setup()
+        self._files = parquet_sink.OpenFiles(self._output_dir, self._metadata)
         if self._crops is not None:
             self._crops.setup()
 
     def process(self, element):
-        (shard, position, path, archive, width, height), result = element
-        faces = result.inference
-        if self._crops is not None:
-            self._crops.write(path, result.example, faces)
-        yield shard, (position, parquet_sink.photo_rows(path, archive, width, height, faces))
-
-
-def _infer(batches, label, handler):
-    """RunInference on pre-formed batches -> (answers, failed batches)."""
-    answered, dead = batches | label >> RunInference(
-        KeyedModelHandler(handler).with_no_batching()).with_exception_handling()
-    return (answered | f"{label}Answers" >> beam.FlatMap(_answers),
-            dead.failed_inferences | f"{label}Failed" >> beam.FlatMap(_failed_batches))
-
-
-def _groups(files):
-    """Plain files with their listing positions -> `[(position, file)]` units of work
-    (`transforms.group_files` sizes them)."""
-    position = {id(item): i for i, item in files}
-    return [[(position[id(item)], item) for item in group]
-            for group in transforms.group_files([item for _, item in files])]
+        (shard, position, path, archive, width, height, closes), result = element
+        faces, rows = result.inference, None
+        if isinstance(faces, inference_handler.Refusal):
+            yield beam.pvalue.TaggedOutput(SKIPPED, sources.Skip(path, *faces))
+        else:
+            if self._crops is not None:
+                self._crops.write(path, result.example, faces)
+            rows = parquet_sink.photo_rows(path, archive, width, height, faces)
+        entry = self._files.add(shard, position, rows, closes)
+        if entry is not None:
+            beam.metrics.Metrics.counter(parquet_sink.NAMESPACE, "photos_annotated").inc(
+                entry["photos"])
+            if self._progress is not None:
+                self._progress.add(entry["photos"])
+            yield entry
 
 
 def _tagged(value, tag):
     return tag, value
-
-
-def _one(_):
-    return 1
 
 
 def build_pipeline(p, inputs, options, model_info, *, template=None, report_extra=None,
@@ -151,64 +131,34 @@ def build_pipeline(p, inputs, options, model_info, *, template=None, report_extr
     `AnnotateOptions` (output_dir and faces_dir: where to write, e.g. staging directories);
     model_info: the model's `ModelInfo.to_dict()`; template: the face template points the
     crops of --faces_dir are aligned on.
+
+    One fused step per unit of work (`photo_batches.units`: a range of the listing or an
+    archive): read -> RunInference -> rows -> its Parquet files. Nothing between them is
+    materialised (no Flatten, no GroupByKey): the photos' bytes and the rows stay in the
+    step; only the files' entries, the skips and the input counts meet, for the report.
     """
     handler = options.handler()
-    read_args = (options.photos_per_file, handler.max_batch_size, handler.max_batch_bytes,
-                 options.max_image_pixels, options.follow_symlinks)
     crop_writer = None
     if options.faces_dir:
         crop_writer = face_crops.CropWriter(options.faces_dir, template, options.max_image_pixels)
-
-    def annotated(batches, label):
-        # Each source of batches gets its own RunInference, fused with the step that made
-        # the batches (the model is loaded once per process all the same): a Flatten of
-        # several inputs is materialised by the in-process runner, and the photos' bytes
-        # must never be. Rows are small: they are what is flattened.
-        answered, failed_batches = _infer(batches, label, handler)
-        rows.append((answered | f"{label}Rows" >> portable.ParDoWithOutputs(
-            ToRows(crop_writer)))[portable.MAIN])
-        return failed_batches
-
-    listed = list(enumerate(inputs))
-    files = [(i, f) for i, f in listed if not f.is_archive]
-    archives = [(i, f) for i, f in listed if f.is_archive]
-    input_counts = [p | "CountFiles" >> beam.Create([len(files)])]
-    read_skips, rows, failed = [], [], []
-    if files:
-        read = (p | "ListFiles" >> beam.Create(_groups(files))
-                | "SpreadFiles" >> beam.Reshuffle()
-                | "ReadFiles" >> portable.ParDoWithOutputs(photo_batches.ReadPhotos(*read_args),
-                                                         SKIPPED))
-        failed.append(annotated(read[portable.MAIN], "Annotate"))
-        read_skips.append(read[SKIPPED])
-    if archives:
-        members = (p | "ListArchives" >> beam.Create(archives)
-                   | "ReadArchives" >> portable.ParDoWithOutputs(
-                       photo_batches.ReadArchivePhotos(options.archive_spread_bytes, *read_args),
-                       SKIPPED, LOCAL))
-        failed.append(annotated(members[portable.MAIN] | "SpreadMembers" >> beam.Reshuffle(),
-                                "AnnotateMembers"))
-        failed.append(annotated(members[LOCAL], "AnnotateInPlace"))
-        read_skips.append(members[SKIPPED])
-        input_counts += [members[portable.MAIN] | "MembersInBatch" >> beam.Map(len),
-                         members[LOCAL] | "MembersInPlace" >> beam.Map(len),
-                         members[SKIPPED] | "OneMemberSkip" >> beam.Map(_one)]
-    # A refused batch: its photos again, one at a time; what fails alone is a skip.
-    refused = annotated(failed | "FailedBatches" >> beam.Flatten()
-                        | "OneByOne" >> beam.FlatMap(_one_by_one), "AnnotateAlone")
-
     metadata = options.metadata(model_info, report_extra)
-    written = (rows | "AllRows" >> beam.Flatten()
-               | "GroupByFile" >> beam.GroupByKey()
-               | "WriteFiles" >> beam.ParDo(parquet_sink.WriteShard(
-                   options.output_dir, metadata, progress_seconds)))
-    skips = ((*read_skips, refused | "RefusedPhotos" >> beam.Map(_skip_of))
-             | "AllSkips" >> beam.Flatten()
+
+    read = (p | "ListInputs" >> beam.Create(photo_batches.units(inputs, options.photos_per_file))
+            | "SpreadInputs" >> beam.Reshuffle()
+            | "ReadPhotos" >> portable.ParDoWithOutputs(
+                photo_batches.ReadPhotos(options.photos_per_file, handler.max_batch_size,
+                                         handler.max_batch_bytes, options.max_image_pixels,
+                                         options.follow_symlinks), SKIPPED, INPUTS))
+    written = (read[portable.MAIN]
+               | "Annotate" >> RunInference(KeyedModelHandler(handler).with_no_batching())
+               | "WriteFiles" >> portable.ParDoWithOutputs(
+                   WriteAnswers(options.output_dir, metadata, crop_writer, progress_seconds),
+                   SKIPPED))
+    skips = ((read[SKIPPED], written[SKIPPED]) | "AllSkips" >> beam.Flatten()
              | "CountSkips" >> beam.Map(parquet_sink.count_skip))
-    num_inputs = (input_counts | "InputCounts" >> beam.Flatten()
-                  | "KeyInputs" >> beam.Map(_tagged, "inputs")
+    num_inputs = (read[INPUTS] | "KeyInputs" >> beam.Map(_tagged, "inputs")
                   | "SumInputs" >> beam.CombinePerKey(sum))
-    entries = ((written | "TagFiles" >> beam.Map(_tagged, "file"),
+    entries = ((written[portable.MAIN] | "TagFiles" >> beam.Map(_tagged, "file"),
                 skips | "TagSkips" >> beam.Map(_tagged, "skip"), num_inputs)
                | "AllEntries" >> beam.Flatten())
     # Last: on the DaskRunner only what the last transform depends on is computed.
@@ -306,6 +256,9 @@ def main(argv=None):
     args, beam_args = _parser().parse_known_args(argv)
     if args.archive_spread_mb < 0 or args.progress_seconds < 0:
         return _error("--archive_spread_mb and --progress_seconds must be >= 0")
+    if args.archive_spread_mb != input_flags.DEFAULT_ARCHIVE_SPREAD_MB:
+        print("annotate: --archive_spread_mb has no effect here: an archive's members are "
+              "answered by the worker that reads it", file=sys.stderr)
     if args.crops and args.faces_dir:
         return _error("--faces_dir writes the faces found in photos; with --crops the inputs "
                       "already are face crops")
@@ -323,8 +276,7 @@ def main(argv=None):
         output_dir=args.output_dir.rstrip("/"), model=args.model, crops=args.crops,
         faces_dir=args.faces_dir.rstrip("/") if args.faces_dir else None,
         max_image_pixels=args.max_image_pixels, follow_symlinks=args.follow_symlinks,
-        max_batch_size=args.batch_size, photos_per_file=args.photos_per_file,
-        archive_spread_bytes=int(args.archive_spread_mb * (1 << 20)))
+        max_batch_size=args.batch_size, photos_per_file=args.photos_per_file)
     try:
         beam_options = runner_setup.pipeline_options(beam_args, inputs)
     except runner_setup.RunnerUnavailable as e:

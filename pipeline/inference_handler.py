@@ -19,15 +19,21 @@ than one: see `pipeline.annotate`), every thread of the DirectRunner and every n
 copy the DaskRunner makes per bundle get the same loaded model. TensorFlow's session is
 thread-safe; nothing is loaded in the process that builds the pipeline.
 
-A photo the model refuses makes `run_inference` raise (`agegender.errors.ImageError`,
-carrying the records job's skip reason): RunInference's `with_exception_handling` sends
-the batch to its dead-letter output, where the job retries its photos one at a time.
+A batch the model refuses (`agegender.errors.ImageError`, carrying the records job's skip
+reason, or any other error: a server down) is answered again one photo at a time, here;
+a photo that fails alone is answered with a `Refusal` (its skip reason and detail) instead
+of its faces. Why here and not through RunInference's dead-letter output
+(`with_exception_handling`): a dead letter is a collection of its own, answered in another
+step, so the step that writes a range's Parquet file downstream could never tell whether
+the range's last photos were refused or are still to come (`pipeline.annotate`). Answered
+here, every photo comes out of RunInference once, in the order it went in, with its faces
+or its refusal; the photos of a refused batch are answered alone on every run and runner.
 
 Batch size: `batch_elements_kwargs()` says `min_batch_size`/`max_batch_size` as for
 `beam.BatchElements`; `max_batch_bytes` bounds the encoded bytes of one batch.
 `pipeline.annotate` forms its batches itself from these (deterministic batches: see there).
 """
-import ast
+import collections
 import threading
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -54,26 +60,27 @@ def load(model, max_image_pixels):
     return analyzer
 
 
-class PhotoRefused(ValueError):
-    """The model refused a photo of the batch: "<skip reason>: <message>". RunInference's
-    dead-letter output keeps only an exception's type and repr (`failure_reason` reads it)."""
+INFERENCE_FAILED = "inference_failed"  # a photo the model could not answer, not an ImageError
+MAX_DETAIL = 200  # characters of a refusal's detail kept for the report
 
 
-def failure_reason(exc_type, exc_repr):
-    """A dead letter's exception type and repr -> (skip reason or None, detail)."""
-    if exc_type is PhotoRefused:
-        prefix = f"{PhotoRefused.__name__}("
-        try:
-            text = ast.literal_eval(exc_repr[len(prefix):-1])
-        except (ValueError, SyntaxError):
-            text = exc_repr
-        reason, _, detail = str(text).partition(": ")
-        return reason, detail[:200]
-    return None, f"{getattr(exc_type, '__name__', exc_type)}: {exc_repr}"[:200]
+class Refusal(collections.namedtuple("Refusal", ["reason", "detail"])):
+    """The inference of a photo the model could not answer alone: its skip reason (the
+    records job's, e.g. `undecodable`, or INFERENCE_FAILED) and a short detail."""
+
+
+def refusal_of(error):
+    """The `Refusal` of an exception the model raised for one photo."""
+    from agegender.errors import ImageError
+
+    if isinstance(error, ImageError):
+        return Refusal(error.reason, str(error)[:MAX_DETAIL])
+    return Refusal(INFERENCE_FAILED, f"{type(error).__name__}: {error!r}"[:MAX_DETAIL])
 
 
 class AnalyzerHandler(ModelHandler):
-    """RunInference handler: encoded photos (bytes) -> `PredictionResult(photo, faces)`."""
+    """RunInference handler: encoded photos (bytes) -> `PredictionResult(photo, faces)`
+    (`faces`: a `Refusal` for a photo the model could not answer alone)."""
 
     def __init__(self, model, *, crops=False, max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
                  min_batch_size=1, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
@@ -104,17 +111,23 @@ class AnalyzerHandler(ModelHandler):
         return load(self.model, self.max_image_pixels)
 
     def run_inference(self, batch, model, inference_args=None):
-        from agegender.errors import ImageError
-
         photos = list(batch)
         try:
-            if self.crops:
-                answers = [[face] for face in model.estimate_crops(photos)]
-            else:
-                answers = model.analyze_batch(photos)
-        except ImageError as e:
-            raise PhotoRefused(f"{e.reason}: {e}") from e
+            answers = self._answer(model, photos)
+        except Exception:  # noqa: BLE001 - which photo failed is found out alone
+            answers = [self._alone(model, photo) for photo in photos]
         return [PredictionResult(photo, faces) for photo, faces in zip(photos, answers)]
+
+    def _answer(self, model, photos):
+        if self.crops:
+            return [[face] for face in model.estimate_crops(photos)]
+        return model.analyze_batch(photos)
+
+    def _alone(self, model, photo):
+        try:
+            return self._answer(model, [photo])[0]
+        except Exception as e:  # noqa: BLE001 - a skip with its reason, never a crash
+            return refusal_of(e)
 
     def get_num_bytes(self, batch):
         return sum(len(photo) for photo in batch)

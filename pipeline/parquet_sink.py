@@ -23,6 +23,14 @@ lands in nor its order there (and on the DaskRunner leaves temporary directories
 see `pipeline.portable`); here a shard is a fixed range of inputs whose rows are sorted,
 written whole to a temporary name and renamed, so a rerun writes the same rows in the same
 order, on any runner.
+
+Why the rows are written where they are made (`OpenFiles`, in the step that reads and
+answers the photos) and not gathered per file by a `GroupByKey`: the in-process runner
+buffers a GroupByKey's whole input before its consumer starts, so every row of the job was
+held in one process at once (~3 KB per input, with the listing). Each reader sends all
+photos of a file and marks its last (`pipeline.photo_batches`), so the file is complete
+where its rows are: a worker holds only the rows of the files it is answering, and only
+the files' small entries (counts, faces per photo) meet for the report.
 """
 import collections
 import io
@@ -32,9 +40,7 @@ import uuid
 
 import apache_beam as beam
 
-from agegender import console
 from agegender import schema
-from pipeline.worker_progress import ProgressDoFn
 
 NAMESPACE = "annotate"
 TMP_DIR = ".tmp-annotate"
@@ -156,26 +162,50 @@ def read_metadata(path):
     return json.loads(pq.read_schema(path).metadata[METADATA_KEY])
 
 
-class WriteShard(ProgressDoFn):
-    """`(shard, [(position, rows)])` -> the shard's Parquet file, and a dict describing it."""
+class OpenFiles:
+    """The rows of the files being answered in this thread, each written as soon as its last
+    photo is in (`add`); only the files still open are held.
 
-    def __init__(self, output_dir, metadata, progress_seconds=console.PROGRESS_SECONDS):
-        super().__init__("annotate job", "photos written", progress_seconds)
+    A photo's rows are kept by its position, so a photo seen twice (a retried bundle) is
+    counted once; a file whose photo count does not match what its reader said is a runner
+    fault and fails the job.
+    """
+
+    def __init__(self, output_dir, metadata):
         self._output_dir = str(output_dir).rstrip("/")
         self._metadata = metadata
+        self._open = {}  # shard -> {position: rows, or None for a photo not annotated}
 
-    def process(self, element):
-        shard, photos = element
-        photos = sorted(photos, key=lambda p: p[0])
-        rows = [row for _, photo_rows_ in photos for row in photo_rows_]
+    def add(self, shard, position, rows, closes=0):
+        """One photo of file `shard`: its rows (`photo_rows`), or None when the model could
+        not answer it (a skip: counted, no rows). `closes` > 0: the photo is the file's last
+        and the file holds `closes` photos. Returns the file's entry when it was written
+        (no file when none of its photos was annotated), else None."""
+        photos = self._open.setdefault(shard, {})
+        photos[position] = rows
+        if not closes:
+            return None
+        del self._open[shard]
+        if len(photos) != closes:
+            raise RuntimeError(f"{file_name(shard)}: {len(photos)} photo(s) answered, its "
+                               f"reader sent {closes}")
+        annotated = [photos[p] for p in sorted(photos) if photos[p] is not None]
+        if not annotated:
+            return None
+        return self.write(shard, annotated)
+
+    def write(self, shard, annotated):
+        """`annotated`: each photo's rows, in the file's order -> the file, and its entry."""
+        rows = [row for photo_rows_ in annotated for row in photo_rows_]
         name = file_name(shard)
         size = write_table(self._output_dir, name, table(rows, self._metadata))
-        faces = collections.Counter(str(p[1][0][4]) for p in photos)
-        beam.metrics.Metrics.counter(NAMESPACE, "photos_annotated").inc(len(photos))
-        if self._progress is not None:
-            self._progress.add(len(photos))
-        yield {"file": name, "photos": len(photos), "rows": len(rows), "bytes": size,
-               "faces_per_photo": dict(faces)}
+        faces = collections.Counter(str(photo_rows_[0][4]) for photo_rows_ in annotated)
+        return {"file": name, "photos": len(annotated), "rows": len(rows), "bytes": size,
+                "faces_per_photo": dict(faces)}
+
+    @property
+    def open_files(self):
+        return len(self._open)
 
 
 def count_skip(skip):

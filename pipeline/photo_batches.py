@@ -1,11 +1,22 @@
-"""Listed inputs -> batches of photos for RunInference, formed the same way on every run.
+"""Listed inputs -> units of work -> batches of photos for RunInference, formed the same way
+on every run, each range's last photo marked.
 
 A photo travels as `(key, bytes)`; the key is a plain tuple (Beam pickles a namedtuple's
-type with every element) `(shard, position, path, archive, width, height)`:
+type with every element) `(shard, position, path, archive, width, height, closes)`:
 `shard` the annotations file its rows go to (`parquet_sink.shard_of`), `position` its
 place there (`(listing position, -1)` for a plain file, `(archive's position, member)` for
 an archive member), `path` relative to --input (`<archive>/<member>` inside an archive),
-`width`/`height` from its header.
+`width`/`height` from its header, `closes` 0, or on the last photo of its file, the
+number of photos the reader sent for that file.
+
+Why units of whole files (`units`: the plain files of one `--photos_per_file` range of the
+listing, or one archive): the rows are written in the step that makes them
+(`pipeline.annotate`), so one reader must send all photos of a file, and say when it has.
+Batches never span two files, and the last photo of a file carries its photo count, so the
+writer downstream, in the same fused step, writes the file as soon as that photo's answer
+is in (it checks the count) and nothing gathers rows across the workers. An archive is one
+sequential stream, so a unit of its own (its members in chunks of `--photos_per_file`,
+each a file); the work is spread over the workers one unit at a time.
 
 Why the job batches and not `beam.BatchElements`: BatchElements forms batches from what a
 bundle holds and how long the last call took, so the same photos meet in different batches
@@ -19,7 +30,9 @@ emits in `finish_bundle`, where BatchElements emits each bundle's last batch:
 
 Every input is read and checked as the records job does (`agegender.image_sources`:
 links, FIFOs, bad names, sizes, archive member names; the header's pixel limit before any
-decode): an input it refuses is a `Skip` with its reason, tagged SKIPPED.
+decode): an input it refuses is a `Skip` with its reason, tagged SKIPPED. Each unit also
+says how many inputs it read (tagged INPUTS), for the report's check that inputs =
+annotated + skipped.
 """
 import apache_beam as beam
 
@@ -30,7 +43,8 @@ from agegender.image_sources import Skip
 from pipeline import batching, parquet_sink
 
 SKIPPED = "skipped"
-LOCAL = "local"  # ReadArchivePhotos: batches past the spread budget, answered where read
+INPUTS = "inputs"  # ReadPhotos: per unit, the inputs it read (photos sent + skips)
+CLOSES = 6  # index of `closes` in a photo's key
 
 
 def _no_labels(source_id):
@@ -50,6 +64,20 @@ def _encoded_bytes(photo):
     return len(photo[1])
 
 
+def units(inputs, photos_per_file):
+    """Listed inputs (`sources.list_inputs`, sorted) -> units of work, lists of
+    `(listing position, InputFile)`: the plain files of each `photos_per_file` range of the
+    listing (one Parquet file), and each archive alone (its own files)."""
+    out, files = [], {}
+    for ordinal, item in enumerate(inputs):
+        if item.is_archive:
+            out.append([(ordinal, item)])
+        else:
+            files.setdefault(parquet_sink.shard_of(ordinal, None, photos_per_file), []).append(
+                (ordinal, item))
+    return [*files.values(), *out]
+
+
 class PhotoBatches(batching.Batches):
     """Collects `(key, bytes)` into lists of at most `max_size` photos and `max_bytes`
     encoded bytes (a larger photo goes alone): `add` and `rest` return complete lists."""
@@ -58,7 +86,37 @@ class PhotoBatches(batching.Batches):
         super().__init__(_encoded_bytes, max_bytes, max_size)
 
 
-class _Reader(beam.DoFn):
+class FileBatches:
+    """`PhotoBatches` that never span two files (`shard`, a key's first field), the last
+    photo of each file marked with the file's photo count (`closes`). Photos come in file
+    order: all of one file, then all of the next."""
+
+    def __init__(self, max_size, max_bytes):
+        self._batches = PhotoBatches(max_size, max_bytes)
+        self._shard, self._count = None, 0
+
+    def add(self, photo):
+        key = photo[0]
+        full = self._close() if self._count and key[0] != self._shard else []
+        self._shard = key[0]
+        self._count += 1
+        return full + self._batches.add(photo)
+
+    def rest(self):
+        return self._close() if self._count else []
+
+    def _close(self):
+        batches = self._batches.rest()
+        key, data = batches[-1][-1]
+        batches[-1][-1] = (key[:CLOSES] + (self._count,), data)
+        self._count = 0
+        return batches
+
+
+class ReadPhotos(beam.DoFn):
+    """A unit of work (`units`) -> batches of its photos (`FileBatches`); each input that
+    cannot be used is a Skip (tagged SKIPPED); last, the unit's input count (tagged INPUTS)."""
+
     def __init__(self, photos_per_file, max_batch_size, max_batch_bytes,
                  max_pixels=image_header.DEFAULT_MAX_PIXELS, follow_symlinks=False):
         self._per_file = photos_per_file
@@ -66,70 +124,42 @@ class _Reader(beam.DoFn):
         self._max_pixels = max_pixels
         self._follow = follow_symlinks
 
-    def _batches(self):
-        return PhotoBatches(self._max_size, self._max_bytes)
-
-
-class ReadPhotos(_Reader):
-    """`[(listing position, InputFile)]` (plain files) -> batches of photos; each input
-    that cannot be used is a Skip (tagged SKIPPED)."""
-
-    def process(self, group):
-        batches = self._batches()
-        for ordinal, item in group:
-            data = sources.read_input(item, self._follow)
-            size = data if isinstance(data, Skip) else checked_size(
-                item.source_id, data, self._max_pixels)
-            if isinstance(size, Skip):
-                yield beam.pvalue.TaggedOutput(SKIPPED, size)
-                continue
-            key = (parquet_sink.shard_of(ordinal, None, self._per_file), (ordinal, -1),
-                   item.source_id, None, *size)
-            yield from batches.add((key, data))
+    def process(self, unit):
+        batches, inputs = FileBatches(self._max_size, self._max_bytes), 0
+        is_archive = len(unit) == 1 and unit[0][1].is_archive
+        for photo in self._archive(*unit[0]) if is_archive else self._files(unit):
+            inputs += 1
+            if isinstance(photo, Skip):
+                yield beam.pvalue.TaggedOutput(SKIPPED, photo)
+            else:
+                yield from batches.add(photo)
         yield from batches.rest()
+        yield beam.pvalue.TaggedOutput(INPUTS, inputs)
 
+    def _photo(self, source_id, data, ordinal, member, archive):
+        """`(key, bytes)` of a photo that passes the checks, else its Skip."""
+        size = checked_size(source_id, data, self._max_pixels)
+        if isinstance(size, Skip):
+            return size
+        return ((parquet_sink.shard_of(ordinal, member, self._per_file),
+                 (ordinal, -1 if member is None else member), source_id, archive, *size, 0),
+                data)
 
-class ReadArchivePhotos(_Reader):
-    """`(listing position, InputFile)` (an archive) -> batches of its members.
+    def _files(self, unit):
+        for ordinal, item in unit:
+            data = sources.read_input(item, self._follow)
+            yield data if isinstance(data, Skip) else self._photo(
+                item.source_id, data, ordinal, None, None)
 
-    An archive is one sequential stream, read by one worker. Its batches go out on the
-    main output (to be spread over the workers) until `spread_bytes` of them, then tagged
-    LOCAL (answered by the worker reading it, without a shuffle): what is spread is held in
-    memory between the steps, and an archive's members can add up to far more than a
-    worker's memory (`pipeline.transforms.ReadArchive` does the same for the records).
-    The batches are the same either way.
-    """
-
-    def __init__(self, spread_bytes, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._spread_bytes = spread_bytes
-
-    def process(self, element):
-        ordinal, archive = element
-        batches, spread = self._batches(), 0
-
-        def route(full):
-            nonlocal spread
-            for batch in full:
-                spread += sum(len(data) for _, data in batch)
-                yield batch if spread <= self._spread_bytes else \
-                    beam.pvalue.TaggedOutput(LOCAL, batch)
-
+    def _archive(self, ordinal, archive):
         member = -1
         for out in sources.iter_archive(archive, self._follow):
             member += 1
             if isinstance(out, Skip):
                 if out.reason != sources.UNREADABLE_ARCHIVE:  # a member: name it in its archive
                     out = out._replace(source_id=f"{archive.source_id}/{out.source_id}")
-                yield beam.pvalue.TaggedOutput(SKIPPED, out)
+                yield out
                 continue
             name, data = out
-            path = f"{archive.source_id}/{name}"
-            size = checked_size(path, data, self._max_pixels)
-            if isinstance(size, Skip):
-                yield beam.pvalue.TaggedOutput(SKIPPED, size)
-                continue
-            key = (parquet_sink.shard_of(ordinal, member, self._per_file), (ordinal, member),
-                   path, archive.source_id, *size)
-            yield from route(batches.add((key, data)))
-        yield from route(batches.rest())
+            yield self._photo(f"{archive.source_id}/{name}", data, ordinal, member,
+                              archive.source_id)

@@ -177,20 +177,18 @@ def test_hostile_inputs_are_skips_with_the_records_jobs_reasons(model_base, phot
 
 
 @pytest.mark.slow
-def test_same_rows_on_every_run_whatever_the_workers_and_spread(model_base, photos, tmp_path):
+def test_same_rows_on_every_run_whatever_the_workers(model_base, photos, tmp_path):
     """Rows and their order depend on the inputs and the model only."""
     src = tmp_path / "in"
     _write_all(str(src), {k: v for k, v in photos.items() if k != "p4.jpg"})
     members = ("p4.jpg", "p0.jpg", "p1.jpg")
-    spread_mb = sum(len(photos[n]) for n in members[:2]) / (1 << 20)  # the first batch of 2
     with tarfile.open(src / "more.tar", "w") as tar:
         for i, name in enumerate(members):
             info = tarfile.TarInfo(f"m{i}.jpg")
             info.size = len(photos[name])
             tar.addfile(info, io.BytesIO(photos[name]))
     outputs = []
-    spread = f"--archive_spread_mb={spread_mb + 1e-6:.6f}"
-    for i, flags in enumerate((["--direct_num_workers=1"], ["--direct_num_workers=2", spread])):
+    for i, flags in enumerate((["--direct_num_workers=1"], ["--direct_num_workers=2"])):
         out = str(tmp_path / f"out{i}")
         rc = annotate.main([f"--model={model_base}", f"--input={src}", f"--output_dir={out}",
                             "--batch_size=2", "--photos_per_file=2",
@@ -293,12 +291,108 @@ class _nothing:
         return False
 
 
-def test_refused_photos_carry_their_reason_through_the_dead_letter_output():
-    refused = inference_handler.PhotoRefused("image_too_large: the model refused the image: x")
-    assert inference_handler.failure_reason(type(refused), repr(refused)) == (
-        "image_too_large", "the model refused the image: x")
-    reason, detail = inference_handler.failure_reason(RuntimeError, "RuntimeError('down')")
-    assert reason is None and "down" in detail
+class _Model:
+    """A stand-in analyzer: refuses b"bad" alone or in any batch; b"down" fails otherwise."""
+
+    def __init__(self):
+        self.calls = []
+
+    def analyze_batch(self, photos):
+        from agegender.errors import ImageError
+
+        self.calls.append(list(photos))
+        if b"bad" in photos:
+            raise ImageError(sources.UNDECODABLE, "cannot decode the photo")
+        if b"down" in photos:
+            raise ConnectionError("the server is down")
+        return [[f"faces of {p.decode()}"] for p in photos]
+
+
+def test_a_refused_batch_is_answered_one_photo_at_a_time_in_order():
+    handler = inference_handler.AnalyzerHandler("unused")
+    model = _Model()
+    got = handler.run_inference([b"a", b"bad", b"c", b"down"], model)
+    assert [r.example for r in got] == [b"a", b"bad", b"c", b"down"]
+    assert got[0].inference == ["faces of a"] and got[2].inference == ["faces of c"]
+    assert got[1].inference == inference_handler.Refusal(
+        sources.UNDECODABLE, "cannot decode the photo")
+    assert got[3].inference.reason == inference_handler.INFERENCE_FAILED
+    assert "ConnectionError" in got[3].inference.detail and "down" in got[3].inference.detail
+    assert model.calls[1:] == [[b"a"], [b"bad"], [b"c"], [b"down"]]
+    ok = handler.run_inference([b"a", b"c"], model)  # an answered batch: one call
+    assert [r.inference for r in ok] == [["faces of a"], ["faces of c"]]
+    assert model.calls[-1] == [b"a", b"c"]
+
+
+def _key(shard, ordinal, closes=0):
+    return (shard, (ordinal, -1), f"f{ordinal}.jpg", None, 10, 10, closes)
+
+
+def test_units_are_whole_files_of_the_listing_or_one_archive():
+    items = [sources.InputFile(f"/x/f{i}.jpg", f"f{i}.jpg", 1, False) for i in range(7)]
+    items[3] = sources.InputFile("/x/a.tar", "a.tar", 1, True)
+    units = photo_batches.units(items, 3)
+    assert sorted([o for o, _ in u] for u in units) == [[0, 1, 2], [3], [4, 5], [6]]
+    assert photo_batches.units([], 3) == []
+
+
+def test_batches_never_span_two_files_and_each_files_last_photo_says_its_count():
+    batches = photo_batches.FileBatches(max_size=2, max_bytes=100)
+    got = []
+    for ordinal in range(5):  # files of 3: photos 0-2, then 3-4
+        got += batches.add((_key((ordinal - ordinal % 3, 0), ordinal), b"x"))
+    got += batches.rest()
+    assert [[(k[1][0], k[6]) for k, _ in b] for b in got] == [
+        [(0, 0), (1, 0)], [(2, 3)], [(3, 0), (4, 2)]]
+    assert batches.rest() == []
+
+
+def test_a_file_is_written_when_its_last_photo_is_in_and_only_open_files_are_held(tmp_path):
+    files = parquet_sink.OpenFiles(str(tmp_path), {"m": 1})
+    rows = {i: parquet_sink.photo_rows(f"f{i}.jpg", None, 10, 10, []) for i in range(4)}
+    # answered out of order, one refused (None), one seen twice (a retried bundle)
+    assert files.add((0, 0), (2, -1), rows[2]) is None
+    assert files.add((0, 0), (0, -1), rows[0]) is None
+    assert files.add((0, 0), (0, -1), rows[0]) is None
+    assert files.add((3, 0), (3, -1), rows[3]) is None
+    assert files.open_files == 2
+    entry = files.add((0, 0), (1, -1), None, closes=3)
+    assert entry == {"file": parquet_sink.file_name((0, 0)), "photos": 2, "rows": 2,
+                     "bytes": entry["bytes"], "faces_per_photo": {"0": 2}}
+    assert files.open_files == 1
+    import pyarrow.parquet as pq
+    assert pq.read_table(tmp_path / entry["file"]).column("path").to_pylist() == [
+        "f0.jpg", "f2.jpg"]
+    with pytest.raises(RuntimeError, match="1 photo\\(s\\) answered, its reader sent 2"):
+        files.add((3, 0), (3, -1), rows[3], closes=2)  # a photo lost on the way: fail
+    assert files.add((6, 0), (6, -1), None, closes=1) is None  # every photo refused: no file
+    assert not os.path.exists(tmp_path / parquet_sink.file_name((6, 0)))
+
+
+def test_no_step_gathers_the_rows():
+    """Every GroupByKey and Flatten of the graph is of small things (report entries, skips,
+    input counts): the rows are written where they are made."""
+    import apache_beam as beam
+
+    options = annotate.AnnotateOptions(output_dir="/nonexistent", model="unused")
+    p = beam.Pipeline()
+    items = [sources.InputFile("/x/a.tar", "a.tar", 1, True),
+             sources.InputFile("/x/f.jpg", "f.jpg", 1, False)]
+    annotate.build_pipeline(p, items, options, {})
+    found = []
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            if isinstance(node.transform, (beam.GroupByKey, beam.Flatten)):
+                found.append(node.full_label)
+
+        def enter_composite_transform(self, node):
+            self.visit_transform(node)
+
+    p.visit(Visitor())
+    allowed = ("ListInputs/", "SpreadInputs/", "AllSkips", "AllEntries", "ReportEntries/",
+               "SumInputs/")
+    assert found and all(label.startswith(allowed) for label in found), found
 
 
 def test_batches_are_bounded_by_count_and_bytes():
@@ -330,11 +424,10 @@ def test_crop_names_are_unique_and_readable():
 def test_an_archive_expanding_to_hundreds_of_megabytes_is_annotated_in_bounded_memory(
         model_base, photos, tmp_path, tools):
     """12 members of 40 MB (a photo padded with zeros, under the per-file cap) from a few MB
-    of tar.gz, in a child process under RLIMIT_DATA (heap and private mappings) of 3 GiB. A
-    healthy run peaks at ~1.6 GB RSS (3 members spread, each of the others answered where
-    it is read); holding all members between steps, as a Flatten or --archive_spread_mb
-    without bound would, peaks at ~2.9 GB RSS and, under this limit, fails with a
-    MemoryError (both measured)."""
+    of tar.gz, in a child process under RLIMIT_DATA (heap and private mappings) of 3 GiB.
+    Every member is answered where the archive is read, one batch at a time; holding all
+    members between steps (a Flatten, or spreading them all to other workers) peaks at
+    ~2.9 GB RSS and, under this limit, fails with a MemoryError (measured)."""
     import subprocess
     import sys
 
