@@ -273,7 +273,12 @@ class InputReader:
             # op seed makes that a symbolic bool and fails. This function's graph gets a fixed
             # non-zero seed (1, the recipe's); the pass's order comes from the op seeds.
             tf.compat.v1.get_default_graph().seed = 1
-            seeds = tf.random.experimental.stateless_fold_in(key, p)
+            # Two seeds drawn from (seed, p): the file order and the record order of the pass
+            # both depend on the run's seed and on the pass. (stateless_fold_in alone returns
+            # [f(seed), p]: its second half is the pass number, the same for every seed.)
+            seeds = tf.random.stateless_uniform(
+                [2], seed=tf.random.experimental.stateless_fold_in(key, p), minval=None,
+                maxval=None, dtype=tf.int64)
             return one_pass(seeds[0], seeds[1])
         ds = tf.data.Dataset.counter().flat_map(seeded_pass)
         if start:

@@ -262,6 +262,33 @@ def test_the_training_stream_from_batch_k_is_the_uninterrupted_stream_from_k(tin
     assert sorted(ages[0]) == sorted(ages[1]) and list(ages[0]) != list(ages[1])
 
 
+@pytest.mark.parametrize("cache", ["", "memory"], ids=["records", "memory-cache"])
+def test_the_seed_orders_the_records_of_every_pass(tiny_records, cache):
+    """Seeded streams: another seed gives another record order in each pass, not only
+    other weights and augmentation (the record shuffle once took the pass number alone as
+    its seed: every seed trained on the same sequence of batches)."""
+    def ages(seed, passes=2):
+        spec = model_spec.ModelSpec(img_dim=32)
+        config = input_pipeline.InputConfig(
+            str(tiny_records), batch_size=8, cache=cache, shuffle_buffer=64, seed=seed,
+            deterministic=True, records_age_deviation=5.0,
+            augment=input_pipeline.AugmentConfig(enabled=False))
+        reader = input_pipeline.InputReader(config, "train",
+                                            input_pipeline.Parser.for_config(spec, config))
+        batches = reader.training_stream(0).take(12 * passes)  # 12 batches a pass
+        order = np.concatenate([y[heads.DistributionHead.output].numpy().argmax(-1)
+                                for _, y, _ in batches])
+        return order.reshape(passes, -1)
+
+    first = ages(7)
+    np.testing.assert_array_equal(first, ages(7))  # a seed is one order
+    for seed in (8, 9):
+        other = ages(seed)
+        for p in range(2):
+            assert sorted(other[p]) == sorted(first[p])  # the same records...
+            assert list(other[p]) != list(first[p])      # ...in another order, every pass
+
+
 @pytest.mark.parametrize("num_workers,seed,policy", [
     (1, 3, "OFF"), (0, None, "OFF"),      # one worker: nothing to split, no graph rewrite
     (2, None, "FILE"),                    # 2 train shards for 2 workers: a file each
