@@ -180,12 +180,24 @@ def evaluate_split(model, spec, records_dir, split="validation", batch_size=64, 
     return report
 
 
-def write_eval(job_dir, records_dir, split="validation", batch_size=64, limit=0):
+def write_eval(job_dir, records_dir, split="validation", batch_size=64, limit=0,
+               outputs=None):
     """Loads the job's saved model and writes `job_dir.eval_file(split)` (eval.json for
-    validation); returns the report, its split named under "split"."""
+    validation); returns the report, its split named under "split".
+
+    outputs: (raw outputs, labels) of this job's model on the whole split, as
+    `split_outputs` gives them, when they are at hand (the trainer's calibration pass over
+    validation): the model is then not run again. Raw outputs do not depend on what
+    calibration changes in the spec, so the report is the same either way."""
     name = job_dir_lib.eval_file(split)
-    model, spec = load(job_dir)
-    report = evaluate_split(model, spec, records_dir, split, batch_size, limit)
+    if outputs is None:
+        model, spec = load(job_dir)
+        report = evaluate_split(model, spec, records_dir, split, batch_size, limit)
+    else:
+        end = limit or None
+        raw, labels = ({k: v[:end] for k, v in part.items()} for part in outputs)
+        report = report_from_outputs(raw, labels, job_dir_lib.load_spec(job_dir))
+        report["split"] = split
     job_dir_lib.write_json(job_dir, name, report, indent=2, sort_keys=True)
     path = job_dir_lib.path(job_dir, name)
     logging.info("%s: MAE %.2f, CS@5 %.3f, gender accuracy %s over %d %s images", path,

@@ -128,6 +128,7 @@ class Run:
     validation_steps: int = None  # batches per validation; None: until the data runs out
     steps_per_epoch: int = 0
     model: object = None
+    validation_outputs: tuple = None  # (raw outputs, labels) on validation, once calibrated
 
 
 def set_seed(seed):
@@ -319,6 +320,7 @@ def calibrate(run):
         return
     outputs, labels = predict.split_outputs(run.model, run.spec, cfg.records_dir,
                                             "validation", cfg.batch_size)
+    run.validation_outputs = outputs, labels  # eval.json reads them too (write_outputs)
     run.spec, found = calibration.calibrate(run.spec, outputs, labels)
     logging.info("Calibration on %d validation images: %s", len(labels[schema.AGE]), found)
 
@@ -342,13 +344,15 @@ def write_outputs(run, state):
     curves.plot_learning_curves(state.history,
                                 keras_metrics.monitor_key(run.spec, validation=False),
                                 job_dir_lib.path(out_dir, job_dir_lib.CURVES_FILE))
-    return _evaluate(out_dir, cfg)
+    at_hand = run.validation_outputs if cfg.eval_split == "validation" else None
+    return _evaluate(out_dir, cfg, at_hand)
 
 
-def _evaluate(job_dir, cfg):
-    """Writes the job dir's evaluation of `--eval_split` and prints its summary line."""
+def _evaluate(job_dir, cfg, outputs=None):
+    """Writes the job dir's evaluation of `--eval_split` and prints its summary line.
+    outputs: the model's (raw outputs, labels) on that whole split, if already computed."""
     report = predict.write_eval(job_dir, cfg.records_dir, cfg.eval_split, cfg.batch_size,
-                                cfg.eval_limit)
+                                cfg.eval_limit, outputs)
     coverage = {k: round(v["coverage"], 3) for k, v in report.get("uncertainty", {}).items()
                 if k.startswith("interval_")}
     print(f"{cfg.eval_split.capitalize()} split: MAE {report['mae']:.2f} years, "
