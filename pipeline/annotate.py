@@ -143,7 +143,9 @@ def build_pipeline(p, inputs, options, model_info, *, template=None, report_extr
         crop_writer = face_crops.CropWriter(options.faces_dir, template, options.max_image_pixels)
     metadata = options.metadata(model_info, report_extra)
 
-    read = (p | "ListInputs" >> beam.Create(photo_batches.units(inputs, options.photos_per_file))
+    units = photo_batches.write_units(inputs, options.photos_per_file,
+                                      f"{options.output_dir}/{parquet_sink.TMP_DIR}")
+    read = (p | "ListInputs" >> beam.Create(units)
             | "SpreadInputs" >> beam.Reshuffle()
             | "ReadPhotos" >> portable.ParDoWithOutputs(
                 photo_batches.ReadPhotos(options.photos_per_file, handler.max_batch_size,
@@ -308,6 +310,7 @@ def main(argv=None):
                         build_pipeline(p, inputs, staged, info.to_dict(), template=template,
                                        report_extra={"input": args.input},
                                        progress_seconds=args.progress_seconds)
+                        del inputs  # the workers read the listing from its file
                 finally:
                     runner_setup.disconnect(p)
             except BaseException:

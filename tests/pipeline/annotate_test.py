@@ -369,12 +369,25 @@ def test_a_file_is_written_when_its_last_photo_is_in_and_only_open_files_are_hel
     assert not os.path.exists(tmp_path / parquet_sink.file_name((6, 0)))
 
 
-def test_no_step_gathers_the_rows():
+def test_the_units_reach_the_workers_through_a_file_not_the_graph(tmp_path):
+    skip = sources.Skip("bad\\xffname.jpg", sources.BAD_FILE_NAME, "not UTF-8")
+    items = [sources.InputFile("/x/a.tar", "a.tar", 5, True),
+             sources.InputFile("/x/été 1.jpg", "été 1.jpg", 7, False),
+             sources.InputFile("bad\\xffname.jpg", "bad\\xffname.jpg", 0, False, skip),
+             sources.InputFile("/x/z.jpg", "z.jpg", 9, False)]
+    refs = photo_batches.write_units(items, 2, str(tmp_path / "tmp"))
+    assert len(refs) == 3 and all(len(ref) == 3 for ref in refs)  # (file, offset, length)
+    assert sorted(photo_batches.read_unit(ref) for ref in reversed(refs)) == sorted(
+        photo_batches.units(items, 2))
+    assert photo_batches.read_unit(refs[1])[0][1].skip == skip  # still a Skip
+
+
+def test_no_step_gathers_the_rows(tmp_path):
     """Every GroupByKey and Flatten of the graph is of small things (report entries, skips,
     input counts): the rows are written where they are made."""
     import apache_beam as beam
 
-    options = annotate.AnnotateOptions(output_dir="/nonexistent", model="unused")
+    options = annotate.AnnotateOptions(output_dir=str(tmp_path), model="unused")
     p = beam.Pipeline()
     items = [sources.InputFile("/x/a.tar", "a.tar", 1, True),
              sources.InputFile("/x/f.jpg", "f.jpg", 1, False)]
