@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.annotate --model=MODEL [--data=DIR] [--limit=1000] \
         [--batch_size=16] [--runners=direct,dask] [--dask_workers=2] [--repeat=1] \
         [--crops] [--keep_models] [--rss_repeat=10] [--rss_limit=N] [--rss_photos=N,N,...] \
-        [--rss_data_limit_mb=6144]
+        [--rss_data_limit_mb=6144] [--rss_listing]
 
 1. Throughput, the same photos (the first --limit files of --data, UTKFace by default:
    each a photo of one face) and the same batch size for every contestant:
@@ -33,7 +33,10 @@
    --rss_photos=N,N,...: instead one run per count, each of all the photos of --data
    (not --limit) listed over and over up to N inputs, e.g. 10x the shared UTKFace subset
    is --rss_photos=189700. With dask among the runners, each Dask worker's peak RSS after
-   the dask run.
+   the dask run. --rss_listing: with each memory run, the listing's share (no photo read):
+   peak RSS of a child that lists the inputs, and of one that also carries the units of
+   work through a DirectRunner Create -> Reshuffle, as the Create's values or as the job's
+   listing-file references (`pipeline.photo_batches.write_units`).
 
 The machine may be shared: quote the ratios, which are measured within one run.
 """
@@ -210,6 +213,41 @@ def child_peak_rss(model, data, out_dir, batch_size, crops=False, data_limit_mb=
             usage.ru_utime + usage.ru_stime)
 
 
+# The listing's share of the memory run (--rss_listing): a child process lists --input, then
+# runs a DirectRunner pipeline carrying the units of work ("create": the units themselves
+# as a Create's values; "file": `photo_batches.write_units`' references, as the job does)
+# through a Reshuffle and nothing else; prints its peak RSS (MB) after each step.
+_LISTING_CHILD = """
+import resource, sys, tempfile
+import apache_beam as beam
+from agegender import image_sources
+from pipeline import parquet_sink, photo_batches, runner_setup
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+inputs = image_sources.list_inputs(sys.argv[1], True)
+listed = peak()
+how = sys.argv[2]
+with tempfile.TemporaryDirectory() as tmp:
+    units = (photo_batches.units(inputs, parquet_sink.DEFAULT_PHOTOS_PER_FILE) if how == "create"
+             else photo_batches.write_units(inputs, parquet_sink.DEFAULT_PHOTOS_PER_FILE, tmp))
+    options = runner_setup.pipeline_options([], inputs)
+    del inputs
+    with beam.Pipeline(options=options) as p:
+        p | beam.Create(units) | beam.Reshuffle() | beam.Map(len)
+    print(listed, peak())
+"""
+
+
+def listing_peak_rss(data, how):
+    """(peak RSS MB after `list_inputs`, after the pipeline) of _LISTING_CHILD."""
+    out = subprocess.run([sys.executable, "-c", _LISTING_CHILD, data, how], cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": REPO}, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return int(out[-2]), int(out[-1])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="an exported SavedModel (or base dir)")
@@ -228,6 +266,11 @@ def main(argv=None):
                          "all photos of --data listed over and over; overrides --rss_repeat")
     ap.add_argument("--rss_data_limit_mb", type=int, default=6144,
                     help="RLIMIT_DATA of the memory run's child process (0: none)")
+    ap.add_argument("--rss_listing", action="store_true",
+                    help="with each memory run, the listing's share: peak RSS of a child "
+                         "that only lists the inputs and carries the units of work through "
+                         "a DirectRunner Create -> Reshuffle, as values and as the job's "
+                         "listing-file references")
     ap.add_argument("--crops", action="store_true",
                     help="the photos are aligned face crops: serving_default, no detection")
     ap.add_argument("--keep_models", action="store_true",
@@ -350,6 +393,12 @@ def main(argv=None):
                   f"photos/s, {cpu / count * 1000:.2f} CPU-ms/photo (load average "
                   f"{os.getloadavg()[0]:.2f})", flush=True)
             shutil.rmtree(os.path.join(tmp, "out-rss"), ignore_errors=True)
+            if args.rss_listing:
+                listed, as_values = listing_peak_rss(big, "create")
+                _, as_file = listing_peak_rss(big, "file")
+                print(f"listing: {count} inputs: peak RSS {listed} MB listed (list_inputs); "
+                      f"{as_values} MB with the units as a Create's values, {as_file} MB as "
+                      f"listing-file references (Create -> Reshuffle, DirectRunner)", flush=True)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         if cluster is not None:

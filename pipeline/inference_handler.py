@@ -14,10 +14,10 @@ on tensors; they cannot pick a signature, and `predict_photo` takes encoded byte
 returns per-photo padded outputs the API already reads (`agegender.photo_answers`).
 
 One model per worker process: `load_model` keeps the analyzer it loads in this module,
-keyed by what was asked for, so every RunInference step of a pipeline (the job has more
-than one: see `pipeline.annotate`), every thread of the DirectRunner and every new DoFn
-copy the DaskRunner makes per bundle get the same loaded model. TensorFlow's session is
-thread-safe; nothing is loaded in the process that builds the pipeline.
+keyed by what was asked for, so every thread of the DirectRunner, every new DoFn copy the
+DaskRunner makes per bundle and every job run in the same process (the DirectRunner's
+reuses the model the command loaded to check --model) get the same loaded model.
+TensorFlow's session is thread-safe.
 
 A batch the model refuses (`agegender.errors.ImageError`, carrying the records job's skip
 reason, or any other error: a server down) is answered again one photo at a time, here;

@@ -26,8 +26,8 @@ order, on any runner.
 
 Why the rows are written where they are made (`OpenFiles`, in the step that reads and
 answers the photos) and not gathered per file by a `GroupByKey`: the in-process runner
-buffers a GroupByKey's whole input before its consumer starts, so every row of the job was
-held in one process at once (~3 KB per input, with the listing). Each reader sends all
+buffers a GroupByKey's whole input before its consumer starts, so every row of the job
+would be held in one process at once. Each reader sends all
 photos of a file and marks its last (`pipeline.photo_batches`), so the file is complete
 where its rows are: a worker holds only the rows of the files it is answering, and only
 the files' small entries (counts, faces per photo) meet for the report.

@@ -1,5 +1,5 @@
 """Listed inputs -> units of work -> batches of photos for RunInference, formed the same way
-on every run, each range's last photo marked.
+on every run, each file's last photo marked.
 
 A photo travels as `(key, bytes)`; the key is a plain tuple (Beam pickles a namedtuple's
 type with every element) `(shard, position, path, archive, width, height, closes)`:
