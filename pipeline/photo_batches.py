@@ -22,7 +22,7 @@ Why the units go to the workers through a file (`write_units`: one JSON line per
 the output's temporary directory) and not as the elements of a `beam.Create`: a Create's
 values are pickled into the pipeline, which the runner copies, decodes and buffers again
 at the Create's reshuffle; measured on the DirectRunner, the listing in a Create cost
-~2.4 KB per input over the ~1.2 KB of the command's own list (`list_inputs`, 189,700
+~2.3 KB per input over the ~1.2 KB of the command's own list (`list_inputs`, 189,700
 inputs). The graph carries `(file, offset, length)` per unit, and the command drops its
 list before the job runs.
 
