@@ -1,10 +1,10 @@
-"""benchmarks.video.idf1_losses: every true face-frame and tracked box not credited to IDF1
-is counted once, in the category that says why."""
+"""benchmarks.video_tracking.idf1_losses: every true face-frame and tracked box not credited
+to IDF1 is counted once, in the category that says why."""
 import types
 
 import pytest
 
-from benchmarks import video as bench
+from benchmarks import video_tracking as bench
 from video import face_tracks
 
 
