@@ -132,8 +132,10 @@ def build_pipeline(p, inputs, options, model_info, *, template=None, report_extr
     model_info: the model's `ModelInfo.to_dict()`; template: the face template points the
     crops of --faces_dir are aligned on.
 
-    One fused step per unit of work (`photo_batches.units`: a range of the listing or an
-    archive): read -> RunInference -> rows -> its Parquet files. Nothing between them is
+    The units of work (`photo_batches.units`: the plain files of one Parquet file's range
+    of the listing, or one archive) are written to a listing file in the output's
+    temporary directory; the graph holds references to them. One fused step per unit:
+    read -> RunInference -> rows -> its Parquet files. Nothing between them is
     materialised (no Flatten, no GroupByKey): the photos' bytes and the rows stay in the
     step; only the files' entries, the skips and the input counts meet, for the report.
     """
