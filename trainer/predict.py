@@ -172,14 +172,6 @@ def report_from_outputs(outputs, labels, spec):
         gender_probability=probability)
 
 
-def evaluate_split(model, spec, records_dir, split="validation", batch_size=64, limit=0):
-    """agegender.metrics.full_report of `model` on a records split (deterministic order)."""
-    outputs, labels = split_outputs(model, spec, records_dir, split, batch_size, limit)
-    report = report_from_outputs(outputs, labels, spec)
-    report["split"] = split
-    return report
-
-
 def write_eval(job_dir, records_dir, split="validation", batch_size=64, limit=0,
                outputs=None):
     """Loads the job's saved model and writes `job_dir.eval_file(split)` (eval.json for
@@ -192,12 +184,12 @@ def write_eval(job_dir, records_dir, split="validation", batch_size=64, limit=0,
     name = job_dir_lib.eval_file(split)
     if outputs is None:
         model, spec = load(job_dir)
-        report = evaluate_split(model, spec, records_dir, split, batch_size, limit)
+        outputs = split_outputs(model, spec, records_dir, split, batch_size, limit)
     else:
-        end = limit or None
-        raw, labels = ({k: v[:end] for k, v in part.items()} for part in outputs)
-        report = report_from_outputs(raw, labels, job_dir_lib.load_spec(job_dir))
-        report["split"] = split
+        spec = job_dir_lib.load_spec(job_dir)
+        outputs = [{k: v[:limit or None] for k, v in part.items()} for part in outputs]
+    report = report_from_outputs(*outputs, spec)
+    report["split"] = split
     job_dir_lib.write_json(job_dir, name, report, indent=2, sort_keys=True)
     path = job_dir_lib.path(job_dir, name)
     logging.info("%s: MAE %.2f, CS@5 %.3f, gender accuracy %s over %d %s images", path,

@@ -236,8 +236,8 @@ def make_datasets(run):
         if cfg.validation_steps is None:
             # Whole passes, one iterator for every epoch: Keras keeps the validation iterator
             # across epochs when it is told the steps, and makes a new one each epoch when
-            # it is not; making one (a distributed iterator) took ~2.6 s of CPU, most of an
-            # epoch of the tests' tiny runs. Each epoch reads exactly one pass, in order.
+            # it is not, and each new distributed iterator costs CPU-seconds (most of an
+            # epoch of the tests' tiny runs). Each epoch reads exactly one pass, in order.
             run.val_ds = run.val_ds.repeat()
             run.validation_steps = batches
 
