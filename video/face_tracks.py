@@ -173,7 +173,7 @@ class FaceTracks:
             if state.step < step < self._step:
                 u = (frame_time - state.time) / span if span > 0 else 0.5
                 between = (1 - u) * state.box + u * box
-                if self.hidden_fraction and len(found) and covered(
+                if self.hidden_fraction and len(found) and tracking.covered(
                         between, found).max() >= self.hidden_fraction:
                     continue  # behind a face that was found: hidden, not missed
                 self._filled.append((frame_index, frame_time, TrackedFace(
@@ -198,15 +198,6 @@ class FaceTracks:
     @property
     def open_tracks(self):
         return self.tracker.open_tracks
-
-
-def covered(box, boxes):
-    """The fraction of `box` covered by each of `boxes` ([M, 4]) -> [M]."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
-    return w * h / area
 
 
 def track_record(track):

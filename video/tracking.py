@@ -70,17 +70,29 @@ class Track:
         return box
 
 
-def iou_matrix(a, b):
-    """[N, 4] x [M, 4] boxes -> [N, M] intersection over union (0 for degenerate pairs)."""
+def _pairs(a, b):
+    """[N, 4] and [M, 4] boxes as [N, 1, 4] and [1, M, 4], their pairwise intersection areas
+    [N, M], and their areas [N, 1] and [1, M]."""
     a = np.asarray(a, np.float64).reshape(-1, 4)[:, None, :]
     b = np.asarray(b, np.float64).reshape(-1, 4)[None, :, :]
     w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = w * h
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return w * h, area_a, area_b
+
+
+def iou_matrix(a, b):
+    """[N, 4] x [M, 4] boxes -> [N, M] intersection over union (0 for degenerate pairs)."""
+    inter, area_a, area_b = _pairs(a, b)
     union = area_a + area_b - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def covered(box, boxes):
+    """The fraction of `box` ([4]) covered by each of `boxes` ([M, 4]) -> [M]."""
+    inter, area, _ = _pairs(box, boxes)
+    return (inter / np.maximum(area, 1e-9))[0]
 
 
 def hellinger(p, q):

@@ -92,8 +92,3 @@ def test_bad_counts_are_refused():
     for options in ({"fill_gaps": -1}, {"coast": -2}):
         with pytest.raises(ValueError, match="frame counts"):
             face_tracks.FaceTracks(**options)
-
-
-def test_covered():
-    assert np.allclose(face_tracks.covered(np.array([0, 0, 10, 10.0]),
-                                           [[5, 0, 20, 10], [20, 20, 30, 30]]), [0.5, 0])

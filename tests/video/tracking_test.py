@@ -124,3 +124,8 @@ def test_predicted_box_keeps_its_centre_motion_and_a_bounded_size():
     assert predicted[2] - predicted[0] == 40 / tracking.MAX_SCALE
     assert np.allclose(track.predicted(0.0), track.box)
     assert np.allclose(track.predicted(5.0), track.predicted(tracking.MAX_EXTRAPOLATION))
+
+
+def test_covered():
+    assert np.allclose(tracking.covered(np.array([0, 0, 10, 10.0]),
+                                    [[5, 0, 20, 10], [20, 20, 30, 30]]), [0.5, 0])
