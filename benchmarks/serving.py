@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from agegender import console
+from agegender import console, tf_threads
 from agegender import serving_contract as contract
 from serving.server_process import ServerProcess
 
@@ -136,8 +136,6 @@ def _kind(mode):
 
 
 def main(argv=None):
-    from serving import server as serving_server
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per phase")
@@ -152,11 +150,7 @@ def main(argv=None):
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="'' for random weights")
     p.add_argument("--images_dir", default=DEFAULT_IMAGES)
     p.add_argument("--num_images", type=int, default=64)
-    p.add_argument("--intra_op", type=int, default=serving_server.DEFAULT_INTRA_OP,
-                   help="--tensorflow_intra_op_parallelism of the batch/nobatch servers and of "
-                        "the direct call (default: the server's, %(default)s)")
-    p.add_argument("--inter_op", type=int, default=serving_server.DEFAULT_INTER_OP,
-                   help="--tensorflow_inter_op_parallelism, likewise (0: TensorFlow picks)")
+    tf_threads.add_flags(p)  # of the batch/nobatch servers and of the direct call
     p.add_argument("--server_flags", default="",
                    help="more flags for the batching server, space-separated, e.g. "
                         "'--batch_timeout_micros=5000 --num_batch_threads=1'")
@@ -164,15 +158,15 @@ def main(argv=None):
     console.add_verbose_flag(p)
     args = p.parse_args(argv)
 
-    serving_server.set_tf_threads(args.intra_op, args.inter_op)
+    tf_threads.set_from_args(args)
     import tensorflow as tf
 
     from agegender import model_layout
     from export import export_model
     from serving.client import GrpcClient, RestClient
 
-    thread_flags = (f"--tensorflow_intra_op_parallelism={args.intra_op}",
-                    f"--tensorflow_inter_op_parallelism={args.inter_op}")
+    thread_flags = (f"{tf_threads.INTRA_OP_FLAG}={args.tensorflow_intra_op_parallelism}",
+                    f"{tf_threads.INTER_OP_FLAG}={args.tensorflow_inter_op_parallelism}")
     kind_flags = {"batch": (*thread_flags, *args.server_flags.split()),
                   "nobatch": ("--enable_batching=false", *thread_flags),
                   "tfdefault": TF_DEFAULT_FLAGS}

@@ -1,7 +1,8 @@
 """Video speed per stage: wall and CPU time per frame, and the model call split in two.
 
     .venv/bin/python -m benchmarks.video_stages --model=models/age [--frames=150] \
-        [--intra_op=N] [--inter_op=N] [--in_flight=N] [--no_split] [--server] \
+        [--tensorflow_intra_op_parallelism=N] [--tensorflow_inter_op_parallelism=N] \
+        [--in_flight=N] [--no_split] [--server] \
         [--answers=answers.json] [--output=stages.json]
 
 The clip is `benchmarks.video`'s speed clip (640x480, 25 frames/s, 4 people, seed 7,
@@ -19,16 +20,17 @@ written as H.264 and read back). Measured, each after one warm-up pass over the 
    export's settings (`faces.photo.PhotoFaces.faces_bytes`: JPEG decode, MTCNN, align)
    and the age network on the crops (the export's `predict_images` signature, one call
    per frame), plus the age network alone on 1, 2, 4 and 8 crops.
-3. `--in_flight=N`: the same stages with up to N frames' model calls at once (a thread
-   pool; tracking, drawing and writing stay in frame order): frames/s and CPU per frame.
+3. `--in_flight=N`: `video.annotate.annotate(in_flight=N)`: up to N frames' model calls
+   at once (tracking, drawing and writing stay in frame order): frames/s and CPU per frame.
 4. `--server`: the same sequential stages through `python -m serving.server` over gRPC;
    the server's CPU time (from /proc) is added to this process's.
 
-`--intra_op` / `--inter_op`: TensorFlow's thread pools (0: TensorFlow's choice), set
-before the model is loaded. The load average is recorded beside every figure.
+`--tensorflow_intra_op_parallelism` / `--tensorflow_inter_op_parallelism`: TensorFlow's
+thread pools (0: TensorFlow's choice), set before the model is loaded. The load average is
+recorded beside every figure.
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
-    from agegender import console
+    from agegender import console, tf_threads
     console.quiet()
 
 import argparse
@@ -134,41 +136,14 @@ def sequential(analyzer, path, out_dir, on_answers=None):
 
 
 def overlapped(analyzer, path, out_dir, in_flight):
-    """The same stages with up to `in_flight` frames' model calls running at once (a thread
-    pool; the frames are tracked, drawn and written in order) -> (wall s, CPU s, frames)."""
-    import collections
-    import concurrent.futures
+    """`video.annotate.annotate` with up to `in_flight` frames' model calls at once (tracking,
+    drawing and writing in frame order) -> (wall s, CPU s, frames)."""
+    from video import annotate
 
-    from video import annotate, drawing, face_tracks
-    from video import io as video_io
-
-    people = face_tracks.FaceTracks()
-    source = video_io.open_source(path)
-    sink = video_io.open_sink(os.path.join(out_dir, "overlap.mp4"), 640, 480, 25.0)
-    queue = collections.deque()
-    frames = 0
     wall, cpu = time.perf_counter(), time.process_time()
-
-    def finish_one():
-        frame, future = queue.popleft()
-        tracked = people.update(frame.index, frame.time, future.result())
-        people.pop_closed()
-        sink.write(drawing.draw(frame.image, tracked))
-
-    with concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
-        try:
-            for frame in source:
-                if len(queue) >= in_flight:
-                    finish_one()
-                queue.append((frame, pool.submit(analyzer.analyze,
-                                                 annotate.encode_frame(frame.image))))
-                frames += 1
-            while queue:
-                finish_one()
-            sink.close()
-        finally:
-            source.close()
-    return time.perf_counter() - wall, time.process_time() - cpu, frames
+    summary = annotate.annotate(analyzer, path, output=os.path.join(out_dir, "overlap.mp4"),
+                                in_flight=in_flight, progress=False)
+    return time.perf_counter() - wall, time.process_time() - cpu, summary["frames"]
 
 
 def split(model_dir, jpegs):
@@ -245,8 +220,10 @@ def main(argv=None):
                         "predict_photo (a version or base directory)")
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--intra_op", type=int, default=0)
-    parser.add_argument("--inter_op", type=int, default=0)
+    parser.add_argument(tf_threads.INTRA_OP_FLAG, type=tf_threads.thread_count, default=0,
+                        help="TensorFlow's threads per op (default 0: TensorFlow picks)")
+    parser.add_argument(tf_threads.INTER_OP_FLAG, type=tf_threads.thread_count, default=0,
+                        help="ops at once (default 0: TensorFlow picks)")
     parser.add_argument("--no_split", action="store_true", help="skip the detector / age "
                         "network split")
     parser.add_argument("--server", action="store_true", help="also through the local "
@@ -262,14 +239,12 @@ def main(argv=None):
     console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
-    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+    tf_threads.set_from_args(args)
     from agegender import FaceAnalyzer
 
-    results = {"model": args.model, "frames": args.frames, "intra_op": args.intra_op,
-               "inter_op": args.inter_op, "cpus": os.cpu_count()}
+    results = {"model": args.model, "frames": args.frames,
+               "intra_op": args.tensorflow_intra_op_parallelism,
+               "inter_op": args.tensorflow_inter_op_parallelism, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "speed.mp4")
         speed_clip(path, args.frames, args.seed)

@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 
-from agegender import arg_types, console, image_header
+from agegender import arg_types, console, image_header, tf_threads
 from agegender import serving_contract as contract
 from serving import core as core_lib
 from serving import rest_api
@@ -34,12 +34,6 @@ from serving.rest_api import DEFAULT_MAX_CONNECTIONS, RestServer
 
 log = logging.getLogger("serving.server")
 
-# Measured on 2 cores with MobileNetV2 at 128 px (docs/serving.md, benchmarks/serving.py): one
-# thread per op, with one op per core, beats TensorFlow's default of every op on every core
-# both in latency (an op split over 2 threads spends more on synchronisation than it saves)
-# and in throughput (concurrent requests and batches each get a core instead of fighting).
-DEFAULT_INTRA_OP = 1
-DEFAULT_INTER_OP = 0  # TensorFlow picks: one per core
 DEFAULT_NUM_BATCH_THREADS = os.cpu_count() or 1  # TF Serving's advice for CPU: one per core
 
 
@@ -118,19 +112,7 @@ class ModelServer:
 
 _bool = arg_types.boolean
 _at_least = arg_types.at_least
-_threads = arg_types.at_least(0, "a thread count")
 _positive_seconds = arg_types.positive(float, "a number of seconds")
-
-
-def set_tf_threads(intra_op, inter_op):
-    """TF Serving's --tensorflow_{intra,inter}_op_parallelism: process-wide, so set once,
-    before the first model loads (TensorFlow fixes its thread pools at first use)."""
-    import tensorflow as tf
-
-    if intra_op < 0 or inter_op < 0:
-        raise ValueError(f"thread counts must be >= 0, got {intra_op}, {inter_op}")
-    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
 
 
 # The server's flags, TF Serving's names where it has them: (flag, type, default, help).
@@ -188,12 +170,10 @@ FLAGS = (
      "seconds an idle keep-alive connection stays open (default %(default)s)"),
     ("--request_timeout", float, 30.0, "seconds per request"),
     ("--enable_model_warmup", _bool, True, "replay assets.extra/tf_serving_warmup_requests"),
-    ("--tensorflow_intra_op_parallelism", _threads, DEFAULT_INTRA_OP,
-     "threads one op may use (default %(default)s; 0: TensorFlow picks, one per core, as "
-     "tensorflow_model_server does)"),
-    ("--tensorflow_inter_op_parallelism", _threads, DEFAULT_INTER_OP,
-     "ops (of one or several requests) run at once (default 0: TensorFlow picks, one per "
-     "core)"),
+    (tf_threads.INTRA_OP_FLAG, tf_threads.thread_count, tf_threads.INTRA_OP,
+     tf_threads.INTRA_OP_HELP),
+    (tf_threads.INTER_OP_FLAG, tf_threads.thread_count, tf_threads.INTER_OP,
+     tf_threads.INTER_OP_HELP),
 )
 
 
@@ -210,7 +190,7 @@ def main(argv=None):
                 "number: a larger request could never be admitted")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    set_tf_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
+    tf_threads.set_from_args(args)
     # A flag named as a ModelServer parameter is that parameter; the four TF Serving
     # spellings that differ from the parameters' names are mapped here.
     same_name = {name: value for name, value in vars(args).items()

@@ -16,8 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_FREE = ("agegender", "agegender.console", "agegender.arg_types", "agegender.errors",
            "agegender.results", "agegender.serving_contract", "agegender.names",
            "agegender.metrics", "agegender.splits", "agegender.photo_answers",
-           "agegender.prediction_line", "agegender.schema", "web.app", "serving.client",
-           "analyzer")
+           "agegender.prediction_line", "agegender.schema", "agegender.tf_threads", "web.app",
+           "serving.client", "analyzer")
 HEAVY = ("tensorflow", "keras", "apache_beam", "tensorflow_datasets")
 
 

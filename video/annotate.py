@@ -30,6 +30,7 @@ if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.cons
 
 import argparse
 import collections
+import concurrent.futures
 import dataclasses
 import io
 import json
@@ -37,7 +38,7 @@ import os
 import sys
 import time
 
-from agegender import arg_types, console, image_header
+from agegender import arg_types, console, image_header, tf_threads
 from agegender.errors import ImageError
 from video import drawing, face_tracks
 from video import fusion as fusion_lib
@@ -48,6 +49,12 @@ JPEG_QUALITY = 95  # frames go to the model as JPEGs: ~10x faster to encode than
 # choice on the benchmark's validation clips (docs/video.md); frames are held this long.
 FILL_GAPS = 10
 MAX_FILL_GAPS = 50  # --fill_gaps' bound: the frames held in memory
+# The command's frames answered at once: two keep both cores busy (one op thread each,
+# `agegender.tf_threads`) while the frame before is tracked, drawn and encoded
+# (docs/video.md, Speed). The library's default stays 1: a caller's analyzer may not be
+# thread-safe.
+IN_FLIGHT = 2
+MAX_IN_FLIGHT = 8  # --in_flight's bound: each holds a frame and a model call
 STAGES = ("decode", "encode_frame", "analyze", "track_fuse", "draw", "write")
 
 
@@ -119,10 +126,63 @@ def _as_known_later(item):
     return dataclasses.replace(item, track_id=item.track.id)
 
 
+def _answered(frames, analyzer, in_flight, stage_seconds):
+    """(frame, faces, refusal reason or None) for each decoded frame, in frame order. With
+    `in_flight` > 1 that many frames are JPEG-encoded and answered at once on a thread pool
+    (TensorFlow and gRPC calls release the GIL) while the caller works on the frame before."""
+    def answer(frame):
+        t0 = time.perf_counter()
+        encoded = encode_frame(frame.image)
+        t1 = time.perf_counter()
+        try:
+            found, refusal = analyzer.analyze(encoded), None
+        except ImageError as error:
+            found, refusal = [], error.reason
+        return found, refusal, t1 - t0, time.perf_counter() - t1
+
+    def decoded():
+        t0 = time.perf_counter()
+        frame = next(frames, None)
+        stage_seconds["decode"] += time.perf_counter() - t0
+        return frame
+
+    def counted(frame, result):
+        found, refusal, encode_seconds, analyze_seconds = result
+        stage_seconds["encode_frame"] += encode_seconds
+        stage_seconds["analyze"] += analyze_seconds
+        return frame, found, refusal
+
+    if in_flight <= 1:
+        while (frame := decoded()) is not None:
+            yield counted(frame, answer(frame))
+        return
+    queue = collections.deque()  # (frame, future), oldest first
+    pool = concurrent.futures.ThreadPoolExecutor(in_flight, thread_name_prefix="video-frame")
+    try:
+        ended = False
+
+        def fill():
+            nonlocal ended
+            while not ended and len(queue) < in_flight:
+                frame = decoded()
+                if frame is None:
+                    ended = True
+                else:
+                    queue.append((frame, pool.submit(answer, frame)))
+        fill()
+        while queue:
+            frame, future = queue.popleft()
+            fill()  # the pool stays busy while this frame is tracked, drawn and written
+            yield counted(frame, future.result())
+    finally:  # an error or an early stop: nothing waits for frames no one will read
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=None,
              max_frames=video_io.DEFAULT_MAX_FRAMES,
              max_image_pixels=image_header.DEFAULT_MAX_PIXELS, params=None,
-             tracker_options=None, fill_gaps=FILL_GAPS, progress=True, on_frame=None):
+             tracker_options=None, fill_gaps=FILL_GAPS, in_flight=1, progress=True,
+             on_frame=None):
     """Tracks and fuses every face of `input` (a clip or an image sequence) through
     `analyzer` (an object with `analyze(image) -> [agegender.Face]`). `output`: the
     annotated copy (None: none); `tracks`: the JSON-lines file (None: none).
@@ -130,7 +190,11 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
     gets an interpolated box in those frames (`video.face_tracks`), drawn and written
     (`"interpolated": true`): frames are drawn, written and handed to `on_frame` N frames
     after they are read (at most N + 1 frames held; 0: each at once). `on_frame`: called
-    with (frame, [TrackedFace]) per frame. Returns the summary dict. Raises
+    with (frame, [TrackedFace]) per frame. `in_flight=N`: up to N frames are JPEG-encoded
+    and answered at once on a thread pool while this thread decodes, tracks, draws and
+    writes in frame order (the same outputs as 1, faster on 2+ cores; `analyzer` must then
+    be thread-safe, as `FaceAnalyzer` is in process, over gRPC and on LiteRT, not over
+    REST). Returns the summary dict (stage seconds are summed over threads). Raises
     `video.io.VideoError` for a clip that cannot be read as asked."""
     if output:
         video_io.check_output_name(output)  # before any frame is worked on
@@ -183,35 +247,21 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
 
     source = video_io.open_source(input, fps=fps, max_frames=max_frames,
                                   max_pixels=max_image_pixels)
+    answered = _answered(iter(source), analyzer, in_flight, stage_seconds)
     start = time.perf_counter()
     try:
         if tracks:
             lines = open(outputs.path(tracks), "w")
         meter = console.Progress("video", "frames", total=None if fps else source.info.frames
                                  ) if progress else None
-        frames = iter(source)
-        while True:
-            t0 = time.perf_counter()
-            frame = next(frames, None)
-            t1 = time.perf_counter()
-            stage_seconds["decode"] += t1 - t0
-            if frame is None:
-                break
-            encoded = encode_frame(frame.image)
-            t2 = time.perf_counter()
-            try:
-                found = analyzer.analyze(encoded)
-            except ImageError as error:  # the model refused this frame: it alone is skipped
-                refused.append((f"frame {frame.index}", error.reason))
-                found = []
+        for frame, found, refusal in answered:
+            if refusal is not None:  # the model refused this frame: it alone is skipped
+                refused.append((f"frame {frame.index}", refusal))
             t3 = time.perf_counter()
             tracked = people.update(frame.index, frame.time, found)
             closed = people.pop_closed()
             filled = people.pop_filled()
-            t4 = time.perf_counter()
-            stage_seconds["encode_frame"] += t2 - t1
-            stage_seconds["analyze"] += t3 - t2
-            stage_seconds["track_fuse"] += t4 - t3
+            stage_seconds["track_fuse"] += time.perf_counter() - t3
             summary["frames"] += 1
             summary["faces"] += len(found)
             summary["frames_with_faces"] += bool(found)
@@ -254,6 +304,7 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
         outputs.discard()
         raise
     finally:
+        answered.close()  # its frames in flight are waited for (or cancelled) first
         source.close()
     seconds = time.perf_counter() - start
     summary.update(seconds=round(seconds, 3),
@@ -275,6 +326,13 @@ def _fill_gaps(text):
     if value > MAX_FILL_GAPS:
         raise argparse.ArgumentTypeError(f"at most {MAX_FILL_GAPS} frames (each is held in "
                                          f"memory until then), got {value}")
+    return value
+
+
+def _in_flight(text):
+    value = arg_types.positive(int, "a frame count")(text)
+    if value > MAX_IN_FLIGHT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_IN_FLIGHT}, got {value}")
     return value
 
 
@@ -312,6 +370,10 @@ def parse_args(argv):
                         "benchmarks/video.py's fit on validation clips")
     parser.add_argument("--timeout", type=arg_types.positive(float, "seconds"), default=10.0,
                         help="seconds per frame asked of --server")
+    parser.add_argument("--in_flight", type=_in_flight, default=IN_FLIGHT,
+                        help="frames answered at once, in process or by --server (default "
+                             "%(default)s)")
+    tf_threads.add_flags(parser)  # of the model in this process (--model)
     console.add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if not args.output and not args.tracks:
@@ -351,13 +413,14 @@ def main(argv=None):
                                                 timeout=args.timeout,
                                                 max_image_pixels=args.max_image_pixels)
         else:
+            tf_threads.set_from_args(args)
             analyzer = FaceAnalyzer.load(args.model, max_image_pixels=args.max_image_pixels)
         with analyzer:
             summary = annotate(analyzer, args.input, output=args.output, tracks=args.tracks,
                                per_frame=args.per_frame, fps=args.fps,
                                max_frames=args.max_frames,
                                max_image_pixels=args.max_image_pixels, params=params,
-                               fill_gaps=args.fill_gaps)
+                               fill_gaps=args.fill_gaps, in_flight=args.in_flight)
     except video_io.VideoError as error:
         print(f"video.annotate: {error} [{error.reason}]", file=sys.stderr)
         return 1

@@ -145,7 +145,13 @@ def test_cli_usage_errors(capsys):
                         (["--model=x", "--input=y.mp4", "--tracks=t", "--fill_gaps=-1"],
                          "a frame count >= 0"),
                         (["--model=x", "--input=y.mp4", "--tracks=t", "--fill_gaps=51"],
-                         "at most 50 frames")):
+                         "at most 50 frames"),
+                        (["--model=x", "--input=y.mp4", "--tracks=t", "--in_flight=0"],
+                         "a frame count > 0"),
+                        (["--model=x", "--input=y.mp4", "--tracks=t", "--in_flight=9"],
+                         "at most 8"),
+                        (["--model=x", "--input=y.mp4", "--tracks=t",
+                          "--tensorflow_intra_op_parallelism=-1"], "a thread count >= 0")):
         with pytest.raises(SystemExit) as exit_:
             annotate.parse_args(argv)
         assert exit_.value.code == 2 and words in capsys.readouterr().err
@@ -255,3 +261,76 @@ def test_a_face_missed_between_two_detections_is_boxed_and_flagged(tmp_path, cli
     gap_too_long = annotate.annotate(ScriptedAnalyzer(script), clip, tracks=tracks,
                                      fill_gaps=2, progress=False)
     assert gap_too_long["interpolated_faces"] == 0 and gap_too_long["tracks"] == 2
+
+
+class FrameKeyedAnalyzer:
+    """Answers a frame from its own pixels (`marked` frames: grey level = 10 x its number),
+    sleeping a random while first, so concurrent calls finish out of order."""
+
+    def __init__(self, script, seed=0):
+        import threading
+
+        self.script, self.rng, self.lock = script, np.random.default_rng(seed), threading.Lock()
+        self.running = self.most_running = 0
+
+    def analyze(self, encoded):
+        import io
+        import time
+
+        from PIL import Image
+
+        index = int(round(np.asarray(Image.open(io.BytesIO(encoded)))[:, 40:].mean() / 10))
+        with self.lock:
+            delay = self.rng.uniform(0, 0.02)
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        time.sleep(delay)
+        with self.lock:
+            self.running -= 1
+        return ScriptedAnalyzer(lambda _: self.script(index)).analyze(encoded)
+
+
+def test_frames_in_flight_give_the_outputs_of_one_at_a_time(tmp_path, clips):
+    clip = clips.write(tmp_path / "marked.mp4", clips.marked(20, width=160, height=96), rate=10)
+
+    def script(i):  # one person missed at frames 6-8 (filled), one leaving at 14
+        return [(x, age) for x, age in two_people(i) if not (age == 30.0 and 6 <= i <= 8)
+                and not (age == 60.0 and i >= 14)]
+    results = {}
+    for in_flight in (1, 3):
+        folder = tmp_path / str(in_flight)
+        analyzer = FrameKeyedAnalyzer(script, seed=in_flight)
+        summary = annotate.annotate(analyzer, clip, tracks=str(folder / "t.jsonl"),
+                                    output=str(folder / "out.mp4"), per_frame=True,
+                                    fill_gaps=3, in_flight=in_flight, progress=False)
+        assert analyzer.most_running == in_flight  # frames really were answered at once
+        with video_io.open_source(str(folder / "out.mp4")) as written:
+            pictures = [frame.image for frame in written]
+        results[in_flight] = (open(folder / "t.jsonl").read(), pictures,
+                              {k: summary[k] for k in ("frames", "faces", "tracks",
+                                                       "interpolated_faces")})
+    (lines, pictures, counts), (lines3, pictures3, counts3) = results[1], results[3]
+    assert counts == counts3 == {"frames": 20, "faces": 31, "tracks": 2, "interpolated_faces": 3}
+    assert lines3 == lines
+    assert len(pictures3) == len(pictures) == 20
+    assert all(np.array_equal(a, b) for a, b in zip(pictures, pictures3))
+
+
+def test_an_error_with_frames_in_flight_stops_the_clip_and_leaves_no_output(tmp_path, clips):
+    clip = clips.write(tmp_path / "marked.mp4", clips.marked(20, width=160, height=96), rate=10)
+
+    class Failing(FrameKeyedAnalyzer):
+        def analyze(self, encoded):
+            answer = super().analyze(encoded)
+            if self.calls_seen() == 7:
+                raise ServerError("UNAVAILABLE", "the server went away")
+            return answer
+
+        def calls_seen(self):
+            with self.lock:
+                self.count = getattr(self, "count", 0) + 1
+                return self.count
+    with pytest.raises(ServerError):
+        annotate.annotate(Failing(two_people), clip, tracks=str(tmp_path / "t.jsonl"),
+                          output=str(tmp_path / "out.mp4"), in_flight=2, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["marked.mp4"]
