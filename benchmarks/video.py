@@ -54,7 +54,7 @@ import time
 
 import numpy as np
 
-from agegender import console
+from agegender import console, tf_threads
 from benchmarks.video_tracking import (LOSSES, OUR_VARIANTS, idf1_losses, labelled_tracks,
                                        run_bytetrack, run_norfair, run_ours, tracking_quality)
 from testing import synthetic_clips
@@ -166,20 +166,21 @@ def _inside(age, interval):
 
 # -- speed ----------------------------------------------------------------------------------
 
-def speed(analyzer, clip_path, frames):
-    """Frames/s and wall ms per stage; `cpu_ms_per_frame`: this process's CPU time (per
-    stage: benchmarks/video_stages.py)."""
+def speed(analyzer, clip_path, frames, in_flight):
+    """Frames/s and wall ms per stage (summed over the frames in flight); `cpu_ms_per_frame`:
+    this process's CPU time (per stage: benchmarks/video_stages.py)."""
     cpu = time.process_time()
     with tempfile.TemporaryDirectory() as out:
         summary = annotate_lib.annotate(analyzer, clip_path,
                                         output=os.path.join(out, "annotated.mp4"),
                                         tracks=os.path.join(out, "tracks.jsonl"),
-                                        progress=False)
+                                        in_flight=in_flight, progress=False)
     cpu = time.process_time() - cpu
     assert summary["frames"] == frames
     per_frame_ms = {k: round(1000 * v / frames, 1) for k, v in summary["stage_seconds"].items()}
     return {"frames_per_second": summary["frames_per_second"], "stage_ms_per_frame": per_frame_ms,
-            "cpu_ms_per_frame": round(1000 * cpu / frames, 1), "tracks": summary["tracks"]}
+            "cpu_ms_per_frame": round(1000 * cpu / frames, 1), "tracks": summary["tracks"],
+            "in_flight": in_flight}
 
 
 def base_of(model):
@@ -203,6 +204,10 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speed_frames", type=int, default=150)
     parser.add_argument("--no_server", action="store_true", help="skip the gRPC speed run")
+    parser.add_argument("--in_flight", type=int, default=annotate_lib.IN_FLIGHT,
+                        help="frames answered at once in the speed runs (default: "
+                             "video.annotate's, %(default)s)")
+    tf_threads.add_flags(parser)  # of the in-process model (default: video.annotate's)
     parser.add_argument("--compare_trackers", action="store_true",
                         help="also supervision's ByteTrack and norfair (when importable)")
     parser.add_argument("--answers_cache", help="a pickle of the clips and the model's "
@@ -218,6 +223,7 @@ def main(argv=None):
 
     results = {"model": args.model, "seed": args.seed, "frames_per_clip": args.frames,
                "load_average_start": os.getloadavg()}
+    tf_threads.set_from_args(args)
     analyzer = FaceAnalyzer.load(args.model)
     if args.clips <= 0:  # the speed figures only
         return speed_figures(analyzer, args, results)
@@ -343,7 +349,7 @@ def speed_figures(analyzer, args, results):
                 sink.write(frame)
         annotate_lib.annotate(analyzer, path, progress=False, tracks=os.path.join(
             folder, "warm.jsonl"), max_frames=args.speed_frames)  # warm-up (traces)
-        results["speed_in_process"] = speed(analyzer, path, args.speed_frames)
+        results["speed_in_process"] = speed(analyzer, path, args.speed_frames, args.in_flight)
         results["speed_in_process"]["load_average"] = os.getloadavg()
         print(f"speed in process: {results['speed_in_process']}")
         if not args.no_server:
@@ -354,7 +360,7 @@ def speed_figures(analyzer, args, results):
                 remote = FaceAnalyzer.from_server(server.grpc_address, protocol="grpc")
                 annotate_lib.annotate(remote, path, progress=False, tracks=os.path.join(
                     folder, "warm.jsonl"))
-                results["speed_grpc"] = speed(remote, path, args.speed_frames)
+                results["speed_grpc"] = speed(remote, path, args.speed_frames, args.in_flight)
                 results["speed_grpc"]["load_average"] = os.getloadavg()
                 remote.close()
             print(f"speed over gRPC (local server): {results['speed_grpc']}")
