@@ -16,7 +16,9 @@ API's `FaceAnalyzer`, one per worker process): `predict_photo` on whole photos (
 found, aligned and answered in the model), or with --crops `serving_default` on images that
 already are aligned face crops. Batches are formed from the listing
 (`pipeline.photo_batches`); the photos of a batch the model refuses are answered again one
-at a time by the handler, so only the bad photo is skipped.
+at a time by the handler, so only the bad photo is skipped. A plain file is read inside
+RunInference, right before its batch is answered (`photo_batches.PhotoHandler`): no step
+hands a plain file's bytes to the next.
 
 Why one fused step from reading to writing (`build_pipeline`): no process may hold the rows
 of every input (a million-photo folder). The rows of a Parquet file are written by the step that
@@ -69,9 +71,10 @@ class AnnotateOptions:
     photos_per_file: int = parquet_sink.DEFAULT_PHOTOS_PER_FILE
 
     def handler(self):
-        return inference_handler.AnalyzerHandler(
+        return photo_batches.PhotoHandler(
             self.model, crops=self.crops, max_image_pixels=self.max_image_pixels,
-            max_batch_size=self.max_batch_size)
+            max_batch_size=self.max_batch_size, follow_symlinks=self.follow_symlinks,
+            keep_bytes=bool(self.faces_dir))
 
     def metadata(self, model_info, extra=None):
         """model_info: `ModelInfo.to_dict()` of the model the driver loaded."""
@@ -103,12 +106,14 @@ class WriteAnswers(ProgressDoFn):
 
     def process(self, element):
         (shard, position, path, archive, width, height, closes), result = element
-        faces, rows = result.inference, None
+        faces, rows, data = result.inference, None, result.example
         if isinstance(faces, inference_handler.Refusal):
             yield beam.pvalue.TaggedOutput(SKIPPED, sources.Skip(path, *faces))
         else:
-            if self._crops is not None:
-                self._crops.write(path, result.example, faces)
+            if width is None:  # a plain file, read by the handler (photo_batches.PhotoHandler)
+                width, height, data = data
+            if self._crops is not None and faces:
+                self._crops.write(path, data, faces)
             rows = parquet_sink.photo_rows(path, archive, width, height, faces)
         entry = self._files.add(shard, position, rows, closes)
         if entry is not None:
@@ -134,10 +139,12 @@ def build_pipeline(p, inputs, options, model_info, *, template=None, report_extr
 
     The units of work (`photo_batches.units`: the plain files of one Parquet file's range
     of the listing, or one archive) are written to a listing file in the output's
-    temporary directory; the graph holds references to them. One fused step per unit:
-    read -> RunInference -> rows -> its Parquet files. Nothing between them is
-    materialised (no Flatten, no GroupByKey): the photos' bytes and the rows stay in the
-    step; only the files' entries, the skips and the input counts meet, for the report.
+    temporary directory; the graph holds references to them. One fused step
+    per unit: read (an archive's members; plain files are handed on by reference) ->
+    RunInference (reads the plain files of a batch, then answers it) -> rows -> its Parquet
+    files. Nothing between them is materialised (no Flatten, no GroupByKey): the rows stay
+    in the step; only the files' entries, the skips and the input counts meet, for the
+    report.
     """
     handler = options.handler()
     crop_writer = None

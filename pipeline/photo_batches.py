@@ -1,13 +1,21 @@
 """Listed inputs -> units of work -> batches of photos for RunInference, formed the same way
 on every run, each file's last photo marked.
 
-A photo travels as `(key, bytes)`; the key is a plain tuple (Beam pickles a namedtuple's
+A photo travels as `(key, example)`; the key is a plain tuple (Beam pickles a namedtuple's
 type with every element) `(shard, position, path, archive, width, height, closes)`:
 `shard` the annotations file its rows go to (`parquet_sink.shard_of`), `position` its
 place there (`(listing position, -1)` for a plain file, `(archive's position, member)` for
 an archive member), `path` relative to --input (`<archive>/<member>` inside an archive),
-`width`/`height` from its header, `closes` 0, or on the last photo of its file, the
-number of photos the reader sent for that file.
+`width`/`height` from its header (None for a plain file: read later), `closes` 0, or on
+the last photo of its file, the number of photos the reader sent for that file.
+
+The example of an archive member is its bytes (an archive is one stream: its members are
+read where it is opened). A plain file's is a reference, `(path, source_id, listed size)`
+(`file_ref`): `PhotoHandler` reads and checks it inside RunInference, right before its
+batch is answered. Why: on the DaskRunner every step's output for a partition is one list,
+held whole until the next step has run on it (`pipeline.portable`), so bytes handed from
+the reader to RunInference would be every photo of a partition's units at once (tens of GB
+of phone photos); references are a few hundred bytes each.
 
 Why units of whole files (`units`: the plain files of one `--photos_per_file` range of the
 listing, or one archive): the rows are written in the step that makes them
@@ -38,19 +46,23 @@ emits in `finish_bundle`, where BatchElements emits each bundle's last batch:
 
 Every input is read and checked as the records job does (`agegender.image_sources`:
 links, FIFOs, bad names, sizes, archive member names; the header's pixel limit before any
-decode): an input it refuses is a `Skip` with its reason, tagged SKIPPED. Each unit also
-says how many inputs it read (tagged INPUTS), for the report's check that inputs =
-annotated + skipped.
+decode): an input the listing or the archive refuses is a `Skip` with its reason, tagged
+SKIPPED by the reader; a plain file refused when `PhotoHandler` reads it (swapped for a
+FIFO or a link, grown past the size limit, empty, over the pixel limit, no image) is
+answered with a `Refusal` of the same reason and detail, which the writer makes the same
+Skip. Each unit also says how many inputs it sent or skipped (tagged INPUTS), for the
+report's check that inputs = annotated + skipped.
 """
 import json
 
 import apache_beam as beam
+from apache_beam.ml.inference.base import PredictionResult
 
 from agegender import image_header
 from agegender import image_sources as sources
 from agegender import labelled_inputs
 from agegender.image_sources import Skip
-from pipeline import batching, parquet_sink
+from pipeline import batching, inference_handler, parquet_sink
 
 SKIPPED = "skipped"
 INPUTS = "inputs"  # ReadPhotos: per unit, the inputs it read (photos sent + skips)
@@ -71,8 +83,20 @@ def checked_size(source_id, data, max_pixels):
     return size.width, size.height
 
 
+def file_ref(item):
+    """What a plain file (a listed `InputFile`) travels to RunInference as: `(path,
+    source_id, listed size)`, read by `PhotoHandler`."""
+    return item.path, item.source_id, item.size
+
+
+def example_bytes(example):
+    """An example's encoded bytes, or for a `file_ref` its listed size (what a batch weighs:
+    the size the listing saw; reading never takes more than MAX_INPUT_BYTES)."""
+    return len(example) if isinstance(example, bytes) else example[2] or 0
+
+
 def _encoded_bytes(photo):
-    return len(photo[1])
+    return example_bytes(photo[1])
 
 
 def write_units(inputs, photos_per_file, directory):
@@ -156,8 +180,10 @@ class FileBatches:
 
 
 class ReadPhotos(beam.DoFn):
-    """A unit of work (`write_units`) -> batches of its photos (`FileBatches`); each input that
-    cannot be used is a Skip (tagged SKIPPED); last, the unit's input count (tagged INPUTS)."""
+    """A unit of work (`write_units`) -> batches of its photos (`FileBatches`): an archive's
+    members as bytes, plain files as references (`file_ref`), unread; each input that the
+    listing or the archive refuses is a Skip (tagged SKIPPED); last, the unit's input count
+    (tagged INPUTS)."""
 
     def __init__(self, photos_per_file, max_batch_size, max_batch_bytes,
                  max_pixels=image_header.DEFAULT_MAX_PIXELS, follow_symlinks=False):
@@ -179,20 +205,23 @@ class ReadPhotos(beam.DoFn):
         yield from batches.rest()
         yield beam.pvalue.TaggedOutput(INPUTS, inputs)
 
-    def _photo(self, source_id, data, ordinal, member, archive):
-        """`(key, bytes)` of a photo that passes the checks, else its Skip."""
+    def _member(self, source_id, data, ordinal, member, archive):
+        """`(key, bytes)` of an archive member that passes the checks, else its Skip."""
         size = checked_size(source_id, data, self._max_pixels)
         if isinstance(size, Skip):
             return size
         return ((parquet_sink.shard_of(ordinal, member, self._per_file),
-                 (ordinal, -1 if member is None else member), source_id, archive, *size, 0),
-                data)
+                 (ordinal, member), source_id, archive, *size, 0), data)
 
     def _files(self, unit):
+        """Plain files: `(key, file_ref)`, unread (`PhotoHandler` reads them), or the Skip
+        the listing already holds (a link, a special file, a bad name)."""
         for ordinal, item in unit:
-            data = sources.read_input(item, self._follow)
-            yield data if isinstance(data, Skip) else self._photo(
-                item.source_id, data, ordinal, None, None)
+            if item.skip is not None:
+                yield item.skip
+                continue
+            yield ((parquet_sink.shard_of(ordinal, None, self._per_file), (ordinal, -1),
+                    item.source_id, None, None, None, 0), file_ref(item))
 
     def _archive(self, ordinal, archive):
         member = -1
@@ -204,5 +233,63 @@ class ReadPhotos(beam.DoFn):
                 yield out
                 continue
             name, data = out
-            yield self._photo(f"{archive.source_id}/{name}", data, ordinal, member,
-                              archive.source_id)
+            yield self._member(f"{archive.source_id}/{name}", data, ordinal, member,
+                               archive.source_id)
+
+
+class PhotoHandler(inference_handler.AnalyzerHandler):
+    """`AnalyzerHandler` whose examples are what `ReadPhotos` sends: an archive member's bytes
+    (checked by the reader), or a plain file's `file_ref`, read and checked here
+    (`sources.read_input`, `checked_size`: the reader's limits and skips) right before its
+    batch is answered, so no step's output holds a plain file's bytes.
+
+    Answers, in the order the examples came: `PredictionResult(example, faces)`; for a
+    plain file the example becomes `(width, height, bytes or None)` (its header's size; the
+    bytes only with `keep_bytes`, for the face crops, and only for a photo with a face);
+    a file refused on reading is answered with a `Refusal` of its Skip's reason and detail.
+    """
+
+    def __init__(self, model, *, follow_symlinks=False, keep_bytes=False, **kwargs):
+        super().__init__(model, **kwargs)
+        self.follow_symlinks = bool(follow_symlinks)
+        self.keep_bytes = bool(keep_bytes)
+
+    def read(self, ref):
+        """A `file_ref` -> `(bytes, width, height)`, or the Skip saying why not."""
+        path, source_id, size = ref
+        data = sources.read_input(sources.InputFile(path, source_id, size, False),
+                                  self.follow_symlinks)
+        if isinstance(data, Skip):
+            return data
+        checked = checked_size(source_id, data, self.max_image_pixels)
+        return checked if isinstance(checked, Skip) else (data, *checked)
+
+    def run_inference(self, batch, model, inference_args=None):
+        examples = list(batch)
+        answers, photos, read = [None] * len(examples), [], {}
+        for i, example in enumerate(examples):
+            if isinstance(example, bytes):
+                photos.append((i, example))
+                continue
+            got = self.read(example)
+            if isinstance(got, Skip):
+                answers[i] = PredictionResult(example, inference_handler.Refusal(
+                    got.reason, got.detail))
+            else:
+                read[i] = got
+                photos.append((i, got[0]))
+        if photos:
+            results = super().run_inference([data for _, data in photos], model,
+                                            inference_args)
+            for (i, _), result in zip(photos, results):
+                if i in read:  # a plain file: its size, and its bytes only if kept
+                    data, width, height = read[i]
+                    faces = result.inference
+                    keep = (self.keep_bytes and faces
+                            and not isinstance(faces, inference_handler.Refusal))
+                    result = PredictionResult((width, height, data if keep else None), faces)
+                answers[i] = result
+        return answers
+
+    def get_num_bytes(self, batch):
+        return sum(example_bytes(example) for example in batch)

@@ -9,6 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from apache_beam import pvalue as beam_pvalue
 
 from agegender import image_sources as sources
 from pipeline import annotate, face_crops, inference_handler, parquet_sink, photo_batches
@@ -465,3 +466,91 @@ def test_an_archive_expanding_to_hundreds_of_megabytes_is_annotated_in_bounded_m
     assert result.returncode == 0, result.stderr[-3000:]
     counts = _report(out)["counts"]
     assert counts["inputs"] == counts["annotated"] == 12
+
+
+def _photo_file(directory, name, data):
+    path = os.path.join(directory, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def test_plain_files_cross_to_run_inference_as_references_not_bytes(photos, tmp_path):
+    """What the reading step hands to RunInference (on the DaskRunner: one list per partition,
+    held whole) carries no plain file's bytes; an archive's members are still bytes."""
+    src = tmp_path / "in"
+    _write_all(str(src), {"a.jpg": photos["p0.jpg"], "b.png": photos["sub/plain.png"]})
+    os.symlink("/etc/passwd", src / "passwd.jpg")
+    with tarfile.open(src / "album.tar", "w") as tar:
+        info = tarfile.TarInfo("m.jpg")
+        info.size = len(photos["p1.jpg"])
+        tar.addfile(info, io.BytesIO(photos["p1.jpg"]))
+    items = sources.list_inputs(str(src))
+    refs = photo_batches.write_units(items, 10, str(tmp_path / "tmp"))
+    read = photo_batches.ReadPhotos(10, 16, 1 << 20)
+    out = [o for ref in refs for o in read.process(ref)]
+    sent = [photo for o in out if isinstance(o, list) for photo in o]
+    skips = [o.value for o in out if isinstance(o, beam_pvalue.TaggedOutput)
+             and o.tag == photo_batches.SKIPPED]
+    assert [s.reason for s in skips] == [sources.NOT_A_REGULAR_FILE]
+    plain = {key[2]: example for key, example in sent if key[3] is None}
+    assert set(plain) == {"a.jpg", "b.png"}
+    for key, example in sent:
+        if key[3] is None:  # a plain file: a reference, no bytes, no size read yet
+            assert example == (str(src / key[2]), key[2], len(photos[
+                "p0.jpg" if key[2] == "a.jpg" else "sub/plain.png"]))
+            assert not any(isinstance(part, bytes) for part in example)
+            assert key[4] is key[5] is None
+        else:
+            assert example == photos["p1.jpg"] and key[2] == "album.tar/m.jpg"
+    assert sum(o.value for o in out if isinstance(o, beam_pvalue.TaggedOutput)
+               and o.tag == photo_batches.INPUTS) == 4
+
+
+class _Counting:
+    """A stand-in analyzer answering each photo with its byte count."""
+
+    def __init__(self):
+        self.calls = []
+
+    def analyze_batch(self, photos):
+        self.calls.append([len(p) for p in photos])
+        return [[len(p)] for p in photos]
+
+
+def test_the_handler_reads_and_checks_plain_files_right_before_answering(photos, tmp_path,
+                                                                          png_bomb):
+    directory = str(tmp_path)
+    good = _photo_file(directory, "good.jpg", photos["p0.jpg"])
+    empty = _photo_file(directory, "empty.jpg", b"")
+    bomb = _photo_file(directory, "bomb.png", png_bomb)
+    swapped = _photo_file(directory, "swapped.jpg", photos["p1.jpg"])
+    refs = [(path, os.path.basename(path), os.path.getsize(path))
+            for path in (good, empty, bomb, swapped)]
+    refs.insert(2, photos["sub/plain.png"])  # an archive member: bytes, checked by its reader
+    # Listed as a regular file, then replaced by a FIFO before its batch is answered.
+    os.remove(swapped)
+    os.mkfifo(swapped)
+    handler = photo_batches.PhotoHandler("unused")
+    model = _Counting()
+    got = handler.run_inference(refs, model)
+    assert model.calls == [[len(photos["p0.jpg"]), len(photos["sub/plain.png"])]]
+    from PIL import Image
+    size = Image.open(io.BytesIO(photos["p0.jpg"])).size
+    assert got[0].example == (*size, None)  # read, its header's size, its bytes not kept
+    assert got[0].inference == [len(photos["p0.jpg"])]
+    assert got[2].example == photos["sub/plain.png"]
+    assert [r.inference.reason for r in (got[1], got[3], got[4])] == [
+        sources.EMPTY_FILE, sources.IMAGE_TOO_LARGE, sources.NOT_A_REGULAR_FILE]
+    assert got[1].example == refs[1]  # a refused file keeps its reference
+    # With the crops of --faces_dir, a photo with faces comes back with its bytes.
+    kept = photo_batches.PhotoHandler("unused", keep_bytes=True).run_inference(refs[:1], model)
+    assert kept[0].example == (*size, photos["p0.jpg"])
+    # A link is refused unless followed, as the reader's rule says.
+    link = os.path.join(directory, "link.jpg")
+    os.symlink(good, link)
+    ref = (link, "link.jpg", len(photos["p0.jpg"]))
+    assert handler.run_inference([ref], model)[0].inference.reason == sources.NOT_A_REGULAR_FILE
+    followed = photo_batches.PhotoHandler("unused", follow_symlinks=True)
+    assert followed.run_inference([ref], model)[0].inference == [len(photos["p0.jpg"])]
+
