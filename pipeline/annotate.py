@@ -4,7 +4,8 @@ Parquet.
     python -m pipeline.annotate --model=models/age --input=<dir | glob | archive> \
         --output_dir=annotations/photos [--faces_dir=DIR] [--crops] \
         [--max_image_pixels=50000000] [--follow_symlinks] \
-        [--batch_size=16] [--photos_per_file=10000] [--progress_seconds=5] [-v] \
+        [--batch_size=16] [--photos_per_file=10000] [--min_shards=4] \
+        [--progress_seconds=5] [-v] \
         [any Beam pipeline option, e.g. --runner=DaskRunner --dask_client_address=HOST:PORT]
 
 Inputs, limits, skips, runners and the atomic publication of the output directory are the
@@ -24,12 +25,13 @@ Why one fused step from reading to writing (`build_pipeline`): no process may ho
 of every input (a million-photo folder). The rows of a Parquet file are written by the step that
 answers its photos, as soon as the file's last photo is answered (its reader marks it),
 instead of meeting the other rows at a GroupByKey, which the in-process runner buffers
-whole; so the unit of work the runner spreads is a whole file's inputs (a
---photos_per_file range of the listing) or a whole archive. Consequences: at most as many
-workers answer at once as there are files and archives (a folder under --photos_per_file
-photos is answered by one worker); an archive's members are answered by the worker that
-reads it (the records job's --archive_spread_mb has no effect here); a worker holds the
-rows of the files it is answering, and the photos' bytes of one batch.
+whole; so the unit of work the runner spreads is a whole file's inputs (a range of the
+listing: --photos_per_file, or fewer so that the listing makes at least --min_shards
+files, as the records job's --min_shards) or a whole archive. Consequences: at most as
+many workers answer at once as there are files and archives; an archive's members are
+answered by the worker that reads it (the records job's --archive_spread_mb has no effect
+here); a worker holds the rows of the files it is answering, and the photos' bytes of one
+batch.
 
 Output (`pipeline.parquet_sink`): Parquet files of one row per face (one per photo without
 a face), the same rows in the same order on every run and runner, and report.json
@@ -53,7 +55,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from agegender import arg_types, console, image_header
 from agegender import image_sources as sources
 from pipeline import (face_crops, inference_handler, input_flags, parquet_sink, photo_batches,
-                      portable, publish, runner_setup)
+                      portable, publish, runner_setup, writer)
 from pipeline.photo_batches import INPUTS, SKIPPED
 from pipeline.worker_progress import ProgressDoFn
 
@@ -69,6 +71,7 @@ class AnnotateOptions:
     follow_symlinks: bool = False
     max_batch_size: int = inference_handler.DEFAULT_MAX_BATCH_SIZE
     photos_per_file: int = parquet_sink.DEFAULT_PHOTOS_PER_FILE
+    min_shards: int = writer.DEFAULT_MIN_SHARDS
 
     def handler(self):
         return photo_batches.PhotoHandler(
@@ -76,13 +79,18 @@ class AnnotateOptions:
             max_batch_size=self.max_batch_size, follow_symlinks=self.follow_symlinks,
             keep_bytes=bool(self.faces_dir))
 
+    def range_size(self, num_inputs):
+        """Plain files per Parquet file for a listing of `num_inputs` inputs."""
+        return photo_batches.range_size(num_inputs, self.photos_per_file, self.min_shards)
+
     def metadata(self, model_info, extra=None):
         """model_info: `ModelInfo.to_dict()` of the model the driver loaded."""
         return {"model": model_info, "signature": self.handler().signature,
                 "options": {"crops": self.crops, "max_image_pixels": self.max_image_pixels,
                             "follow_symlinks": self.follow_symlinks,
                             "batch_size": self.max_batch_size,
-                            "photos_per_file": self.photos_per_file, **(extra or {})}}
+                            "photos_per_file": self.photos_per_file,
+                            "min_shards": self.min_shards, **(extra or {})}}
 
 
 class WriteAnswers(ProgressDoFn):
@@ -138,8 +146,8 @@ def build_pipeline(p, inputs, options, model_info, *, template=None, report_extr
     crops of --faces_dir are aligned on.
 
     The units of work (`photo_batches.units`: the plain files of one Parquet file's range
-    of the listing, or one archive) are written to a listing file in the output's
-    temporary directory; the graph holds references to them. One fused step
+    of the listing, `options.range_size`, or one archive) are written to a listing file in
+    the output's temporary directory; the graph holds references to them. One fused step
     per unit: read (an archive's members; plain files are handed on by reference) ->
     RunInference (reads the plain files of a batch, then answers it) -> rows -> its Parquet
     files. Nothing between them is materialised (no Flatten, no GroupByKey): the rows stay
@@ -152,14 +160,16 @@ def build_pipeline(p, inputs, options, model_info, *, template=None, report_extr
         crop_writer = face_crops.CropWriter(options.faces_dir, template, options.max_image_pixels)
     metadata = options.metadata(model_info, report_extra)
 
-    units = photo_batches.write_units(inputs, options.photos_per_file,
+    range_size = options.range_size(len(inputs))
+    units = photo_batches.write_units(inputs, range_size,
                                       f"{options.output_dir}/{parquet_sink.TMP_DIR}")
     read = (p | "ListInputs" >> beam.Create(units)
             | "SpreadInputs" >> beam.Reshuffle()
             | "ReadPhotos" >> portable.ParDoWithOutputs(
                 photo_batches.ReadPhotos(options.photos_per_file, handler.max_batch_size,
                                          handler.max_batch_bytes, options.max_image_pixels,
-                                         options.follow_symlinks), SKIPPED, INPUTS))
+                                         options.follow_symlinks, range_size),
+                SKIPPED, INPUTS))
     written = (read[portable.MAIN]
                | "Annotate" >> RunInference(KeyedModelHandler(handler).with_no_batching())
                | "WriteFiles" >> portable.ParDoWithOutputs(
@@ -210,7 +220,14 @@ def _parser():
                     help="photos per model call (default %(default)s)")
     ap.add_argument("--photos_per_file", type=arg_types.positive(int, "a photo count"),
                     default=parquet_sink.DEFAULT_PHOTOS_PER_FILE,
-                    help="photos per Parquet file (default %(default)s)")
+                    help="at most this many photos per Parquet file (default %(default)s)")
+    ap.add_argument("--min_shards", type=arg_types.positive(int, "a file count"),
+                    default=writer.DEFAULT_MIN_SHARDS,
+                    help="at least this many Parquet files when the listing has that many "
+                         "inputs, so that a small folder is spread over that many workers "
+                         "(the plain files of the listing are cut into ranges of "
+                         "min(--photos_per_file, inputs // --min_shards)); as the records "
+                         "job's --min_shards (default %(default)s)")
     console.add_progress_flag(ap, "the photos it wrote")
     console.add_verbose_flag(ap)
     return ap
@@ -287,7 +304,8 @@ def main(argv=None):
         output_dir=args.output_dir.rstrip("/"), model=args.model, crops=args.crops,
         faces_dir=args.faces_dir.rstrip("/") if args.faces_dir else None,
         max_image_pixels=args.max_image_pixels, follow_symlinks=args.follow_symlinks,
-        max_batch_size=args.batch_size, photos_per_file=args.photos_per_file)
+        max_batch_size=args.batch_size, photos_per_file=args.photos_per_file,
+        min_shards=args.min_shards)
     try:
         beam_options = runner_setup.pipeline_options(beam_args, inputs)
     except runner_setup.RunnerUnavailable as e:

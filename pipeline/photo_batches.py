@@ -17,8 +17,9 @@ held whole until the next step has run on it (`pipeline.portable`), so bytes han
 the reader to RunInference would be every photo of a partition's units at once (tens of GB
 of phone photos); references are a few hundred bytes each.
 
-Why units of whole files (`units`: the plain files of one `--photos_per_file` range of the
-listing, or one archive): the rows are written in the step that makes them
+Why units of whole files (`units`: the plain files of one range of the listing, at most
+`--photos_per_file` and small enough for at least `--min_shards` files, `range_size`; or
+one archive): the rows are written in the step that makes them
 (`pipeline.annotate`), so one reader must send all photos of a file, and say when it has.
 Batches never span two files, and the last photo of a file carries its photo count, so the
 writer downstream, in the same fused step, writes the file as soon as that photo's answer
@@ -99,7 +100,20 @@ def _encoded_bytes(photo):
     return example_bytes(photo[1])
 
 
-def write_units(inputs, photos_per_file, directory):
+def range_size(num_inputs, photos_per_file, min_shards):
+    """The plain files' range of the listing per Parquet file: `photos_per_file`, or smaller
+    when a listing of `num_inputs` would otherwise make fewer than `min_shards` ranges, so
+    that a small folder is still several units of work for several workers: the listing
+    cut in `min_shards` about equal ranges (ceil), or, where that makes fewer (a listing
+    under min_shards^2), ranges of num_inputs // min_shards (never under 1). A function of
+    the listing's length and the flags only: the same files on every runner."""
+    size = -(-num_inputs // min_shards)
+    if size and -(-num_inputs // size) < min_shards:
+        size = num_inputs // min_shards
+    return max(1, min(photos_per_file, size))
+
+
+def write_units(inputs, per_range, directory):
     """Listed inputs -> the units of work (`units`), written to `directory`/LISTING_FILE (any
     filesystem TF knows; the workers read it), one JSON line each. Returns what the graph
     carries: each unit's `(file, offset, length)`, a few dozen bytes per unit instead of its
@@ -109,7 +123,7 @@ def write_units(inputs, photos_per_file, directory):
     tf.io.gfile.makedirs(directory)
     path, refs, offset = f"{directory}/{LISTING_FILE}", [], 0
     with tf.io.gfile.GFile(path, "wb") as f:
-        for unit in units(inputs, photos_per_file):
+        for unit in units(inputs, per_range):
             line = (json.dumps([[ordinal, *item] for ordinal, item in unit]) + "\n").encode()
             f.write(line)
             refs.append((path, offset, len(line)))
@@ -130,16 +144,16 @@ def read_unit(ref):
             for ordinal, path_, source_id, size, is_archive, skip in json.loads(line)]
 
 
-def units(inputs, photos_per_file):
+def units(inputs, per_range):
     """Listed inputs (`sources.list_inputs`, sorted) -> units of work, lists of
-    `(listing position, InputFile)`: the plain files of each `photos_per_file` range of the
-    listing (one Parquet file), and each archive alone (its own files)."""
+    `(listing position, InputFile)`: the plain files of each `per_range` range of the
+    listing (one Parquet file, `range_size`), and each archive alone (its own files)."""
     out, files = [], {}
     for ordinal, item in enumerate(inputs):
         if item.is_archive:
             out.append([(ordinal, item)])
         else:
-            files.setdefault(parquet_sink.shard_of(ordinal, None, photos_per_file), []).append(
+            files.setdefault(parquet_sink.shard_of(ordinal, None, per_range), []).append(
                 (ordinal, item))
     return [*files.values(), *out]
 
@@ -186,8 +200,10 @@ class ReadPhotos(beam.DoFn):
     (tagged INPUTS)."""
 
     def __init__(self, photos_per_file, max_batch_size, max_batch_bytes,
-                 max_pixels=image_header.DEFAULT_MAX_PIXELS, follow_symlinks=False):
+                 max_pixels=image_header.DEFAULT_MAX_PIXELS, follow_symlinks=False,
+                 per_range=None):
         self._per_file = photos_per_file
+        self._range = per_range or photos_per_file
         self._max_size, self._max_bytes = max_batch_size, max_batch_bytes
         self._max_pixels = max_pixels
         self._follow = follow_symlinks
@@ -220,7 +236,7 @@ class ReadPhotos(beam.DoFn):
             if item.skip is not None:
                 yield item.skip
                 continue
-            yield ((parquet_sink.shard_of(ordinal, None, self._per_file), (ordinal, -1),
+            yield ((parquet_sink.shard_of(ordinal, None, self._range), (ordinal, -1),
                     item.source_id, None, None, None, 0), file_ref(item))
 
     def _archive(self, ordinal, archive):

@@ -76,5 +76,7 @@ def test_dask_cluster_gives_the_direct_runners_rows_and_report(
         "truncated.jpg": sources.UNDECODABLE, "bomb.png": sources.IMAGE_TOO_LARGE}
     assert dask_report == direct_report
     assert dask_files == direct_files  # the same rows in the same order, byte for byte
-    # 9 listed inputs in 3 runs of 3 (each with rows), the archive's 3 members in one.
+    # 9 listed inputs, at least 4 files (--min_shards): runs of 2 (min(3, 9 // 4)); the
+    # runs of bomb.png alone and truncated.jpg alone have no rows: 3 files; the archive's
+    # 3 members in one.
     assert len(dask_files) == 3 + 1

@@ -65,7 +65,8 @@ def test_every_face_is_a_row_with_the_models_answer(model_base, photos, tmp_path
 
     src, out = tmp_path / "photos", str(tmp_path / "out")
     _write_all(str(src), photos)
-    assert _run(src, out, "--batch_size=2", "--photos_per_file=4", model=model_base) == 0
+    assert _run(src, out, "--batch_size=2", "--photos_per_file=4", "--min_shards=1",
+                model=model_base) == 0
 
     rows = _rows(out)
     analyzer = FaceAnalyzer.load(model_base)
@@ -101,7 +102,8 @@ def test_every_face_is_a_row_with_the_models_answer(model_base, photos, tmp_path
     per_photo = rows.groupby("path")["num_faces"].first().value_counts()
     assert counts["faces_per_photo"] == {str(k): int(v) for k, v in sorted(per_photo.items())}
     assert report["throughput"]["photos_per_second"] > 0
-    # 6 photos, 4 per file: two files, named by the listing position they start at.
+    # 6 photos, 4 per file (at least 1 file): two files, named by the listing position they
+    # start at.
     assert [f["file"] for f in report["files"]] == [
         "faces.parquet/part-00000000-00000.parquet", "faces.parquet/part-00000004-00000.parquet"]
 
@@ -201,8 +203,9 @@ def test_same_rows_on_every_run_whatever_the_workers(model_base, photos, tmp_pat
         report.pop("throughput")
         outputs[-1]["report"] = report
     assert outputs[0] == outputs[1]
-    # report; 6 listed inputs (5 files, the tar) in 3 runs of 2; 3 members in 2 chunks
-    assert len(outputs[0]) == 1 + 3 + 2
+    # report; 6 listed inputs (5 files, the tar), at least 4 files (--min_shards): runs of
+    # min(2, 6 // 4) = 1, the 5 files in 5; the tar's 3 members in chunks of 2: 2
+    assert len(outputs[0]) == 1 + 5 + 2
 
 
 @pytest.mark.slow
@@ -466,6 +469,23 @@ def test_an_archive_expanding_to_hundreds_of_megabytes_is_annotated_in_bounded_m
     assert result.returncode == 0, result.stderr[-3000:]
     counts = _report(out)["counts"]
     assert counts["inputs"] == counts["annotated"] == 12
+
+
+def test_a_small_listing_is_cut_into_at_least_min_shards_files():
+    """Fewer plain files than --photos_per_file still make --min_shards units of work (one
+    per worker), by the listing and the flags alone: the same files on every runner."""
+    assert photo_batches.range_size(1000, 10_000, 4) == 250
+    assert photo_batches.range_size(1001, 10_000, 4) == 251  # 4 files, not 250 x 4 + 1
+    assert photo_batches.range_size(100_000, 10_000, 4) == 10_000  # big: --photos_per_file
+    assert photo_batches.range_size(6, 4, 4) == 1 and photo_batches.range_size(3, 4, 4) == 1
+    for n, per_file, min_shards in ((1000, 10_000, 4), (1001, 10_000, 4), (6, 4, 4), (5, 9, 4),
+                                    (7, 2, 3), (3, 10, 4), (50_000, 10_000, 4), (97, 50, 8)):
+        items = [sources.InputFile(f"/x/f{i}.jpg", f"f{i}.jpg", 1, False) for i in range(n)]
+        sizes = [len(u) for u in photo_batches.units(
+            items, photo_batches.range_size(n, per_file, min_shards))]
+        assert len(sizes) >= min(n, min_shards) and max(sizes) <= per_file
+        if n >= min_shards ** 2 and n <= per_file * min_shards:  # about equal files
+            assert len(sizes) == min_shards and max(sizes) - min(sizes) <= min_shards
 
 
 def _photo_file(directory, name, data):
