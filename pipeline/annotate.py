@@ -84,7 +84,7 @@ class AnnotateOptions:
         return photo_batches.range_size(num_inputs, self.photos_per_file, self.min_shards)
 
     def metadata(self, model_info, extra=None):
-        """model_info: `ModelInfo.to_dict()` of the model the driver loaded."""
+        """model_info: `ModelInfo.to_dict()` of the model (`load_model`)."""
         return {"model": model_info, "signature": self.handler().signature,
                 "options": {"crops": self.crops, "max_image_pixels": self.max_image_pixels,
                             "follow_symlinks": self.follow_symlinks,
@@ -236,11 +236,15 @@ def _parser():
 _error = functools.partial(console.command_error, "annotate")
 
 
-def load_model(options):
-    """The analyzer (loaded once here: a bad --model is a clear error before the job
-    starts, and the in-process runner's workers reuse it) and the crop template."""
-    analyzer = inference_handler.load(options.model, options.max_image_pixels)
-    info = analyzer.info
+def load_model(options, in_process=True):
+    """The model's `ModelInfo` and the crop template. In process (the DirectRunner's
+    default), the analyzer is loaded here, once: a bad --model is a clear error before the
+    job starts, and the runner's workers reuse it. Otherwise (workers in other processes,
+    which load it themselves) an exported SavedModel's info is read from its files without
+    building the model (`inference_handler.saved_model_info`); other models are loaded."""
+    info = None if in_process else inference_handler.saved_model_info(options.model)
+    if info is None:
+        info = inference_handler.load(options.model, options.max_image_pixels).info
     wanted = options.handler().signature
     if info.signatures and wanted not in info.signatures:
         raise ValueError(f"--model {options.model!r} has no {wanted} signature "
@@ -312,7 +316,7 @@ def main(argv=None):
         return _error(str(e))
     from agegender.errors import AnalyzerError
     try:
-        info, template = load_model(options)
+        info, template = load_model(options, runner_setup.runs_in_process(beam_options))
     except (AnalyzerError, ValueError) as e:
         return _error(str(e))
     runner_setup.quiet_runner(beam_options)

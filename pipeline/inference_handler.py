@@ -60,6 +60,52 @@ def load(model, max_image_pixels):
     return analyzer
 
 
+def saved_model_info(model):
+    """The `ModelInfo` `FaceAnalyzer.load(model)` answers with for an exported SavedModel (a
+    version or base directory), read from its files without building the model: for a
+    command whose workers load the model themselves (a Dask cluster), where loading it
+    once more only for its version, signatures and sha256 costs seconds of the job.
+    None when `model` is no SavedModel directory (a job dir, a .tflite file, a server
+    address) or cannot be read as one: load it to learn (or to tell the error).
+
+    The fields are the owners' (`analyzer.model_paths`, `analyzer.backends.saved_model`);
+    the signature names and the crop size come from saved_model.pb's signature map, which
+    holds what the loaded model's `signatures` hold, plus TF's internal `__...` entries.
+    A test checks that this equals the loaded analyzer's `info`."""
+    model = str(model)
+    if model.endswith(".tflite") or ("://" in model and not model.startswith(
+            ("gs://", "s3://", "hdfs://"))):
+        return None
+    from tensorflow.python.saved_model import loader_impl
+
+    from agegender import serving_contract as contract
+    from agegender.results import ModelInfo
+    from analyzer import model_paths
+    from analyzer.backends import saved_model
+
+    try:
+        if model_paths.is_job_dir(model):
+            return None
+        directory = model_paths.resolve_saved_model(model)
+        graphs = loader_impl.parse_saved_model(directory).meta_graphs
+    except Exception:  # noqa: BLE001 - not a readable SavedModel: loading it tells why
+        return None
+    if len(graphs) != 1:
+        return None
+    signatures = graphs[0].signature_def
+    image_size = None
+    images = signatures[contract.PREDICT_IMAGES].inputs.get(contract.IMAGES) \
+        if contract.PREDICT_IMAGES in signatures else None
+    if images is not None and len(images.tensor_shape.dim) > 1 \
+            and images.tensor_shape.dim[1].size >= 0:
+        image_size = images.tensor_shape.dim[1].size
+    return ModelInfo(backend="saved_model", source=directory,
+                     version=model_paths.version_of(directory),
+                     signatures=tuple(sorted(n for n in signatures if not n.startswith("__"))),
+                     saved_model_sha256=saved_model.saved_model_sha256(directory),
+                     image_size=image_size)
+
+
 INFERENCE_FAILED = "inference_failed"  # a photo the model could not answer, not an ImageError
 MAX_DETAIL = 200  # characters of a refusal's detail kept for the report
 

@@ -116,6 +116,13 @@ def starts_local_cluster(dask_options):
     return not (dask_options.address or dask_options.scheduler_file)
 
 
+def runs_in_process(options):
+    """Whether Beam `options` run the job's workers in this process (the DirectRunner's
+    in_memory mode), so that what this process loads, they reuse."""
+    return (options.view_as(StandardOptions).runner == "DirectRunner"
+            and options.view_as(DirectOptions).direct_running_mode == "in_memory")
+
+
 def is_dask(options):
     """Whether Beam `options` name the DaskRunner."""
     return options.view_as(StandardOptions).runner in (

@@ -1,5 +1,6 @@
 """pipeline.annotate on the DirectRunner: rows, report, metadata, hostile inputs, --faces_dir,
 --crops, and the pieces (handler, batches, shards, names)."""
+import dataclasses
 import hashlib
 import io
 import json
@@ -574,3 +575,35 @@ def test_the_handler_reads_and_checks_plain_files_right_before_answering(photos,
     followed = photo_batches.PhotoHandler("unused", follow_symlinks=True)
     assert followed.run_inference([ref], model)[0].inference == [len(photos["p0.jpg"])]
 
+
+def test_a_saved_models_info_is_read_without_building_it(model_base, tmp_path):
+    """What the driver of a Dask job records (version, signatures, sha256 of
+    saved_model.pb) is what the loaded model says, read from its files alone."""
+    from agegender import FaceAnalyzer
+
+    loaded = FaceAnalyzer.load(model_base).info
+    assert inference_handler.saved_model_info(model_base) == loaded
+    assert inference_handler.saved_model_info(os.path.join(model_base, "1")) == loaded
+    assert loaded.saved_model_sha256 and "predict_photo" in loaded.signatures
+    for not_one in (str(tmp_path / "nothing"), "grpc://localhost:8500", "m.tflite",
+                    str(tmp_path)):
+        assert inference_handler.saved_model_info(not_one) is None
+    options = annotate.AnnotateOptions(output_dir=str(tmp_path / "out"), model=model_base)
+    assert annotate.load_model(options, in_process=False)[0] == loaded
+    with pytest.raises(ValueError, match="no serving_default"):
+        annotate.load_model(dataclasses.replace(options, crops=True, model=str(
+            _without_signature(model_base, tmp_path, "serving_default"))), in_process=False)
+
+
+def _without_signature(model_base, tmp_path, name):
+    """A copy of the model's version 1 whose saved_model.pb lacks signature `name`."""
+    import shutil
+
+    from tensorflow.python.saved_model import loader_impl
+
+    copy = tmp_path / "copy" / "1"
+    shutil.copytree(os.path.join(model_base, "1"), copy)
+    proto = loader_impl.parse_saved_model(str(copy))
+    del proto.meta_graphs[0].signature_def[name]
+    (copy / "saved_model.pb").write_bytes(proto.SerializeToString())
+    return copy
