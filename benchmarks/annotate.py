@@ -2,8 +2,8 @@
 
     .venv/bin/python -m benchmarks.annotate --model=MODEL [--data=DIR] [--limit=1000] \
         [--batch_size=16] [--runners=direct,dask] [--dask_workers=2] [--repeat=1] \
-        [--crops] [--keep_models] [--rss_repeat=10] [--rss_limit=N] [--rss_photos=N,N,...] \
-        [--rss_data_limit_mb=6144] [--rss_listing]
+        [--crops] [--keep_models] [--pad_mb=0] [--rss_repeat=10] [--rss_limit=N] \
+        [--rss_photos=N,N,...] [--rss_data_limit_mb=6144] [--rss_listing] [job flags]
 
 1. Throughput, the same photos (the first --limit files of --data, UTKFace by default:
    each a photo of one face) and the same batch size for every contestant:
@@ -26,6 +26,10 @@
    contestant once in turn (a load that changes hits each round's contestants alike).
    --crops: the photos are aligned face crops (UTKFace's are): every contestant answers them
    with serving_default (loop: `FaceAnalyzer.estimate_crops`; the job: --crops), no detection.
+   --pad_mb=N: every contestant reads copies of the photos padded with zeros to N MB (a
+   JPEG decoder stops at its end marker): large files, whose bytes show in a Dask worker's
+   peak RSS if a step's output holds a partition's photos. Other flags go to both jobs
+   (e.g. --min_shards).
 2. Memory: the job (with --crops if given) on the DirectRunner in a child process under
    RLIMIT_DATA --rss_data_limit_mb, its peak RSS (the in-process runner's only worker
    process) and CPU time. --rss_repeat > 0: the --limit photos listed that many times
@@ -109,6 +113,21 @@ def _link_dir(directory, paths, count=None, first=0):
     return directory
 
 
+def _padded_dir(directory, paths, size):
+    """Copies of `paths` in `directory`, each padded with zeros to `size` bytes (a photo
+    larger than that is copied as it is) -> the copies' paths, in the same order."""
+    os.makedirs(directory)
+    out = []
+    for i, path in enumerate(paths):
+        with open(path, "rb") as f:
+            data = f.read()
+        copy = os.path.join(directory, f"{i:06d}_{os.path.basename(path)}")
+        with open(copy, "wb") as f:
+            f.write(data + bytes(max(0, size - len(data))))
+        out.append(copy)
+    return out
+
+
 def _counts(text):
     """'10000,189700' -> [10000, 189700] (positive, ascending, no duplicates)."""
     try:
@@ -179,10 +198,20 @@ def _workers_cpu_seconds(cluster):
 
 
 def _worker_peak_rss(cluster):
-    """Peak RSS (MB) of each worker process of a running cluster."""
+    """Peak RSS (MB) of each worker process of a running cluster: its own address space's
+    high-water mark (VmHWM). Not `ru_maxrss`, which Linux carries over an exec: a worker
+    started from this process (TensorFlow imported, ~1.1 GB) would report this process's
+    peak while its own stays under it."""
     from distributed import Client
 
-    def peak():
+    def peak():  # defined here: sent by value, whatever the workers import
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
         import resource
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -197,20 +226,37 @@ def _data_limit(limit_bytes):
     return limit
 
 
+# The job as `python -m pipeline.annotate` would run it, then this process's own peak RSS
+# (VmHWM, kB) written to the file named by the environment's BENCH_PEAK_FILE.
+_PEAK_CHILD = """
+import os, runpy, sys
+try:
+    sys.argv = ["pipeline.annotate", *sys.argv[1:]]
+    runpy.run_module("pipeline.annotate", run_name="__main__", alter_sys=True)
+finally:
+    with open("/proc/self/status") as status, open(os.environ["BENCH_PEAK_FILE"], "w") as f:
+        f.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+"""
+
+
 def child_peak_rss(model, data, out_dir, batch_size, crops=False, data_limit_mb=0):
     """The job in a child process (DirectRunner defaults; RLIMIT_DATA of data_limit_mb if
-    > 0) -> (rc, seconds, peak RSS MB, CPU seconds)."""
-    argv = [sys.executable, "-m", "pipeline.annotate",
-            *_job_argv(model, data, out_dir, batch_size, crops)]
+    > 0) -> (rc, seconds, peak RSS MB, CPU seconds). The peak is the child's own (VmHWM):
+    the `ru_maxrss` `wait4` returns keeps what the child's address space held before its
+    exec, a copy of this process's (Linux), so it would never be under this process's."""
+    argv = [sys.executable, "-c", _PEAK_CHILD, *_job_argv(model, data, out_dir, batch_size, crops)]
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": REPO},
-                            preexec_fn=_data_limit(data_limit_mb << 20) if data_limit_mb > 0
-                            else None)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return (proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024,
-            usage.ru_utime + usage.ru_stime)
+    with tempfile.NamedTemporaryFile("r") as peak:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONPATH": REPO,
+                                     "BENCH_PEAK_FILE": peak.name},
+                                preexec_fn=_data_limit(data_limit_mb << 20) if data_limit_mb > 0
+                                else None)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        own = peak.read().strip()
+    rss = int(own) / 1024 if own else usage.ru_maxrss / 1024
+    return proc.returncode, time.perf_counter() - start, rss, usage.ru_utime + usage.ru_stime
 
 
 # The listing's share of the memory run (--rss_listing): a child process lists --input, then
@@ -223,8 +269,9 @@ import apache_beam as beam
 from agegender import image_sources
 from pipeline import parquet_sink, photo_batches, runner_setup
 
-def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+def peak():  # own high-water mark (ru_maxrss keeps the parent's, from before the exec)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) // 1024
 
 inputs = image_sources.list_inputs(sys.argv[1], True)
 listed = peak()
@@ -273,6 +320,9 @@ def main(argv=None):
                          "listing-file references")
     ap.add_argument("--crops", action="store_true",
                     help="the photos are aligned face crops: serving_default, no detection")
+    ap.add_argument("--pad_mb", type=float, default=0,
+                    help="read copies of the photos padded with zeros to this many MB (0: "
+                         "the photos themselves)")
     ap.add_argument("--keep_models", action="store_true",
                     help="one Dask cluster for all rounds; every contestant keeps its model")
     console.add_verbose_flag(ap)
@@ -280,8 +330,10 @@ def main(argv=None):
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]
     if set(runners) - {"direct", "dask"}:
         ap.error("--runners: choose among direct, dask")
-    if args.repeat < 0 or args.rss_repeat < 0 or args.rss_limit < 0 or args.rss_data_limit_mb < 0:
-        ap.error("--repeat, --rss_repeat, --rss_limit and --rss_data_limit_mb must be >= 0")
+    if args.repeat < 0 or args.rss_repeat < 0 or args.rss_limit < 0 \
+            or args.rss_data_limit_mb < 0 or args.pad_mb < 0:
+        ap.error("--repeat, --rss_repeat, --rss_limit, --rss_data_limit_mb and --pad_mb must "
+                 "be >= 0")
 
     every_path = sorted(p for p in glob.glob(os.path.join(args.data, "*")) if os.path.isfile(p))
     paths = every_path[:args.limit] if args.limit else every_path
@@ -291,9 +343,15 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="bench_annotate_")
     cluster = None  # with --keep_models, the Dask cluster of every round
     try:
-        data = _link_dir(os.path.join(tmp, "input"), paths)
+        if args.pad_mb:
+            paths = _padded_dir(os.path.join(tmp, "input"), paths, int(args.pad_mb * (1 << 20)))
+            data = os.path.join(tmp, "input")
+        else:
+            data = _link_dir(os.path.join(tmp, "input"), paths)
         n = len(paths)
-        print(f"{n} photos from {args.data}; model {args.model}; batch size {args.batch_size}; "
+        print(f"{n} photos from {args.data}"
+              f"{f', padded to {args.pad_mb:g} MB' if args.pad_mb else ''}; "
+              f"model {args.model}; batch size {args.batch_size}; "
               f"signature {'serving_default (--crops)' if args.crops else 'predict_photo'}; "
               f"{os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
         import apache_beam  # noqa: F401  (imports are paid once, by no contestant)
@@ -327,7 +385,7 @@ def main(argv=None):
                     try:
                         workers_cpu = _workers_cpu_seconds(cluster)
                         rc, seconds = run_job(args.model, data, out_dir, args.batch_size, [
-                            "--runner=DaskRunner",
+                            *beam_args, "--runner=DaskRunner",
                             f"--dask_client_address={cluster.scheduler_address}"], args.crops,
                             keep_model=args.keep_models)
                         cpu -= _workers_cpu_seconds(cluster) - workers_cpu

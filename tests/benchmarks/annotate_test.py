@@ -65,3 +65,19 @@ def test_links_of_a_larger_count_extend_the_directory_of_a_smaller_one(tmp_path)
         bench._link_dir(str(tmp_path / "whole"), paths, 8)))
     with pytest.raises(ValueError, match=">= first"):
         bench._link_dir(directory, paths, 5, first=8)
+
+
+def test_padded_copies_keep_the_photos_bytes_and_order(tmp_path):
+    paths = _photos(tmp_path, 3)
+    copies = bench._padded_dir(str(tmp_path / "padded"), paths, 1000)
+    assert [os.path.getsize(c) for c in copies] == [1000] * 3
+    for i, copy in enumerate(copies):
+        data = open(copy, "rb").read()
+        assert data[:1] == bytes([i]) and not any(data[1:])
+    assert copies == sorted(copies)  # the listing's order is the photos' order
+
+
+def test_negative_padding_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--model=unused", "--pad_mb=-1"])
+    assert "--pad_mb must be >= 0" in capsys.readouterr().err
