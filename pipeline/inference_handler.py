@@ -68,7 +68,7 @@ def saved_model_info(model):
     None when `model` is no SavedModel directory (a job dir, a .tflite file, a server
     address) or cannot be read as one: load it to learn (or to tell the error).
 
-    The fields are the owners' (`analyzer.model_paths`, `analyzer.backends.saved_model`);
+    The ModelInfo is built by its owner (`analyzer.backends.saved_model.model_info`);
     the signature names and the crop size come from saved_model.pb's signature map, which
     holds what the loaded model's `signatures` hold, plus TF's internal `__...` entries.
     A test checks that this equals the loaded analyzer's `info`."""
@@ -79,7 +79,6 @@ def saved_model_info(model):
     from tensorflow.python.saved_model import loader_impl
 
     from agegender import serving_contract as contract
-    from agegender.results import ModelInfo
     from analyzer import model_paths
     from analyzer.backends import saved_model
 
@@ -99,11 +98,7 @@ def saved_model_info(model):
     if images is not None and len(images.tensor_shape.dim) > 1 \
             and images.tensor_shape.dim[1].size >= 0:
         image_size = images.tensor_shape.dim[1].size
-    return ModelInfo(backend="saved_model", source=directory,
-                     version=model_paths.version_of(directory),
-                     signatures=tuple(sorted(n for n in signatures if not n.startswith("__"))),
-                     saved_model_sha256=saved_model.saved_model_sha256(directory),
-                     image_size=image_size)
+    return saved_model.model_info(directory, signatures, image_size)
 
 
 INFERENCE_FAILED = "inference_failed"  # a photo the model could not answer, not an ImageError

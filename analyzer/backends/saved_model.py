@@ -25,6 +25,18 @@ def saved_model_sha256(directory):
         return None
 
 
+def model_info(directory, signature_names, image_size):
+    """The `ModelInfo` of the exported SavedModel version in `directory` that has these
+    signatures (TF's internal `__...` entries of saved_model.pb left out) and crop size:
+    what this backend answers, and what a command reads from the files alone
+    (`pipeline.inference_handler.saved_model_info`)."""
+    return ModelInfo(backend="saved_model", source=directory,
+                     version=model_paths.version_of(directory),
+                     signatures=tuple(sorted(n for n in signature_names
+                                             if not n.startswith("__"))),
+                     saved_model_sha256=saved_model_sha256(directory), image_size=image_size)
+
+
 def refusal(error):
     """A signature's InvalidArgumentError -> ImageError with the line that says what is
     wrong (TF ends its message with graph context lines, `[[{{node X}}]]`: left out)."""
@@ -54,11 +66,7 @@ class SavedModelBackend:
             _, kwargs = signatures[contract.PREDICT_IMAGES].structured_input_signature
             spec = kwargs.get(contract.IMAGES)
             image_size = None if spec is None else spec.shape[1]
-        self.info = ModelInfo(backend="saved_model", source=self.directory,
-                              version=model_paths.version_of(self.directory),
-                              signatures=tuple(sorted(signatures)),
-                              saved_model_sha256=saved_model_sha256(self.directory),
-                              image_size=image_size)
+        self.info = model_info(self.directory, signatures, image_size)
 
     def _call(self, fn, name, encoded):
         if fn is None:
