@@ -166,7 +166,7 @@ def _inside(age, interval):
 
 # -- speed ----------------------------------------------------------------------------------
 
-def speed(analyzer, clip_path, frames, in_flight):
+def speed(analyzer, clip_path, frames, in_flight, detect_every=annotate_lib.DETECT_EVERY):
     """Frames/s and wall ms per stage (summed over the frames in flight); `cpu_ms_per_frame`:
     this process's CPU time (per stage: benchmarks/video_stages.py)."""
     cpu = time.process_time()
@@ -174,13 +174,15 @@ def speed(analyzer, clip_path, frames, in_flight):
         summary = annotate_lib.annotate(analyzer, clip_path,
                                         output=os.path.join(out, "annotated.mp4"),
                                         tracks=os.path.join(out, "tracks.jsonl"),
-                                        in_flight=in_flight, progress=False)
+                                        in_flight=in_flight, detect_every=detect_every,
+                                        progress=False)
     cpu = time.process_time() - cpu
     assert summary["frames"] == frames
     per_frame_ms = {k: round(1000 * v / frames, 1) for k, v in summary["stage_seconds"].items()}
     return {"frames_per_second": summary["frames_per_second"], "stage_ms_per_frame": per_frame_ms,
             "cpu_ms_per_frame": round(1000 * cpu / frames, 1), "tracks": summary["tracks"],
-            "in_flight": in_flight}
+            "in_flight": in_flight, "detect_every": detect_every,
+            "frames_answered": summary["frames_answered"]}
 
 
 def base_of(model):
@@ -206,6 +208,9 @@ def main(argv=None):
     parser.add_argument("--no_server", action="store_true", help="skip the gRPC speed run")
     parser.add_argument("--in_flight", type=int, default=annotate_lib.IN_FLIGHT,
                         help="frames answered at once in the speed runs (default: "
+                             "video.annotate's, %(default)s)")
+    parser.add_argument("--detect_every", type=int, default=annotate_lib.DETECT_EVERY,
+                        help="frames answered in the speed runs: every K-th (default: "
                              "video.annotate's, %(default)s)")
     tf_threads.add_flags(parser)  # of the in-process model (default: video.annotate's)
     parser.add_argument("--compare_trackers", action="store_true",
@@ -300,6 +305,14 @@ def main(argv=None):
         results["tracking"][name] = quality
         _print_tracking(f"test {name}", quality)
 
+    # Answering every K-th frame only (video.annotate --detect_every): the same figures on
+    # the tracks it gives, with the temper fitted on every frame.
+    results["accuracy_detect_every"] = {}
+    for name in [n for n in OUR_VARIANTS if n.startswith("ours_detect_every_")]:
+        figures = accuracy(labelled_tracks(clips, tracked_by[name]), fitted, served)
+        results["accuracy_detect_every"][name] = figures
+        _print_accuracy(name, figures)
+
     tracks = labelled_tracks(clips, tracked_by["ours"])
     results["accuracy"] = {}
     for name, params in (("fitted", fitted), ("independent_rho0", fusion.FusionParams(
@@ -307,18 +320,22 @@ def main(argv=None):
             1.0, fitted.temperature, 1.0))):
         figures = accuracy(tracks, params, served)
         results["accuracy"][name] = figures
-        c = figures["coverage"]
-        print(f"age [{name}]: per-frame MAE {figures['per_frame_mae']:.2f}, fused "
-              f"(displayed) {figures['fused_mae']:.2f}, track end {figures['track_end_mae']:.2f} "
-              f"({figures['faces']} faces, {figures['tracks']} tracks); change per frame after "
-              f"{STEADY_AFTER}: per-frame {figures['per_frame_change_median']:.2f}, displayed "
-              f"{figures['fused_change_median']:.3f}; 80% coverage per frame "
-              f"{c['frame80']:.3f}, fused {c['fused80']:.3f} (end {c['end80']:.3f}), 50% fused "
-              f"{c['fused50']:.3f} (end {c['end50']:.3f}); gender per frame "
-              f"{figures['gender_accuracy_per_frame']:.3f}, fused "
-              f"{figures['gender_accuracy_fused']:.3f}")
+        _print_accuracy(name, figures)
 
     return speed_figures(analyzer, args, results)
+
+
+def _print_accuracy(name, figures):
+    c = figures["coverage"]
+    print(f"age [{name}]: per-frame MAE {figures['per_frame_mae']:.2f}, fused "
+          f"(displayed) {figures['fused_mae']:.2f}, track end {figures['track_end_mae']:.2f} "
+          f"({figures['faces']} faces, {figures['tracks']} tracks); change per frame after "
+          f"{STEADY_AFTER}: per-frame {figures['per_frame_change_median']:.2f}, displayed "
+          f"{figures['fused_change_median']:.3f}; 80% coverage per frame "
+          f"{c['frame80']:.3f}, fused {c['fused80']:.3f} (end {c['end80']:.3f}), 50% fused "
+          f"{c['fused50']:.3f} (end {c['end50']:.3f}); gender per frame "
+          f"{figures['gender_accuracy_per_frame']:.3f}, fused "
+          f"{figures['gender_accuracy_fused']:.3f}")
 
 
 def _print_tracking(name, quality):
@@ -349,7 +366,8 @@ def speed_figures(analyzer, args, results):
                 sink.write(frame)
         annotate_lib.annotate(analyzer, path, progress=False, tracks=os.path.join(
             folder, "warm.jsonl"), max_frames=args.speed_frames)  # warm-up (traces)
-        results["speed_in_process"] = speed(analyzer, path, args.speed_frames, args.in_flight)
+        results["speed_in_process"] = speed(analyzer, path, args.speed_frames, args.in_flight,
+                                               args.detect_every)
         results["speed_in_process"]["load_average"] = os.getloadavg()
         print(f"speed in process: {results['speed_in_process']}")
         if not args.no_server:
@@ -360,7 +378,8 @@ def speed_figures(analyzer, args, results):
                 remote = FaceAnalyzer.from_server(server.grpc_address, protocol="grpc")
                 annotate_lib.annotate(remote, path, progress=False, tracks=os.path.join(
                     folder, "warm.jsonl"))
-                results["speed_grpc"] = speed(remote, path, args.speed_frames, args.in_flight)
+                results["speed_grpc"] = speed(remote, path, args.speed_frames, args.in_flight,
+                                          args.detect_every)
                 results["speed_grpc"]["load_average"] = os.getloadavg()
                 remote.close()
             print(f"speed over gRPC (local server): {results['speed_grpc']}")

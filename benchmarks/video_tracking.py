@@ -16,11 +16,14 @@ MATCH_IOU = 0.5
 
 # -- trackers on the same answers ----------------------------------------------------------
 
-def run_ours(answers, fps, params, appearance=True, live_ids=False, **options):
+def run_ours(answers, fps, params, appearance=True, live_ids=False, detect_every=1,
+             **options):
     """[(track id or None, face, fused Answer or None)] per frame. A face's id is its
     track's id once confirmed (as `video.annotate` writes and draws it: the first frame of
     a track is known to be one a frame later); `live_ids`: the id at that frame (as a live
-    page shows it: None on a track's first frame). `options` go to
+    page shows it: None on a track's first frame). `detect_every=K`: only frames 0, K, 2K,
+    .. are given their answers (as `video.annotate --detect_every` asks the model), the rest
+    are `FaceTracks.skip`ped. `options` go to
     `video.face_tracks.FaceTracks` (fill_gaps, coast, tracker options); interpolated
     boxes join their frames (their face a `FilledFace`)."""
     if not appearance:
@@ -28,7 +31,8 @@ def run_ours(answers, fps, params, appearance=True, live_ids=False, **options):
     people = face_tracks.FaceTracks(params, **options)
     out = []
     for i, faces in enumerate(answers):
-        out.append(people.update(i, i / fps, faces))
+        out.append(people.update(i, i / fps, faces) if i % detect_every == 0
+                   else people.skip(i, i / fps))
         for frame_index, _, item in people.pop_filled():
             out[frame_index].append(item)
     people.finish()
@@ -45,6 +49,9 @@ OUR_VARIANTS = {
     "ours_fill_5": {"fill_gaps": 5},
     "ours_fill_25": {"fill_gaps": 25},
     "ours_fill_no_hidden_check": {"fill_gaps": annotate_lib.FILL_GAPS, "hidden_fraction": 0},
+    # Every 2nd / 3rd frame answered, the frames between interpolated (--detect_every).
+    "ours_detect_every_2": {"fill_gaps": annotate_lib.FILL_GAPS, "detect_every": 2},
+    "ours_detect_every_3": {"fill_gaps": annotate_lib.FILL_GAPS, "detect_every": 3},
     "ours_live": {"live_ids": True},  # as a live page shows it (video.session)
     "ours_live_coast_1": {"live_ids": True, "coast": 1},
     "ours_live_coast_2": {"live_ids": True, "coast": 2},

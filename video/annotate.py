@@ -1,7 +1,7 @@
 """Every person in a clip tracked, one steady age per person: the library call and its CLI.
 
     python -m video.annotate --model=models/age --input=clip.mp4 --output=clip_annotated.mp4 \
-        --tracks=tracks.jsonl [--per_frame] [--fps=N] [--fill_gaps=10]
+        --tracks=tracks.jsonl [--per_frame] [--fps=N] [--fill_gaps=10] [--detect_every=K]
     python -m video.annotate --server=localhost:8500 --input=clip.mp4 --tracks=tracks.jsonl
 
 `annotate(analyzer, input, ...)` runs, per frame: decode (`video.io`), encode the frame as
@@ -15,8 +15,9 @@ last frame and time, fused age, age_std, 50%/80% intervals, gender and probabili
 used, a representative box); with `--per_frame` also one {"type": "face"} line per face per
 frame (its own answer beside the fused one displayed at that frame; "track" null for a face
 that never became a track; `"interpolated": true` for a box of a frame where the detector
-missed a face its track had before and after, within `--fill_gaps` frames: no answer of
-its own, the track's fused one). A face's line waits until its track is confirmed (the next
+missed a face its track had before and after, within `--fill_gaps` frames, or of a frame
+not answered (`--detect_every=K` answers every K-th frame only): no answer of its own, the
+track's fused one). A face's line waits until its track is confirmed (the next
 frame), so lines are in frame order per track. A clip without faces gives no line and a
 summary saying so: a normal result.
 
@@ -56,6 +57,20 @@ MAX_FILL_GAPS = 50  # --fill_gaps' bound: the frames held in memory
 IN_FLIGHT = 2
 MAX_IN_FLIGHT = 8  # --in_flight's bound: each holds a frame and a model call
 STAGES = ("decode", "encode_frame", "analyze", "track_fuse", "draw", "write")
+# Frames answered: every one (1), or every K-th with the boxes between interpolated.
+DETECT_EVERY = 1
+MAX_DETECT_EVERY = 5  # a person seen for under K frames may be missed; 5 is 0.2 s at 25/s
+
+
+def check_detect_every(detect_every, fill_gaps):
+    """ValueError unless 1 <= detect_every <= MAX_DETECT_EVERY and the frames between two
+    answered ones can be filled (fill_gaps >= detect_every - 1)."""
+    if not 1 <= detect_every <= MAX_DETECT_EVERY:
+        raise ValueError(f"detect_every is 1..{MAX_DETECT_EVERY} frames, got {detect_every}")
+    if fill_gaps < detect_every - 1:
+        raise ValueError(f"detect_every={detect_every} needs fill_gaps >= "
+                         f"{detect_every - 1} (the frames between two answered ones are "
+                         f"filled like missed ones), got {fill_gaps}")
 
 
 def encode_frame(image, quality=JPEG_QUALITY):
@@ -126,10 +141,19 @@ def _as_known_later(item):
     return dataclasses.replace(item, track_id=item.track.id)
 
 
-def _answered(frames, analyzer, in_flight, stage_seconds):
-    """(frame, faces, refusal reason or None) for each decoded frame, in frame order. With
-    `in_flight` > 1 that many frames are JPEG-encoded and answered at once on a thread pool
-    (TensorFlow and gRPC calls release the GIL) while the caller works on the frame before."""
+def _answered(frames, analyzer, in_flight, stage_seconds, detect_every=1):
+    """(frame, faces, refusal reason or None) for each decoded frame, in frame order; faces
+    None for a frame not looked at (`detect_every` > 1: only the 1st, (k+1)th, ... frame read
+    is answered). With `in_flight` > 1 that many frames are JPEG-encoded and answered at once
+    on a thread pool (TensorFlow and gRPC calls release the GIL) while the caller works on
+    the frame before."""
+    read = 0
+
+    def looked_at():
+        nonlocal read
+        read += 1
+        return (read - 1) % detect_every == 0
+
     def answer(frame):
         t0 = time.perf_counter()
         encoded = encode_frame(frame.image)
@@ -152,9 +176,10 @@ def _answered(frames, analyzer, in_flight, stage_seconds):
         stage_seconds["analyze"] += analyze_seconds
         return frame, found, refusal
 
+    not_looked = (None, None, 0.0, 0.0)
     if in_flight <= 1:
         while (frame := decoded()) is not None:
-            yield counted(frame, answer(frame))
+            yield counted(frame, answer(frame) if looked_at() else not_looked)
         return
     queue = collections.deque()  # (frame, future), oldest first
     pool = concurrent.futures.ThreadPoolExecutor(in_flight, thread_name_prefix="video-frame")
@@ -167,8 +192,12 @@ def _answered(frames, analyzer, in_flight, stage_seconds):
                 frame = decoded()
                 if frame is None:
                     ended = True
-                else:
+                elif looked_at():
                     queue.append((frame, pool.submit(answer, frame)))
+                else:
+                    done = concurrent.futures.Future()
+                    done.set_result(not_looked)
+                    queue.append((frame, done))
         fill()
         while queue:
             frame, future = queue.popleft()
@@ -181,8 +210,8 @@ def _answered(frames, analyzer, in_flight, stage_seconds):
 def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=None,
              max_frames=video_io.DEFAULT_MAX_FRAMES,
              max_image_pixels=image_header.DEFAULT_MAX_PIXELS, params=None,
-             tracker_options=None, fill_gaps=FILL_GAPS, in_flight=1, progress=True,
-             on_frame=None):
+             tracker_options=None, fill_gaps=FILL_GAPS, in_flight=1,
+             detect_every=DETECT_EVERY, progress=True, on_frame=None):
     """Tracks and fuses every face of `input` (a clip or an image sequence) through
     `analyzer` (an object with `analyze(image) -> [agegender.Face]`). `output`: the
     annotated copy (None: none); `tracks`: the JSON-lines file (None: none).
@@ -194,15 +223,21 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
     and answered at once on a thread pool while this thread decodes, tracks, draws and
     writes in frame order (the same outputs as 1, faster on 2+ cores; `analyzer` must then
     be thread-safe, as `FaceAnalyzer` is in process, over gRPC and on LiteRT, not over
-    REST). Returns the summary dict (stage seconds are summed over threads). Raises
-    `video.io.VideoError` for a clip that cannot be read as asked."""
+    REST). `detect_every=K`: only every K-th frame read is answered (from the first); the
+    frames between get each track's box interpolated (as a frame the detector missed,
+    `"interpolated": true`; needs `fill_gaps` >= K - 1) and its fused answer; frames after a
+    track's last answered frame have no box of it. Returns the summary dict (stage seconds
+    are summed over threads). Raises `video.io.VideoError` for a clip that cannot be read
+    as asked."""
+    check_detect_every(detect_every, fill_gaps)
     if output:
         video_io.check_output_name(output)  # before any frame is worked on
     stage_seconds = dict.fromkeys(STAGES, 0.0)
     outputs = _Outputs()
     sink = lines = None
     people = face_tracks.FaceTracks(params, fill_gaps=fill_gaps, **(tracker_options or {}))
-    summary = {"input": input, "frames": 0, "frames_with_faces": 0, "faces": 0,
+    summary = {"input": input, "frames": 0, "frames_answered": 0, "frames_with_faces": 0,
+               "faces": 0,
                "interpolated_faces": 0, "tracks": 0, "skipped_frames": []}
     pending = collections.deque()  # (frame, tracked) waiting for tentative tracks
     held = collections.deque()     # (frame, tracked) of the last fill_gaps frames
@@ -247,7 +282,7 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
 
     source = video_io.open_source(input, fps=fps, max_frames=max_frames,
                                   max_pixels=max_image_pixels)
-    answered = _answered(iter(source), analyzer, in_flight, stage_seconds)
+    answered = _answered(iter(source), analyzer, in_flight, stage_seconds, detect_every)
     start = time.perf_counter()
     try:
         if tracks:
@@ -258,7 +293,11 @@ def annotate(analyzer, input, *, output=None, tracks=None, per_frame=False, fps=
             if refusal is not None:  # the model refused this frame: it alone is skipped
                 refused.append((f"frame {frame.index}", refusal))
             t3 = time.perf_counter()
-            tracked = people.update(frame.index, frame.time, found)
+            if found is None:  # not looked at (detect_every)
+                tracked, found = people.skip(frame.index, frame.time), []
+            else:
+                tracked = people.update(frame.index, frame.time, found)
+                summary["frames_answered"] += 1
             closed = people.pop_closed()
             filled = people.pop_filled()
             stage_seconds["track_fuse"] += time.perf_counter() - t3
@@ -370,6 +409,11 @@ def parse_args(argv):
                         "benchmarks/video.py's fit on validation clips")
     parser.add_argument("--timeout", type=arg_types.positive(float, "seconds"), default=10.0,
                         help="seconds per frame asked of --server")
+    parser.add_argument("--detect_every", type=arg_types.positive(int, "a frame count"),
+                        default=DETECT_EVERY,
+                        help="answer every K-th frame only (1..%d); the frames between get "
+                             "each track's box interpolated and its fused age (default "
+                             "%%(default)s)" % MAX_DETECT_EVERY)
     parser.add_argument("--in_flight", type=_in_flight, default=IN_FLIGHT,
                         help="frames answered at once, in process or by --server (default "
                              "%(default)s)")
@@ -380,6 +424,10 @@ def parse_args(argv):
         parser.error("nothing to write: give --output and/or --tracks")
     if args.per_frame and not args.tracks:
         parser.error("--per_frame needs --tracks")
+    try:
+        check_detect_every(args.detect_every, args.fill_gaps)
+    except ValueError as error:
+        parser.error(f"--detect_every: {error}")
     if args.output:
         try:
             video_io.check_output_name(args.output)
@@ -420,7 +468,8 @@ def main(argv=None):
                                per_frame=args.per_frame, fps=args.fps,
                                max_frames=args.max_frames,
                                max_image_pixels=args.max_image_pixels, params=params,
-                               fill_gaps=args.fill_gaps, in_flight=args.in_flight)
+                               fill_gaps=args.fill_gaps, in_flight=args.in_flight,
+                               detect_every=args.detect_every)
     except video_io.VideoError as error:
         print(f"video.annotate: {error} [{error.reason}]", file=sys.stderr)
         return 1
@@ -437,6 +486,8 @@ def _summary_line(summary, args):
               else "no face tracked (a clip without faces is a normal result)")
     wrote = ", ".join(p for p in (args.output, args.tracks) if p)
     extra = ""
+    if summary["frames_answered"] < frames:
+        extra += f"; {summary['frames_answered']} frames answered (--detect_every)"
     if summary.get("interpolated_faces"):
         extra += f"; {summary['interpolated_faces']} boxes interpolated across missed frames"
     if summary["skipped_frames"]:

@@ -28,7 +28,9 @@ hidden) can be given a box anyway, flagged, never with an age of their own:
   `TrackedFace(predicted=True)`.
 
 Both carry the track's fused answer as it was at the track's last detection; their
-`face` is a `FilledFace` (a box, nothing else).
+`face` is a `FilledFace` (a box, nothing else). `skip(frame_index, time)` stands for a
+frame the detector was not run on (`video.annotate --detect_every`): no track misses it,
+and with `fill_gaps` it is filled like a missed frame once its tracks are found again.
 """
 import collections
 import dataclasses
@@ -154,17 +156,35 @@ class FaceTracks:
             answer = state.fusion.answer()
             state.step, state.box, state.time, state.answer = self._step, box, time, answer
             tracked.append(TrackedFace(track.id, face, answer, track))
+        tracked.extend(self._coasted(time))
+        if self.fill_gaps:
+            self._recent.append((self._step, frame_index, time, boxes))
+        return tracked
+
+    def skip(self, frame_index, time):
+        """A frame the detector was not run on (`video.annotate --detect_every`): no track
+        is asked to match, so none counts it as a miss (a tentative track is not dropped),
+        but it is a frame a gap spans: with `fill_gaps`, each track found again in a later
+        frame gets its box here interpolated. Returns the coasted boxes (`coast`), else []."""
+        self._step += 1
+        tracked = self._coasted(time)
+        if self.fill_gaps:
+            # No face was looked for: nothing can hide an interpolated box here.
+            self._recent.append((self._step, frame_index, time, np.zeros((0, 4))))
+        return tracked
+
+    def _coasted(self, time):
+        """`coast`: the confirmed tracks missed for 1..coast steps, at their predicted box."""
+        coasted = []
         if self.coast:
             for track in self.tracker.open_tracks:
                 state = track.state
                 if (track.confirmed and state is not None and
                         0 < self._step - state.step <= self.coast):
                     box = tuple(float(v) for v in track.predicted(time))
-                    tracked.append(TrackedFace(track.id, FilledFace(box), state.answer, track,
+                    coasted.append(TrackedFace(track.id, FilledFace(box), state.answer, track,
                                                predicted=True))
-        if self.fill_gaps:
-            self._recent.append((self._step, frame_index, time, boxes))
-        return tracked
+        return coasted
 
     def _fill(self, track, state, box, time):
         """The frames between the track's last detection and `box` (now), interpolated."""

@@ -29,3 +29,23 @@ def test_each_loss_is_counted_where_it_happens():
                       "found_other_id": 1, "false_on_face_other_id": 1, "false_no_face": 1,
                       "missed_outside_track": 1, "missed_no_track": 2,
                       "idf1": pytest.approx(6 / 14)}
+
+
+def test_run_ours_answers_every_kth_frame_only():
+    import numpy as np
+
+    from agegender.results import Face
+    from video import fusion
+
+    p = np.full(101, 1 / 101)
+    answers = [[Face(box=b(5.0 * i), score=0.9, age=50.0, age_distribution=p)]
+               for i in range(7)]
+    out = bench.run_ours(answers, 25.0, fusion.DEFAULT_PARAMS, fill_gaps=2, detect_every=3)
+    kinds = [[isinstance(face, face_tracks.FilledFace) for _, face, _ in items] for items in out]
+    # Frames 0, 3, 6 answered; 1, 2, 4, 5 filled between them, all one track.
+    assert kinds == [[False], [True], [True], [False], [True], [True], [False]]
+    assert {tid for items in out for tid, _, _ in items} == {1}
+    assert out[4][0][1].box == pytest.approx(b(20.0))
+    every = bench.run_ours(answers, 25.0, fusion.DEFAULT_PARAMS, fill_gaps=2)
+    assert not any(isinstance(face, face_tracks.FilledFace) for items in every
+                   for _, face, _ in items)

@@ -150,6 +150,12 @@ def test_cli_usage_errors(capsys):
                          "a frame count > 0"),
                         (["--model=x", "--input=y.mp4", "--tracks=t", "--in_flight=9"],
                          "at most 8"),
+                        (["--model=x", "--input=y.mp4", "--tracks=t", "--detect_every=0"],
+                         "a frame count > 0"),
+                        (["--model=x", "--input=y.mp4", "--tracks=t", "--detect_every=6"],
+                         "1..5 frames"),
+                        (["--model=x", "--input=y.mp4", "--tracks=t", "--detect_every=3",
+                          "--fill_gaps=1"], "needs fill_gaps >= 2"),
                         (["--model=x", "--input=y.mp4", "--tracks=t",
                           "--tensorflow_intra_op_parallelism=-1"], "a thread count >= 0")):
         with pytest.raises(SystemExit) as exit_:
@@ -334,3 +340,44 @@ def test_an_error_with_frames_in_flight_stops_the_clip_and_leaves_no_output(tmp_
         annotate.annotate(Failing(two_people), clip, tracks=str(tmp_path / "t.jsonl"),
                           output=str(tmp_path / "out.mp4"), in_flight=2, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["marked.mp4"]
+
+
+def test_detect_every_answers_every_kth_frame_and_boxes_the_frames_between(tmp_path, clips):
+    clip = clips.write(tmp_path / "marked.mp4", clips.marked(20, width=160, height=96), rate=10)
+
+    class Recording(FrameKeyedAnalyzer):
+        def analyze(self, encoded):
+            from PIL import Image
+            import io
+
+            image = np.asarray(Image.open(io.BytesIO(encoded)))
+            with self.lock:
+                self.seen = getattr(self, "seen", []) + [int(round(image[:, 40:].mean() / 10))]
+            return super().analyze(encoded)
+
+    results = []
+    for in_flight in (1, 3):
+        analyzer = Recording(two_people, seed=in_flight)
+        tracks = tmp_path / f"t{in_flight}.jsonl"
+        summary = annotate.annotate(analyzer, clip, tracks=str(tracks), per_frame=True,
+                                    output=str(tmp_path / f"out{in_flight}.mp4"), fill_gaps=1,
+                                    detect_every=2, in_flight=in_flight, progress=False)
+        assert sorted(analyzer.seen) == list(range(0, 20, 2))  # the model saw frames 0, 2, ..
+        assert (summary["frames"], summary["frames_answered"], summary["faces"]) == (20, 10, 20)
+        faces = [line for line in read_lines(tracks) if line["type"] == "face"]
+        # Each person is boxed on frames 0..18: answered even frames, interpolated odd ones
+        # (frame 19 comes after the last answered frame: no box).
+        for track in (1, 2):
+            mine = [f for f in faces if f["track"] == track]
+            assert [f["frame"] for f in mine] == list(range(19))
+            assert [f["interpolated"] for f in mine] == [i % 2 == 1 for i in range(19)]
+        x = {f["frame"]: f["box"][0] for f in faces if f["track"] == 1}
+        assert x[7] == pytest.approx(5 + 7, abs=1e-3)  # between frames 6 and 8
+        with video_io.open_source(str(tmp_path / f"out{in_flight}.mp4")) as written:
+            assert len(list(written)) == 20
+        results.append(open(tracks).read())
+    assert results[0] == results[1]  # frames in flight change nothing
+    with pytest.raises(ValueError, match="needs fill_gaps >= 1"):
+        annotate.annotate(Recording(two_people), clip, tracks=str(tmp_path / "x.jsonl"),
+                          fill_gaps=0, detect_every=2, progress=False)
+    assert not os.path.exists(tmp_path / "x.jsonl")

@@ -92,3 +92,38 @@ def test_bad_counts_are_refused():
     for options in ({"fill_gaps": -1}, {"coast": -2}):
         with pytest.raises(ValueError, match="frame counts"):
             face_tracks.FaceTracks(**options)
+
+
+def test_a_frame_not_looked_at_keeps_tentative_tracks_and_is_filled():
+    # Every other frame is not looked at (skip): a face moving 5 px a frame, found at the
+    # even frames only, is one track (its tentative first frame survives the skipped frame
+    # after it) with every odd frame between two answered ones filled.
+    people = face_tracks.FaceTracks(fill_gaps=1)
+    tracked, filled = [], []
+    for i in range(9):
+        t = i / 25.0
+        tracked.append(people.update(i, t, [face(100 + 5 * i)]) if i % 2 == 0
+                       else people.skip(i, t))
+        filled += people.pop_filled()
+    assert [item.track_id for frame in tracked[::2] for item in frame] == [None, 1, 1, 1, 1]
+    assert all(frame == [] for frame in tracked[1::2])  # no coast: nothing at once
+    assert [frame for frame, _, _ in filled] == [1, 3, 5, 7]
+    for frame, _, item in filled:
+        assert item.interpolated and item.track_id == 1 and item.face.age is None
+        assert np.allclose(item.face.box, face(100 + 5 * frame).box)
+    assert tracked[-1][0].answer.frames == 5  # fusion counts only the answered frames
+    # A skipped frame counts as a frame of the gap: 1 skipped + 1 missed is 2 > fill_gaps.
+    people = face_tracks.FaceTracks(fill_gaps=1)
+    for i, faces in enumerate([[face(100)], [face(100)], None, [], [face(100)]]):
+        people.skip(i, i / 25.0) if faces is None else people.update(i, i / 25.0, faces)
+    assert people.pop_filled() == []
+
+
+def test_coast_covers_a_frame_not_looked_at():
+    people = face_tracks.FaceTracks(coast=1)
+    for i in range(3):
+        people.update(i, i / 25.0, [face(100 + 5 * i)])
+    coasted = people.skip(3, 3 / 25.0)
+    assert len(coasted) == 1 and coasted[0].predicted and coasted[0].track_id == 1
+    assert coasted[0].face.box[0] == pytest.approx(115, abs=2)  # moved on at its velocity
+    assert people.skip(4, 4 / 25.0) == []  # coast=1: one frame only
