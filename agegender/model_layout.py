@@ -33,6 +33,23 @@ def is_saved_model_dir(path):
     return tf.io.gfile.exists(join(path, SAVED_MODEL_FILE))
 
 
+def serving_meta_graph(path):
+    """The MetaGraphDef tagged "serve" (else the first) of the SavedModel in version
+    directory `path`, parsed from its saved_model.pb (the public proto; nothing is loaded):
+    its `signature_def` map is what a server answers GetModelMetadata with. Raises
+    `tf.errors.NotFoundError` for a missing file, `google.protobuf.message.DecodeError`
+    for one that is no SavedModel, ValueError for one without a graph."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(join(path, SAVED_MODEL_FILE), "rb") as f:
+        proto.ParseFromString(f.read())
+    if not proto.meta_graphs:
+        raise ValueError(f"{join(path, SAVED_MODEL_FILE)} holds no graph")
+    return next((m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags),
+                proto.meta_graphs[0])
+
+
 def versions(base_path, servable_only=True):
     """Sorted version numbers under `base_path` ([] if it does not exist).
 

@@ -76,8 +76,7 @@ def saved_model_info(model):
     if model.endswith(".tflite") or ("://" in model and not model.startswith(
             ("gs://", "s3://", "hdfs://"))):
         return None
-    from tensorflow.python.saved_model import loader_impl
-
+    from agegender import model_layout
     from agegender import serving_contract as contract
     from analyzer import model_paths
     from analyzer.backends import saved_model
@@ -86,12 +85,9 @@ def saved_model_info(model):
         if model_paths.is_job_dir(model):
             return None
         directory = model_paths.resolve_saved_model(model)
-        graphs = loader_impl.parse_saved_model(directory).meta_graphs
+        signatures = model_layout.serving_meta_graph(directory).signature_def
     except Exception:  # noqa: BLE001 - not a readable SavedModel: loading it tells why
         return None
-    if len(graphs) != 1:
-        return None
-    signatures = graphs[0].signature_def
     image_size = None
     images = signatures[contract.PREDICT_IMAGES].inputs.get(contract.IMAGES) \
         if contract.PREDICT_IMAGES in signatures else None

@@ -38,14 +38,10 @@ class LoadedModel:
     """One loaded SavedModel version: its SignatureDefs and callable signatures."""
 
     def __init__(self, name, version, path):
-        from tensorflow.python.saved_model import loader_impl
-
         self.name = name
         self.version = version
         self.path = path
-        saved_model = loader_impl.parse_saved_model(path)
-        meta_graph = next((m for m in saved_model.meta_graphs
-                           if "serve" in m.meta_info_def.tags), saved_model.meta_graphs[0])
+        meta_graph = model_layout.serving_meta_graph(path)
         self.signature_defs = {k: v for k, v in meta_graph.signature_def.items()
                                if not k.startswith("__")}
         self._loaded = tf.saved_model.load(path, tags=["serve"])
