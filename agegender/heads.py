@@ -6,6 +6,8 @@ An age head owns everything that depends on how the model states an age:
   output_layer()  the Dense layer that produces it (float32 whatever the precision policy)
   target()        the training target, from a batch's age and age histogram
   loss()          the training loss
+  divergence()    how far one output is from another, per face (the consistency term of
+                  `trainer.consistency`: a degraded face against the same face clean)
   true_age()      the age in years read back from a target (training metrics)
   ages()          the age in years from the model's output (every prediction path)
   serving_outputs()  what the export adds to `age`: the distribution or the ranges, and
@@ -112,6 +114,14 @@ class AgeHead:
             gap = tf.abs(tf.linalg.matvec(y_pred, values) - tf.linalg.matvec(y_true, values))
             return squared_emd(y_true, y_pred) + mean_weight * gap / REGRESSION_SCALE
         return squared_emd_and_mean_l1
+
+    def divergence(self, reference, output):
+        """D(reference || output) per face, [N]: 0 when equal. Distribution heads: the
+        squared EMD of the loss, not KL: it knows the bins are ordered (a face read three
+        years older costs less than one read thirty years older), it stays bounded where
+        `output` has almost no mass (KL's log does not), and it is the supervised loss's own
+        scale, so a consistency weight reads as relative to it."""
+        return squared_emd(reference, output)
 
     def true_age(self, target):
         raise NotImplementedError
@@ -263,6 +273,12 @@ class RegressionHead(AgeHead):
         # output is its own mean: no extra term).
         return _keras().losses.MeanAbsoluteError(name="scaled_age_l1")
 
+    def divergence(self, reference, output):
+        """|reference - output| on the scaled age, [N]: the head's own L1."""
+        tf = _tf()
+        return tf.abs(tf.reshape(tf.cast(reference, tf.float32) - tf.cast(output, tf.float32),
+                                 [-1]))
+
     def true_age(self, target):
         tf = _tf()
         return tf.reshape(tf.cast(target, tf.float32), [-1]) * REGRESSION_SCALE
@@ -299,6 +315,16 @@ class GenderHead:
 
     def loss(self):
         return _keras().losses.SparseCategoricalCrossentropy()
+
+    def divergence(self, reference, output):
+        """KL(reference || output) per face, [N]: the cross-entropy the head trains with,
+        against a distribution instead of a class, less the reference's own entropy (0 when
+        equal). Two classes: no ordered bins, no far tail."""
+        tf = _tf()
+        reference = tf.cast(reference, tf.float32)
+        output = tf.cast(output, tf.float32)
+        return tf.reduce_sum(reference * (tf.math.log(reference + 1e-7)
+                                          - tf.math.log(output + 1e-7)), axis=-1)
 
     def predictions(self, output):
         """(class index [N], probability of that class [N]) as NumPy."""
