@@ -32,6 +32,9 @@ class AugmentConfig:
     # once), each at a severity drawn uniformly from this range.
     old_print_probability: float = 0.0
     old_print_severity: tuple = (0.25, 1.0)
+    # Also hand over the old-printed faces as they were just before the composite (same
+    # crop, flip and colour jitter), for the consistency term (`trainer.consistency`).
+    old_print_pairs: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,9 @@ from agegender import (age_histogram, decades, degradations, heads, old_print, p
 from trainer.input_config import AugmentConfig, InputConfig  # noqa: F401
 
 AUTOTUNE = tf.data.AUTOTUNE
+# With `AugmentConfig.old_print_pairs`: the batch key of the old-printed faces as they
+# were before the print (`targets_fn` appends them to the images).
+OLD_PRINT_CLEAN = "old_print_clean"
 
 
 class Decoder:
@@ -157,10 +160,16 @@ class Parser:
         if aug.degrade_probability > 0:
             images = self._degrade(tf.clip_by_value(images, 0.0, 255.0), uniform, n)
 
+        clean = None
         if aug.old_print_probability > 0:
-            images = self._old_print(tf.clip_by_value(images, 0.0, 255.0), seed, n)
+            images = tf.clip_by_value(images, 0.0, 255.0)
+            if aug.old_print_pairs:  # the faces the composite is about to degrade, clean
+                clean = images[n - self._old_print_count(n):]
+            images = self._old_print(images, seed, n)
 
         batch = dict(batch)
+        if clean is not None:
+            batch[OLD_PRINT_CLEAN] = clean
         batch["image"] = tf.clip_by_value(images, 0.0, 255.0)
         return batch
 
@@ -194,15 +203,24 @@ class Parser:
         the batch's, not drawn from the stream above, so runs without it keep their
         augmentation exactly."""
         aug = self.augment
-        k = tf.cast(tf.round(tf.cast(n, tf.float32) * aug.old_print_probability), tf.int32)
+        k = self._old_print_count(n)
         seed = tf.random.experimental.stateless_fold_in(seed, 27)
         severity_seed, print_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         severity = tf.random.stateless_uniform([k], severity_seed, *aug.old_print_severity)
         printed = old_print.old_print(images[n - k:], severity, print_seed)
         return tf.concat([images[:n - k], printed], axis=0)
 
+    def _old_print_count(self, n):
+        """How many of a batch of `n` the old-print composite degrades (its last ones)."""
+        return tf.cast(tf.round(tf.cast(n, tf.float32) * self.augment.old_print_probability),
+                       tf.int32)
+
     def targets_fn(self, batch):
-        """Batch dict -> (images, y, sample_weight), dicts keyed by the model's outputs."""
+        """Batch dict -> (images, y, sample_weight), dicts keyed by the model's outputs.
+        With old-print pairs (`_with_pairs`), n + k rows: the batch's n, then the clean copies
+        of its last k with those faces' own targets and weights."""
+        if OLD_PRINT_CLEAN in batch:
+            return self._with_pairs(batch)
         spec = self.spec
         images = tf.cast(batch["image"], tf.float32)
         age = batch[schema.AGE]
@@ -222,6 +240,19 @@ class Parser:
         if gender is not None:
             y[gender.output], sw[gender.output] = gender.target(batch[schema.GENDER])
         return images, y, sw
+
+    def _with_pairs(self, batch):
+        """`targets_fn` of a batch with old-print pairs: the clean copies appended as rows of
+        their own, labelled as the faces they copy, so every part of the element has n + k
+        rows (Keras builds its metrics from one element). `trainer.consistency` splits them
+        off again: they enter no supervised loss or metric."""
+        batch = dict(batch)
+        clean = tf.cast(batch.pop(OLD_PRINT_CLEAN), tf.float32)
+        images, y, sw = self.targets_fn(batch)
+        n, k = tf.shape(images)[0], tf.shape(clean)[0]
+        again = lambda t: tf.concat([t, t[n - k:]], axis=0)  # noqa: E731
+        return (tf.concat([images, clean], axis=0), tf.nest.map_structure(again, y),
+                tf.nest.map_structure(again, sw))
 
 
 class InputReader:
