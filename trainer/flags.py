@@ -9,6 +9,7 @@ flags of the same names can be imported together, and tests build private `FlagV
 import os
 
 from absl import flags
+import numpy as np
 
 from agegender import arg_types, image_header, job_dir, model_spec
 from trainer import input_pipeline
@@ -155,6 +156,18 @@ def define_flags(fv=flags.FLAGS):
     _define_range("old_print_severity", _pair(aug.old_print_severity),
                   "min,max severity (0..1) of the old prints, drawn uniformly per image.",
                   _is_severity_range, "two numbers 0 <= min <= max <= 1", d)
+    flags.DEFINE_float("consistency_weight", 0.0,
+                       "Add this weight times how far each old-printed face's predicted age "
+                       "distribution (and gender) is from the same face's clean one, the "
+                       "clean one held fixed (squared EMD, as the age loss; L1 for "
+                       "--type=regression; KL for gender), averaged over each batch's "
+                       "old-printed faces, which the model also sees clean, in inference "
+                       "mode: a forward pass of --old_print_probability of the batch more "
+                       "per step (trainer.consistency). Needs --old_print_probability > 0 "
+                       "and one device. 0: off.", lower_bound=0.0, **d)
+    flags.register_multi_flags_validator(
+        ["consistency_weight", "old_print_probability", "augment", "batch_size"],
+        _check_consistency, **d)
     flags.DEFINE_float("source_margin", aug.source_margin,
                        "The training frame is up to img_dim times this, so crops take real "
                        "pixels (records of 160 px give 128 px inputs a 1.25 margin).", **d)
@@ -200,6 +213,30 @@ def _warn_old_verbose(fv):
     return True
 
 
+def old_print_count(batch_size, probability):
+    """How many faces of a batch the old-print composite degrades (as
+    `input_pipeline.Parser` rounds it: float32, half to even)."""
+    return int(np.round(np.float32(batch_size) * np.float32(probability)))
+
+
+def _check_consistency(values):
+    """--consistency_weight pairs the faces the old-print composite degrades with their
+    clean copies: there must be some in every batch."""
+    if not values["consistency_weight"]:
+        return True
+    if not values["augment"] or not values["old_print_probability"]:
+        raise flags.ValidationError(
+            "--consistency_weight compares old-printed faces with the same faces clean: it "
+            "needs --old_print_probability > 0 (and --augment, which applies it)")
+    if values["batch_size"] and not old_print_count(values["batch_size"],
+                                                    values["old_print_probability"]):
+        raise flags.ValidationError(
+            f"--consistency_weight: --old_print_probability={values['old_print_probability']}"
+            f" of a batch of {values['batch_size']} rounds to no old-printed face (no pair); "
+            f"raise either")
+    return True
+
+
 def _is_scale_range(values):
     try:
         low, high = (float(v) for v in values)
@@ -239,7 +276,8 @@ def augment_config(fv):
         source_margin=fv.source_margin, degrade_probability=fv.degrade_probability,
         low_res_scale=_floats(fv, "low_res_scale"),
         old_print_probability=fv.old_print_probability,
-        old_print_severity=_floats(fv, "old_print_severity"))
+        old_print_severity=_floats(fv, "old_print_severity"),
+        old_print_pairs=fv.consistency_weight > 0)
 
 
 def _define_range(name, default, help_text, check, what, d):

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from agegender import job_dir as job_dir_lib
 from agegender import age_histogram, age_prior, model_spec, records, schema
-from trainer import calibration, checkpoints
+from trainer import calibration, checkpoints, consistency
 from trainer import callbacks as callbacks_lib
 from trainer import curves, distribution, input_pipeline, predict
 from trainer import flags as trainer_flags
@@ -77,6 +77,12 @@ def compile_model(model, spec, cfg, learning_rate, run_eagerly=False):
                   steps_per_execution=cfg.steps_per_execution, run_eagerly=run_eagerly,
                   **keras_metrics.compile_args(spec, cfg.gender_loss_weight,
                                                cfg.age_mean_loss_weight))
+    # Old-print consistency (0, the default: Keras's own train step, nothing installed).
+    if getattr(cfg, "consistency_weight", 0.0):
+        consistency.install(model, spec, cfg.consistency_weight,
+                            trainer_flags.old_print_count(cfg.batch_size,
+                                                          cfg.old_print_probability),
+                            cfg.gender_loss_weight)
 
 
 def _verbose(cfg):
@@ -171,6 +177,11 @@ def prepare(cfg):
     # The strategy first: a multi-worker strategy configures collective ops, which TensorFlow
     # allows only before its runtime starts, and counting the records (tf.data) starts it.
     strategy = distribution.make_strategy(cfg.distribution, cfg.tpu)
+    if getattr(cfg, "consistency_weight", 0.0):
+        try:
+            consistency.check_strategy(strategy)
+        except consistency.ConsistencyError as e:
+            raise ConfigError(str(e)) from None
     counts = count_splits(cfg.records_dir, cfg.eval_split)  # before any model or output
     distribution.set_precision(distribution.resolve_precision(cfg.mixed_precision, strategy))
     seed = set_seed(cfg.seed)

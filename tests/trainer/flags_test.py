@@ -42,3 +42,30 @@ def test_the_test_split_is_evaluated_only_when_named():
     assert trainer_flags.parse(["--eval_split=test"]).eval_split == "test"
     with pytest.raises(flags.IllegalFlagValueError, match="validation|test"):
         trainer_flags.parse(["--eval_split=train"])
+
+
+def test_the_consistency_term_is_off_by_default_and_changes_nothing():
+    """--consistency_weight defaults to 0: the augmentation config is exactly the one built
+    without the flag (no old-print pairs in the input) and compiling installs no step of its
+    own (Keras's train step, as before the flag); given, the config asks for the pairs."""
+    import keras
+
+    from agegender import model_spec
+    from trainer import input_pipeline, task
+
+    default = trainer_flags.parse([])
+    assert default.consistency_weight == 0.0
+    assert trainer_flags.augment_config(default) == input_pipeline.AugmentConfig()
+    with_prints = trainer_flags.parse(["--old_print_probability=0.25"])
+    assert not trainer_flags.augment_config(with_prints).old_print_pairs
+    assert trainer_flags.augment_config(trainer_flags.parse(
+        ["--old_print_probability=0.25", "--consistency_weight=0.1"])).old_print_pairs
+    spec = model_spec.ModelSpec(img_dim=32)
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    for cfg, installed in ((with_prints, False), (trainer_flags.parse(
+            ["--old_print_probability=0.25", "--consistency_weight=0.1"]), True)):
+        model = keras.Model(inputs, {"age_distribution": keras.layers.Dense(101)(pooled)})
+        task.compile_model(model, spec, cfg, 1e-3)
+        assert ("train_step" in vars(model)) is installed
+        assert ("reset_metrics" in vars(model)) is installed
