@@ -1,8 +1,10 @@
 """The old-print consistency term (--consistency_weight, trainer.consistency): its divergences,
 the pairs the input pipeline hands over, the training step against Keras's own, a tiny run,
-and the flags' checks. Tiny models (MobileNetV2 alpha 0.35 at 32 px, random weights)."""
+and the flags' checks. Tiny models: a small convolution with the trainer's heads, and
+MobileNetV2 alpha 0.35 at 32 px (the shared ImageNet weights when present, else random)."""
 import json
 import os
+import pathlib
 import types
 
 import keras
@@ -18,6 +20,8 @@ from trainer import flags as trainer_flags
 from trainer import model as model_lib
 
 PAIRS = ["--old_print_probability=0.25", "--batch_size=8"]
+WEIGHTS_DIR = pathlib.Path(__file__).resolve().parents[3] / "shared" / "weights"
+MNV2_035 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
 
 def _softmax(rng, n, units):
@@ -193,16 +197,22 @@ def test_the_step_refuses_batches_without_pairs():
 
 def test_a_tiny_run_logs_a_finite_term_and_exports_the_same_model(tiny_records, tmp_path,
                                                                     tiny_run_args):
+    """Random weights answer every face alike (the term is then 0); with the shared
+    ImageNet weights, when present, the answers differ and the term is positive."""
     job = tmp_path / "job"
+    imagenet = (WEIGHTS_DIR / MNV2_035).is_file()
+    weights = [f"--weights={WEIGHTS_DIR / MNV2_035}"] if imagenet else []
     task.run(trainer_flags.parse(tiny_run_args(
         tiny_records, job, "--predict_gender", "--old_print_probability=0.5",
         "--consistency_weight=1.0", "--fine_tune_epochs=1", "--fine_tune_at=120",
-        "--seed=1")))
+        "--seed=1", *weights)))
     history = json.loads((job / "history.json").read_text())
     assert len(history) == 2
     for epoch in history:
         assert np.isfinite(epoch[consistency.METRIC]) and epoch[consistency.METRIC] >= 0
         assert np.isfinite(epoch[consistency.GENDER_METRIC]) and np.isfinite(epoch["loss"])
+        if imagenet:
+            assert epoch[consistency.METRIC] > 0 and epoch[consistency.GENDER_METRIC] > 0
     assert "--consistency_weight=1.0\n" in (job / "flags.txt").read_text()
     model = keras.models.load_model(os.path.join(job, job_dir_lib.MODEL_FILE), compile=False)
     assert len(model.inputs) == 1 and type(model).__name__ == "Functional"
