@@ -306,12 +306,32 @@ def main(argv=None):
         _print_tracking(f"test {name}", quality)
 
     # Answering every K-th frame only (video.annotate --detect_every): the same figures on
-    # the tracks it gives, with the temper fitted on every frame.
+    # the tracks it gives, on the validation clips (where K is chosen) and the test clips,
+    # with the temper fitted on every frame and with one fitted on its own validation tracks
+    # (fewer, less alike frames per track).
     results["accuracy_detect_every"] = {}
-    for name in [n for n in OUR_VARIANTS if n.startswith("ours_detect_every_")]:
-        figures = accuracy(labelled_tracks(clips, tracked_by[name]), fitted, served)
+    every = [("ours", OUR_VARIANTS["ours"])] + [
+        (n, o) for n, o in OUR_VARIANTS.items() if n.startswith("ours_detect_every_")]
+    for name, options in every:
+        k = options.get("detect_every", 1)
+        own = fitted if k == 1 else fusion.fit(*fit_inputs(labelled_tracks(
+            val_clips, [run_ours(a, fps, fusion.DEFAULT_PARAMS, detect_every=k)
+                        for a in val_answers]), served),
+            temperatures=(0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0))
+        figures = {"own_fit": own.to_dict()}
+        for split, split_clips, tracked in (
+                ("validation", val_clips, [run_ours(a, fps, own, **options)
+                                           for a in val_answers]),
+                ("test", clips, tracked_by[name])):
+            for temper_name, params in (("every_frame_fit", fitted), ("own_fit", own)):
+                if k == 1 and temper_name == "own_fit":
+                    continue
+                figures[f"{split}_{temper_name}"] = accuracy(
+                    labelled_tracks(split_clips, tracked), params, served)
+                _print_accuracy(f"{name} {split} {temper_name}",
+                                figures[f"{split}_{temper_name}"])
         results["accuracy_detect_every"][name] = figures
-        _print_accuracy(name, figures)
+        print(f"{name}: own temper {own}")
 
     tracks = labelled_tracks(clips, tracked_by["ours"])
     results["accuracy"] = {}
