@@ -31,7 +31,7 @@ def run_ours(answers, fps, params, appearance=True, live_ids=False, detect_every
     people = face_tracks.FaceTracks(params, **options)
     out = []
     for i, faces in enumerate(answers):
-        out.append(people.update(i, i / fps, faces) if i % detect_every == 0
+        out.append(people.update(i, i / fps, faces) if annotate_lib.is_answered(i, detect_every)
                    else people.skip(i, i / fps))
         for frame_index, _, item in people.pop_filled():
             out[frame_index].append(item)

@@ -62,6 +62,13 @@ DETECT_EVERY = 1
 MAX_DETECT_EVERY = 5  # a person seen for under K frames may be missed; 5 is 0.2 s at 25/s
 
 
+def is_answered(position, detect_every):
+    """Whether the frame at 0-based `position` among the frames read is answered with
+    `detect_every`: the 1st, (K+1)th, ... (by position only, so frames in flight and any
+    replay of the clip answer the same frames)."""
+    return position % detect_every == 0
+
+
 def check_detect_every(detect_every, fill_gaps):
     """ValueError unless 1 <= detect_every <= MAX_DETECT_EVERY and the frames between two
     answered ones can be filled (fill_gaps >= detect_every - 1)."""
@@ -152,7 +159,7 @@ def _answered(frames, analyzer, in_flight, stage_seconds, detect_every=1):
     def looked_at():
         nonlocal read
         read += 1
-        return (read - 1) % detect_every == 0
+        return is_answered(read - 1, detect_every)
 
     def answer(frame):
         t0 = time.perf_counter()
