@@ -85,3 +85,33 @@ def test_bad_arguments_are_refused_before_any_model_is_loaded(capsys):
             bench.main(["--model=/nonexistent", "--records_dir=/nonexistent", *argv])
         assert e.value.code == 2
     assert "medium" in capsys.readouterr().err
+
+
+def _band(signed, count=150):
+    return {"count": count, "mae": abs(signed), "mean_signed_error": signed,
+            "signed_error_standard_error": 0.5}
+
+
+def test_a_missed_band_is_split_into_the_clean_bias_and_the_prints_own_shift():
+    clean = {"mae": 5.0, "per_age_band": {"20-39": _band(0.2), "60-69": _band(-3.5),
+                                          "70+": _band(-4.0, count=99)}}
+    printed = {"mae": 5.5, "per_age_band": {"20-39": _band(0.6), "60-69": _band(-5.0),
+                                            "70+": _band(-6.0, count=99),
+                                            "5-9": _band(2.5)}}
+    results = {"clean": clean, "old_print_mid": printed}
+    shifts = bench.band_shifts(results)
+    assert shifts["60-69"] == {"clean": -3.5, "printed": -5.0, "shift": pytest.approx(-1.5)}
+    assert shifts["20-39"]["shift"] == pytest.approx(0.4)
+    assert shifts["5-9"] == {"clean": None, "printed": 2.5, "shift": None}
+    # 20-39 is within +-1; 70+ has too few faces to count; 5-9 has no clean row.
+    assert bench.targets(results) == [
+        "60-69 signed -5.00 (clean -3.50, the print's own -1.50)", "5-9 signed +2.50"]
+    assert bench.band_shifts(results, severity="high") == {}
+
+
+def test_the_fake_models_clean_bias_is_zero_so_the_shift_is_the_whole_error(results):
+    shifts = bench.band_shifts(results)
+    for band, cell in shifts.items():
+        assert cell["clean"] == pytest.approx(0.0, abs=1e-6)
+        assert cell["shift"] == pytest.approx(
+            results["old_print_mid"]["per_age_band"][band]["mean_signed_error"])
