@@ -222,7 +222,7 @@ def print_tables(title, results, out=sys.stdout):
               f"{_fmt(u.get('interval_80', {}).get('coverage'), '6.3f'):>6}"
               + (f"  (missed {r['missed']})" if r.get("missed") else ""), file=out)
     bands = [metrics.band_name(metrics.AGE_BANDS, i) for i in range(len(metrics.AGE_BANDS))]
-    print(f"\nsigned error +- SE (MAE) per age band, faces per band from the clean row",
+    print("\nsigned error +- SE (MAE) per age band, faces per band from the clean row",
           file=out)
     print(f"{'condition':<18} " + " ".join(f"{b:>17}" for b in bands), file=out)
     counts = results.get("clean", next(iter(results.values())))["per_age_band"]
