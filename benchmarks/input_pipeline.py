@@ -1,12 +1,15 @@
 """Training input throughput: the trainer's tf.data pipeline vs the original per-sample loader.
 
     .venv/bin/python -m benchmarks.input_pipeline [--records_dir=records/utk_face] \
-        [--img_dim=128] [--batch_size=64] [--batches=150] [--original_samples=150]
+        [--img_dim=128] [--batch_size=64] [--batches=150] [--original_samples=150] \
+        [--degrade_probability=0.3 --old_print_probability=0.1]
 
 1. `trainer.input_pipeline` over the train split, exactly as training reads it (shuffled
    files, interleave, vectorized parse, decode + resize, shuffle, batched augmentation,
    targets, prefetch): images/s over `--batches` batches after a warm-up, first without a
-   cache (every image decoded) and then from the in-memory cache (second pass).
+   cache (every image decoded) and then from the in-memory cache (second pass), with the
+   recipe's photo degradations and old prints when asked (`--degrade_probability`,
+   `--old_print_probability`): from the cache, that is the augmentation's own cost.
 2. The original project's loader reproduced per sample: read the file, decode (PIL, as cv2
    would), resize, the age label as a histogram of 1,000,000 np.random.normal samples,
    random horizontal flip and Gaussian blur. Single process, like the original generator.
@@ -71,12 +74,16 @@ def write_records(data_dir, out_dir, limit, size=160):
     return n
 
 
-def bench_tf_data(records_dir, img_dim, batch_size, batches, cache):
+def bench_tf_data(records_dir, img_dim, batch_size, batches, cache, degrade_probability=0.0,
+                  old_print_probability=0.0):
     from agegender import model_spec, records
     from trainer import input_pipeline
 
+    augment = input_pipeline.AugmentConfig(degrade_probability=degrade_probability,
+                                           old_print_probability=old_print_probability)
     config = input_pipeline.InputConfig.from_records(
-        records_dir, batch_size=batch_size, cache="memory" if cache else "", seed=1)
+        records_dir, batch_size=batch_size, cache="memory" if cache else "", seed=1,
+        augment=augment)
     spec = model_spec.ModelSpec(img_dim=img_dim, predict_gender=True,
                                 age_deviation=config.records_age_deviation or 5.0)
     reader = input_pipeline.InputReader(config, "train",
@@ -137,6 +144,10 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--batches", type=int, default=150)
     p.add_argument("--original_samples", type=int, default=150)
+    p.add_argument("--degrade_probability", type=float, default=0.0,
+                   help="the recipe's photo degradations in the stream (0.3 in the recipe)")
+    p.add_argument("--old_print_probability", type=float, default=0.0,
+                   help="the recipe's old prints in the stream (0.1 in the recipe)")
     p.add_argument("--write_limit", type=int, default=6000,
                    help="images to write when the records must be made first")
     console.add_verbose_flag(p)
@@ -153,10 +164,15 @@ def main(argv=None):
         n = write_records(args.data, records_dir, args.write_limit)
         print(f"wrote {n} train records to {records_dir} in {time.perf_counter() - t:.0f} s")
 
-    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
-    tf_rate = bench_tf_data(records_dir, args.img_dim, args.batch_size, args.batches, False)
+    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}; degrade "
+          f"{args.degrade_probability}, old print {args.old_print_probability}")
+    augment = dict(degrade_probability=args.degrade_probability,
+                   old_print_probability=args.old_print_probability)
+    tf_rate = bench_tf_data(records_dir, args.img_dim, args.batch_size, args.batches, False,
+                            **augment)
     print(f"tf.data, decode every image:   {tf_rate:8.0f} images/s")
-    cached = bench_tf_data(records_dir, args.img_dim, args.batch_size, args.batches, True)
+    cached = bench_tf_data(records_dir, args.img_dim, args.batch_size, args.batches, True,
+                           **augment)
     print(f"tf.data, from the memory cache: {cached:8.0f} images/s")
     orig = bench_original(args.data, args.img_dim, args.original_samples)
     print(f"original per-sample loader:    {orig:8.1f} images/s")

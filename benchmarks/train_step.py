@@ -2,13 +2,16 @@
 
     .venv/bin/python -m benchmarks.train_step [--records_dir=records/utk_face] \
         [--base_model=MobileNetV2 --alpha=1.0 --img_dim=128 --batch_size=64] \
-        [--phase=head|fine_tune] [--steps=30]
+        [--phase=head|fine_tune] [--steps=30] \
+        [--degrade_probability=0.3 --old_print_probability=0.1]
 
 The same compiled model trains `--steps` steps (after a warm-up that also traces the step)
 twice: fed by `trainer.input_pipeline` from the records (decode, augment, prefetch), and
 fed by `--steps` batches taken from that same pipeline beforehand and held in memory.
 ratio = real / in-memory images/s; >= 0.95 means the input pipeline keeps up with the
-model (prefetch overlaps it with the step). Weights: ImageNet from --weights_dir when the
+model (prefetch overlaps it with the step). `--degrade_probability` and
+`--old_print_probability` add the recipe's photo degradations and old prints
+(configs/cpu_mobilenetv2.flags) to the real input. Weights: ImageNet from --weights_dir when the
 file is there, random otherwise (the cost of a step does not depend on the values).
 """
 if __name__ == "__main__":  # before TensorFlow's start-up lines (agegender.console)
@@ -36,6 +39,8 @@ def main(argv=None):
     p.add_argument("--fine_tune_at", type=int, default=100)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--weights_dir", default=DEFAULT_WEIGHTS)
+    p.add_argument("--degrade_probability", type=float, default=0.0)
+    p.add_argument("--old_print_probability", type=float, default=0.0)
     console.add_verbose_flag(p)
     args = p.parse_args(argv)
 
@@ -61,8 +66,11 @@ def main(argv=None):
     cfg = trainer_flags.parse([])
     task.compile_model(model, spec, cfg, 1e-4)
 
+    augment = input_pipeline.AugmentConfig(degrade_probability=args.degrade_probability,
+                                           old_print_probability=args.old_print_probability)
     config = input_pipeline.InputConfig.from_records(args.records_dir,
-                                                     batch_size=args.batch_size, seed=1)
+                                                     batch_size=args.batch_size, seed=1,
+                                                     augment=augment)
     reader = input_pipeline.InputReader(config, "train",
                                         input_pipeline.Parser.for_config(spec, config))
     real = reader.dataset(is_training=True).repeat()
@@ -78,7 +86,8 @@ def main(argv=None):
 
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}; "
           f"{spec.base_model} alpha {spec.alpha} at {spec.img_dim} px, batch "
-          f"{args.batch_size}, phase {args.phase}, weights {'imagenet' if weights else 'random'}")
+          f"{args.batch_size}, phase {args.phase}, weights {'imagenet' if weights else 'random'}; "
+          f"degrade {args.degrade_probability}, old print {args.old_print_probability}")
     mem_rate = timed(in_memory)
     real_rate = timed(real)
     mem_rate2 = timed(in_memory)  # again: the machine may be shared, bracket the real run

@@ -1,9 +1,11 @@
 """The tf.data input: shapes, determinism, augmentation, caching, clear errors."""
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from agegender import heads, model_spec, preprocessing, records, schema
+from agegender import degradations, heads, model_spec, preprocessing, records, schema
 from trainer import input_pipeline
 
 
@@ -305,3 +307,56 @@ def test_the_shard_policy_splits_only_between_workers(tiny_records, num_workers,
     ds = reader.dataset(is_training=True)
     assert (ds.options().experimental_distribute.auto_shard_policy
             == getattr(tf.data.experimental.AutoShardPolicy, policy))
+
+
+
+def _whole_batch_degrade(augment, images, uniform, n):
+    """The reference: the same draws, every kind computed for the whole batch (JPEG too),
+    each image given its own kind."""
+    kind = tf.cast(tf.floor(uniform([n]) * 6), tf.int32)
+    kind = tf.where(uniform([n]) < augment.degrade_probability, kind, -1)
+    low, high = augment.low_res_scale
+    scale = tf.exp(uniform([], math.log(low), math.log(high)))
+    side = tf.cast(tf.round(scale * tf.cast(tf.shape(images)[1], tf.float32)), tf.int32)
+    quality = tf.cast(tf.round(uniform([], 10.0, 40.0)), tf.int32)
+    options = [degradations.grayscale(images), degradations.sepia(images),
+               degradations.faded(images, uniform([n], 0.3, 0.9)),
+               degradations.jpeg(images, quality), degradations.low_resolution(images, side),
+               degradations.uneven_light(images, uniform([n], 0.2, 0.7),
+                                         uniform([n], 0.0, 6.2832))]
+    for k, degraded in enumerate(options):
+        images = tf.where(tf.reshape(kind == k, [-1, 1, 1, 1]), degraded, images)
+    return images
+
+
+@pytest.mark.parametrize("kinds", [[0, 1, 2, 3, 4, 5, -1, 3], [0, 1, 2, 4, 5, -1, -1, 2],
+                                   [3, 3, 3, 3, 3, 3, 3, 3]])
+def test_each_image_gets_what_the_whole_batch_computation_gave_it(kinds):
+    """Only the images drawn for JPEG are re-encoded (none, some or all of the batch), in
+    a graph as tf.data runs it; every image is what encoding the whole batch gave it, so
+    a seeded run's augmentation does not change."""
+    n = len(kinds)
+    parser = input_pipeline.Parser(
+        model_spec.ModelSpec(img_dim=24), records_image_size=30,
+        augment=input_pipeline.AugmentConfig(degrade_probability=0.5))
+    images = tf.random.stateless_uniform([n, 24, 24, 3], [3, 4], 0, 255)
+    # The draws in the order both take them: kind, kept, low-res scale, quality, faded,
+    # light strength, light angle.
+    draws = [(np.maximum(kinds, 0) + 0.5) / 6, np.where(np.array(kinds) >= 0, 0.1, 0.9),
+             0.5, 0.5, np.linspace(0.1, 0.9, n), np.linspace(0.9, 0.1, n),
+             np.linspace(0.0, 1.0, n)]
+
+    def run(degrade):
+        queue = list(draws)
+
+        def uniform(shape, low=0.0, high=1.0):
+            return low + tf.broadcast_to(tf.constant(queue.pop(0), tf.float32),
+                                         shape) * (high - low)
+        return tf.function(lambda x: degrade(x, uniform))(images).numpy()
+
+    got = run(lambda x, uniform: parser._degrade(x, uniform, n))
+    expected = run(lambda x, uniform: _whole_batch_degrade(parser.augment, x, uniform, n))
+    np.testing.assert_array_equal(got, expected)
+    for i, k in enumerate(kinds):
+        if k == input_pipeline.JPEG_KIND:  # the re-encoded ones did change
+            assert np.abs(got[i] - images.numpy()[i]).mean() > 1
